@@ -1,0 +1,61 @@
+"""The FastAPI app factory: routers, the request edge, error handlers and the runtime's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from trellis import __version__
+from trellis.auth.api import router as auth_router
+from trellis.health.api import router as health_router
+from trellis.kit.clock import Clock
+from trellis.kit.handlers import install_error_handlers
+from trellis.kit.middleware import RequestEdgeMiddleware
+from trellis.metrics.api import router as metrics_router
+from trellis.metrics.registry import HttpMetrics
+from trellis.runtime import Runtime, build_runtime
+from trellis.settings import Settings, load_settings
+
+DESCRIPTION = """
+Trellis is a self-hosted AI development ecosystem server.
+
+Authenticate with an API key (`Authorization: Bearer <key>` or `X-API-Key: <key>`) or a JWT from
+`POST /api/v1/auth/token`. Every `/api/...` response is an envelope:
+`{success, data, error, timestamp, request_id}`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    # Built eagerly so configuration errors (a short secret, a missing one) stop start-up at once.
+    runtime = build_runtime(settings, clock=clock)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(
+        title="Trellis",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    metrics = HttpMetrics()
+    app.state.runtime = runtime
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.add_middleware(RequestEdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    app.include_router(health_router)
+    app.include_router(metrics_router)
+    app.include_router(auth_router)
+    return app
+
+
+def runtime_of(app: FastAPI) -> Runtime:
+    runtime: Runtime = app.state.runtime
+    return runtime

@@ -1,0 +1,1 @@
+"""Users, API keys, JWTs and the guard that protects routes."""

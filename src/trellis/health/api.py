@@ -1,0 +1,24 @@
+"""``GET /health`` (the process is alive) and ``GET /ready`` (it can serve: 503 names what fails)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from trellis import __version__
+from trellis.health.service import readiness
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> dict[str, Any]:
+    return {"status": "ok", "version": __version__}
+
+
+@router.get("/ready", responses={503: {"description": "Some dependency is failing; `failing` names it."}})
+async def ready(request: Request) -> JSONResponse:
+    report = await readiness(request.app.state.runtime)
+    return JSONResponse(report, status_code=200 if report["status"] == "ready" else 503)

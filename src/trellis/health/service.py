@@ -1,0 +1,46 @@
+"""Readiness: can this replica serve? Checks the database (reachable, schema current) and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from trellis.runtime import Runtime
+from trellis.storage.migrate import current_revision, head_revision
+
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+async def _timed(check: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        detail = await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", named in the answer
+        message = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        return {"ok": False, "error": message, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+    result: dict[str, Any] = {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+    if detail:
+        result.update(detail)
+    return result
+
+
+async def readiness(runtime: Runtime) -> dict[str, Any]:
+    async def database() -> dict[str, Any]:
+        revision = await current_revision(runtime.database)
+        head = head_revision()
+        if revision != head:
+            raise RuntimeError(f"schema at {revision}, expected {head}: run `trellis migrate`")
+        return {"backend": runtime.database.dialect, "revision": revision}
+
+    checks: dict[str, Any] = {"database": await _timed(database)}
+    if runtime.redis is not None:
+        redis = runtime.redis
+
+        async def ping() -> dict[str, Any]:
+            await redis.ping()
+            return {}
+
+        checks["redis"] = await _timed(ping)
+    failing = sorted(name for name, check in checks.items() if not check["ok"])
+    return {"status": "not_ready" if failing else "ready", "failing": failing, "checks": checks}

@@ -1,0 +1,99 @@
+"""The one place where errors become HTTP responses in the seed's envelope.
+
+Paths under ``/api/`` always answer in the envelope; others (``/health``, ``/docs``) keep
+FastAPI's plain shape except for domain errors, which are enveloped everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from trellis.kit.envelope import failure
+from trellis.kit.errors import TrellisError
+
+_HTTP_CODES: dict[int, tuple[str, str]] = {
+    400: ("validation_error", "Invalid request parameters"),
+    401: ("authentication_error", "Authentication required"),
+    403: ("authorization_error", "Insufficient permissions"),
+    404: ("not_found_error", "Resource not found"),
+    405: ("method_not_allowed_error", "Method not allowed"),
+    409: ("conflict_error", "Conflict with the current state of the resource"),
+    413: ("payload_too_large_error", "Request body too large"),
+    415: ("unsupported_media_type_error", "Unsupported media type"),
+    429: ("rate_limit_error", "Rate limit exceeded"),
+    503: ("unavailable_error", "Service temporarily unavailable"),
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(failure(code, message, details), status_code=status, headers=headers)
+
+
+def _field_errors(exc: RequestValidationError) -> dict[str, Any]:
+    fields = []
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ())]
+        if error.get("type") == "json_invalid":
+            # The location is a character offset, not a field.
+            fields.append(
+                {
+                    "field": "",
+                    "location": "body",
+                    "message": error.get("msg", ""),
+                    "type": "json_invalid",
+                    "position": error.get("ctx", {}).get("position"),
+                }
+            )
+            continue
+        fields.append(
+            {
+                "field": ".".join(loc[1:]) if len(loc) > 1 else ".".join(loc),
+                "location": loc[0] if loc else "body",
+                "message": error.get("msg", "invalid"),
+                "type": error.get("type", "value_error"),
+            }
+        )
+    return {"fields": fields}
+
+
+async def _handle_domain_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TrellisError)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+
+
+async def _handle_validation(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = _field_errors(exc)
+    if any(f["type"] == "json_invalid" for f in details["fields"]):
+        return error_response(400, "validation_error", "Request body is not valid JSON", details)
+    return error_response(400, "validation_error", "Invalid request parameters", details)
+
+
+async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code, message = _HTTP_CODES.get(exc.status_code, ("error", str(exc.detail)))
+    if exc.status_code == 404:
+        message = f"No route for {request.method} {request.url.path}"
+    elif isinstance(exc.detail, str) and exc.status_code not in (404, 405):
+        message = exc.detail
+    headers = dict(exc.headers) if exc.headers else None
+    if request.url.path.startswith("/api/") or request.url.path == "/api":
+        return error_response(exc.status_code, code, message, {}, headers)
+    return JSONResponse({"detail": message}, status_code=exc.status_code, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(TrellisError, _handle_domain_error)
+    app.add_exception_handler(RequestValidationError, _handle_validation)
+    app.add_exception_handler(StarletteHTTPException, _handle_http)

@@ -1,0 +1,123 @@
+"""The request edge, as one pure-ASGI middleware (no BaseHTTPMiddleware overhead on the hot path).
+
+For every HTTP request it: keeps or creates the request id and returns it in ``X-Request-ID``;
+refuses bodies over the size limit with 413 (by ``Content-Length`` and while streaming);
+records Prometheus metrics by route template; writes one access-log line; and turns any
+unhandled exception into a 500 envelope that reveals nothing internal.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from trellis.kit.context import accept_request_id, request_id_var
+from trellis.kit.envelope import failure
+from trellis.kit.logging import get_logger
+from trellis.metrics.registry import HttpMetrics
+
+log = get_logger("trellis.access")
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "<unmatched>"
+
+
+class RequestEdgeMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        incoming = None
+        content_length: int | None = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+            elif name == b"content-length":
+                try:
+                    content_length = int(value)
+                except ValueError:
+                    content_length = None
+        request_id = accept_request_id(incoming)
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status_holder = [500]
+        response_started = False
+        request_id_header = (b"x-request-id", request_id.encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status_holder[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), request_id_header]
+            await send(message)
+
+        received = 0
+        limit = self.max_body_bytes
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # FastAPI re-raises HTTPException from body parsing (anything else becomes a 400).
+                    raise HTTPException(413, f"Request body exceeds {limit} bytes")
+            return message
+
+        try:
+            if content_length is not None and content_length > limit:
+                await self._send_json(
+                    send_with_id,
+                    413,
+                    failure(
+                        "payload_too_large_error",
+                        f"Request body exceeds {limit} bytes",
+                        {"max_bytes": limit, "content_length": content_length},
+                    ),
+                )
+            else:
+                await self.app(scope, limited_receive, send_with_id)
+        except Exception:
+            log.exception("unhandled_error", path=scope.get("path"), method=scope.get("method"))
+            if not response_started:
+                await self._send_json(send_with_id, 500, failure("internal_error", "Internal server error"))
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_template(scope)
+            method = scope.get("method", "")
+            self.metrics.observe(method, route, status_holder[0], elapsed)
+            log.info(
+                "request",
+                method=method,
+                path=scope.get("path"),
+                route=route,
+                status=status_holder[0],
+                duration_ms=round(elapsed * 1000, 3),
+            )
+            request_id_var.reset(token)
+
+    @staticmethod
+    async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+        payload = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,1 @@
+"""Prometheus metrics: a registry per app instance, exposed at ``/metrics``."""

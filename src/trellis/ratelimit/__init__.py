@@ -1,0 +1,1 @@
+"""Per-principal rate limiting (GCRA), in-process or shared through Redis."""

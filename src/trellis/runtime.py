@@ -1,0 +1,62 @@
+"""Builds the backends the settings ask for (database, Redis, limiter, services) and closes them.
+
+This is the only place that chooses between embedded and distributed implementations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from trellis.auth.secrets import resolve_jwt_secret
+from trellis.auth.service import AuthService
+from trellis.kit.clock import Clock, SystemClock
+from trellis.ratelimit.base import RateLimiter
+from trellis.ratelimit.memory import MemoryRateLimiter
+from trellis.ratelimit.redis import RedisRateLimiter
+from trellis.settings import Settings
+from trellis.storage.database import Database
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    database: Database
+    redis: Redis | None
+    limiter: RateLimiter
+    auth: AuthService
+
+    async def close(self) -> None:
+        await self.limiter.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.database.dispose()
+
+
+def build_redis(settings: Settings) -> Redis | None:
+    if settings.redis_url is None:
+        return None
+    return Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        health_check_interval=30,
+    )
+
+
+def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
+    clock = clock or SystemClock()
+    jwt_secret = resolve_jwt_secret(settings)
+    database = Database(settings.resolved_database_url)
+    redis = build_redis(settings)
+    limiter: RateLimiter
+    if redis is not None:
+        limiter = RedisRateLimiter(
+            redis, timeout_seconds=settings.redis_timeout_seconds, fail_open=settings.rate_limit_fail_open
+        )
+    else:
+        limiter = MemoryRateLimiter(clock)
+    auth = AuthService(database, settings, jwt_secret, clock)
+    return Runtime(settings, clock, database, redis, limiter, auth)

@@ -1,0 +1,1 @@
+"""Relational storage: the async engine, the ORM base, Alembic migrations."""

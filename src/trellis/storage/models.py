@@ -1,0 +1,6 @@
+"""Imports every table so ``Base.metadata`` is complete (for Alembic and test schemas)."""
+
+from trellis.auth.models import ApiKey, User
+from trellis.storage.base import Base
+
+__all__ = ["ApiKey", "Base", "User"]
