@@ -54,7 +54,9 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     limiter: RateLimiter
     if redis is not None:
         limiter = RedisRateLimiter(
-            redis, timeout_seconds=settings.redis_timeout_seconds, fail_open=settings.rate_limit_fail_open
+            redis,
+            prefix=f"{settings.redis_key_prefix}rl:",
+            timeout_seconds=settings.redis_timeout_seconds, fail_open=settings.rate_limit_fail_open
         )
     else:
         limiter = MemoryRateLimiter(clock)

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
         description="SQLAlchemy async URL; default is a SQLite file in the data directory.",
     )
     redis_url: str | None = Field(default=None, description="Turns on Redis-backed parts.")
+    # Every Redis key Trellis writes starts with this, so one Redis can serve several deployments.
+    redis_key_prefix: str = "trellis:"
     redis_timeout_seconds: Annotated[float, Field(gt=0, le=10)] = 0.25
 
     host: str = "127.0.0.1"

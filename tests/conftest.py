@@ -1,0 +1,158 @@
+"""Shared fixtures: isolated settings, real databases (SQLite file and PostgreSQL), and an app harness.
+
+PostgreSQL tests each get a fresh database on the server at ``TRELLIS_TEST_POSTGRES`` (default
+127.0.0.1:5432, the machine's and CI's), dropped afterwards. Redis tests use ``TRELLIS_TEST_REDIS``
+with a unique key prefix per test. Neither is mocked and neither is skipped when absent: a missing
+service fails the run, loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from trellis.app import create_app
+from trellis.auth.schemas import ApiKeyCreate, Principal, UserCreate
+from trellis.kit.clock import ManualClock
+from trellis.runtime import Runtime
+from trellis.settings import Role, Settings
+from trellis.storage import migrate
+
+POSTGRES_SERVER = os.environ.get("TRELLIS_TEST_POSTGRES", "postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("TRELLIS_TEST_REDIS", "redis://127.0.0.1:6379/0")
+ADMIN_KEY = "trl_test-admin-key-0123456789abcdefghijklmnopqrstuvwxyz"
+JWT_SECRET = "test-secret-0123456789-0123456789-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never see the developer's TRELLIS_* variables or trellis.toml."""
+    for name in list(os.environ):
+        if name.startswith("TRELLIS_") and not name.startswith("TRELLIS_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TRELLIS_CONFIG", str(tmp_path / "absent.toml"))
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database for this test; dropped afterwards."""
+    name = f"trellis_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(f"postgresql://{POSTGRES_SERVER}/postgres")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield f"postgresql+asyncpg://{POSTGRES_SERVER}/{name}"
+    admin = await asyncpg.connect(f"postgresql://{POSTGRES_SERVER}/postgres")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Run the test once on a SQLite file and once on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'trellis.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    return f"trellis-test:{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "jwt_secret": JWT_SECRET,
+            "bootstrap_admin_key": ADMIN_KEY,
+            "log_json": True,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return factory
+
+
+@dataclass
+class Harness:
+    """A running app (lifespan entered), an HTTP client on it, and ways to make users and keys."""
+
+    app: FastAPI
+    runtime: Runtime
+    client: httpx.AsyncClient
+    clock: ManualClock
+    admin: Principal
+
+    @staticmethod
+    def auth(key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    async def create_user(self, username: str, role: Role = Role.DEVELOPER, password: str | None = None) -> str:
+        user = await self.runtime.auth.create_user(
+            self.admin, UserCreate(username=username, role=role, password=password)
+        )
+        return user.id
+
+    async def create_key(self, user_id: str, **fields: Any) -> tuple[str, str]:
+        key, plaintext = await self.runtime.auth.create_key(
+            self.admin, ApiKeyCreate(name=fields.pop("name", "test"), user_id=user_id, **fields)
+        )
+        return key.id, plaintext
+
+    async def user_with_key(self, username: str, role: Role = Role.DEVELOPER) -> tuple[str, str]:
+        """Returns (user id, API key)."""
+        user_id = await self.create_user(username, role)
+        _, key = await self.create_key(user_id)
+        return user_id, key
+
+
+@pytest.fixture
+def make_harness(make_settings: Callable[..., Settings]) -> Callable[..., Any]:
+    """``async with make_harness(**settings) as h:`` — migrated, bootstrapped, lifespan running."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def factory(**overrides: Any) -> AsyncIterator[Harness]:
+        # Wall time starts at the real now (PyJWT checks exp against the real clock); it and the
+        # monotonic clock the in-process limiter uses only move when a test says so.
+        clock = ManualClock(datetime.now(UTC))
+        settings = make_settings(**overrides)
+        app = create_app(settings, clock=clock)
+        runtime: Runtime = app.state.runtime
+        await migrate.upgrade(runtime.database)
+        await runtime.auth.bootstrap_admin()
+        admin = await runtime.auth.authenticate_api_key(ADMIN_KEY)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://trellis.test") as client:
+                yield Harness(app, runtime, client, clock, admin)
+
+    return factory
+
+
+@pytest.fixture
+async def harness(make_harness: Callable[..., Any]) -> AsyncIterator[Harness]:
+    """The default harness: embedded SQLite, in-process limiter."""
+    async with make_harness() as h:
+        yield h
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_KEY}"}

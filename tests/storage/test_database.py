@@ -1,0 +1,110 @@
+"""Storage runs the same on a SQLite file and on the real PostgreSQL: migrations, pragmas, atomicity."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, select, text
+
+from trellis.auth.models import ApiKey, User
+from trellis.storage import migrate
+from trellis.storage.database import Database
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
+    yield db
+    await db.dispose()
+
+
+async def test_migrations_create_schema_and_are_idempotent(database: Database) -> None:
+    assert await migrate.current_revision(database) is None
+    assert await migrate.upgrade(database) == migrate.head_revision()
+    # A second run changes nothing and does not fail.
+    assert await migrate.upgrade(database) == migrate.head_revision()
+    async with database.engine.connect() as conn:
+        tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+    assert {"users", "api_keys", "alembic_version"} <= tables
+
+
+async def test_downgrade_to_base_removes_tables(database: Database) -> None:
+    await migrate.upgrade(database)
+    async with database.engine.begin() as conn:
+        from alembic import command
+
+        def down(sync_conn: object) -> None:
+            config = migrate.alembic_config()
+            config.attributes["connection"] = sync_conn
+            command.downgrade(config, "base")
+
+        await conn.run_sync(down)
+    async with database.engine.connect() as conn:
+        tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+    assert "users" not in tables
+
+
+async def test_failed_transaction_leaves_nothing_behind(database: Database) -> None:
+    await migrate.upgrade(database)
+    now = datetime.now(UTC)
+    with pytest.raises(RuntimeError):
+        async with database.transaction() as session:
+            session.add(User(id="usr_a", username="alice", role="developer", disabled=False, created_at=now))
+            await session.flush()
+            raise RuntimeError("boom after a write")
+    async with database.session() as session:
+        assert (await session.execute(select(User))).scalars().all() == []
+
+
+async def test_foreign_keys_are_enforced_and_cascade(database: Database) -> None:
+    await migrate.upgrade(database)
+    now = datetime.now(UTC)
+    async with database.transaction() as session:
+        session.add(User(id="usr_a", username="alice", role="developer", disabled=False, created_at=now))
+        await session.flush()
+        session.add(ApiKey(id="key_a", owner_id="usr_a", name="k", prefix="trl_x", key_hash="h" * 64, created_at=now))
+    from sqlalchemy.exc import IntegrityError
+
+    with pytest.raises(IntegrityError):
+        async with database.transaction() as session:
+            session.add(
+                ApiKey(id="key_b", owner_id="usr_missing", name="k", prefix="p", key_hash="g" * 64, created_at=now)
+            )
+    async with database.transaction() as session:
+        await session.execute(text("DELETE FROM users WHERE id = 'usr_a'"))
+    async with database.session() as session:
+        assert (await session.execute(select(ApiKey))).scalars().all() == []
+
+
+async def test_datetimes_come_back_timezone_aware_utc(database: Database) -> None:
+    await migrate.upgrade(database)
+    moment = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
+    async with database.transaction() as session:
+        session.add(User(id="usr_t", username="timey", role="viewer", disabled=False, created_at=moment))
+    async with database.session() as session:
+        user = await session.get(User, "usr_t")
+    assert user is not None
+    assert user.created_at == moment
+    assert user.created_at.tzinfo is not None
+
+
+async def test_ping(database: Database) -> None:
+    await database.ping()
+
+
+async def test_sqlite_pragmas(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'nested' / 'dir' / 'x.db'}")
+    try:
+        async with db.engine.connect() as conn:
+            journal = (await conn.execute(text("PRAGMA journal_mode"))).scalar_one()
+            foreign = (await conn.execute(text("PRAGMA foreign_keys"))).scalar_one()
+            busy = (await conn.execute(text("PRAGMA busy_timeout"))).scalar_one()
+        assert journal == "wal"
+        assert foreign == 1
+        assert busy >= 1000
+        assert (tmp_path / "nested" / "dir" / "x.db").exists()
+    finally:
+        await db.dispose()
