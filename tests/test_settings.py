@@ -81,3 +81,12 @@ def test_unknown_key_in_toml_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("TRELLIS_CONFIG", str(config))
     with pytest.raises(SettingsError, match="TRELLIS_PROT"):
         load_settings()
+
+
+def test_secret_length_follows_algorithm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRELLIS_JWT_ALGORITHM", "HS512")
+    monkeypatch.setenv("TRELLIS_JWT_SECRET", "x" * 40)
+    with pytest.raises(SettingsError, match="TRELLIS_JWT_SECRET must be at least 64 bytes for HS512"):
+        load_settings()
+    monkeypatch.setenv("TRELLIS_JWT_SECRET", "x" * 64)
+    assert load_settings().jwt_algorithm == "HS512"

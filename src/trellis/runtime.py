@@ -56,7 +56,8 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         limiter = RedisRateLimiter(
             redis,
             prefix=f"{settings.redis_key_prefix}rl:",
-            timeout_seconds=settings.redis_timeout_seconds, fail_open=settings.rate_limit_fail_open
+            timeout_seconds=settings.redis_timeout_seconds,
+            fail_open=settings.rate_limit_fail_open,
         )
     else:
         limiter = MemoryRateLimiter(clock)

@@ -153,6 +153,14 @@ class Settings(BaseSettings):
         return upper
 
     @model_validator(mode="after")
+    def _check_secret_fits_algorithm(self) -> Settings:
+        # RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
+        needed = {"HS256": 32, "HS384": 48, "HS512": 64}[self.jwt_algorithm]
+        if self.jwt_secret is not None and len(self.jwt_secret.get_secret_value().encode()) < needed:
+            raise ValueError(f"TRELLIS_JWT_SECRET must be at least {needed} bytes for {self.jwt_algorithm}")
+        return self
+
+    @model_validator(mode="after")
     def _fill_rate_limits(self) -> Settings:
         # A partial override (one role, one class) keeps the defaults for the rest.
         defaults = _default_rate_limits()
@@ -196,6 +204,9 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            name = "TRELLIS_" + "__".join(str(part) for part in error["loc"]).upper()
-            lines.append(f"  {name}: {error['msg']}")
+            if error["loc"]:
+                name = "TRELLIS_" + "__".join(str(part) for part in error["loc"]).upper()
+                lines.append(f"  {name}: {error['msg']}")
+            else:  # a rule across settings; its message names them
+                lines.append(f"  {error['msg']}")
         raise SettingsError("Invalid settings:\n" + "\n".join(lines)) from None

@@ -191,6 +191,14 @@ class AuthService:
                         "A key cannot have scopes its owner's role lacks",
                         details={"scopes": [s.value for s in beyond]},
                     )
+            # A credential cannot mint a key broader than itself (omitted scopes mean the whole role).
+            granted = ROLE_SCOPES[Role(owner.role)] if data.scopes is None else frozenset(data.scopes)
+            lacking = sorted(granted - actor.scopes)
+            if lacking:
+                raise PermissionDenied(
+                    "A key cannot have scopes the credential creating it lacks",
+                    details={"scopes": [s.value for s in lacking]},
+                )
             plaintext = generate_api_key()
             now = self._clock.now()
             key = ApiKey(

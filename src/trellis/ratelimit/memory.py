@@ -17,7 +17,7 @@ class MemoryRateLimiter:
 
     async def acquire(self, key: str, rule: RateRule, *, policy: str) -> Decision:
         # No await between read and write: atomic on the event loop.
-        now = int(self._clock.monotonic() * MICROS)
+        now = round(self._clock.monotonic() * MICROS)
         params = GcraParams.from_rule(rule)
         tat = max(self._tats.get(key, now), now)
         new_tat = tat + params.emission_us

@@ -62,7 +62,7 @@ class RedisRateLimiter:
 
     async def acquire(self, key: str, rule: RateRule, *, policy: str) -> Decision:
         params = GcraParams.from_rule(rule)
-        now = "" if self._clock is None else str(int(self._clock.monotonic() * MICROS))
+        now = "" if self._clock is None else str(round(self._clock.monotonic() * MICROS))
         try:
             raw = await asyncio.wait_for(
                 self._script(
