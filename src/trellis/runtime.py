@@ -6,9 +6,12 @@ This is the only place that chooses between embedded and distributed implementat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from redis.asyncio import Redis
+from sqlalchemy.engine import make_url
 
+from trellis.auth.cache import AuthEpoch, FileAuthEpoch, NoAuthEpoch, RedisAuthEpoch
 from trellis.auth.secrets import resolve_jwt_secret
 from trellis.auth.service import AuthService
 from trellis.kit.clock import Clock, SystemClock
@@ -46,6 +49,16 @@ def build_redis(settings: Settings) -> Redis | None:
     )
 
 
+def build_auth_epoch(settings: Settings, redis: Redis | None) -> AuthEpoch:
+    """Where processes sharing this database learn that access was taken away (see auth/cache.py)."""
+    if redis is not None:
+        return RedisAuthEpoch(redis, f"{settings.redis_key_prefix}auth:epoch")
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return FileAuthEpoch(Path(f"{url.database}.auth-epoch"))
+    return NoAuthEpoch()
+
+
 def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     clock = clock or SystemClock()
     jwt_secret = resolve_jwt_secret(settings)
@@ -61,5 +74,5 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         )
     else:
         limiter = MemoryRateLimiter(clock)
-    auth = AuthService(database, settings, jwt_secret, clock)
+    auth = AuthService(database, settings, jwt_secret, clock, build_auth_epoch(settings, redis))
     return Runtime(settings, clock, database, redis, limiter, auth)

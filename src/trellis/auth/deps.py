@@ -19,7 +19,8 @@ from trellis.runtime import Runtime
 from trellis.settings import RateRule, RouteClass
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async on purpose: FastAPI runs sync dependencies in a thread pool, a hop on every request.
     runtime: Runtime = request.app.state.runtime
     return runtime
 

@@ -2,19 +2,64 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from datetime import datetime
+from typing import NamedTuple
+
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from trellis.auth.models import ApiKey, User
 
 
-async def key_with_owner(session: AsyncSession, key_hash: str) -> tuple[ApiKey, User] | None:
-    row = (
-        await session.execute(
-            select(ApiKey, User).join(User, ApiKey.owner_id == User.id).where(ApiKey.key_hash == key_hash)
-        )
-    ).first()
-    return None if row is None else (row[0], row[1])
+class KeyCredential(NamedTuple):
+    """What authenticating an API key needs, and nothing more."""
+
+    key_id: str
+    scopes: list[str] | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    user_id: str
+    username: str
+    role: str
+    disabled: bool
+
+
+# Built once: this runs on every request made with an API key. Core (not the ORM) and only the
+# columns needed: about a third of the per-request CPU of an ORM select of both entities.
+_KEY_LOOKUP = (
+    select(
+        ApiKey.id,
+        ApiKey.scopes,
+        ApiKey.expires_at,
+        ApiKey.revoked_at,
+        User.id,
+        User.username,
+        User.role,
+        User.disabled,
+    )
+    .join(User, ApiKey.owner_id == User.id)
+    .where(ApiKey.key_hash == bindparam("key_hash"))
+)
+
+
+class UserState(NamedTuple):
+    user_id: str
+    username: str
+    role: str
+    disabled: bool
+
+
+_USER_LOOKUP = select(User.id, User.username, User.role, User.disabled).where(User.id == bindparam("user_id"))
+
+
+async def user_state(conn: AsyncConnection, user_id: str) -> UserState | None:
+    row = (await conn.execute(_USER_LOOKUP, {"user_id": user_id})).first()
+    return None if row is None else UserState(*row)
+
+
+async def key_credential(conn: AsyncConnection, key_hash: str) -> KeyCredential | None:
+    row = (await conn.execute(_KEY_LOOKUP, {"key_hash": key_hash})).first()
+    return None if row is None else KeyCredential(*row)
 
 
 async def user_by_id(session: AsyncSession, user_id: str) -> User | None:

@@ -14,6 +14,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.exc import IntegrityError
 
 from trellis.auth import repository as repo
+from trellis.auth.cache import AuthEpoch, EpochCache, NoAuthEpoch
 from trellis.auth.models import ApiKey, User
 from trellis.auth.schemas import (
     ROLE_SCOPES,
@@ -51,8 +52,18 @@ class BootstrapResult:
 
 
 class AuthService:
-    def __init__(self, database: Database, settings: Settings, jwt_secret: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings,
+        jwt_secret: str,
+        clock: Clock,
+        epoch: AuthEpoch | None = None,
+    ) -> None:
         self._db = database
+        self._epoch = epoch or NoAuthEpoch()
+        self._key_cache: EpochCache[repo.KeyCredential] = EpochCache(clock)
+        self._user_cache: EpochCache[repo.UserState] = EpochCache(clock)
         self._settings = settings
         self._secret = jwt_secret
         self._clock = clock
@@ -69,22 +80,28 @@ class AuthService:
         return await self.authenticate_api_key(credential)
 
     async def authenticate_api_key(self, key: str) -> Principal:
-        async with self._db.session() as session:
-            found = await repo.key_with_owner(session, hash_api_key(key))
+        key_hash = hash_api_key(key)
+        # The epoch is read before the database, so a revocation committed in between moves it.
+        epoch = await self._epoch.current()
+        found = None if epoch is None else self._key_cache.get(key_hash, epoch)
+        if found is None:
+            async with self._db.engine.connect() as conn:
+                found = await repo.key_credential(conn, key_hash)
+            if found is not None and epoch is not None:
+                self._key_cache.put(key_hash, found, epoch)
         if found is None:
             raise AuthenticationFailed("Invalid API key")
-        api_key, user = found
-        if api_key.revoked_at is not None:
+        if found.revoked_at is not None:
             raise AuthenticationFailed("API key has been revoked")
-        if api_key.expires_at is not None and api_key.expires_at <= self._clock.now():
+        if found.expires_at is not None and found.expires_at <= self._clock.now():
             raise AuthenticationFailed("API key has expired")
-        if user.disabled:
+        if found.disabled:
             raise AuthenticationFailed("User is disabled")
-        role = Role(user.role)
+        role = Role(found.role)
         scopes = ROLE_SCOPES[role]
-        if api_key.scopes is not None:
-            scopes = scopes & frozenset(Scope(s) for s in api_key.scopes)
-        return Principal(user.id, user.username, role, "api_key", scopes, api_key.id)
+        if found.scopes is not None:
+            scopes = scopes & frozenset(Scope(s) for s in found.scopes)
+        return Principal(found.user_id, found.username, role, "api_key", scopes, found.key_id)
 
     async def authenticate_jwt(self, token: str) -> Principal:
         try:
@@ -100,12 +117,18 @@ class AuthService:
             raise AuthenticationFailed("Token has expired") from None
         except jwt.InvalidTokenError:
             raise AuthenticationFailed("Invalid token") from None
-        async with self._db.session() as session:
-            user = await repo.user_by_id(session, str(claims["sub"]))
+        user_id = str(claims["sub"])
+        epoch = await self._epoch.current()
+        user = None if epoch is None else self._user_cache.get(user_id, epoch)
+        if user is None:
+            async with self._db.engine.connect() as conn:
+                user = await repo.user_state(conn, user_id)
+            if user is not None and epoch is not None:
+                self._user_cache.put(user_id, user, epoch)
         if user is None or user.disabled:
             raise AuthenticationFailed("User is disabled or no longer exists")
         role = Role(user.role)
-        return Principal(user.id, user.username, role, "jwt", ROLE_SCOPES[role])
+        return Principal(user.user_id, user.username, role, "jwt", ROLE_SCOPES[role])
 
     async def login(self, username: str, password: str) -> TokenResponse:
         async with self._db.session() as session:
@@ -172,6 +195,7 @@ class AuthService:
             if user is None:
                 raise NotFound("User not found", details={"id": user_id})
             user.disabled = disabled
+        await self._access_changed()
         return user
 
     # --- API keys ----------------------------------------------------------------------------
@@ -227,7 +251,14 @@ class AuthService:
             key = visible_or_404(await repo.key_by_id(session, key_id), actor, what="API key", object_id=key_id)
             if key.revoked_at is None:
                 key.revoked_at = self._clock.now()
+        await self._access_changed()
         return key
+
+    async def _access_changed(self) -> None:
+        """After a commit that takes access away: no cache anywhere may keep serving it."""
+        self._key_cache.clear()
+        self._user_cache.clear()
+        await self._epoch.bump()
 
     # --- first start -------------------------------------------------------------------------
 

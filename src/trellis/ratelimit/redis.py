@@ -64,13 +64,9 @@ class RedisRateLimiter:
         params = GcraParams.from_rule(rule)
         now = "" if self._clock is None else str(round(self._clock.monotonic() * MICROS))
         try:
-            raw = await asyncio.wait_for(
-                self._script(
-                    keys=[self._prefix + key],
-                    args=[params.emission_us, params.tolerance_us, now],
-                ),
-                self._timeout,
-            )
+            # asyncio.timeout, not wait_for: on 3.11 wait_for creates a Task per call.
+            async with asyncio.timeout(self._timeout):
+                raw = await self._script(keys=[self._prefix + key], args=[params.emission_us, params.tolerance_us, now])
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("rate_limiter_unavailable", error=type(exc).__name__, fail_open=self._fail_open)
             if self._fail_open:
