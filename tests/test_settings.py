@@ -90,3 +90,11 @@ def test_secret_length_follows_algorithm(monkeypatch: pytest.MonkeyPatch) -> Non
         load_settings()
     monkeypatch.setenv("TRELLIS_JWT_SECRET", "x" * 64)
     assert load_settings().jwt_algorithm == "HS512"
+
+
+def test_data_directory_is_private(tmp_path: Path) -> None:
+    from trellis.runtime import build_runtime
+
+    data_dir = tmp_path / "fresh" / "data"
+    build_runtime(load_settings(data_dir=data_dir))
+    assert data_dir.stat().st_mode & 0o777 == 0o700

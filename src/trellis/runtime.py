@@ -61,6 +61,8 @@ def build_auth_epoch(settings: Settings, redis: Redis | None) -> AuthEpoch:
 
 def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     clock = clock or SystemClock()
+    # The data directory holds the database, the JWT secret and the admin key: owner-only.
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     jwt_secret = resolve_jwt_secret(settings)
     database = Database(settings.resolved_database_url)
     redis = build_redis(settings)
