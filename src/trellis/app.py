@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from trellis import __version__
 from trellis.auth.api import router as auth_router
+from trellis.gateway.api import router as gateway_router
+from trellis.gateway.openai_api import router as openai_router
 from trellis.health.api import router as health_router
 from trellis.kit.clock import Clock
 from trellis.kit.handlers import install_error_handlers
 from trellis.kit.middleware import RequestEdgeMiddleware
+from trellis.logs.api import router as logs_router
 from trellis.metrics.api import router as metrics_router
 from trellis.metrics.registry import HttpMetrics
 from trellis.runtime import Runtime, build_runtime
@@ -27,16 +30,25 @@ Authenticate with an API key (`Authorization: Bearer <key>` or `X-API-Key: <key>
 """
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    jitter: Callable[[], float] | None = None,
+) -> FastAPI:
+    """``clock``, and the gateway's backoff ``sleep`` and ``jitter``, are injectable for tests."""
     settings = settings or load_settings()
     # Built eagerly so configuration errors (a short secret, a missing one) stop start-up at once.
-    runtime = build_runtime(settings, clock=clock)
+    runtime = build_runtime(settings, clock=clock, sleep=sleep, jitter=jitter)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.logs.start()
         try:
             yield
         finally:
+            await runtime.logs.stop()  # writes every queued log row; needs the database still open
             await runtime.close()
 
     app = FastAPI(
@@ -45,7 +57,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    metrics = HttpMetrics()
+    metrics = HttpMetrics(runtime.registry)
     app.state.runtime = runtime
     app.state.metrics = metrics
     install_error_handlers(app)
@@ -53,6 +65,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(health_router)
     app.include_router(metrics_router)
     app.include_router(auth_router)
+    app.include_router(logs_router)
+    app.include_router(gateway_router)
+    app.include_router(openai_router)
     return app
 
 

@@ -330,6 +330,167 @@ def keys_revoke(
     _emit(_run(work), as_json, KEY_COLUMNS)
 
 
+# --- the model gateway -------------------------------------------------------------------------
+
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server", envvar="TRELLIS_SERVER", help="A running Trellis (default: the configured host and port)."
+    ),
+]
+
+
+def _server_url(settings: Settings, server: str | None) -> str:
+    return (server or f"http://{settings.host}:{settings.port}").rstrip("/")
+
+
+def _server_is_up(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health", timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _key_for(settings: Settings, api_key: str | None) -> str:
+    key = api_key or read_private_file(settings.data_dir / ADMIN_KEY_FILE)
+    if not key:
+        _fail("no API key: pass --api-key, set TRELLIS_API_KEY, or run `trellis serve` once")
+    assert key is not None
+    return key
+
+
+@app.command()
+def ask(
+    prompt: Annotated[str, typer.Argument(help="What to ask.")],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model name or alias (see `trellis models`).")
+    ] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Longest answer, in tokens.")] = None,
+    temperature: Annotated[float | None, typer.Option(min=0, max=2, help="0 for deterministic answers.")] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="Print the answer as it is generated.")] = False,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask a model. Uses a running server when there is one, else runs the model in-process."""
+    from trellis.gateway.schemas import GenerateRequest
+
+    settings = _settings()
+    try:
+        body = GenerateRequest(
+            prompt=prompt, model=model, max_tokens=max_tokens, temperature=temperature, stream=stream
+        )
+    except ValidationError as exc:
+        _fail(_validation_message(exc))
+        return
+    url = _server_url(settings, server)
+    if _server_is_up(url):
+        _ask_server(url, _key_for(settings, api_key), body, as_json)
+        return
+
+    async def work(runtime: Runtime) -> Any:
+        from trellis.gateway import tasks
+        from trellis.gateway.service import CallContext
+
+        if runtime.settings.embedded_database:
+            await prepare_embedded(runtime)
+        actor = await _acting(runtime, api_key)
+        runtime.logs.start()
+        try:
+            prepared = await tasks.prepare_generate(runtime.gateway, body)
+            ctx = CallContext(principal=actor, door="cli")
+            if not stream:
+                return await tasks.run(runtime.gateway, ctx, prepared)
+            from trellis.gateway.service import StreamOutcome
+
+            outcome = StreamOutcome()
+            chunks = runtime.gateway.stream(ctx, prepared.model_name, prepared.model, prepared.request, outcome)
+            try:
+                async for chunk in chunks:
+                    sys.stdout.write(chunk.delta)
+                    sys.stdout.flush()
+            finally:
+                await chunks.aclose()
+            sys.stdout.write("\n")
+            return None
+        finally:
+            await runtime.logs.stop()
+
+    result = _run(work)
+    if result is not None:
+        _print_generation(result.model_dump(), as_json)
+
+
+def _print_generation(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
+    sys.stdout.write(str(data["response"]).strip() + "\n")
+    err_console.print(
+        f"[dim]{data['model']} · {data['prompt_tokens']}+{data['completion_tokens']} tokens · "
+        f"{data['response_time']:.2f}s{' · cached' if data['cached'] else ''}[/dim]"
+    )
+
+
+def _ask_server(url: str, key: str, body: Any, as_json: bool) -> None:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"}
+    payload = body.model_dump(exclude_none=True)
+    with httpx.Client(timeout=httpx.Timeout(300, connect=5)) as client:
+        if not body.stream:
+            response = client.post(f"{url}/api/v1/ai/generate", json=payload, headers=headers)
+            envelope = response.json()
+            if not envelope.get("success"):
+                _fail(envelope["error"]["message"])
+            _print_generation(envelope["data"], as_json)
+            return
+        with client.stream("POST", f"{url}/api/v1/ai/generate", json=payload, headers=headers) as response:
+            if response.status_code != 200:
+                response.read()
+                _fail(response.json()["error"]["message"])
+            event = ""
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    data = json.loads(line[6:])
+                    if event == "delta":
+                        sys.stdout.write(data["text"])
+                        sys.stdout.flush()
+                    elif event == "error":
+                        sys.stdout.write("\n")
+                        _fail(data["message"])
+            sys.stdout.write("\n")
+
+
+@app.command()
+def models(as_json: JsonOption = False) -> None:
+    """List the configured models, their aliases and capabilities."""
+    settings = _settings()
+    rows = [
+        {
+            "name": name,
+            "provider": m.provider,
+            "model_id": m.model_id,
+            "aliases": ", ".join(m.aliases),
+            "capabilities": ", ".join(m.capabilities),
+            "context_window": m.context_window,
+            "fallbacks": ", ".join(m.fallbacks),
+        }
+        for name, m in sorted(settings.all_models().items())
+    ]
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("name", "provider", "model_id", "aliases", "capabilities", "context", "fallbacks")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+
+
 def _validation_message(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
 

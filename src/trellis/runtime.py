@@ -5,16 +5,25 @@ This is the only place that chooses between embedded and distributed implementat
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
 from trellis.auth.cache import AuthEpoch, FileAuthEpoch, NoAuthEpoch, RedisAuthEpoch
 from trellis.auth.secrets import resolve_jwt_secret
 from trellis.auth.service import AuthService
+from trellis.gateway.cache import ResponseCache
+from trellis.gateway.providers.base import ProviderContext
+from trellis.gateway.providers.registry import ProviderRegistry
+from trellis.gateway.resilience import CircuitBreaker, MemoryCircuitBreaker, RedisCircuitBreaker
+from trellis.gateway.service import Gateway
 from trellis.kit.clock import Clock, SystemClock
+from trellis.logs.writer import EpisodicLogWriter
+from trellis.metrics.gateway import GatewayMetrics
 from trellis.ratelimit.base import RateLimiter
 from trellis.ratelimit.memory import MemoryRateLimiter
 from trellis.ratelimit.redis import RedisRateLimiter
@@ -30,8 +39,12 @@ class Runtime:
     redis: Redis | None
     limiter: RateLimiter
     auth: AuthService
+    logs: EpisodicLogWriter
+    registry: CollectorRegistry
+    gateway: Gateway
 
     async def close(self) -> None:
+        await self.gateway.providers.aclose()
         await self.limiter.close()
         if self.redis is not None:
             await self.redis.aclose()
@@ -59,7 +72,14 @@ def build_auth_epoch(settings: Settings, redis: Redis | None) -> AuthEpoch:
     return NoAuthEpoch()
 
 
-def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    jitter: Callable[[], float] | None = None,
+) -> Runtime:
+    """``sleep`` and ``jitter`` replace the gateway's backoff wait and random draw (tests)."""
     clock = clock or SystemClock()
     # The data directory holds the database, the JWT secret and the admin key: owner-only.
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -77,4 +97,44 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     else:
         limiter = MemoryRateLimiter(clock)
     auth = AuthService(database, settings, jwt_secret, clock, build_auth_epoch(settings, redis))
-    return Runtime(settings, clock, database, redis, limiter, auth)
+    logs = EpisodicLogWriter(database, clock, retention_days=settings.gateway.log_retention_days)
+    registry = CollectorRegistry()
+    gateway = build_gateway(settings, clock, redis, logs, registry, sleep=sleep, jitter=jitter)
+    return Runtime(settings, clock, database, redis, limiter, auth, logs, registry, gateway)
+
+
+def build_gateway(
+    settings: Settings,
+    clock: Clock,
+    redis: Redis | None,
+    logs: EpisodicLogWriter,
+    registry: CollectorRegistry,
+    *,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    jitter: Callable[[], float] | None = None,
+) -> Gateway:
+    tuning = settings.gateway
+    breaker: CircuitBreaker
+    if redis is not None:
+        breaker = RedisCircuitBreaker(
+            redis,
+            prefix=f"{settings.redis_key_prefix}breaker:",
+            failure_threshold=tuning.breaker_failure_threshold,
+            recovery_seconds=tuning.breaker_recovery_seconds,
+            timeout_seconds=settings.redis_timeout_seconds,
+        )
+    else:
+        breaker = MemoryCircuitBreaker(
+            clock, failure_threshold=tuning.breaker_failure_threshold, recovery_seconds=tuning.breaker_recovery_seconds
+        )
+    cache = ResponseCache(
+        clock,
+        ttl_seconds=tuning.cache_ttl_seconds,
+        max_entries=tuning.cache_max_entries,
+        redis=redis,
+        redis_prefix=f"{settings.redis_key_prefix}cache:",
+    )
+    providers = ProviderRegistry(ProviderContext(settings))
+    return Gateway(
+        settings, providers, breaker, cache, logs, GatewayMetrics(registry), clock, sleep=sleep, jitter=jitter
+    )

@@ -21,6 +21,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from trellis.gateway.config import GatewaySettings, ModelConfig, default_models
+
 MIN_SECRET_BYTES = 32
 
 
@@ -112,6 +114,17 @@ class Settings(BaseSettings):
     login_rate_limit: RateRule = RateRule(capacity=10, period_seconds=60)
     # When the Redis limiter cannot answer in time: let the request through (open) or refuse (closed).
     rate_limit_fail_open: bool = True
+
+    # Models by name (``[models.NAME]`` in trellis.toml). They replace the built-in defaults of the
+    # same name; set include_default_models = false to drop the built-ins entirely.
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    include_default_models: bool = True
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+
+    def all_models(self) -> dict[str, ModelConfig]:
+        models = default_models() if self.include_default_models else {}
+        models.update(self.models)
+        return models
 
     @field_validator("database_url")
     @classmethod

@@ -40,6 +40,54 @@ def error_response(
     return JSONResponse(failure(code, message, details), status_code=status, headers=headers)
 
 
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "server_error",
+    503: "server_error",
+}
+
+
+def _is_openai_path(request: Request) -> bool:
+    path = request.url.path
+    return path == "/v1" or path.startswith("/v1/")
+
+
+def openai_error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """OpenAI's error shape, so OpenAI SDKs raise their usual exceptions."""
+    fields = (details or {}).get("fields") or []
+    param = fields[0].get("field") if fields else None
+    body = {
+        "error": {"message": message, "type": _OPENAI_TYPES.get(status, "server_error"), "param": param, "code": code}
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def respond(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    if _is_openai_path(request):
+        return openai_error_response(status, code, message, details, headers)
+    return error_response(status, code, message, details, headers)
+
+
 def _field_errors(exc: RequestValidationError) -> dict[str, Any]:
     fields = []
     for error in exc.errors():
@@ -67,17 +115,19 @@ def _field_errors(exc: RequestValidationError) -> dict[str, Any]:
     return {"fields": fields}
 
 
-async def _handle_domain_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TrellisError)
-    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+    return respond(request, exc.status_code, exc.code, exc.message, exc.details, exc.headers)
 
 
-async def _handle_validation(_request: Request, exc: Exception) -> JSONResponse:
+async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = _field_errors(exc)
     if any(f["type"] == "json_invalid" for f in details["fields"]):
-        return error_response(400, "validation_error", "Request body is not valid JSON", details)
-    return error_response(400, "validation_error", "Invalid request parameters", details)
+        return respond(request, 400, "validation_error", "Request body is not valid JSON", details)
+    named = ", ".join(sorted({f["field"] for f in details["fields"] if f["field"]}))
+    message = f"Invalid request parameters: {named}" if named else "Invalid request parameters"
+    return respond(request, 400, "validation_error", message, details)
 
 
 async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
@@ -88,6 +138,8 @@ async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     elif isinstance(exc.detail, str) and exc.status_code not in (404, 405):
         message = exc.detail
     headers = dict(exc.headers) if exc.headers else None
+    if _is_openai_path(request):
+        return openai_error_response(exc.status_code, code, message, {}, headers)
     if request.url.path.startswith("/api/") or request.url.path == "/api":
         return error_response(exc.status_code, code, message, {}, headers)
     return JSONResponse({"detail": message}, status_code=exc.status_code, headers=headers)

