@@ -100,6 +100,7 @@ def build_runtime(
     logs = EpisodicLogWriter(database, clock, retention_days=settings.gateway.log_retention_days)
     registry = CollectorRegistry()
     gateway = build_gateway(settings, clock, redis, logs, registry, sleep=sleep, jitter=jitter)
+    logs.on_drop = lambda reason, count: gateway.metrics.log_dropped.labels(reason).inc(count)
     return Runtime(settings, clock, database, redis, limiter, auth, logs, registry, gateway)
 
 

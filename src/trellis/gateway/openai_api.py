@@ -7,7 +7,9 @@ under ``/v1/`` in ``trellis.kit.handlers``.
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -82,7 +84,8 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: Annotated[str, StringConstraints(min_length=1)]
     input: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
-    encoding_format: Literal["float"] = "float"
+    # The official SDKs ask for base64 unless told otherwise.
+    encoding_format: Literal["float", "base64"] = "float"
 
     @field_validator("input")
     @classmethod
@@ -295,6 +298,13 @@ async def completions(
     }
 
 
+def _encode(vector: list[float], encoding_format: str) -> list[float] | str:
+    """``base64``: the vector's little-endian float32 bytes, as OpenAI sends them."""
+    if encoding_format == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
 @router.post("/embeddings", summary="Embeddings, OpenAI style")
 async def embeddings(body: EmbeddingRequest, principal: AiCaller, runtime: RuntimeDep) -> dict[str, Any]:
     texts = [body.input] if isinstance(body.input, str) else body.input
@@ -302,6 +312,9 @@ async def embeddings(body: EmbeddingRequest, principal: AiCaller, runtime: Runti
     return {
         "object": "list",
         "model": name,
-        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(result.vectors)],
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
+            for i, v in enumerate(result.vectors)
+        ],
         "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
     }

@@ -111,7 +111,7 @@ class Gateway:
         self._breaker = breaker
         self._cache = cache
         self._logs = logs
-        self._metrics = metrics
+        self.metrics = metrics
         self._clock = clock
         self._retry = RetryPolicy.from_settings(settings.gateway)
         self._sleep = sleep
@@ -225,13 +225,13 @@ class Gateway:
             hit = await self._cache.get(key)
             if hit is not None:
                 completion, level = hit
-                self._metrics.cache.labels(f"hit_{level}").inc()
+                self.metrics.cache.labels(f"hit_{level}").inc()
                 result = GatewayResult(completion, name, name, model.provider, True, time.perf_counter() - started, 0)
                 self._record(ctx, request, result, status="ok")
                 return result
-            self._metrics.cache.labels("miss").inc()
+            self.metrics.cache.labels("miss").inc()
         else:
-            self._metrics.cache.labels("bypass").inc()
+            self.metrics.cache.labels("bypass").inc()
 
         failures: list[ProviderError] = []
         retry_after: float | None = None
@@ -265,7 +265,9 @@ class Gateway:
                     retry_after = exc.retry_after if retry_after is None else min(retry_after, exc.retry_after)
                 failures.append(exc)
                 log.warning("model_call_failed", model=served_name, provider=served.provider, error=exc.message)
+                await self._note_breaker(endpoint)
                 continue
+            self.metrics.breaker_state.labels(endpoint).set(0)
             provider_seconds = time.perf_counter() - provider_started
             result = GatewayResult(
                 completion,
@@ -277,9 +279,9 @@ class Gateway:
                 attempts,
                 fallback_from=name if served_name != name else None,
             )
-            self._metrics.overhead.observe(max(0.0, result.latency_seconds - provider_seconds))
+            self.metrics.overhead.observe(max(0.0, result.latency_seconds - provider_seconds))
             if result.fallback_from:
-                self._metrics.fallbacks.labels(name, served_name).inc()
+                self.metrics.fallbacks.labels(name, served_name).inc()
             if key is not None and completion.finish_reason != "error":
                 await self._cache.put(key, completion)
             self._record(ctx, request, result, status="ok")
@@ -288,6 +290,11 @@ class Gateway:
         error = self._exhausted(name, failures, retry_after)
         self._record_failure(ctx, request, name, name, model, started, 0, error)
         raise error
+
+    async def _note_breaker(self, endpoint: str) -> None:
+        """Publish the endpoint's breaker state after a failure (successes publish 0 directly)."""
+        state = await self._breaker.state(endpoint)
+        self.metrics.breaker_state.labels(endpoint).set(0 if state == "closed" else 1)
 
     @staticmethod
     def _rejected(model: ModelConfig, exc: ProviderRejected) -> TrellisError:
@@ -343,7 +350,7 @@ class Gateway:
                             if chunk.delta:
                                 if first_token_at is None:
                                     first_token_at = time.perf_counter()
-                                    self._metrics.ttft.labels(served_name, served.provider).observe(
+                                    self.metrics.ttft.labels(served_name, served.provider).observe(
                                         first_token_at - started
                                     )
                                 outcome.text_parts.append(chunk.delta)
@@ -355,6 +362,9 @@ class Gateway:
                         return
                     except ProviderRejected as exc:
                         verdict = "success"  # the endpoint answered; the request was at fault
+                        if exc.status_code in (401, 403) and first_token_at is None:
+                            failures.append(exc)  # our credentials for this endpoint are wrong: as complete()
+                            break
                         raise self._rejected(served, exc) from None
                     except ProviderUnavailable as exc:
                         verdict = "failure"
@@ -427,7 +437,7 @@ class Gateway:
 
     def _on_retry(self, provider: str) -> Callable[[int, BaseException, float], None]:
         def note(attempt: int, error: BaseException, wait: float) -> None:
-            self._metrics.retries.labels(provider).inc()
+            self.metrics.retries.labels(provider).inc()
             log.info(
                 "model_call_retry", provider=provider, attempt=attempt, wait_seconds=round(wait, 3), error=str(error)
             )
@@ -536,11 +546,11 @@ class Gateway:
     def _submit(self, ctx: CallContext, request: CompletionRequest, parts: CallRecordParts) -> None:
         usage = parts.completion.usage
         cost = 0.0 if parts.cached else parts.model.cost(usage.prompt_tokens, usage.completion_tokens)
-        self._metrics.requests.labels(parts.served, parts.provider, ctx.door, parts.status).inc()
+        self.metrics.requests.labels(parts.served, parts.provider, ctx.door, parts.status).inc()
         if not parts.cached:
-            self._metrics.tokens.labels(parts.served, "prompt").inc(usage.prompt_tokens)
-            self._metrics.tokens.labels(parts.served, "completion").inc(usage.completion_tokens)
-            self._metrics.latency.labels(parts.served, parts.provider).observe(parts.latency)
+            self.metrics.tokens.labels(parts.served, "prompt").inc(usage.prompt_tokens)
+            self.metrics.tokens.labels(parts.served, "completion").inc(usage.completion_tokens)
+            self.metrics.latency.labels(parts.served, parts.provider).observe(parts.latency)
         self._logs.submit(
             CallRecord(
                 owner_id=ctx.principal.user_id,

@@ -60,6 +60,12 @@ class GatewayMetrics:
             ["provider"],
             registry=registry,
         )
+        self.log_dropped = Counter(
+            "trellis_episodic_log_dropped_total",
+            "Episodic log rows dropped, by reason.",
+            ["reason"],
+            registry=registry,
+        )
         self.breaker_state = Gauge(
             "trellis_gateway_breaker_open",
             "1 when a provider endpoint's breaker is open or half-open.",
