@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,16 +124,24 @@ class Harness:
 
 @pytest.fixture
 def make_harness(make_settings: Callable[..., Settings]) -> Callable[..., Any]:
-    """``async with make_harness(**settings) as h:`` — migrated, bootstrapped, lifespan running."""
+    """``async with make_harness(**settings) as h:`` — migrated, bootstrapped, lifespan running.
+
+    ``sleep`` and ``jitter`` (not settings) go to the gateway: its backoff waits and random draw.
+    """
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
-    async def factory(**overrides: Any) -> AsyncIterator[Harness]:
+    async def factory(
+        *,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        jitter: Callable[[], float] | None = None,
+        **overrides: Any,
+    ) -> AsyncIterator[Harness]:
         # Wall time starts at the real now (PyJWT checks exp against the real clock); it and the
         # monotonic clock the in-process limiter uses only move when a test says so.
         clock = ManualClock(datetime.now(UTC))
         settings = make_settings(**overrides)
-        app = create_app(settings, clock=clock)
+        app = create_app(settings, clock=clock, sleep=sleep, jitter=jitter)
         runtime: Runtime = app.state.runtime
         await migrate.upgrade(runtime.database)
         await runtime.auth.bootstrap_admin()
