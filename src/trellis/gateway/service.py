@@ -196,6 +196,7 @@ class Gateway:
             seed=seed,
             json_schema=dict(json_schema) if json_schema is not None else None,
             json_object=json_object,
+            counted_prompt_tokens=prompt_tokens,
         )
 
     # --- completion ---------------------------------------------------------------------------
@@ -403,7 +404,7 @@ class Gateway:
             raise
         finally:
             latency = time.perf_counter() - started
-            usage = outcome.usage or Usage(0, len(outcome.text_parts))
+            usage = outcome.usage or Usage(request.counted_prompt_tokens or 0, len(outcome.text_parts))
             completion = Completion("".join(outcome.text_parts), "stop" if status == "ok" else "error", usage)
             if status == "cancelled":
                 completion = Completion(completion.text, "cancelled", usage)
@@ -559,7 +560,7 @@ class Gateway:
                 requested_model=parts.requested,
                 served_model=parts.served,
                 provider=parts.provider,
-                prompt=None,
+                prompt=parts.prompt,
                 messages=[{"role": m.role, "content": m.content} for m in request.messages],
                 response=parts.completion.text,
                 prompt_tokens=usage.prompt_tokens,

@@ -33,6 +33,8 @@ class CompletionRequest:
     json_schema: dict[str, Any] | None = None
     # True when only "some JSON object" is required (OpenAI's json_object).
     json_object: bool = False
+    # The prompt's size as counted during validation; logged when a stream ends before its usage.
+    counted_prompt_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

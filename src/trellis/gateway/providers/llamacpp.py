@@ -135,30 +135,29 @@ class LlamaCppProvider:
                 vocab = self._vocabularies[path] = Llama(model_path=str(path), vocab_only=True, verbose=False)
             return vocab
 
-    async def count_tokens(self, model: ModelConfig, messages: Sequence[Message]) -> int | None:
-        """Exactly as the model will see them: through the model's own chat template."""
+    def _count(self, model: ModelConfig, messages: Sequence[Message]) -> int:
+        """Prompt tokens exactly as the model will see them: through the model's own chat template."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        def count() -> int:
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-            vocab = self._vocabulary(model)
-            with self._vocab_lock:
-                template = vocab.metadata.get("tokenizer.chat_template")
-                if not template:
-                    return sum(
-                        len(vocab.tokenize(m.content.encode(), add_bos=False, special=False)) + _TOKENS_PER_MESSAGE
-                        for m in messages
-                    )
-                formatter = Jinja2ChatFormatter(
-                    template=template,
-                    eos_token=vocab._model.token_get_text(vocab.token_eos()),
-                    bos_token=vocab._model.token_get_text(vocab.token_bos()),
+        vocab = self._vocabulary(model)
+        with self._vocab_lock:
+            template = vocab.metadata.get("tokenizer.chat_template")
+            if not template:
+                return sum(
+                    len(vocab.tokenize(m.content.encode(), add_bos=False, special=False)) + _TOKENS_PER_MESSAGE
+                    for m in messages
                 )
-                chat: Any = [{"role": m.role, "content": m.content} for m in messages]
-                prompt = formatter(messages=chat).prompt
-                return len(vocab.tokenize(prompt.encode(), add_bos=False, special=True))
+            formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=vocab._model.token_get_text(vocab.token_eos()),
+                bos_token=vocab._model.token_get_text(vocab.token_bos()),
+            )
+            chat: Any = [{"role": m.role, "content": m.content} for m in messages]
+            prompt = formatter(messages=chat).prompt
+            return len(vocab.tokenize(prompt.encode(), add_bos=False, special=True))
 
-        return await asyncio.to_thread(count)
+    async def count_tokens(self, model: ModelConfig, messages: Sequence[Message]) -> int | None:
+        return await asyncio.to_thread(self._count, model, messages)
 
     @staticmethod
     def _arguments(request: CompletionRequest) -> dict[str, Any]:
@@ -206,9 +205,13 @@ class LlamaCppProvider:
                         put(delta)
                     if choice.get("finish_reason"):
                         finish = "length" if choice["finish_reason"] == "length" else "stop"
-                # Tokens now in the context: the prompt plus what was generated.
-                prompt_tokens = max(0, llama.n_tokens - pieces)
-                put(_Done(finish, prompt_tokens, pieces))
+                # The context now holds the prompt and the generated tokens, except the last one
+                # sampled: it is evaluated only when another follows it. An end-of-generation token
+                # (finish "stop") is not part of the answer; any other last token is. Deltas
+                # undercount tokens (a character split across tokens arrives as one delta).
+                prompt_tokens = self._count(model, request.messages)
+                generated = llama.n_tokens - prompt_tokens + (0 if finish == "stop" else 1)
+                put(_Done(finish, prompt_tokens, max(pieces, generated)))
             except BaseException as exc:  # noqa: BLE001 - handed to the event loop, raised there
                 put(exc)
             finally:
