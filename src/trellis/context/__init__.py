@@ -1,0 +1,1 @@
+"""The context store: typed contexts with relationships, hybrid search, vector collections, ingestion."""
