@@ -22,6 +22,7 @@ from rich.table import Table
 from trellis import __version__
 from trellis.auth.schemas import ApiKeyCreate, ApiKeyOut, Principal, Scope, UserCreate, UserOut
 from trellis.auth.secrets import ADMIN_KEY_FILE, read_private_file, write_private_file
+from trellis.context.cli_app import context_app
 from trellis.kit.errors import TrellisError
 from trellis.runtime import Runtime, build_runtime
 from trellis.settings import Role, Settings, SettingsError, load_settings
@@ -39,6 +40,7 @@ users_app = typer.Typer(help="Manage users (admin).", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys: your own, or anyone's as an admin.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+app.add_typer(context_app, name="context")
 
 console = Console()
 err_console = Console(stderr=True)
