@@ -9,6 +9,10 @@ from fastapi import FastAPI
 
 from trellis import __version__
 from trellis.auth.api import router as auth_router
+from trellis.context.api import router as context_router
+from trellis.context.ingest_api import INGEST_PATH
+from trellis.context.ingest_api import router as ingest_router
+from trellis.context.search_api import router as search_router
 from trellis.gateway.api import router as gateway_router
 from trellis.gateway.openai_api import router as openai_router
 from trellis.health.api import router as health_router
@@ -20,6 +24,7 @@ from trellis.metrics.api import router as metrics_router
 from trellis.metrics.registry import HttpMetrics
 from trellis.runtime import Runtime, build_runtime
 from trellis.settings import Settings, load_settings
+from trellis.vectors.api import router as vectors_router
 
 DESCRIPTION = """
 Trellis is a self-hosted AI development ecosystem server.
@@ -45,9 +50,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.logs.start()
+        runtime.indexer.start()  # embeds scheduled contexts; first sweeps for any left unembedded
         try:
             yield
         finally:
+            await runtime.indexer.stop()  # embeds what is queued; its model calls are logged
             await runtime.logs.stop()  # writes every queued log row; needs the database still open
             await runtime.close()
 
@@ -61,13 +68,24 @@ def create_app(
     app.state.runtime = runtime
     app.state.metrics = metrics
     install_error_handlers(app)
-    app.add_middleware(RequestEdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(
+        RequestEdgeMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
+        # Uploads need more than the global limit; each file is further held to ingest_max_file_bytes.
+        body_limits={INGEST_PATH: settings.context.ingest_max_request_bytes},
+    )
     app.include_router(health_router)
     app.include_router(metrics_router)
     app.include_router(auth_router)
     app.include_router(logs_router)
     app.include_router(gateway_router)
     app.include_router(openai_router)
+    # Static /api/context/... routers (search, ingest) go here, before the core's /api/context/{id}.
+    app.include_router(search_router)
+    app.include_router(ingest_router)
+    app.include_router(context_router)
+    app.include_router(vectors_router)
     return app
 
 

@@ -511,6 +511,20 @@ def _redact_url(url: str | None) -> str:
         return url.replace(f":{parts.password}@", ":***@") if parts.password else url
 
 
+@app.callback()
+def _configure_cli_logging() -> None:
+    """Logs go to stderr, warnings and up, human-readable: stdout stays clean for --json output.
+    ``serve`` reconfigures logging from the settings before starting the server."""
+    from trellis.kit.logging import configure_logging
+
+    configure_logging("WARNING", json_output=False)
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()
+
+
+# `trellis context ...` commands register themselves on context_app when imported. They use the
+# helpers above (_run, _acting, ...), so they are imported here, after those exist.
+from trellis.context import cli_core, cli_ingest, cli_search  # noqa: E402, F401

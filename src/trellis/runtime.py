@@ -16,6 +16,11 @@ from sqlalchemy.engine import make_url
 from trellis.auth.cache import AuthEpoch, FileAuthEpoch, NoAuthEpoch, RedisAuthEpoch
 from trellis.auth.secrets import resolve_jwt_secret
 from trellis.auth.service import AuthService
+from trellis.context.indexer import GatewayIndexer
+from trellis.context.ingest import IngestService
+from trellis.context.search import ContextSearch
+from trellis.context.service import ContextService
+from trellis.context.vectors import AutoVectorIndex, VectorIndex
 from trellis.gateway.cache import ResponseCache
 from trellis.gateway.providers.base import ProviderContext
 from trellis.gateway.providers.registry import ProviderRegistry
@@ -42,8 +47,14 @@ class Runtime:
     logs: EpisodicLogWriter
     registry: CollectorRegistry
     gateway: Gateway
+    context: ContextService
+    ingest: IngestService
+    vector_index: VectorIndex
+    indexer: GatewayIndexer
+    search: ContextSearch
 
     async def close(self) -> None:
+        await self.indexer.stop()  # embeds what is still queued: needs the gateway and the database
         await self.gateway.providers.aclose()
         await self.limiter.close()
         if self.redis is not None:
@@ -101,7 +112,35 @@ def build_runtime(
     registry = CollectorRegistry()
     gateway = build_gateway(settings, clock, redis, logs, registry, sleep=sleep, jitter=jitter)
     logs.on_drop = lambda reason, count: gateway.metrics.log_dropped.labels(reason).inc(count)
-    return Runtime(settings, clock, database, redis, limiter, auth, logs, registry, gateway)
+    # Semantic search: vectors in the database, searched exactly in-process or by pgvector (chosen on
+    # first use); contexts are embedded through the gateway as they are written.
+    vector_index = AutoVectorIndex(database)
+    indexer = GatewayIndexer(database, gateway, vector_index, clock)
+    context = ContextService(database, settings, clock, indexer)
+    ingest = IngestService(
+        database,
+        clock,
+        indexer,
+        max_file_bytes=settings.context.ingest_max_file_bytes,
+        chunk_max_chars=settings.context.ingest_chunk_max_chars,
+    )
+    search = ContextSearch(database, gateway, vector_index)
+    return Runtime(
+        settings,
+        clock,
+        database,
+        redis,
+        limiter,
+        auth,
+        logs,
+        registry,
+        gateway,
+        context,
+        ingest,
+        vector_index,
+        indexer,
+        search,
+    )
 
 
 def build_gateway(

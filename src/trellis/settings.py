@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -70,6 +70,39 @@ def _default_rate_limits() -> dict[Role, dict[RouteClass, RateRule]]:
     }
 
 
+DEFAULT_CONTEXT_TYPES = (
+    "documentation",
+    "code",
+    "decision",
+    "task",
+    "role_definition",
+    "conversation",
+    "note",
+    "document",
+    "chunk",
+)
+
+
+class ContextSettings(BaseModel):
+    """The context store (``[context]`` in trellis.toml, ``TRELLIS_CONTEXT__*``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Listed by GET /api/context/types. Any other type (letters, digits, _ - .) is accepted too.
+    known_types: list[str] = Field(default_factory=lambda: list(DEFAULT_CONTEXT_TYPES))
+    # A longer content is refused with 413, naming the field (the body limit still applies first).
+    max_content_bytes: Annotated[int, Field(gt=0)] = 100_000
+    # GET /api/context/{id}/graph: the deepest traversal, and the most nodes one answer carries.
+    max_graph_depth: Annotated[int, Field(ge=1, le=20)] = 5
+    max_graph_nodes: Annotated[int, Field(ge=1, le=100_000)] = 500
+    # Ingestion (POST /api/context/ingest, `trellis context ingest`): the largest file (413 naming it),
+    # the largest upload request (this route's own body limit, instead of max_body_bytes), and the
+    # longest chunk in characters. An ingested document (the whole file) may exceed max_content_bytes.
+    ingest_max_file_bytes: Annotated[int, Field(gt=0)] = 1_048_576
+    ingest_max_request_bytes: Annotated[int, Field(gt=0)] = 33_554_432
+    ingest_chunk_max_chars: Annotated[int, Field(ge=100, le=100_000)] = 2000
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TRELLIS_",
@@ -120,6 +153,7 @@ class Settings(BaseSettings):
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     include_default_models: bool = True
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    context: ContextSettings = Field(default_factory=ContextSettings)
 
     def all_models(self) -> dict[str, ModelConfig]:
         models = default_models() if self.include_default_models else {}

@@ -35,9 +35,7 @@ def _not_search_only(obj: Any, name: str | None, type_: str, reflected: bool, co
 
 
 def _differences(connection: Connection) -> list[Any]:
-    context = MigrationContext.configure(
-        connection, opts={"compare_type": True, "include_object": _not_search_only}
-    )
+    context = MigrationContext.configure(connection, opts={"compare_type": True, "include_object": _not_search_only})
     return list(compare_metadata(context, Base.metadata))
 
 

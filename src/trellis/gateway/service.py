@@ -45,7 +45,7 @@ from trellis.settings import Settings
 
 log = get_logger(__name__)
 T = TypeVar("T")
-Door = Literal["rest", "openai", "cli", "workflow", "dspy"]
+Door = Literal["rest", "openai", "cli", "workflow", "dspy", "indexer"]
 CacheMode = Literal["auto", "bypass", "force"]
 
 

@@ -7,6 +7,7 @@ TrellisError
 ├── NotFound                404 not_found_error
 ├── Conflict                409 conflict_error
 ├── PayloadTooLarge         413 payload_too_large_error
+├── UnsupportedMediaType    415 unsupported_media_type_error
 ├── RateLimited             429 rate_limit_error
 ├── InternalError           500 internal_error
 └── Unavailable             503 unavailable_error
@@ -72,6 +73,12 @@ class PayloadTooLarge(TrellisError):
     code = "payload_too_large_error"
     status_code = 413
     default_message = "Request body too large"
+
+
+class UnsupportedMediaType(TrellisError):
+    code = "unsupported_media_type_error"
+    status_code = 415
+    default_message = "Unsupported media type"
 
 
 class RateLimited(TrellisError):

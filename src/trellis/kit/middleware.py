@@ -1,7 +1,8 @@
 """The request edge, as one pure-ASGI middleware (no BaseHTTPMiddleware overhead on the hot path).
 
 For every HTTP request it: keeps or creates the request id and returns it in ``X-Request-ID``;
-refuses bodies over the size limit with 413 (by ``Content-Length`` and while streaming);
+refuses bodies over the size limit with 413 (by ``Content-Length`` and while streaming; one limit
+for every path, except paths given their own in ``body_limits``, such as the upload route);
 records Prometheus metrics by route template; writes one access-log line; and turns any
 unhandled exception into a 500 envelope that reveals nothing internal.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import HTTPException
@@ -30,10 +32,19 @@ def _route_template(scope: Scope) -> str:
 
 
 class RequestEdgeMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: HttpMetrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        metrics: HttpMetrics,
+        body_limits: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        # Exact request paths with a limit of their own (uploads); every other path has max_body_bytes.
+        self.body_limits = dict(body_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,7 +77,7 @@ class RequestEdgeMiddleware:
             await send(message)
 
         received = 0
-        limit = self.max_body_bytes
+        limit = self.body_limits.get(scope.get("path", ""), self.max_body_bytes)
 
         async def limited_receive() -> Message:
             nonlocal received

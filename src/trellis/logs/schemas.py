@@ -8,10 +8,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Door = Literal["rest", "openai", "cli", "workflow", "dspy"]
+# "indexer": embeddings the context store computes for semantic search (trellis.context.indexer).
+Door = Literal["rest", "openai", "cli", "workflow", "dspy", "indexer"]
 CallStatus = Literal["ok", "error", "cancelled"]
 
-DOORS: tuple[Door, ...] = ("rest", "openai", "cli", "workflow", "dspy")
+DOORS: tuple[Door, ...] = ("rest", "openai", "cli", "workflow", "dspy", "indexer")
 CALL_STATUSES: tuple[CallStatus, ...] = ("ok", "error", "cancelled")
 
 

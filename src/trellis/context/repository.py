@@ -1,0 +1,113 @@
+"""Queries for contexts and their relationships. Functions take the session the service opened."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from trellis.context.models import Context, ContextRelationship
+
+
+def content_hash(content: str) -> str:
+    """SHA-256 of the UTF-8 content, hex: what embeddings are checked against to know they are current."""
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+async def context_by_id(session: AsyncSession, context_id: str) -> Context | None:
+    return await session.get(Context, context_id, populate_existing=True)
+
+
+async def contexts_by_ids(session: AsyncSession, owner_id: str, ids: Collection[str]) -> dict[str, Context]:
+    """The owner's contexts among these ids (others' and missing ones are simply absent)."""
+    if not ids:
+        return {}
+    rows = await session.execute(select(Context).where(Context.owner_id == owner_id, Context.id.in_(list(ids))))
+    return {row.id: row for row in rows.scalars()}
+
+
+async def update_if_version(
+    session: AsyncSession, context_id: str, owner_id: str, version: int, values: dict[Any, Any]
+) -> bool:
+    """Compare-and-set: write ``values`` and bump the version only if it is still ``version``.
+
+    One statement, so of two writers holding the same version exactly one succeeds (PostgreSQL
+    re-checks the condition after the row lock; SQLite serialises writers on the database lock).
+    """
+    statement = (
+        update(Context)
+        .where(Context.id == context_id, Context.owner_id == owner_id, Context.version == version)
+        .values({**values, Context.version: Context.version + 1})
+        .execution_options(synchronize_session=False)
+    )
+    result = cast(CursorResult[Any], await session.execute(statement))
+    return result.rowcount == 1
+
+
+async def delete_context(session: AsyncSession, context_id: str, owner_id: str, version: int | None) -> bool:
+    """Delete (its relationships and embedding cascade); with ``version``, only if still at it."""
+    statement = delete(Context).where(Context.id == context_id, Context.owner_id == owner_id)
+    if version is not None:
+        statement = statement.where(Context.version == version)
+    result = cast(CursorResult[Any], await session.execute(statement.execution_options(synchronize_session=False)))
+    return result.rowcount == 1
+
+
+async def count_relationships_of(session: AsyncSession, context_id: str) -> int:
+    statement = (
+        select(func.count())
+        .select_from(ContextRelationship)
+        .where(or_(ContextRelationship.source_id == context_id, ContextRelationship.target_id == context_id))
+    )
+    return (await session.execute(statement)).scalar_one()
+
+
+async def relationship_by_id(session: AsyncSession, relationship_id: str) -> ContextRelationship | None:
+    return await session.get(ContextRelationship, relationship_id)
+
+
+async def find_relationship(
+    session: AsyncSession, source_id: str, target_id: str, relationship_type: str
+) -> ContextRelationship | None:
+    statement = select(ContextRelationship).where(
+        ContextRelationship.source_id == source_id,
+        ContextRelationship.target_id == target_id,
+        ContextRelationship.relationship_type == relationship_type,
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def relationships_touching(
+    session: AsyncSession,
+    owner_id: str,
+    context_ids: Collection[str],
+    *,
+    relationship_type: str | None = None,
+    outgoing: bool = True,
+    incoming: bool = True,
+) -> list[ContextRelationship]:
+    """Relationships with one end among ``context_ids``, oldest first: one query for any number of ids."""
+    ids = list(context_ids)
+    ends = []
+    if outgoing:
+        ends.append(ContextRelationship.source_id.in_(ids))
+    if incoming:
+        ends.append(ContextRelationship.target_id.in_(ids))
+    if not ids or not ends:
+        return []
+    statement = select(ContextRelationship).where(ContextRelationship.owner_id == owner_id, or_(*ends))
+    if relationship_type is not None:
+        statement = statement.where(ContextRelationship.relationship_type == relationship_type)
+    statement = statement.order_by(ContextRelationship.created_at, ContextRelationship.id)
+    return list((await session.execute(statement)).scalars())
+
+
+async def delete_relationship(session: AsyncSession, relationship_id: str, owner_id: str) -> bool:
+    statement = delete(ContextRelationship).where(
+        ContextRelationship.id == relationship_id, ContextRelationship.owner_id == owner_id
+    )
+    result = cast(CursorResult[Any], await session.execute(statement.execution_options(synchronize_session=False)))
+    return result.rowcount == 1

@@ -1,0 +1,337 @@
+"""Search over a user's contexts: keyword, semantic, or both fused (hybrid, the default).
+
+Retrievers
+    ``keyword``: full-text. SQLite: the FTS5 table ``contexts_fts`` (porter stemming, unicode61),
+    ranked by ``bm25``. PostgreSQL: the generated ``search_vector`` (english) with its GIN index,
+    ranked by ``ts_rank``. The user's text is never handed to a query parser as syntax: it is cut
+    into words (``\\w+``), each word becomes a quoted FTS5 string (or a plain word for
+    ``websearch_to_tsquery``, which never raises), and the words are ORed — a context matching
+    more, rarer words ranks higher. English stop words are dropped first (on both backends). So
+    ``foo AND (``, stray quotes, ``NEAR``, ``*`` or ``-`` are just words or nothing, never a
+    syntax error.
+
+    ``semantic``: the query is embedded with the gateway's default embedding model and the vector
+    index (``trellis.context.vectors``) returns the nearest contexts by cosine similarity.
+
+Fusion
+    ``hybrid`` runs both, each to a depth of ``max(2 * limit, 50)`` (at most 200), and fuses them
+    by reciprocal rank fusion: ``score = sum over retrievers of 1 / (60 + rank)``. If the embedding
+    model is unavailable, hybrid answers with the keyword results alone and says so (``degraded``);
+    ``semantic`` fails with the model's error instead.
+
+Filters (``types``: any of; ``metadata``: JSON-typed equality, see ``trellis.context.filters``)
+apply inside each retriever, in SQL, before ranking. Only the caller's own contexts are searched,
+admins included.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy import Select, bindparam, column, func, literal_column, select, table, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from trellis.auth.schemas import Principal
+from trellis.context.filters import MetadataFilter, field_error, metadata_clause
+from trellis.context.models import Context
+from trellis.context.schemas import NAME_MAX_LENGTH, NAME_PATTERN, ContextOut
+from trellis.context.vectors import DimensionMismatch, VectorFilter, VectorIndex
+from trellis.gateway.service import CallContext, Door, Gateway
+from trellis.kit.errors import TrellisError
+from trellis.kit.logging import get_logger
+from trellis.storage.database import Database
+
+log = get_logger(__name__)
+
+RRF_K = 60
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 10
+MAX_QUERY_CHARS = 1000
+MAX_TERMS = 32
+MAX_TYPES = 20
+HYBRID_MIN_DEPTH = 50
+HYBRID_MAX_DEPTH = 200
+_WORD = re.compile(r"\w+")
+_TYPE = re.compile(NAME_PATTERN)
+
+
+class SearchMode(StrEnum):
+    HYBRID = "hybrid"
+    SEMANTIC = "semantic"
+    KEYWORD = "keyword"
+
+
+Retriever = Literal["keyword", "semantic"]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    text: str
+    mode: SearchMode = SearchMode.HYBRID
+    types: tuple[str, ...] = ()
+    metadata: MetadataFilter = field(default_factory=dict)
+    limit: int = DEFAULT_LIMIT
+
+    @classmethod
+    def parse(
+        cls,
+        query: str | None,
+        *,
+        mode: str | None = None,
+        types: Iterable[str] = (),
+        metadata: MetadataFilter | None = None,
+        limit: int | None = None,
+    ) -> SearchQuery:
+        """Validate raw input from any door; a bad value is a 400 naming its field."""
+        if query is None or not query.strip():
+            raise field_error("query", "must not be empty")
+        if len(query) > MAX_QUERY_CHARS:
+            raise field_error("query", f"at most {MAX_QUERY_CHARS} characters")
+        chosen = SearchMode.HYBRID
+        if mode is not None:
+            try:
+                chosen = SearchMode(mode)
+            except ValueError:
+                raise field_error("mode", f"must be one of {', '.join(m.value for m in SearchMode)}") from None
+        size = DEFAULT_LIMIT if limit is None else limit
+        if not 1 <= size <= MAX_LIMIT:
+            raise field_error("limit", f"must be between 1 and {MAX_LIMIT}")
+        wanted: list[str] = []
+        for raw in types:
+            for name in raw.split(","):
+                name = name.strip()
+                if not name:
+                    continue
+                if len(name) > NAME_MAX_LENGTH or not _TYPE.match(name):
+                    raise field_error("type", f"{name!r} is not a context type (1-64 letters, digits, '_', '-', '.')")
+                wanted.append(name)
+        if len(wanted) > MAX_TYPES:
+            raise field_error("type", f"at most {MAX_TYPES} types")
+        return cls(query.strip(), chosen, tuple(dict.fromkeys(wanted)), dict(metadata or {}), size)
+
+    @property
+    def filters(self) -> VectorFilter:
+        return VectorFilter(types=self.types, metadata=self.metadata)
+
+
+@dataclass(frozen=True, slots=True)
+class RetrieverRank:
+    rank: int  # 1-based, within that retriever's answer
+    score: float  # keyword: -bm25 (SQLite) or ts_rank (PostgreSQL); semantic: cosine similarity
+
+
+@dataclass(slots=True)
+class SearchHit:
+    context: Context
+    score: float  # hybrid: the RRF score; one retriever: its own score
+    retrievers: dict[Retriever, RetrieverRank]
+
+
+@dataclass(slots=True)
+class SearchResult:
+    query: SearchQuery
+    hits: list[SearchHit]
+    model: str | None = None  # the embedding model the semantic retriever used
+    degraded: list[Retriever] = field(default_factory=list)  # retrievers that could not run
+
+
+# English stop words (Snowball's list, as PostgreSQL's 'english' configuration drops them): ORed into
+# a keyword query they would match nearly every context and drown the words that matter.
+STOP_WORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had has have
+    having he her here hers herself him himself his how i if in into is it its itself just me more most my
+    myself no nor not now of off on once only or other ought our ours ourselves out over own same she
+    should so some such than that the their theirs them themselves then there these they this those
+    through to too under until up very was we were what when where which while who whom why will with
+    would you your yours yourself yourselves""".split()  # noqa: SIM905 - a word list reads better as text
+)
+
+
+def query_terms(query: str) -> list[str]:
+    """The words of a query, deduplicated (case-insensitively), without stop words unless that would
+    leave none, at most ``MAX_TERMS``."""
+    seen: dict[str, str] = {}
+    for word in _WORD.findall(query):
+        seen.setdefault(word.lower(), word)
+    words = [word for lower, word in seen.items() if lower not in STOP_WORDS] or list(seen.values())
+    return words[:MAX_TERMS]
+
+
+def fts5_query(query: str) -> str | None:
+    """An FTS5 MATCH expression that ORs the query's words, each a quoted string (no syntax)."""
+    terms = query_terms(query)
+    if not terms:
+        return None
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+def websearch_query(query: str) -> str | None:
+    """Text for ``websearch_to_tsquery`` that ORs the query's words."""
+    terms = [t for t in query_terms(query) if t.lower() != "or"]
+    return " or ".join(terms) if terms else None
+
+
+def fuse(ranked: dict[Retriever, Sequence[tuple[str, float]]], *, k: int = RRF_K) -> list[tuple[str, float]]:
+    """Reciprocal rank fusion: ids by ``sum 1 / (k + rank)``, best first (ties: best rank, then id)."""
+    scores: dict[str, float] = {}
+    best: dict[str, int] = {}
+    for hits in ranked.values():
+        for rank, (context_id, _) in enumerate(hits, start=1):
+            scores[context_id] = scores.get(context_id, 0.0) + 1.0 / (k + rank)
+            best[context_id] = min(best.get(context_id, rank), rank)
+    return sorted(scores.items(), key=lambda item: (-item[1], best[item[0]], item[0]))
+
+
+class ContextSearch:
+    def __init__(self, database: Database, gateway: Gateway, index: VectorIndex) -> None:
+        self._database = database
+        self._gateway = gateway
+        self._index = index
+
+    async def search(
+        self, principal: Principal, query: SearchQuery, *, door: Door = "rest", request_id: str | None = None
+    ) -> SearchResult:
+        owner_id = principal.user_id
+        depth = query.limit
+        if query.mode is SearchMode.HYBRID:
+            depth = min(max(2 * query.limit, HYBRID_MIN_DEPTH), HYBRID_MAX_DEPTH)
+        ranked: dict[Retriever, Sequence[tuple[str, float]]] = {}
+        result = SearchResult(query, [])
+        if query.mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
+            ranked["keyword"] = await self.keyword(owner_id, query, depth)
+        if query.mode in (SearchMode.SEMANTIC, SearchMode.HYBRID):
+            ctx = CallContext(principal=principal, door=door, request_id=request_id)
+            try:
+                result.model, ranked["semantic"] = await self.semantic(ctx, query, depth)
+            except (TrellisError, DimensionMismatch) as exc:
+                if query.mode is SearchMode.SEMANTIC:
+                    raise
+                log.warning("semantic_search_unavailable", error=str(exc))
+                result.degraded.append("semantic")
+
+        if query.mode is SearchMode.HYBRID:
+            order = fuse(ranked)
+        else:
+            (only,) = ranked.values()
+            order = list(only)
+        order = order[: query.limit]
+        ranks: dict[str, dict[Retriever, RetrieverRank]] = {}
+        for name, hits in ranked.items():
+            for rank, (context_id, score) in enumerate(hits, start=1):
+                ranks.setdefault(context_id, {})[name] = RetrieverRank(rank, score)
+
+        rows = await self._contexts(owner_id, [context_id for context_id, _ in order])
+        result.hits = [
+            SearchHit(rows[context_id], score, ranks[context_id]) for context_id, score in order if context_id in rows
+        ]
+        return result
+
+    # --- retrievers ---------------------------------------------------------------------------
+
+    async def keyword(self, owner_id: str, query: SearchQuery, depth: int) -> list[tuple[str, float]]:
+        """Ids and scores (higher is better) of the owner's contexts matching the query's words."""
+        dialect = self._database.dialect
+        if dialect == "sqlite":
+            match = fts5_query(query.text)
+            if match is None:
+                return []
+            fts = table("contexts_fts", column("rowid"))
+            rank: ColumnElement[Any] = literal_column("bm25(contexts_fts)")
+            statement: Select[Any] = (
+                select(Context.id, rank)
+                .select_from(Context)
+                .join(fts, fts.c.rowid == literal_column("contexts.rowid"))
+                .where(text("contexts_fts MATCH :match").bindparams(bindparam("match", match)))
+                .order_by(rank, Context.id)
+            )
+            flip = -1.0  # bm25: lower is better
+        else:
+            words = websearch_query(query.text)
+            if words is None:
+                return []
+            tsquery = func.websearch_to_tsquery(literal_column("'english'::regconfig"), bindparam("words", words))
+            vector: ColumnElement[Any] = literal_column("contexts.search_vector")
+            rank = func.ts_rank(vector, tsquery)
+            statement = select(Context.id, rank).where(vector.op("@@")(tsquery)).order_by(rank.desc(), Context.id)
+            flip = 1.0
+        statement = statement.where(Context.owner_id == owner_id).limit(depth)
+        if query.types:
+            statement = statement.where(Context.type.in_(query.types))
+        clause = metadata_clause(dialect, Context.meta, query.metadata)
+        if clause is not None:
+            statement = statement.where(clause)
+        async with self._database.session() as session:
+            rows = (await session.execute(statement)).all()
+        return [(context_id, flip * float(score)) for context_id, score in rows]
+
+    async def semantic(self, ctx: CallContext, query: SearchQuery, depth: int) -> tuple[str, list[tuple[str, float]]]:
+        """The embedding model used, and ids with cosine similarity of the owner's nearest contexts."""
+        model, embedded = await self._gateway.embed(ctx, None, [query.text])
+        hits = await self._index.search(ctx.principal.user_id, model, embedded.vectors[0], depth, query.filters)
+        return model, [(hit.context_id, hit.score) for hit in hits]
+
+    async def _contexts(self, owner_id: str, ids: Sequence[str]) -> dict[str, Context]:
+        if not ids:
+            return {}
+        async with self._database.session() as session:
+            return await _owned_contexts(session, owner_id, ids)
+
+
+async def _owned_contexts(session: AsyncSession, owner_id: str, ids: Sequence[str]) -> dict[str, Context]:
+    rows = await session.execute(select(Context).where(Context.owner_id == owner_id, Context.id.in_(list(ids))))
+    return {row.id: row for row in rows.scalars()}
+
+
+# --- what the doors answer -----------------------------------------------------------------------
+
+
+class RetrieverRankOut(BaseModel):
+    rank: int = Field(description="1-based position in this retriever's own ranking.")
+    score: float = Field(description="keyword: -bm25 (SQLite) or ts_rank (PostgreSQL); semantic: cosine similarity.")
+
+
+class SearchHitOut(BaseModel):
+    context: ContextOut
+    score: float = Field(description="hybrid: reciprocal-rank-fusion score; otherwise the retriever's score.")
+    retrievers: dict[Retriever, RetrieverRankOut] = Field(description="Which retrievers found it, at what rank.")
+
+
+class SearchOut(BaseModel):
+    query: str
+    mode: SearchMode
+    limit: int
+    types: list[str]
+    metadata: dict[str, list[Any]]
+    model: str | None = Field(description="The embedding model the semantic retriever used.")
+    degraded: list[Retriever] = Field(description="Retrievers that could not run (hybrid falls back to the rest).")
+    items: list[SearchHitOut]
+
+    @classmethod
+    def of(cls, result: SearchResult) -> SearchOut:
+        query = result.query
+        return cls(
+            query=query.text,
+            mode=query.mode,
+            limit=query.limit,
+            types=list(query.types),
+            metadata={key: list(values) for key, values in query.metadata.items()},
+            model=result.model,
+            degraded=list(result.degraded),
+            items=[
+                SearchHitOut(
+                    context=ContextOut.of(hit.context),
+                    score=hit.score,
+                    retrievers={
+                        name: RetrieverRankOut(rank=r.rank, score=r.score) for name, r in hit.retrievers.items()
+                    },
+                )
+                for hit in result.hits
+            ],
+        )

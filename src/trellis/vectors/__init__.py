@@ -1,0 +1,1 @@
+"""Raw vector collections: named sets of vectors with metadata, upserted and queried by similarity."""
