@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from trellis.auth.deps import RuntimeDep, guard
 from trellis.auth.schemas import Principal, Scope
 from trellis.gateway.service import CallContext, Gateway, StreamOutcome
-from trellis.gateway.types import CompletionRequest, Message
+from trellis.gateway.types import CompletionRequest, Message, Usage
 from trellis.kit.context import current_request_id
 from trellis.kit.errors import TrellisError, ValidationFailed
 from trellis.settings import RouteClass
@@ -130,6 +130,19 @@ async def _prepare(
     return name, model, request
 
 
+def _usage_json(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _finish(reason: str | None) -> str:
+    """OpenAI knows stop and length; cancelled or errored calls never reach a 200 here."""
+    return "length" if reason == "length" else "stop"
+
+
 def _completion_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
@@ -200,9 +213,8 @@ async def _stream_events(
         return
     finally:
         await stream.aclose()
-    yield _data(chunk(None, outcome.finish_reason if outcome.finish_reason in ("stop", "length") else "stop"))
+    yield _data(chunk(None, _finish(outcome.finish_reason)))
     if include_usage and outcome.usage is not None:
-        usage = outcome.usage
         yield _data(
             {
                 "id": ident,
@@ -210,11 +222,7 @@ async def _stream_events(
                 "created": created,
                 "model": outcome.served_model,
                 "choices": [],
-                "usage": {
-                    "prompt_tokens": usage.prompt_tokens,
-                    "completion_tokens": usage.completion_tokens,
-                    "total_tokens": usage.total_tokens,
-                },
+                "usage": _usage_json(outcome.usage),
             }
         )
     yield b"data: [DONE]\n\n"
@@ -242,7 +250,6 @@ async def chat_completions(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return _sse(_stream_events(gateway, ctx, name, model, request, chat=True, include_usage=include_usage))
     result = await gateway.complete(ctx, name, model, request)
-    usage = result.completion.usage
     return {
         "id": _completion_id("chatcmpl"),
         "object": "chat.completion",
@@ -252,16 +259,10 @@ async def chat_completions(
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": result.completion.text},
-                "finish_reason": result.completion.finish_reason
-                if result.completion.finish_reason == "length"
-                else "stop",
+                "finish_reason": _finish(result.completion.finish_reason),
             }
         ],
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-        },
+        "usage": _usage_json(result.completion.usage),
     }
 
 
@@ -276,7 +277,6 @@ async def completions(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return _sse(_stream_events(gateway, ctx, name, model, request, chat=False, include_usage=include_usage))
     result = await gateway.complete(ctx, name, model, request)
-    usage = result.completion.usage
     return {
         "id": _completion_id("cmpl"),
         "object": "text_completion",
@@ -287,14 +287,10 @@ async def completions(
                 "index": 0,
                 "text": result.completion.text,
                 "logprobs": None,
-                "finish_reason": "length" if result.completion.finish_reason == "length" else "stop",
+                "finish_reason": _finish(result.completion.finish_reason),
             }
         ],
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-        },
+        "usage": _usage_json(result.completion.usage),
     }
 
 
