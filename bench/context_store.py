@@ -21,9 +21,13 @@ Backends: ``sqlite`` (embedded SQLite file, exact numpy index), ``pgvector`` (Po
 pgvector HNSW, started by the ``pgserver`` package in a temporary directory), ``postgres`` (the
 machine's PostgreSQL, a temporary database, exact index: no pgvector there).
 
-    .venv/bin/python bench/context_store.py            # 100,000 contexts (10k, then 100k): 15-30 minutes
-    .venv/bin/python bench/context_store.py --quick    # 10,000 contexts (1k, then 10k): about 3 minutes
+    .venv/bin/python bench/context_store.py            # 100,000 contexts (10k, then 100k): 45-60 minutes
+    .venv/bin/python bench/context_store.py --quick    # 10,000 contexts (1k, then 10k): about 5 minutes
     .venv/bin/python bench/context_store.py --backends sqlite pgvector --no-http
+    .venv/bin/python bench/context_store.py --vectors-cache /tmp/vectors.npz   # embed once, reuse next time
+
+Embedding dominates a full run: the local model embeds some 60 of these texts per second on two cores,
+so 100,000 take about half an hour; ``--vectors-cache`` keeps them for the next run.
 
 Needs the ``pgserver`` package (in the locked dependencies) for ``pgvector``, and a PostgreSQL at
 ``--postgres`` (default postgres@127.0.0.1:5432, trust auth, allowed to create databases) for
@@ -35,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -234,6 +239,7 @@ class Corpus:
     # The vectors the indexer stored, filled as the first backend embeds (rows [0, known)).
     vectors: FloatMatrix
     known: int = 0
+    source: str = "embedded"  # or "cache" (--vectors-cache)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -304,6 +310,36 @@ def generate_corpus(size: int, seed: int) -> Corpus:
         hashes=[content_hash(t) for t in texts],
         vectors=np.zeros((size, DIMENSIONS), dtype=np.float32),
     )
+
+
+def corpus_digest(corpus: Corpus) -> str:
+    """What cached vectors must have been computed from: the embedding model's name and every text."""
+    from trellis.gateway.config import DEFAULT_EMBED_MODEL
+
+    digest = hashlib.sha256(f"{DEFAULT_EMBED_MODEL}\n{DIMENSIONS}\n".encode())
+    for text in corpus.texts:
+        digest.update(text.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def load_vectors(path: Path, corpus: Corpus) -> bool:
+    if not path.is_file():
+        return False
+    with np.load(path) as data:
+        if str(data["digest"]) != corpus_digest(corpus) or data["vectors"].shape != corpus.vectors.shape:
+            print(f"{path}: vectors of another corpus or model; embedding, then overwriting it", flush=True)
+            return False
+        corpus.vectors[:] = data["vectors"]
+    corpus.known, corpus.source = len(corpus), "cache"
+    return True
+
+
+def save_vectors(path: Path, corpus: Corpus) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:
+        np.savez(handle, vectors=corpus.vectors, digest=np.array(corpus_digest(corpus)))
+    print(f"vectors saved to {path} (--vectors-cache)", flush=True)
 
 
 def generate_queries(count: int, seed: int) -> list[str]:
@@ -520,6 +556,19 @@ class RecallPoint:
     plan: str
     reference_agrees: int  # exact index: queries whose top-10 equals the benchmark's numpy top-10
     queries: int
+    ef_sweep: list[EfPoint] = field(default_factory=list)  # pgvector: recall and latency per hnsw.ef_search
+
+
+@dataclass
+class EfPoint:
+    ef_search: int
+    recall_at_10: float
+    recall_at_50: float
+    k10_p50_ms: float  # PgVectorIndex.search alone, k = 10 (semantic at limit 10)
+    k10_p95_ms: float
+    k50_p50_ms: float  # k = 50 (what hybrid asks for at limit 10)
+    k50_p95_ms: float
+    exact_fallbacks: int
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -856,10 +905,11 @@ async def measure_recall(
     query_vectors: FloatMatrix,
     target: Target,
     size: int,
+    args: argparse.Namespace,
 ) -> RecallPoint:
     from sqlalchemy import text
 
-    from trellis.context.vectors import NO_FILTER, PgVectorIndex
+    from trellis.context.vectors import DEFAULT_EF_SEARCH, NO_FILTER, PgVectorIndex
 
     reference = corpus.vectors[:size]
     norms = np.linalg.norm(reference, axis=1, keepdims=True)
@@ -873,30 +923,59 @@ async def measure_recall(
             hits = await chosen.search(owner_id, model, query, LIMIT)
             agrees += [position[h.context_id] for h in hits] == exact_top(reference, query, LIMIT)
         return RecallPoint(target.name, size, chosen.kind, False, None, None, 0, "full scan", agrees, len(queries))
-    fallbacks = chosen.exact_fallbacks
-    found: dict[int, list[float]] = {LIMIT: [], HYBRID_DEPTH: []}
-    for query in queries:
-        for k in found:
-            hits = await chosen.search(owner_id, model, query, k)
-            expected = set(exact_top(reference, query, k))
-            found[k].append(len(expected & {position[h.context_id] for h in hits}) / k)
+    sweep: list[EfPoint] = []
+    for ef_search in sorted({DEFAULT_EF_SEARCH, *args.ef_search}):
+        # The service's index for the default; the same index with another ef_search for the others.
+        index = chosen
+        if ef_search != DEFAULT_EF_SEARCH:
+            index = PgVectorIndex(
+                runtime.database,
+                dimensions=chosen.dimensions,
+                extension_version=chosen.extension_version,
+                ef_search=ef_search,
+                exact=chosen.exact,
+            )
+        fallbacks = index.exact_fallbacks
+        found: dict[int, list[float]] = {LIMIT: [], HYBRID_DEPTH: []}
+        took: dict[int, list[float]] = {LIMIT: [], HYBRID_DEPTH: []}
+        for query in queries:
+            for k in found:
+                started = time.perf_counter()
+                hits = await index.search(owner_id, model, query, k)
+                took[k].append((time.perf_counter() - started) * 1000)
+                expected = set(exact_top(reference, query, k))
+                found[k].append(len(expected & {position[h.context_id] for h in hits}) / k)
+        sweep.append(
+            EfPoint(
+                ef_search,
+                statistics.fmean(found[LIMIT]),
+                statistics.fmean(found[HYBRID_DEPTH]),
+                percentile(took[LIMIT], 50),
+                percentile(took[LIMIT], 95),
+                percentile(took[HYBRID_DEPTH], 50),
+                percentile(took[HYBRID_DEPTH], 95),
+                index.exact_fallbacks - fallbacks,
+            )
+        )
     vector = "[" + ",".join(repr(float(x)) for x in queries[0]) + "]"
     statement = chosen._query(owner_id, model, NO_FILTER, LIMIT, exact=False).params(q=vector)
     sql = str(statement.compile(runtime.database.engine, compile_kwargs={"literal_binds": True}))
     async with runtime.database.engine.connect() as conn:
         plan = "\n".join(row[0] for row in await conn.execute(text("EXPLAIN " + sql)))
     uses = "HNSW index scan" if "ix_context_embeddings_hnsw" in plan else "no HNSW (exact scan + sort)"
+    default = next(point for point in sweep if point.ef_search == DEFAULT_EF_SEARCH)
     return RecallPoint(
         target.name,
         size,
         chosen.kind,
         True,
-        statistics.fmean(found[10]),
-        statistics.fmean(found[HYBRID_DEPTH]),
-        chosen.exact_fallbacks - fallbacks,
+        default.recall_at_10,
+        default.recall_at_50,
+        default.exact_fallbacks,
         uses,
         0,
         len(queries),
+        sweep,
     )
 
 
@@ -1045,7 +1124,7 @@ async def run_backend(
                 result.points.append(point)
             assert model is not None
             recall = await measure_recall(
-                runtime, principal.user_id, model, chosen, corpus, query_vectors, target, stop
+                runtime, principal.user_id, model, chosen, corpus, query_vectors, target, stop, args
             )
             result.recall.append(recall)
             if recall.measured:
@@ -1253,6 +1332,42 @@ def render_recall(results: Sequence[BackendResult]) -> str:
     return _table(header, rows, left=2)
 
 
+def render_ef_sweep(results: Sequence[BackendResult]) -> str:
+    from trellis.context.vectors import DEFAULT_EF_SEARCH
+
+    header = (
+        "backend",
+        "contexts",
+        "ef_search",
+        "recall@10",
+        "recall@50",
+        "k=10 p50 ms",
+        "k=10 p95 ms",
+        "k=50 p50 ms",
+        "k=50 p95 ms",
+        "exact fallbacks",
+    )
+    rows = []
+    for result in results:
+        for r in result.recall:
+            for e in r.ef_sweep:
+                rows.append(
+                    (
+                        result.name,
+                        f"{r.size:,}",
+                        f"{e.ef_search}{' (service)' if e.ef_search == DEFAULT_EF_SEARCH else ''}",
+                        f"{e.recall_at_10:.3f}",
+                        f"{e.recall_at_50:.3f}",
+                        f"{e.k10_p50_ms:.2f}",
+                        f"{e.k10_p95_ms:.2f}",
+                        f"{e.k50_p50_ms:.2f}",
+                        f"{e.k50_p95_ms:.2f}",
+                        str(e.exact_fallbacks),
+                    )
+                )
+    return _table(header, rows, left=1)
+
+
 def render_verdict(results: Sequence[BackendResult]) -> tuple[str, bool]:
     lines = [
         "Targets at the largest size: hybrid p95 <= 50 ms embedded (SQLite), <= 20 ms on PostgreSQL;"
@@ -1315,6 +1430,9 @@ def write_json(
             "backends": args.backends,
             "http": args.http,
             "limit": LIMIT,
+            "vectors": corpus.source,
+            "vectors_cache": str(args.vectors_cache) if args.vectors_cache else None,
+            "ef_search": args.ef_search,
             "quiet_wait_s": args.quiet_wait,
             "pause_budget_s": args.pause_budget,
             "pause_unused_s": args.pause_left,
@@ -1367,6 +1485,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured queries per mode before measuring")
     parser.add_argument("--batch", type=int, default=INSERT_BATCH, help="contexts per insert transaction (500)")
     parser.add_argument("--seed", type=int, default=7, help="corpus and query seed")
+    parser.add_argument(
+        "--ef-search",
+        type=int,
+        nargs="*",
+        default=[40, 200, 400],
+        help="pgvector: also measure recall and latency with these hnsw.ef_search values (the service's is 100)",
+    )
+    parser.add_argument(
+        "--vectors-cache",
+        type=Path,
+        default=None,
+        help="an .npz file: when it holds this corpus's vectors, use them instead of embedding (no embedding is "
+        "measured then); otherwise embed as usual and save them there",
+    )
     parser.add_argument(
         "--http",
         action=argparse.BooleanOptionalAction,
@@ -1434,6 +1566,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" generated in {time.perf_counter() - t0:.1f} s",
             flush=True,
         )
+        if args.vectors_cache is not None and load_vectors(args.vectors_cache, corpus):
+            print(f"vectors loaded from {args.vectors_cache}: nothing is embedded in this run", flush=True)
         with _isolated_environment():
             for name in args.backends:
                 workdir = Path(tempfile.mkdtemp(prefix=f"trellis-bench-{name}-"))
@@ -1441,6 +1575,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 try:
                     target = open_target(name, args, workdir)
                     results.append(asyncio.run(run_backend(target, corpus, queries, steps, args, workdir)))
+                    if args.vectors_cache is not None and corpus.source == "embedded" and name == args.backends[0]:
+                        save_vectors(args.vectors_cache, corpus)
                 finally:
                     for cleanup in target.cleanup if target else []:
                         with contextlib.suppress(Exception):
@@ -1454,10 +1590,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
     first = results[0].name if results else "-"
+    origin = (
+        f"computed once by the {first} backend's GatewayIndexer, written directly to the others"
+        if corpus.source == "embedded"
+        else f"loaded from {args.vectors_cache} (GatewayIndexer, an earlier run): no embedding measured"
+    )
     print(
         f"\nTrellis context store: {args.size:,} contexts of {statistics.fmean(lengths):.0f} characters on average,"
         f" measured at {', '.join(f'{s:,}' for s in steps)}; embeddings: minilm-l6 (local ONNX int8, {DIMENSIONS}"
-        f" dimensions), computed once by the {first} backend's GatewayIndexer, written directly to the others\n"
+        f" dimensions), {origin}\n"
     )
     print("Ingestion (insert: bulk ORM insert, one transaction per batch; embed: time inside Gateway.embed)")
     print(render_ingest(results))
@@ -1469,6 +1610,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render_growth(results))
     print("\nRecall of the semantic index (pgvector: HNSW vs exact numpy top-k over the same vectors)")
     print(render_recall(results))
+    if any(r.ef_sweep for result in results for r in result.recall):
+        print("\npgvector: recall and PgVectorIndex.search latency per hnsw.ef_search (other values: what-if)")
+        print(render_ef_sweep(results))
     verdict, _ = render_verdict(results)
     print()
     print(verdict)

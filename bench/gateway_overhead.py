@@ -496,19 +496,26 @@ def profile_target(
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
-# Calls worth naming in a profile of this path: (label, a substring of the py-spy frame).
+# Calls worth naming in a profile of this path: (label, a substring of the py-spy frame). Client
+# library lines (httpx/httpcore, aiohttp) are shown only when the server uses that library.
 HOT_CALLS = (
-    ("upstream call: httpx AsyncClient.send, all of it", "AsyncClient.send (httpx/_client.py"),
+    ("upstream call (OpenAICompatibleProvider._post, all of it)", "OpenAICompatibleProvider._post ("),
+    ("  httpx AsyncClient.send", "AsyncClient.send (httpx/_client.py"),
     ("  httpcore pool bookkeeping (_assign_requests_to_connections)", "_assign_requests_to_connections ("),
-    ("  httpcore idle-socket checks (has_expired -> is_socket_readable)", "is_socket_readable ("),
+    ("  httpcore idle-socket checks (is_socket_readable)", "is_socket_readable ("),
+    ("  aiohttp ClientSession._request", "ClientSession._request (aiohttp/client.py"),
+    ("  aiohttp JSON body (JsonPayload)", "JsonPayload.__init__ (aiohttp/payload.py"),
     ("FastAPI dependencies (auth guard, rate limit, runtime)", "solve_dependencies ("),
     ("  trellis auth guard", "guard.<locals>.dependency (trellis/"),
     ("  request body parsing + validation", "request_body_to_args ("),
     ("response serialization (FastAPI)", "serialize_response ("),
+    ("Prometheus label lookups (prometheus_client labels())", "MetricWrapperBase.labels (prometheus_client/"),
+    ("retry loop (tenacity)", "tenacity/"),
     ("episodic log: submit on the request path", "EpisodicLogWriter.submit ("),
     ("episodic log: background batch writes", "EpisodicLogWriter._write ("),
     ("access middleware (trellis RequestEdgeMiddleware, all of it)", "RequestEdgeMiddleware.__call__ ("),
 )
+_OPTIONAL = ("httpx", "httpcore", "aiohttp")
 
 
 def _package(file: str) -> str:
@@ -553,11 +560,17 @@ def summarize_profile(path: Path, top: int = 12) -> str:
     skip = {"main (trellis/cli.py)", "serve (trellis/cli.py)", "<module> (trellis)"}
     return "\n".join(
         [
-            f"   {total} samples of the event loop's thread while it ran; shares are of those",
+            f"   {total} samples of the event loop's thread while it ran; shares are of those. py-spy's"
+            " blocking sampling can pin a sample on whatever runs when the GIL changes hands:"
+            " check a surprising self time with a micro-benchmark before acting on it",
             "   by package (self time): "
             + ", ".join(f"{name} {count / total:.0%}" for name, count in by_package.most_common(top)),
             "   named calls (inclusive: the call and everything under it):",
-            *(f"     {hot[label] / total:6.1%}  {label}" for label, _ in HOT_CALLS),
+            *(
+                f"     {hot[label] / total:6.1%}  {label}"
+                for label, _ in HOT_CALLS
+                if hot[label] or not any(name in label for name in _OPTIONAL)
+            ),
             "   functions by self time:",
             *(f"     {count / total:6.1%}  {name}" for name, count in own.most_common(top)),
             "   Trellis functions, inclusive:",
