@@ -466,6 +466,14 @@ async def test_exact_index_reloads_only_when_the_owners_vectors_change(tmp_path:
         await index.search(owner, MODEL, query, 3)
         await index.search(owner, MODEL, query, 3, VectorFilter(types=("note",)))
         assert index.loads == 1
+        # Another owner's writes leave this owner's epoch, and matrix, alone.
+        stranger = await backend.add_user()
+        strangers = await backend.add_contexts(stranger, 2)
+        await ExactVectorIndex(database).upsert(
+            stranger, MODEL, [VectorEntry(c, h, query) for c, h in (await backend.hashes(strangers)).items()]
+        )
+        await index.search(owner, MODEL, query, 3)
+        assert index.loads == 1
         # Another process writes: this one's marker differs, it reloads once.
         writer = ExactVectorIndex(database)
         [new] = await backend.add_contexts(owner, 1)

@@ -6,16 +6,13 @@ computed from. Where the vectors are searched depends on the database:
 
 ``ExactVectorIndex`` (SQLite, and PostgreSQL without pgvector)
     Exact cosine top-k with numpy. An owner's vectors for one model are loaded into one normalised
-    float32 matrix and cached in memory (LRU, bounded in bytes). Correct across processes: before
-    each search a *change marker* is read — the owner's row count and a digest of the ordered
-    ``context_id:content_hash`` pairs, aggregated by the database (``group_concat`` /
-    ``string_agg``), no vector bytes leave the database — and the matrix is reloaded when it differs.
-    Every change another process can make shows in it: a new or deleted row (the count and the ids),
-    re-embedded content (the hash), a cascade delete (no code of ours runs, the rows just go). The
-    marker costs one aggregate over the owner's rows; a reload reads all of them, so a cache hit
-    saves the bytes and the decoding, not the row visit. Writes through this index drop the
-    owner's matrix at once. Filters (types, metadata) run in SQL first; the surviving ids pick rows
-    of the scores.
+    float32 matrix and cached in memory (LRU, bounded in bytes); scoring 100,000 vectors of 384
+    dimensions is one matrix-vector product, about 4 ms. Correct across processes: before each
+    search the owner's *vector epoch* is read (``context_vector_epochs``, one row), a counter that
+    database triggers bump on every insert, update or delete of the owner's vectors — including
+    cascades no code of ours sees and writes by other processes (the CLI, other replicas) — and the
+    matrix is reloaded when it differs. Writes through this index drop the owner's matrix at once.
+    Filters (types, metadata) run in SQL first; the surviving ids pick rows of the scores.
 
 ``PgVectorIndex`` (PostgreSQL with the ``embedding vector(N)`` column migration 0003 adds when
 pgvector is available)
@@ -36,7 +33,6 @@ pgvector is available)
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -279,19 +275,13 @@ class ExactVectorIndex:
             return loaded
 
     async def _marker(self, session: AsyncSession, owner_id: str, model: str) -> str:
-        if self._database.dialect == "sqlite":
-            sql = (
-                "SELECT count(*), group_concat(pair, ',') FROM (SELECT context_id || ':' || content_hash AS pair "
-                "FROM context_embeddings WHERE owner_id = :owner_id AND model = :model ORDER BY context_id)"
+        """The owner's vector epoch (migration 0004): it changes whenever any of their vectors do."""
+        epoch = (
+            await session.execute(
+                text("SELECT epoch FROM context_vector_epochs WHERE owner_id = :owner_id"), {"owner_id": owner_id}
             )
-        else:
-            sql = (
-                "SELECT count(*), string_agg(context_id || ':' || content_hash, ',' ORDER BY context_id COLLATE \"C\") "
-                "FROM context_embeddings WHERE owner_id = :owner_id AND model = :model"
-            )
-        count, pairs = (await session.execute(text(sql), {"owner_id": owner_id, "model": model})).one()
-        digest = hashlib.blake2b((pairs or "").encode(), digest_size=16).hexdigest()
-        return f"{count}:{digest}"
+        ).scalar_one_or_none()
+        return str(epoch or 0)
 
     async def _load(self, session: AsyncSession, owner_id: str, model: str, marker: str) -> _Matrix:
         self.loads += 1
