@@ -124,7 +124,7 @@ def build_runtime(
         max_file_bytes=settings.context.ingest_max_file_bytes,
         chunk_max_chars=settings.context.ingest_chunk_max_chars,
     )
-    search = ContextSearch(database, gateway, vector_index)
+    search = ContextSearch(database, gateway, vector_index, keyword_budget=settings.context.keyword_rank_budget)
     return Runtime(
         settings,
         clock,

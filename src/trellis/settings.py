@@ -101,6 +101,10 @@ class ContextSettings(BaseModel):
     ingest_max_file_bytes: Annotated[int, Field(gt=0)] = 1_048_576
     ingest_max_request_bytes: Annotated[int, Field(gt=0)] = 33_554_432
     ingest_chunk_max_chars: Annotated[int, Field(ge=100, le=100_000)] = 2000
+    # Keyword search ranks contexts having all the query's words, then those having its rarer words,
+    # picked so that about this many rows are ranked (0: every context having any word is ranked, exact
+    # but slow on large stores). See trellis.context.keyword.
+    keyword_rank_budget: Annotated[int, Field(ge=0)] = 10_000
 
 
 class Settings(BaseSettings):

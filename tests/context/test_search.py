@@ -19,8 +19,9 @@ from sqlalchemy import func, select
 
 from tests.auth.support import assert_error, assert_ok, field_names
 from tests.conftest import ADMIN_KEY, Harness
+from trellis.context.keyword import fts5_any
 from trellis.context.models import Context, ContextEmbedding
-from trellis.context.search import RRF_K, fts5_query, fuse, query_terms
+from trellis.context.search import RRF_K, fuse, query_terms
 from trellis.gateway.config import ModelConfig
 from trellis.logs.models import EpisodicLog
 
@@ -349,11 +350,12 @@ async def test_query_syntax_never_becomes_a_server_error(h: Harness, alice: dict
 
 
 def test_fts5_query_quotes_every_word() -> None:
-    assert fts5_query('foo AND ( "bar" NEAR') == '"foo" OR "bar" OR "NEAR"'
-    assert fts5_query("AND OR NOT") == '"AND" OR "OR" OR "NOT"'  # only stop words: kept, quoted
-    assert fts5_query("((( )))") is None
-    assert fts5_query("how to deploy with docker") == '"deploy" OR "docker"'
-    assert fts5_query("to be or not to be") == '"to" OR "be" OR "or" OR "not"'
+    assert fts5_any(query_terms('foo AND ( "bar" NEAR')) == '"foo" OR "bar" OR "NEAR"'
+    assert fts5_any(query_terms("AND OR NOT")) == '"AND" OR "OR" OR "NOT"'  # only stop words: kept, quoted
+    assert query_terms("((( )))") == []
+    assert fts5_any(query_terms("how to deploy with docker")) == '"deploy" OR "docker"'
+    assert fts5_any(query_terms("to be or not to be")) == '"to" OR "be" OR "or" OR "not"'
+    assert fts5_any(['say "hi"']) == '"say ""hi"""'
     assert query_terms("Docker docker DOCKER compose") == ["Docker", "compose"]
 
 

@@ -5,16 +5,17 @@ Retrievers
     ranked by ``bm25``. PostgreSQL: the generated ``search_vector`` (english) with its GIN index,
     ranked by ``ts_rank``. The user's text is never handed to a query parser as syntax: it is cut
     into words (``\\w+``), each word becomes a quoted FTS5 string (or a plain word for
-    ``websearch_to_tsquery``, which never raises), and the words are ORed — a context matching
-    more, rarer words ranks higher. English stop words are dropped first (on both backends). So
-    ``foo AND (``, stray quotes, ``NEAR``, ``*`` or ``-`` are just words or nothing, never a
-    syntax error.
+    ``websearch_to_tsquery``, which never raises). English stop words are dropped first (on both
+    backends). So ``foo AND (``, stray quotes, ``NEAR``, ``*`` or ``-`` are just words or nothing,
+    never a syntax error. Contexts with all the words rank first, then contexts with the query's
+    rarer words, ranked by all of them: ``trellis.context.keyword`` explains how that bounds the
+    cost at any corpus size.
 
     ``semantic``: the query is embedded with the gateway's default embedding model and the vector
     index (``trellis.context.vectors``) returns the nearest contexts by cosine similarity.
 
 Fusion
-    ``hybrid`` runs both, each to a depth of ``max(2 * limit, 50)`` (at most 200), and fuses them
+    ``hybrid`` runs both concurrently, each to a depth of ``max(2 * limit, 50)`` (at most 200), and fuses them
     by reciprocal rank fusion: ``score = sum over retrievers of 1 / (60 + rank)``. If the embedding
     model is unavailable, hybrid answers with the keyword results alone and says so (``degraded``);
     ``semantic`` fails with the model's error instead.
@@ -26,6 +27,8 @@ admins included.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,12 +36,12 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Select, bindparam, column, func, literal_column, select, table, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import ColumnElement
 
 from trellis.auth.schemas import Principal
-from trellis.context.filters import MetadataFilter, field_error, metadata_clause
+from trellis.context.filters import MetadataFilter, field_error
+from trellis.context.keyword import DEFAULT_BUDGET, KeywordRetriever
 from trellis.context.models import Context
 from trellis.context.schemas import NAME_MAX_LENGTH, NAME_PATTERN, ContextOut
 from trellis.context.vectors import DimensionMismatch, VectorFilter, VectorIndex
@@ -164,20 +167,6 @@ def query_terms(query: str) -> list[str]:
     return words[:MAX_TERMS]
 
 
-def fts5_query(query: str) -> str | None:
-    """An FTS5 MATCH expression that ORs the query's words, each a quoted string (no syntax)."""
-    terms = query_terms(query)
-    if not terms:
-        return None
-    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
-
-
-def websearch_query(query: str) -> str | None:
-    """Text for ``websearch_to_tsquery`` that ORs the query's words."""
-    terms = [t for t in query_terms(query) if t.lower() != "or"]
-    return " or ".join(terms) if terms else None
-
-
 def fuse(ranked: dict[Retriever, Sequence[tuple[str, float]]], *, k: int = RRF_K) -> list[tuple[str, float]]:
     """Reciprocal rank fusion: ids by ``sum 1 / (k + rank)``, best first (ties: best rank, then id)."""
     scores: dict[str, float] = {}
@@ -190,10 +179,13 @@ def fuse(ranked: dict[Retriever, Sequence[tuple[str, float]]], *, k: int = RRF_K
 
 
 class ContextSearch:
-    def __init__(self, database: Database, gateway: Gateway, index: VectorIndex) -> None:
+    def __init__(
+        self, database: Database, gateway: Gateway, index: VectorIndex, *, keyword_budget: int = DEFAULT_BUDGET
+    ) -> None:
         self._database = database
         self._gateway = gateway
         self._index = index
+        self._keyword = KeywordRetriever(database, budget=keyword_budget)
 
     async def search(
         self, principal: Principal, query: SearchQuery, *, door: Door = "rest", request_id: str | None = None
@@ -204,17 +196,29 @@ class ContextSearch:
             depth = min(max(2 * query.limit, HYBRID_MIN_DEPTH), HYBRID_MAX_DEPTH)
         ranked: dict[Retriever, Sequence[tuple[str, float]]] = {}
         result = SearchResult(query, [])
+        ctx = CallContext(principal=principal, door=door, request_id=request_id)
+        keyword: asyncio.Task[list[tuple[str, float]]] | None = None
         if query.mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
-            ranked["keyword"] = await self.keyword(owner_id, query, depth)
-        if query.mode in (SearchMode.SEMANTIC, SearchMode.HYBRID):
-            ctx = CallContext(principal=principal, door=door, request_id=request_id)
-            try:
-                result.model, ranked["semantic"] = await self.semantic(ctx, query, depth)
-            except (TrellisError, DimensionMismatch) as exc:
-                if query.mode is SearchMode.SEMANTIC:
-                    raise
-                log.warning("semantic_search_unavailable", error=str(exc))
-                result.degraded.append("semantic")
+            # Started first, so its SQL runs while the query is embedded and the vectors scored.
+            keyword = asyncio.ensure_future(self.keyword(owner_id, query, depth))
+        try:
+            if query.mode in (SearchMode.SEMANTIC, SearchMode.HYBRID):
+                try:
+                    result.model, semantic = await self.semantic(ctx, query, depth)
+                except (TrellisError, DimensionMismatch) as exc:
+                    if query.mode is SearchMode.SEMANTIC:
+                        raise
+                    log.warning("semantic_search_unavailable", error=str(exc))
+                    result.degraded.append("semantic")
+                else:
+                    ranked["semantic"] = semantic
+            if keyword is not None:
+                ranked = {"keyword": await keyword, **ranked}
+        finally:
+            if keyword is not None and not keyword.done():
+                keyword.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keyword
 
         if query.mode is SearchMode.HYBRID:
             order = fuse(ranked)
@@ -237,39 +241,10 @@ class ContextSearch:
 
     async def keyword(self, owner_id: str, query: SearchQuery, depth: int) -> list[tuple[str, float]]:
         """Ids and scores (higher is better) of the owner's contexts matching the query's words."""
-        dialect = self._database.dialect
-        if dialect == "sqlite":
-            match = fts5_query(query.text)
-            if match is None:
-                return []
-            fts = table("contexts_fts", column("rowid"))
-            rank: ColumnElement[Any] = literal_column("bm25(contexts_fts)")
-            statement: Select[Any] = (
-                select(Context.id, rank)
-                .select_from(Context)
-                .join(fts, fts.c.rowid == literal_column("contexts.rowid"))
-                .where(text("contexts_fts MATCH :match").bindparams(bindparam("match", match)))
-                .order_by(rank, Context.id)
-            )
-            flip = -1.0  # bm25: lower is better
-        else:
-            words = websearch_query(query.text)
-            if words is None:
-                return []
-            tsquery = func.websearch_to_tsquery(literal_column("'english'::regconfig"), bindparam("words", words))
-            vector: ColumnElement[Any] = literal_column("contexts.search_vector")
-            rank = func.ts_rank(vector, tsquery)
-            statement = select(Context.id, rank).where(vector.op("@@")(tsquery)).order_by(rank.desc(), Context.id)
-            flip = 1.0
-        statement = statement.where(Context.owner_id == owner_id).limit(depth)
-        if query.types:
-            statement = statement.where(Context.type.in_(query.types))
-        clause = metadata_clause(dialect, Context.meta, query.metadata)
-        if clause is not None:
-            statement = statement.where(clause)
-        async with self._database.session() as session:
-            rows = (await session.execute(statement)).all()
-        return [(context_id, flip * float(score)) for context_id, score in rows]
+        terms = query_terms(query.text)
+        if self._database.dialect != "sqlite":
+            terms = [term for term in terms if term.lower() != "or"]  # syntax for websearch_to_tsquery
+        return await self._keyword.search(owner_id, terms, depth, types=query.types, metadata=query.metadata)
 
     async def semantic(self, ctx: CallContext, query: SearchQuery, depth: int) -> tuple[str, list[tuple[str, float]]]:
         """The embedding model used, and ids with cosine similarity of the owner's nearest contexts."""

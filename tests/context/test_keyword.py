@@ -1,0 +1,169 @@
+"""Keyword retrieval's two tiers (all words, then the rarer words) on real SQLite FTS5 and real
+PostgreSQL full text, with the document-frequency estimates each backend really has."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import text
+
+from trellis.auth.models import User
+from trellis.context.keyword import (
+    Fts5TermStatistics,
+    KeywordRetriever,
+    PgTermStatistics,
+    matching_terms,
+)
+from trellis.context.models import Context
+from trellis.context.repository import content_hash
+from trellis.storage import migrate
+from trellis.storage.database import Database
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
+    await migrate.upgrade(db)
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+async def add_user(database: Database) -> str:
+    user_id = f"usr_{uuid.uuid4().hex}"
+    async with database.transaction() as session:
+        session.add(User(id=user_id, username=f"u{uuid.uuid4().hex[:12]}", role="developer", disabled=False))
+    return user_id
+
+
+async def add(database: Database, owner_id: str, contents: dict[str, str], type: str = "note") -> None:
+    now = datetime.now(UTC)
+    async with database.transaction() as session:
+        for key, content in contents.items():
+            session.add(
+                Context(
+                    id=key,
+                    owner_id=owner_id,
+                    type=type,
+                    content=content,
+                    meta={},
+                    content_hash=content_hash(content),
+                    version=1,
+                    source=None,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
+
+async def analyze(database: Database) -> None:
+    """PostgreSQL's term statistics come from ANALYZE (autovacuum runs it on a live database)."""
+    if database.dialect == "postgresql":
+        async with database.transaction() as session:
+            await session.execute(text("ANALYZE contexts"))
+
+
+def ids(hits: list[tuple[str, float]]) -> list[str]:
+    return [context_id for context_id, _ in hits]
+
+
+def test_matching_terms_takes_the_rarest_within_the_budget() -> None:
+    frequencies = {"common": 900.0, "rare": 3.0, "middling": 40.0}
+    assert matching_terms(frequencies, ["common", "rare", "middling"], 50) == ["rare", "middling"]
+    assert matching_terms(frequencies, ["common", "rare", "middling"], 10) == ["rare"]
+    # The rarest joins even over the budget; budget 0 means every word.
+    assert matching_terms(frequencies, ["common"], 10) == ["common"]
+    assert matching_terms(frequencies, ["common", "rare"], 0) == ["common", "rare"]
+    # Equal frequencies keep the query's order.
+    assert matching_terms({}, ["b", "a"], 5) == ["b", "a"]
+
+
+async def test_contexts_with_every_word_rank_first(database: Database) -> None:
+    owner = await add_user(database)
+    await add(
+        database,
+        owner,
+        {
+            # 'heron' many times: the highest BM25 for one word, but the other word is missing.
+            "one-word": "heron heron heron heron heron heron wading bird",
+            "both-words": "a heron standing in the marsh with a lantern nearby and other long text here",
+            "other-word": "lantern lantern lantern lantern",
+        },
+    )
+    await analyze(database)
+    retriever = KeywordRetriever(database, budget=10_000)
+    hits = await retriever.search(owner, ["heron", "lantern"], 10)
+    assert ids(hits)[0] == "both-words"
+    assert set(ids(hits)) == {"one-word", "both-words", "other-word"}
+    # Enough contexts have both words: the first tier is the whole answer.
+    assert ids(await retriever.search(owner, ["heron", "lantern"], 1)) == ["both-words"]
+
+
+async def test_common_words_order_the_candidates_but_do_not_make_them(database: Database) -> None:
+    owner = await add_user(database)
+    filler = {f"filler-{i}": f"the common word appears here, entry {i}" for i in range(40)}
+    await add(database, owner, filler)
+    await add(
+        database,
+        owner,
+        {
+            "rare-and-common": "the quokka note mentions the common word too",
+            "rare-only": "a quokka note",
+        },
+    )
+    await analyze(database)
+    # Budget 10 rows: 'common' (42 contexts) only scores; 'quokka' (2) matches.
+    pruned = await KeywordRetriever(database, budget=10).search(owner, ["quokka", "common"], 20)
+    assert ids(pruned) == ["rare-and-common", "rare-only"]
+    # Budget 0: the exact OR, every context with either word.
+    exact = await KeywordRetriever(database, budget=0).search(owner, ["quokka", "common"], 100)
+    assert ids(exact)[0] == "rare-and-common"
+    assert len(exact) == 42
+    # A budget the common word fits in: the same as the exact OR.
+    assert ids(await KeywordRetriever(database, budget=1000).search(owner, ["quokka", "common"], 100)) == ids(exact)
+
+
+async def test_only_common_words_still_match_the_rarest(database: Database) -> None:
+    owner = await add_user(database)
+    await add(database, owner, {f"a-{i}": f"alpha entry {i}" for i in range(30)})
+    await add(database, owner, {f"b-{i}": f"beta entry {i}" for i in range(20)})
+    await analyze(database)
+    hits = await KeywordRetriever(database, budget=5).search(owner, ["alpha", "beta"], 100)
+    # Both words are over the budget: the rarer one ('beta', 20 contexts) still matches.
+    assert sorted(ids(hits)) == sorted(f"b-{i}" for i in range(20))
+
+
+async def test_filters_and_owners_apply_in_both_tiers(database: Database) -> None:
+    owner, stranger = await add_user(database), await add_user(database)
+    await add(database, owner, {"mine-both": "walrus and puffin", "mine-one": "walrus only"})
+    await add(database, owner, {"mine-task": "walrus and puffin task"}, type="task")
+    await add(database, stranger, {"theirs-both": "walrus and puffin", "theirs-one": "puffin only"})
+    await analyze(database)
+    retriever = KeywordRetriever(database, budget=10_000)
+    assert ids(await retriever.search(owner, ["walrus", "puffin"], 10, types=["note"])) == ["mine-both", "mine-one"]
+    assert set(ids(await retriever.search(owner, ["walrus", "puffin"], 10))) == {"mine-both", "mine-one", "mine-task"}
+
+
+async def test_document_frequencies_are_estimated_and_cached(database: Database) -> None:
+    owner = await add_user(database)
+    await add(database, owner, {f"c-{i}": f"ibis {'stork' if i < 3 else ''}" for i in range(25)})
+    await analyze(database)
+    statistics = Fts5TermStatistics(database) if database.dialect == "sqlite" else PgTermStatistics(database)
+    first = await statistics.document_frequencies(["ibis", "stork", "absent"], 1000)
+    if database.dialect == "sqlite":
+        assert first == {"ibis": 25.0, "stork": 3.0, "absent": 0.0}
+        capped = await statistics.document_frequencies(["ibis"], 10)
+        assert capped == {"ibis": 10.0}
+    else:
+        # The planner's statistics: frequency x row estimate, close to the truth on a fully sampled table.
+        assert first["ibis"] == pytest.approx(25.0, rel=0.05)
+        assert first["stork"] == pytest.approx(3.0, rel=0.05)
+        assert first["absent"] == 0.0
+    # Cached: new rows do not change the estimate until it expires.
+    await add(database, owner, {f"d-{i}": "stork" for i in range(10)})
+    await analyze(database)
+    assert (await statistics.document_frequencies(["stork"], 1000))["stork"] == first["stork"]
