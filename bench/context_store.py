@@ -569,6 +569,7 @@ class EfPoint:
     k50_p50_ms: float  # k = 50 (what hybrid asks for at limit 10)
     k50_p95_ms: float
     exact_fallbacks: int
+    service: bool = False  # the ef_search the service uses ([context] vector_ef_search)
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -909,7 +910,7 @@ async def measure_recall(
 ) -> RecallPoint:
     from sqlalchemy import text
 
-    from trellis.context.vectors import DEFAULT_EF_SEARCH, NO_FILTER, PgVectorIndex
+    from trellis.context.vectors import NO_FILTER, PgVectorIndex
 
     reference = corpus.vectors[:size]
     norms = np.linalg.norm(reference, axis=1, keepdims=True)
@@ -924,10 +925,11 @@ async def measure_recall(
             agrees += [position[h.context_id] for h in hits] == exact_top(reference, query, LIMIT)
         return RecallPoint(target.name, size, chosen.kind, False, None, None, 0, "full scan", agrees, len(queries))
     sweep: list[EfPoint] = []
-    for ef_search in sorted({DEFAULT_EF_SEARCH, *args.ef_search}):
+    service_ef = chosen.ef_search
+    for ef_search in sorted({service_ef, *args.ef_search}):
         # The service's index for the default; the same index with another ef_search for the others.
         index = chosen
-        if ef_search != DEFAULT_EF_SEARCH:
+        if ef_search != service_ef:
             index = PgVectorIndex(
                 runtime.database,
                 dimensions=chosen.dimensions,
@@ -955,6 +957,7 @@ async def measure_recall(
                 percentile(took[HYBRID_DEPTH], 50),
                 percentile(took[HYBRID_DEPTH], 95),
                 index.exact_fallbacks - fallbacks,
+                service=ef_search == service_ef,
             )
         )
     vector = "[" + ",".join(repr(float(x)) for x in queries[0]) + "]"
@@ -963,7 +966,7 @@ async def measure_recall(
     async with runtime.database.engine.connect() as conn:
         plan = "\n".join(row[0] for row in await conn.execute(text("EXPLAIN " + sql)))
     uses = "HNSW index scan" if "ix_context_embeddings_hnsw" in plan else "no HNSW (exact scan + sort)"
-    default = next(point for point in sweep if point.ef_search == DEFAULT_EF_SEARCH)
+    default = next(point for point in sweep if point.ef_search == service_ef)
     return RecallPoint(
         target.name,
         size,
@@ -1333,8 +1336,6 @@ def render_recall(results: Sequence[BackendResult]) -> str:
 
 
 def render_ef_sweep(results: Sequence[BackendResult]) -> str:
-    from trellis.context.vectors import DEFAULT_EF_SEARCH
-
     header = (
         "backend",
         "contexts",
@@ -1355,7 +1356,7 @@ def render_ef_sweep(results: Sequence[BackendResult]) -> str:
                     (
                         result.name,
                         f"{r.size:,}",
-                        f"{e.ef_search}{' (service)' if e.ef_search == DEFAULT_EF_SEARCH else ''}",
+                        f"{e.ef_search}{' (service)' if e.service else ''}",
                         f"{e.recall_at_10:.3f}",
                         f"{e.recall_at_50:.3f}",
                         f"{e.k10_p50_ms:.2f}",

@@ -114,7 +114,7 @@ def build_runtime(
     logs.on_drop = lambda reason, count: gateway.metrics.log_dropped.labels(reason).inc(count)
     # Semantic search: vectors in the database, searched exactly in-process or by pgvector (chosen on
     # first use); contexts are embedded through the gateway as they are written.
-    vector_index = AutoVectorIndex(database)
+    vector_index = AutoVectorIndex(database, ef_search=settings.context.vector_ef_search)
     indexer = GatewayIndexer(database, gateway, vector_index, clock)
     context = ContextService(database, settings, clock, indexer)
     ingest = IngestService(

@@ -105,6 +105,9 @@ class ContextSettings(BaseModel):
     # picked so that about this many rows are ranked (0: every context having any word is ranked, exact
     # but slow on large stores). See trellis.context.keyword.
     keyword_rank_budget: Annotated[int, Field(ge=0)] = 10_000
+    # pgvector's hnsw.ef_search for semantic search: higher finds more of the true nearest neighbours
+    # (recall) and costs more time per query. Never below the number of results asked for.
+    vector_ef_search: Annotated[int, Field(ge=1, le=1000)] = 100
 
 
 class Settings(BaseSettings):

@@ -152,7 +152,9 @@ async def test_document_frequencies_are_estimated_and_cached(database: Database)
     owner = await add_user(database)
     await add(database, owner, {f"c-{i}": f"ibis {'stork' if i < 3 else ''}" for i in range(25)})
     await analyze(database)
-    statistics = Fts5TermStatistics(database) if database.dialect == "sqlite" else PgTermStatistics(database)
+    now = [0.0]
+    kind = Fts5TermStatistics if database.dialect == "sqlite" else PgTermStatistics
+    statistics = kind(database, ttl=60.0, clock=lambda: now[0])
     first = await statistics.document_frequencies(["ibis", "stork", "absent"], 1000)
     if database.dialect == "sqlite":
         assert first == {"ibis": 25.0, "stork": 3.0, "absent": 0.0}
@@ -166,4 +168,8 @@ async def test_document_frequencies_are_estimated_and_cached(database: Database)
     # Cached: new rows do not change the estimate until it expires.
     await add(database, owner, {f"d-{i}": "stork" for i in range(10)})
     await analyze(database)
+    now[0] = 59.0
     assert (await statistics.document_frequencies(["stork"], 1000))["stork"] == first["stork"]
+    # Expired: looked up again.
+    now[0] = 61.0
+    assert (await statistics.document_frequencies(["stork"], 1000))["stork"] == pytest.approx(13.0, rel=0.05)

@@ -27,7 +27,7 @@ words; the order is by tier, then score.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from cachetools import LRUCache, TTLCache
@@ -40,7 +40,10 @@ from trellis.storage.database import Database
 
 # Rows the second tier aims to rank at most (the context.keyword_rank_budget setting's default).
 DEFAULT_BUDGET = 10_000
-STATISTICS_TTL_SECONDS = 300.0
+# Long enough to spare the lookups, short enough to follow a store that grows fast.
+STATISTICS_TTL_SECONDS = 60.0
+# Before the first ANALYZE there are no statistics: look again soon.
+NO_STATISTICS_TTL_SECONDS = 5.0
 STATISTICS_MAX_TERMS = 20_000
 
 
@@ -90,9 +93,11 @@ class TermStatistics(Protocol):
 class Fts5TermStatistics:
     """Counts each word's FTS5 matches, stopping at ``cap``; cached per word for a few minutes."""
 
-    def __init__(self, database: Database, *, ttl: float = STATISTICS_TTL_SECONDS) -> None:
+    def __init__(
+        self, database: Database, *, ttl: float = STATISTICS_TTL_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._database = database
-        self._cache: TTLCache[tuple[str, int], float] = TTLCache(STATISTICS_MAX_TERMS, ttl, timer=time.monotonic)
+        self._cache: TTLCache[tuple[str, int], float] = TTLCache(STATISTICS_MAX_TERMS, ttl, timer=clock)
 
     async def document_frequencies(self, terms: Sequence[str], cap: int) -> dict[str, float]:
         known = {term: self._cache.get((term.lower(), cap)) for term in terms}
@@ -116,14 +121,19 @@ class PgTermStatistics:
     statistics is rarer than every listed one and counts as rare. Before the first ANALYZE there are
     no statistics and every word counts as rare (the plain OR, right for small tables)."""
 
-    def __init__(self, database: Database, *, ttl: float = STATISTICS_TTL_SECONDS) -> None:
+    def __init__(
+        self, database: Database, *, ttl: float = STATISTICS_TTL_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._database = database
+        self._clock = clock
         self._lexemes: LRUCache[str, tuple[str, ...]] = LRUCache(STATISTICS_MAX_TERMS)
-        self._table: TTLCache[str, dict[str, float]] = TTLCache(1, ttl, timer=time.monotonic)
+        self._ttl = ttl
+        self._frequencies: dict[str, float] = {}
+        self._expires = 0.0
 
     async def document_frequencies(self, terms: Sequence[str], cap: int) -> dict[str, float]:
         missing = [term for term in terms if term.lower() not in self._lexemes]
-        frequencies = self._table.get("contexts")
+        frequencies: dict[str, float] | None = self._frequencies if self._clock() < self._expires else None
         if missing or frequencies is None:
             async with self._database.session() as session:
                 if missing:
@@ -137,8 +147,8 @@ class PgTermStatistics:
                     for word, lexemes in rows:
                         self._lexemes[str(word)] = tuple(lexemes or ())
                 if frequencies is None:
-                    frequencies = await self._load(session)
-                    self._table["contexts"] = frequencies
+                    frequencies = self._frequencies = await self._load(session)
+                    self._expires = self._clock() + (self._ttl if frequencies else NO_STATISTICS_TTL_SECONDS)
         return {
             term: max((frequencies.get(lexeme, 0.0) for lexeme in self._lexemes.get(term.lower(), ())), default=0.0)
             for term in terms

@@ -400,7 +400,7 @@ class PgVectorIndex:
         self.dimensions = dimensions
         self.extension_version = extension_version
         self.iterative_scan = _version(extension_version) >= (0, 8)
-        self._ef_search = ef_search
+        self.ef_search = ef_search
         # Answers queries of other dimensions (vectors of a model that does not fit the column).
         self.exact = exact or ExactVectorIndex(database)
         # How many searches fell back to an exact scan (a diagnostic for tests and metrics).
@@ -427,7 +427,7 @@ class PgVectorIndex:
             return []
         vector_text = _pg_literal(wanted)
         async with self._database.transaction() as session:
-            ef_search = max(self._ef_search, k)
+            ef_search = max(self.ef_search, k)
             await session.execute(text("SELECT set_config('hnsw.ef_search', :value, true)"), {"value": str(ef_search)})
             if self.iterative_scan:
                 await session.execute(text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)"))
@@ -473,7 +473,9 @@ class PgVectorIndex:
 # --- choosing ---------------------------------------------------------------------------------------
 
 
-async def detect_vector_index(database: Database, *, exact: ExactVectorIndex | None = None) -> VectorIndex | None:
+async def detect_vector_index(
+    database: Database, *, exact: ExactVectorIndex | None = None, ef_search: int = DEFAULT_EF_SEARCH
+) -> VectorIndex | None:
     """The index this database supports, or None when its schema is not there yet (not migrated)."""
     exact = exact or ExactVectorIndex(database)
     if database.dialect != "postgresql":
@@ -495,14 +497,15 @@ async def detect_vector_index(database: Database, *, exact: ExactVectorIndex | N
         version = (
             await session.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))
         ).scalar_one_or_none()
-    return PgVectorIndex(database, dimensions=int(typmod), extension_version=version, exact=exact)
+    return PgVectorIndex(database, dimensions=int(typmod), extension_version=version, ef_search=ef_search, exact=exact)
 
 
 class AutoVectorIndex:
     """Chooses the index on first use (after migrations have run), then delegates to it."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, ef_search: int = DEFAULT_EF_SEARCH) -> None:
         self._database = database
+        self._ef_search = ef_search
         self._exact = ExactVectorIndex(database)
         self._chosen: VectorIndex | None = None
         self._lock = asyncio.Lock()
@@ -516,7 +519,7 @@ class AutoVectorIndex:
             return self._chosen
         async with self._lock:
             if self._chosen is None:
-                chosen = await detect_vector_index(self._database, exact=self._exact)
+                chosen = await detect_vector_index(self._database, exact=self._exact, ef_search=self._ef_search)
                 if chosen is None:  # not migrated yet: answer exactly, decide again next time
                     return self._exact
                 self._chosen = chosen
