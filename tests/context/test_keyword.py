@@ -15,7 +15,7 @@ from trellis.context.keyword import (
     Fts5TermStatistics,
     KeywordRetriever,
     PgTermStatistics,
-    matching_terms,
+    match_plan,
 )
 from trellis.context.models import Context
 from trellis.context.repository import content_hash
@@ -71,15 +71,17 @@ def ids(hits: list[tuple[str, float]]) -> list[str]:
     return [context_id for context_id, _ in hits]
 
 
-def test_matching_terms_takes_the_rarest_within_the_budget() -> None:
+def test_match_plan_orders_rarest_first_and_counts_what_fits() -> None:
     frequencies = {"common": 900.0, "rare": 3.0, "middling": 40.0}
-    assert matching_terms(frequencies, ["common", "rare", "middling"], 50) == ["rare", "middling"]
-    assert matching_terms(frequencies, ["common", "rare", "middling"], 10) == ["rare"]
-    # The rarest joins even over the budget; budget 0 means every word.
-    assert matching_terms(frequencies, ["common"], 10) == ["common"]
-    assert matching_terms(frequencies, ["common", "rare"], 0) == ["common", "rare"]
-    # Equal frequencies keep the query's order.
-    assert matching_terms({}, ["b", "a"], 5) == ["b", "a"]
+    words = ["common", "rare", "middling"]
+    assert match_plan(frequencies, words, 50) == (["rare", "middling", "common"], 2)
+    assert match_plan(frequencies, words, 10) == (["rare", "middling", "common"], 1)
+    # The rarest joins even over the budget; budget 0 means every word at once.
+    assert match_plan(frequencies, ["common"], 10) == (["common"], 1)
+    assert match_plan(frequencies, ["common", "rare"], 0) == (["rare", "common"], 2)
+    # Words no context can match are left out; equal frequencies keep the query's order.
+    assert match_plan({"b": 1.0, "a": 1.0}, ["b", "zzyzx", "a"], 5) == (["b", "a"], 2)
+    assert match_plan({}, ["zzyzx"], 5) == ([], 0)
 
 
 async def test_contexts_with_every_word_rank_first(database: Database) -> None:
@@ -111,20 +113,24 @@ async def test_common_words_order_the_candidates_but_do_not_make_them(database: 
         database,
         owner,
         {
-            "rare-and-common": "the quokka note mentions the common word too",
-            "rare-only": "a quokka note",
+            # The same length, so only 'common' tells them apart.
+            "rare-and-common": "a quokka common",
+            "rare-only": "a quokka thing",
+            "other-rare": "a wombat thing",
+            "other-rare-2": "one wombat thing",
         },
     )
     await analyze(database)
-    # Budget 10 rows: 'common' (42 contexts) only scores; 'quokka' (2) matches.
-    pruned = await KeywordRetriever(database, budget=10).search(owner, ["quokka", "common"], 20)
-    assert ids(pruned) == ["rare-and-common", "rare-only"]
-    # Budget 0: the exact OR, every context with either word.
-    exact = await KeywordRetriever(database, budget=0).search(owner, ["quokka", "common"], 100)
-    assert ids(exact)[0] == "rare-and-common"
-    assert len(exact) == 42
+    words = ["quokka", "wombat", "common"]
+    # No context has all three. Budget 10 rows: 'common' (41 contexts) only scores; the rare words match.
+    pruned = await KeywordRetriever(database, budget=10).search(owner, words, 4)
+    assert ids(pruned)[0] == "rare-and-common"
+    assert set(ids(pruned)) == {"rare-and-common", "rare-only", "other-rare", "other-rare-2"}
+    # Budget 0: the exact OR, every context with any word.
+    exact = await KeywordRetriever(database, budget=0).search(owner, words, 100)
+    assert len(exact) == 44
     # A budget the common word fits in: the same as the exact OR.
-    assert ids(await KeywordRetriever(database, budget=1000).search(owner, ["quokka", "common"], 100)) == ids(exact)
+    assert ids(await KeywordRetriever(database, budget=1000).search(owner, words, 100)) == ids(exact)
 
 
 async def test_only_common_words_still_match_the_rarest(database: Database) -> None:
@@ -132,9 +138,25 @@ async def test_only_common_words_still_match_the_rarest(database: Database) -> N
     await add(database, owner, {f"a-{i}": f"alpha entry {i}" for i in range(30)})
     await add(database, owner, {f"b-{i}": f"beta entry {i}" for i in range(20)})
     await analyze(database)
-    hits = await KeywordRetriever(database, budget=5).search(owner, ["alpha", "beta"], 100)
-    # Both words are over the budget: the rarer one ('beta', 20 contexts) still matches.
-    assert sorted(ids(hits)) == sorted(f"b-{i}" for i in range(20))
+    hits = await KeywordRetriever(database, budget=5).search(owner, ["alpha", "beta"], 10)
+    # Both words are over the budget: the rarer one ('beta', 20 contexts) matches, and fills 10.
+    assert len(hits) == 10
+    assert all(context_id.startswith("b-") for context_id in ids(hits))
+
+
+async def test_too_few_matches_widen_to_the_next_word(database: Database) -> None:
+    owner = await add_user(database)
+    await add(database, owner, {f"a-{i}": f"alpha entry {i}" for i in range(30)})
+    await add(database, owner, {f"b-{i}": f"beta entry {i}" for i in range(20)})
+    await analyze(database)
+    retriever = KeywordRetriever(database, budget=5)
+    # 'beta' alone finds 20 of the 40 asked for: 'alpha' joins.
+    assert len(await retriever.search(owner, ["alpha", "beta"], 40)) == 40
+    # A misspelt word no context has (and a PostgreSQL stop word our list lacks) must not leave
+    # the common words unmatched: the answer is what the real words find.
+    for junk in ("zzyzx", "don"):
+        hits = await retriever.search(owner, ["alpha", "beta", junk], 100)
+        assert sorted(ids(hits)) == sorted([f"a-{i}" for i in range(30)] + [f"b-{i}" for i in range(20)]), junk
 
 
 async def test_filters_and_owners_apply_in_both_tiers(database: Database) -> None:
@@ -157,14 +179,15 @@ async def test_document_frequencies_are_estimated_and_cached(database: Database)
     statistics = kind(database, ttl=60.0, clock=lambda: now[0])
     first = await statistics.document_frequencies(["ibis", "stork", "absent"], 1000)
     if database.dialect == "sqlite":
-        assert first == {"ibis": 25.0, "stork": 3.0, "absent": 0.0}
+        assert first == {"ibis": 25.0, "stork": 3.0}  # no context has "absent": it matches nothing
         capped = await statistics.document_frequencies(["ibis"], 10)
         assert capped == {"ibis": 10.0}
     else:
         # The planner's statistics: frequency x row estimate, close to the truth on a fully sampled table.
         assert first["ibis"] == pytest.approx(25.0, rel=0.05)
         assert first["stork"] == pytest.approx(3.0, rel=0.05)
-        assert first["absent"] == 0.0
+        # Not in the statistics: rarer than every listed word (half the least frequent, as the planner).
+        assert 0.0 < first["absent"] < first["stork"]
     # Cached: new rows do not change the estimate until it expires.
     await add(database, owner, {f"d-{i}": "stork" for i in range(10)})
     await analyze(database)

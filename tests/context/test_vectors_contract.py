@@ -435,6 +435,36 @@ async def test_another_process_sees_writes_and_deletes(backend: Backend) -> None
         await other_db.dispose()
 
 
+async def epoch(database: Database, owner_id: str) -> int:
+    async with database.session() as session:
+        value = (
+            await session.execute(
+                text("SELECT epoch FROM context_vector_epochs WHERE owner_id = :owner_id"), {"owner_id": owner_id}
+            )
+        ).scalar_one_or_none()
+    return int(value or 0)
+
+
+async def test_every_change_bumps_the_owners_vector_epoch(backend: Backend) -> None:
+    owner, stranger = await backend.add_user(), await backend.add_user()
+    ids = await backend.add_contexts(owner, 3)
+    before = await epoch(backend.database, owner)
+    await backend.put(owner, dict(zip(ids, backend.random(3), strict=True)))
+    after_insert = await epoch(backend.database, owner)
+    if backend.database.dialect == "postgresql":
+        # One statement per batch (row locks first, then the epoch's): one bump, no deadlock window.
+        assert after_insert == before + 1
+    else:
+        assert after_insert > before
+    await backend.put(owner, {ids[0]: backend.random(1)[0]})
+    after_update = await epoch(backend.database, owner)
+    assert after_update > after_insert
+    async with backend.database.transaction() as session:
+        await session.execute(delete(Context).where(Context.id == ids[1]))  # cascades to the vector
+    assert await epoch(backend.database, owner) > after_update
+    assert await epoch(backend.database, stranger) == 0
+
+
 async def test_auto_index_chooses_like_detection(backend: Backend) -> None:
     auto = AutoVectorIndex(backend.database)
     assert (await auto.resolve()).kind == backend.index.kind

@@ -13,7 +13,9 @@ offers. So retrieval runs in two tiers, each a plain full-text query:
    candidates but do not make them). Words join the matching set rarest first while their document
    frequencies add up to at most ``budget`` (the rarest always joins), so the rows ranked stay near
    ``budget``. A word left out is one that, by its document frequency, would add many rows of low
-   weight (its IDF is low). With ``budget`` 0, or when every word fits, this tier is the plain OR.
+   weight (its IDF is low). If the matching words find fewer contexts than asked for (a misspelt
+   word, a rare identifier), the next rarest word joins and the tier runs again, until every word
+   has. With ``budget`` 0, or when every word fits, this tier is the plain OR.
 
 Document frequencies are estimates and cached (``TermStatistics``): a stale one only moves a word
 between matching and scoring. SQLite counts the word's FTS5 doclist, capped at ten times the budget;
@@ -21,7 +23,9 @@ PostgreSQL reads the statistics ANALYZE (autovacuum) keeps for the ``search_vect
 (``pg_stats.most_common_elems``), which the planner uses for the same purpose.
 
 Scores: SQLite reports ``-bm25`` of the tier's expression, PostgreSQL ``ts_rank`` against all the
-words; the order is by tier, then score.
+words; the order is by tier, then score. FTS5's ``bm25`` scores only the phrases of its MATCH
+expression, so the pruned tier's ``(rare OR ...) AND (every OR ...)`` counts the rare words twice:
+in that tier rare words weigh double (an IDF-like boost), and its scores are not on tier 1's scale.
 """
 
 from __future__ import annotations
@@ -69,24 +73,25 @@ def websearch_all(terms: Sequence[str]) -> str:
     return " ".join(terms)
 
 
-def matching_terms(frequencies: dict[str, float], terms: Sequence[str], budget: int) -> list[str]:
-    """The rarest words whose document frequencies add up to at most ``budget`` (at least one)."""
+def match_plan(frequencies: dict[str, float], terms: Sequence[str], budget: int) -> tuple[list[str], int]:
+    """The order in which words join the matching set (rarest first; words missing from
+    ``frequencies`` match nothing and are left out), and how many join at once: those whose
+    frequencies fit ``budget`` together, at least one, all of them for budget 0."""
+    ordered = sorted((t for t in terms if t in frequencies), key=lambda t: (frequencies[t], terms.index(t)))
     if budget <= 0:
-        return list(terms)
-    chosen: list[str] = []
+        return ordered, len(ordered)
     total = 0.0
-    for term in sorted(terms, key=lambda t: (frequencies.get(t, 0.0), terms.index(t))):
-        frequency = frequencies.get(term, 0.0)
-        if chosen and total + frequency > budget:
-            break
-        chosen.append(term)
-        total += frequency
-    return chosen
+    for count, term in enumerate(ordered):
+        total += frequencies[term]
+        if count and total > budget:
+            return ordered, count
+    return ordered, len(ordered)
 
 
 class TermStatistics(Protocol):
     async def document_frequencies(self, terms: Sequence[str], cap: int) -> dict[str, float]:
-        """How many contexts (all owners) contain each word, estimated; at least ``cap`` means "many"."""
+        """How many contexts (all owners) contain each word, estimated; at least ``cap`` means "many".
+        A word no context can match (no such word stored, or no searchable token in it) is absent."""
         ...
 
 
@@ -111,7 +116,7 @@ class Fts5TermStatistics:
                     count = (await session.execute(statement, {"match": fts5_phrase(term), "cap": cap})).scalar_one()
                     known[term] = float(count)
                     self._cache[(term.lower(), cap)] = float(count)
-        return {term: float(value or 0.0) for term, value in known.items()}
+        return {term: float(value) for term, value in known.items() if value}
 
 
 class PgTermStatistics:
@@ -149,10 +154,13 @@ class PgTermStatistics:
                 if frequencies is None:
                     frequencies = self._frequencies = await self._load(session)
                     self._expires = self._clock() + (self._ttl if frequencies else NO_STATISTICS_TTL_SECONDS)
-        return {
-            term: max((frequencies.get(lexeme, 0.0) for lexeme in self._lexemes.get(term.lower(), ())), default=0.0)
-            for term in terms
-        }
+        rare = frequencies.get("", 0.0)  # a lexeme the statistics do not list: rarer than all listed
+        estimates: dict[str, float] = {}
+        for term in terms:
+            lexemes = self._lexemes.get(term.lower(), ())
+            if lexemes:  # none: a stop word in PostgreSQL's english configuration, never matched
+                estimates[term] = max(frequencies.get(lexeme, rare) for lexeme in lexemes)
+        return estimates
 
     @staticmethod
     async def _load(session: Any) -> dict[str, float]:
@@ -170,7 +178,13 @@ class PgTermStatistics:
         if row is None or row[0] is None or row[1] is None:
             return {}
         lexemes, freqs, rows = row
-        return {str(lexeme): float(freq) * max(float(rows), 0.0) for lexeme, freq in zip(lexemes, freqs, strict=False)}
+        total = max(float(rows), 0.0)
+        frequencies = {str(lexeme): float(freq) * total for lexeme, freq in zip(lexemes, freqs, strict=False)}
+        # After the per-lexeme frequencies come their minimum and maximum (and the null frequency);
+        # the planner takes half the minimum for a lexeme it does not list, and so does this.
+        if len(freqs) > len(lexemes):
+            frequencies[""] = float(freqs[len(lexemes)]) * total / 2
+        return frequencies
 
 
 class KeywordRetriever:
@@ -197,14 +211,18 @@ class KeywordRetriever:
         hits = await self._ranked(owner_id, terms, terms, "all", depth, filters)
         if len(hits) >= depth or len(terms) == 1:
             return hits
-        matching = terms
-        if self._budget > 0:
-            # Counted well past the budget, so the rarest of several over-budget words is still known.
-            frequencies = await self._statistics.document_frequencies(terms, 10 * self._budget + 1)
-            matching = matching_terms(frequencies, terms, self._budget)
+        # Counted well past the budget, so the rarest of several over-budget words is still known.
+        frequencies = await self._statistics.document_frequencies(terms, 4 * max(self._budget, 1) + 1)
+        ordered, count = match_plan(frequencies, terms, self._budget)
         found = {context_id for context_id, _ in hits}
-        more = await self._ranked(owner_id, terms, matching, "any", depth + len(hits), filters)
-        hits.extend(hit for hit in more if hit[0] not in found)
+        first = len(hits)
+        while count <= len(ordered) and ordered:
+            more = await self._ranked(owner_id, terms, ordered[:count], "any", depth + first, filters)
+            hits[first:] = [hit for hit in more if hit[0] not in found]
+            if len(hits) >= depth or count == len(ordered):
+                break
+            # The rarer words match too few contexts (a misspelt word, a rare identifier): widen.
+            count += 1
         return hits[:depth]
 
     async def _ranked(
@@ -225,7 +243,8 @@ class KeywordRetriever:
                 expression = fts5_any(terms)
             else:
                 # bm25() scores only the phrases of the MATCH expression: AND-ing the rare words' OR
-                # with all the words' OR matches what the rare words match and scores with every word.
+                # with all the words' OR matches what the rare words match and scores with every word
+                # (the rare ones twice).
                 expression = f"({fts5_any(matching)}) AND ({fts5_any(terms)})"
             fts = table("contexts_fts", column("rowid"))
             rank: ColumnElement[Any] = literal_column("bm25(contexts_fts)")

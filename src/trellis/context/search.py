@@ -162,7 +162,8 @@ def query_terms(query: str) -> list[str]:
     leave none, at most ``MAX_TERMS``."""
     seen: dict[str, str] = {}
     for word in _WORD.findall(query):
-        seen.setdefault(word.lower(), word)
+        if any(ch.isalnum() for ch in word):  # '_' alone is no word to either full-text engine
+            seen.setdefault(word.lower(), word)
     words = [word for lower, word in seen.items() if lower not in STOP_WORDS] or list(seen.values())
     return words[:MAX_TERMS]
 
@@ -217,8 +218,11 @@ class ContextSearch:
         finally:
             if keyword is not None and not keyword.done():
                 keyword.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # Something else failed (or this search was cancelled): that is what propagates.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await keyword
+            elif keyword is not None and not keyword.cancelled():
+                keyword.exception()  # retrieved: an error raised here already wins over it
 
         if query.mode is SearchMode.HYBRID:
             order = fuse(ranked)

@@ -160,6 +160,19 @@ ON CONFLICT (context_id) DO UPDATE SET
   content_hash = excluded.content_hash{extra_updates}
 """
 
+_PG_UPSERT = """
+INSERT INTO context_embeddings (context_id, owner_id, model, dimensions, vector, content_hash{extra_columns})
+SELECT c.id, c.owner_id, :model, v.dimensions, v.vector, c.content_hash{extra_values}
+FROM unnest(
+  CAST(:ids AS text[]), CAST(:hashes AS text[]), CAST(:dimensions AS integer[]), CAST(:vectors AS bytea[]){extra_arrays}
+) AS v(context_id, content_hash, dimensions, vector{extra_names})
+JOIN contexts c ON c.id = v.context_id AND c.owner_id = :owner_id AND c.content_hash = v.content_hash
+ORDER BY c.id
+ON CONFLICT (context_id) DO UPDATE SET
+  model = excluded.model, dimensions = excluded.dimensions, vector = excluded.vector,
+  content_hash = excluded.content_hash{extra_updates}
+"""
+
 
 def _filtered_ids(dialect: str, owner_id: str, filters: VectorFilter) -> Select[Any]:
     query = select(Context.id).where(Context.owner_id == owner_id)
@@ -331,33 +344,55 @@ async def upsert_rows(
     *,
     pg_dimensions: int | None = None,
 ) -> None:
-    """Write vectors to ``context_embeddings`` (and to ``embedding`` when ``pg_dimensions`` is set)."""
+    """Write vectors to ``context_embeddings`` (and to ``embedding`` when ``pg_dimensions`` is set).
+
+    On PostgreSQL the batch is ONE statement over arrays, rows in ``context_id`` order: its row
+    locks are taken in a stable order and the vector-epoch trigger (migration 0004) runs once, after
+    them. Sent row by row (an executemany), each row's statement would take the owner's epoch lock
+    and then further row locks while holding it, and two overlapping batches could deadlock."""
     if not entries:
         return
-    rows: list[dict[str, Any]] = []
-    for entry in entries:
-        vector = as_vector(entry.vector)
-        row: dict[str, Any] = {
-            "context_id": entry.context_id,
-            "owner_id": owner_id,
-            "content_hash": entry.content_hash,
-            "model": model,
-            "dimensions": int(vector.shape[0]),
-            "vector": to_blob(vector),
-        }
-        if pg_dimensions is not None:
-            row["embedding"] = _pg_literal(vector) if vector.shape[0] == pg_dimensions else None
-        rows.append(row)
+    latest: dict[str, VectorEntry] = {entry.context_id: entry for entry in entries}  # the last one wins
+    vectors = {context_id: as_vector(entry.vector) for context_id, entry in latest.items()}
+    if database.dialect != "postgresql":
+        rows: list[dict[str, Any]] = [
+            {
+                "context_id": context_id,
+                "owner_id": owner_id,
+                "content_hash": latest[context_id].content_hash,
+                "model": model,
+                "dimensions": int(vector.shape[0]),
+                "vector": to_blob(vector),
+            }
+            for context_id, vector in vectors.items()
+        ]
+        async with database.transaction() as session:
+            await session.execute(text(_UPSERT.format(extra_columns="", extra_values="", extra_updates="")), rows)
+        return
+    ordered = sorted(vectors)
+    parameters: dict[str, Any] = {
+        "owner_id": owner_id,
+        "model": model,
+        "ids": ordered,
+        "hashes": [latest[context_id].content_hash for context_id in ordered],
+        "dimensions": [int(vectors[context_id].shape[0]) for context_id in ordered],
+        "vectors": [to_blob(vectors[context_id]) for context_id in ordered],
+    }
     if pg_dimensions is None:
-        sql = _UPSERT.format(extra_columns="", extra_values="", extra_updates="")
+        sql = _PG_UPSERT.format(extra_arrays="", extra_names="", extra_columns="", extra_values="", extra_updates="")
     else:
-        sql = _UPSERT.format(
+        parameters["embeddings"] = [
+            _pg_literal(vectors[c]) if vectors[c].shape[0] == pg_dimensions else None for c in ordered
+        ]
+        sql = _PG_UPSERT.format(
+            extra_arrays=", CAST(:embeddings AS text[])",
+            extra_names=", embedding",
             extra_columns=", embedding",
-            extra_values=", CAST(CAST(:embedding AS text) AS vector)",
+            extra_values=", CAST(v.embedding AS vector)",
             extra_updates=", embedding = excluded.embedding",
         )
     async with database.transaction() as session:
-        await session.execute(text(sql), rows)
+        await session.execute(text(sql), parameters)
 
 
 # --- pgvector --------------------------------------------------------------------------------------
