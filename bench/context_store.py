@@ -1490,8 +1490,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--ef-search",
         type=int,
         nargs="*",
-        default=[40, 200, 400],
-        help="pgvector: also measure recall and latency with these hnsw.ef_search values (the service's is 100)",
+        default=[100, 400],
+        help="pgvector: also measure recall and latency with these hnsw.ef_search values "
+        "(the service's is [context] vector_ef_search, 200 by default)",
     )
     parser.add_argument(
         "--vectors-cache",

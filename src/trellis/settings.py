@@ -107,7 +107,7 @@ class ContextSettings(BaseModel):
     keyword_rank_budget: Annotated[int, Field(ge=0)] = 10_000
     # pgvector's hnsw.ef_search for semantic search: higher finds more of the true nearest neighbours
     # (recall) and costs more time per query. Never below the number of results asked for.
-    vector_ef_search: Annotated[int, Field(ge=1, le=1000)] = 100
+    vector_ef_search: Annotated[int, Field(ge=1, le=1000)] = 200
 
 
 class Settings(BaseSettings):

@@ -585,3 +585,22 @@ async def test_pgvector_uses_hnsw_and_fills_k_when_the_walk_under_returns(pgvect
         assert index.exact_fallbacks == 1
     finally:
         await database.dispose()
+
+
+async def test_pgvector_hnsw_index_is_built_denser_than_the_default(pgvector_url: str) -> None:
+    """Migration 0005: m = 24, ef_construction = 128 (pgvector's defaults gave recall@10 0.87 at 100k)."""
+    database = Database(pgvector_url)
+    try:
+        await migrate.upgrade(database)
+        async with database.session() as session:
+            options = (
+                await session.execute(
+                    text("SELECT reloptions FROM pg_class WHERE relname = 'ix_context_embeddings_hnsw'")
+                )
+            ).scalar_one()
+        assert sorted(options) == ["ef_construction=128", "m=24"]
+        index = await detect_vector_index(database)
+        assert isinstance(index, PgVectorIndex)
+        assert index.ef_search == 200
+    finally:
+        await database.dispose()

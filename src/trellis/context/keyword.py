@@ -17,10 +17,13 @@ offers. So retrieval runs in two tiers, each a plain full-text query:
    word, a rare identifier), the next rarest word joins and the tier runs again, until every word
    has. With ``budget`` 0, or when every word fits, this tier is the plain OR.
 
-Document frequencies are estimates and cached (``TermStatistics``): a stale one only moves a word
-between matching and scoring. SQLite counts the word's FTS5 doclist, capped at ten times the budget;
-PostgreSQL reads the statistics ANALYZE (autovacuum) keeps for the ``search_vector`` column
-(``pg_stats.most_common_elems``), which the planner uses for the same purpose.
+Document frequencies come first, from ``TermStatistics``, cached for a minute: a word no context
+contains (misspelt, or with no searchable token) is dropped before tier 1, so it cannot empty "all
+words". SQLite counts each word's FTS5 doclist, capped well past the budget. PostgreSQL reads the
+statistics ANALYZE (autovacuum) keeps for the ``search_vector`` column (``pg_stats.
+most_common_elems``, which the planner uses for the same purpose) and counts, through the GIN index,
+only the words they do not list: those are rare, so counting them is cheap. A stale estimate only
+moves a word between matching and scoring.
 
 Scores: SQLite reports ``-bm25`` of the tier's expression, PostgreSQL ``ts_rank`` against all the
 words; the order is by tier, then score. FTS5's ``bm25`` scores only the phrases of its MATCH
@@ -120,46 +123,61 @@ class Fts5TermStatistics:
 
 
 class PgTermStatistics:
-    """The planner's lexeme frequencies for ``contexts.search_vector`` times the table's row estimate.
+    """The planner's lexeme frequencies for ``contexts.search_vector`` times the table's row estimate,
+    for the words they list; the words they do not list are rare, so counting their matches (capped)
+    through the GIN index is cheap, and tells a word no context has from a rare one.
 
-    A word's lexemes come from ``to_tsvector('english', word)`` (cached); a lexeme missing from the
-    statistics is rarer than every listed one and counts as rare. Before the first ANALYZE there are
-    no statistics and every word counts as rare (the plain OR, right for small tables)."""
+    A word's lexemes come from ``to_tsvector('english', word)`` (cached); a word without any (a stop
+    word in PostgreSQL's english configuration) matches nothing. Before the first ANALYZE there are no
+    statistics and every word is counted."""
 
     def __init__(
         self, database: Database, *, ttl: float = STATISTICS_TTL_SECONDS, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._database = database
         self._clock = clock
-        self._lexemes: LRUCache[str, tuple[str, ...]] = LRUCache(STATISTICS_MAX_TERMS)
         self._ttl = ttl
+        self._lexemes: LRUCache[str, tuple[str, ...]] = LRUCache(STATISTICS_MAX_TERMS)
+        self._counts: TTLCache[tuple[str, int], float] = TTLCache(STATISTICS_MAX_TERMS, ttl, timer=clock)
         self._frequencies: dict[str, float] = {}
         self._expires = 0.0
 
     async def document_frequencies(self, terms: Sequence[str], cap: int) -> dict[str, float]:
-        missing = [term for term in terms if term.lower() not in self._lexemes]
-        frequencies: dict[str, float] | None = self._frequencies if self._clock() < self._expires else None
-        if missing or frequencies is None:
-            async with self._database.session() as session:
-                if missing:
-                    rows = await session.execute(
-                        text(
-                            "SELECT word, array(SELECT lexeme FROM unnest(to_tsvector('english', word))) "
-                            "FROM unnest(CAST(:words AS text[])) AS word"
-                        ),
-                        {"words": [term.lower() for term in missing]},
-                    )
-                    for word, lexemes in rows:
-                        self._lexemes[str(word)] = tuple(lexemes or ())
-                if frequencies is None:
-                    frequencies = self._frequencies = await self._load(session)
-                    self._expires = self._clock() + (self._ttl if frequencies else NO_STATISTICS_TTL_SECONDS)
-        rare = frequencies.get("", 0.0)  # a lexeme the statistics do not list: rarer than all listed
         estimates: dict[str, float] = {}
-        for term in terms:
-            lexemes = self._lexemes.get(term.lower(), ())
-            if lexemes:  # none: a stop word in PostgreSQL's english configuration, never matched
-                estimates[term] = max(frequencies.get(lexeme, rare) for lexeme in lexemes)
+        async with self._database.session() as session:
+            missing = [term for term in terms if term.lower() not in self._lexemes]
+            if missing:
+                rows = await session.execute(
+                    text(
+                        "SELECT word, array(SELECT lexeme FROM unnest(to_tsvector('english', word))) "
+                        "FROM unnest(CAST(:words AS text[])) AS word"
+                    ),
+                    {"words": [term.lower() for term in missing]},
+                )
+                for word, lexemes in rows:
+                    self._lexemes[str(word)] = tuple(lexemes or ())
+            if self._clock() >= self._expires:
+                self._frequencies = await self._load(session)
+                self._expires = self._clock() + (self._ttl if self._frequencies else NO_STATISTICS_TTL_SECONDS)
+            count = text(
+                "SELECT count(*) FROM (SELECT 1 FROM contexts "
+                "WHERE search_vector @@ websearch_to_tsquery('english', :word) LIMIT :cap) AS hits"
+            )
+            for term in terms:
+                lexemes = self._lexemes.get(term.lower(), ())
+                if not lexemes:  # a stop word to PostgreSQL: never matched
+                    continue
+                listed = [self._frequencies[lexeme] for lexeme in lexemes if lexeme in self._frequencies]
+                if len(listed) == len(lexemes):
+                    estimates[term] = max(listed)
+                    continue
+                key = (term.lower(), cap)
+                counted = self._counts.get(key)
+                if counted is None:
+                    counted = float((await session.execute(count, {"word": term, "cap": cap})).scalar_one())
+                    self._counts[key] = counted
+                if counted:
+                    estimates[term] = counted
         return estimates
 
     @staticmethod
@@ -179,12 +197,8 @@ class PgTermStatistics:
             return {}
         lexemes, freqs, rows = row
         total = max(float(rows), 0.0)
-        frequencies = {str(lexeme): float(freq) * total for lexeme, freq in zip(lexemes, freqs, strict=False)}
-        # After the per-lexeme frequencies come their minimum and maximum (and the null frequency);
-        # the planner takes half the minimum for a lexeme it does not list, and so does this.
-        if len(freqs) > len(lexemes):
-            frequencies[""] = float(freqs[len(lexemes)]) * total / 2
-        return frequencies
+        # zip stops at the lexemes: after their frequencies come the minimum, maximum and null frequency.
+        return {str(lexeme): float(freq) * total for lexeme, freq in zip(lexemes, freqs, strict=False)}
 
 
 class KeywordRetriever:
@@ -208,20 +222,24 @@ class KeywordRetriever:
         if not terms or depth <= 0:
             return []
         filters = (types, metadata or {})
-        hits = await self._ranked(owner_id, terms, terms, "all", depth, filters)
-        if len(hits) >= depth or len(terms) == 1:
-            return hits
         # Counted well past the budget, so the rarest of several over-budget words is still known.
         frequencies = await self._statistics.document_frequencies(terms, 4 * max(self._budget, 1) + 1)
-        ordered, count = match_plan(frequencies, terms, self._budget)
+        # A word no context has (misspelt, or no searchable token) would empty "all words".
+        present = [term for term in terms if term in frequencies]
+        if not present:
+            return []
+        hits = await self._ranked(owner_id, present, present, "all", depth, filters)
+        if len(hits) >= depth or len(present) == 1:
+            return hits
+        ordered, count = match_plan(frequencies, present, self._budget)
         found = {context_id for context_id, _ in hits}
         first = len(hits)
-        while count <= len(ordered) and ordered:
-            more = await self._ranked(owner_id, terms, ordered[:count], "any", depth + first, filters)
+        while True:
+            more = await self._ranked(owner_id, present, ordered[:count], "any", depth + first, filters)
             hits[first:] = [hit for hit in more if hit[0] not in found]
             if len(hits) >= depth or count == len(ordered):
                 break
-            # The rarer words match too few contexts (a misspelt word, a rare identifier): widen.
+            # The rarer words match too few of the owner's contexts (a rare identifier): widen.
             count += 1
         return hits[:depth]
 

@@ -264,8 +264,11 @@ class ContextSearch:
 
 
 async def _owned_contexts(session: AsyncSession, owner_id: str, ids: Sequence[str]) -> dict[str, Context]:
-    rows = await session.execute(select(Context).where(Context.owner_id == owner_id, Context.id.in_(list(ids))))
-    return {row.id: row for row in rows.scalars()}
+    # By primary key only, the owner checked here: with ``owner_id = ?`` in the WHERE clause, SQLite
+    # (no ANALYZE statistics) walked the owner's index over every context the owner has, 40 ms at
+    # 100,000, instead of looking up ten keys.
+    rows = await session.execute(select(Context).where(Context.id.in_(list(ids))))
+    return {row.id: row for row in rows.scalars() if row.owner_id == owner_id}
 
 
 # --- what the doors answer -----------------------------------------------------------------------

@@ -54,7 +54,7 @@ log = get_logger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
-DEFAULT_EF_SEARCH = 100
+DEFAULT_EF_SEARCH = 200
 
 
 class DimensionMismatch(ValueError):
