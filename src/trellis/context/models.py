@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from trellis.storage.base import Base, UTCDateTime
@@ -84,6 +84,16 @@ class ContextEmbedding(Base):
     # float32, little-endian: portable, and what numpy reads without copying.
     vector: Mapped[bytes] = mapped_column(LargeBinary)
     content_hash: Mapped[str] = mapped_column(String(64))
+
+
+class ContextVectorEpoch(Base):
+    """A counter per owner that triggers bump on every change to their vectors (migration 0004):
+    the exact vector index's cache is current while the epoch it was loaded at still is."""
+
+    __tablename__ = "context_vector_epochs"
+
+    owner_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger)
 
 
 class VectorCollection(Base):
