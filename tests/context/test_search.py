@@ -8,6 +8,7 @@ test_vectors_contract.py).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +22,7 @@ from tests.auth.support import assert_error, assert_ok, field_names
 from tests.conftest import ADMIN_KEY, Harness
 from trellis.context.keyword import fts5_any
 from trellis.context.models import Context, ContextEmbedding
-from trellis.context.search import RRF_K, fuse, query_terms
+from trellis.context.search import RRF_K, ContextSearch, SearchQuery, fuse, query_terms
 from trellis.gateway.config import ModelConfig
 from trellis.logs.models import EpisodicLog
 
@@ -521,3 +522,46 @@ def test_cli_search(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result = cli("context", "search", "docker", "--limit", "0")
     assert result.exit_code == 1
     assert "limit" in result.output
+
+
+class _Failing(ContextSearch):
+    """The real search with one retriever made to fail: how hybrid handles a failure on either side."""
+
+    def __init__(self, search: ContextSearch, *, keyword_error: Exception | None, semantic_error: Exception | None):
+        self.__dict__.update(search.__dict__)
+        self.keyword_error = keyword_error
+        self.semantic_error = semantic_error
+        self.keyword_cancelled = False
+
+    async def keyword(self, owner_id: str, query: SearchQuery, depth: int) -> list[tuple[str, float]]:
+        try:
+            if self.keyword_error is not None:
+                raise self.keyword_error
+            await asyncio.Event().wait()  # slower than semantic: still running when semantic fails
+        except asyncio.CancelledError:
+            self.keyword_cancelled = True
+            raise
+        return []
+
+    async def semantic(self, ctx: Any, query: SearchQuery, depth: int) -> tuple[str, list[tuple[str, float]]]:
+        await asyncio.sleep(0)  # let the keyword task start first
+        if self.semantic_error is not None:
+            raise self.semantic_error
+        return "minilm-l6", []
+
+
+async def test_hybrid_propagates_a_keyword_failure(make_harness: Callable[..., Any]) -> None:
+    async with make_harness() as h:
+        failing = _Failing(h.runtime.search, keyword_error=RuntimeError("fts broke"), semantic_error=None)
+        with pytest.raises(RuntimeError, match="fts broke"):
+            await failing.search(h.admin, SearchQuery.parse("anything"))
+
+
+async def test_hybrid_cancels_the_keyword_task_when_semantic_fails_unexpectedly(
+    make_harness: Callable[..., Any],
+) -> None:
+    async with make_harness() as h:
+        failing = _Failing(h.runtime.search, keyword_error=None, semantic_error=ValueError("boom"))
+        with pytest.raises(ValueError, match="boom"):
+            await failing.search(h.admin, SearchQuery.parse("anything"))
+        assert failing.keyword_cancelled
