@@ -596,7 +596,8 @@ def _find_trellis() -> Path:
     return Path(found)
 
 
-def check_tools(args: argparse.Namespace) -> None:
+def check_wrk_and_cpus(args: argparse.Namespace) -> None:
+    """wrk and taskset are installed, and ``--server-cpu`` / ``--client-cpu`` are CPUs this process may use."""
     if shutil.which("wrk") is None:
         raise BenchError(
             "wrk is not installed. Install it with `sudo apt-get install -y wrk` (Debian/Ubuntu), "
@@ -673,7 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         passes.append(Pass("embedded", "INFO"))
     points: list[Point] = []
     try:
-        check_tools(args)
+        check_wrk_and_cpus(args)
         trellis = _find_trellis()
         if "redis" in args.modes:
             check_redis(args.redis_url)

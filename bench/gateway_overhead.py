@@ -63,6 +63,7 @@ from auth_overhead import (
     _machine_busy_seconds,
     _raise_on_signal,
     _wrk_version,
+    check_wrk_and_cpus,
     parse_wrk,
     running_server,
     wait_until_quiet,
@@ -901,21 +902,11 @@ def write_json(
 
 
 def check_tools(args: argparse.Namespace) -> None:
-    if shutil.which("wrk") is None:
-        raise BenchError("wrk is not installed: `sudo apt-get install -y wrk` (Debian/Ubuntu)")
-    if shutil.which("taskset") is None:
-        raise BenchError("taskset is not installed: it comes with util-linux (`sudo apt-get install -y util-linux`).")
+    """The auth benchmark's checks (wrk, taskset, the two CPUs), then nginx and, for --profile, py-spy."""
+    check_wrk_and_cpus(args)
     _nginx_binary()
     if args.profile and not (shutil.which("py-spy") or (Path(sys.executable).parent / "py-spy").exists()):
         raise BenchError("--profile needs py-spy: `.venv/bin/pip install py-spy`")
-    available = os.sched_getaffinity(0)
-    for name in ("server_cpu", "client_cpu"):
-        if getattr(args, name) not in available:
-            raise BenchError(
-                f"--{name.replace('_', '-')} {getattr(args, name)} is not one of the CPUs available {sorted(available)}"
-            )
-    if args.server_cpu == args.client_cpu:
-        print("warning: server and wrk share one CPU; the numbers will mostly measure contention", file=sys.stderr)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -164,3 +164,24 @@ async def harness(make_harness: Callable[..., Any]) -> AsyncIterator[Harness]:
 @pytest.fixture
 def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+# --- a harness per database, and two users' credentials (the API tests' common ground) -------------
+
+
+@pytest.fixture
+async def h(make_harness: Callable[..., Any], database_url: str) -> AsyncIterator[Harness]:
+    """The app on each database (``database_url``: SQLite, then PostgreSQL)."""
+    async with make_harness(database_url=database_url) as harness:
+        yield harness
+
+
+@pytest.fixture
+async def alice(h: Harness) -> dict[str, str]:
+    """Headers with a new developer's API key (test modules may define their own ``alice``)."""
+    return h.auth((await h.user_with_key("alice"))[1])
+
+
+@pytest.fixture
+async def bob(h: Harness) -> dict[str, str]:
+    return h.auth((await h.user_with_key("bob"))[1])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,22 +16,6 @@ from trellis.settings import DEFAULT_CONTEXT_TYPES, Role
 
 API = "/api/context"
 ADMIN = Harness.auth(ADMIN_KEY)
-
-
-@pytest.fixture
-async def h(make_harness: Callable[..., Any], database_url: str) -> AsyncIterator[Harness]:
-    async with make_harness(database_url=database_url) as harness:
-        yield harness
-
-
-@pytest.fixture
-async def alice(h: Harness) -> dict[str, str]:
-    return h.auth((await h.user_with_key("alice"))[1])
-
-
-@pytest.fixture
-async def bob(h: Harness) -> dict[str, str]:
-    return h.auth((await h.user_with_key("bob"))[1])
 
 
 async def create(h: Harness, who: dict[str, str], content: str = "text", **body: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,22 +107,6 @@ LABELLED: list[tuple[str, set[str]]] = [
     ("fuzz my functions with arbitrary examples", {"test-hypothesis"}),
     ("go back to the last good version after a failed upgrade", {"deploy-rollback"}),
 ]
-
-
-@pytest.fixture
-async def h(make_harness: Callable[..., Any], database_url: str) -> AsyncIterator[Harness]:
-    async with make_harness(database_url=database_url) as harness:
-        yield harness
-
-
-@pytest.fixture
-async def alice(h: Harness) -> dict[str, str]:
-    return h.auth((await h.user_with_key("alice"))[1])
-
-
-@pytest.fixture
-async def bob(h: Harness) -> dict[str, str]:
-    return h.auth((await h.user_with_key("bob"))[1])
 
 
 async def create(h: Harness, who: dict[str, str], content: str, **body: Any) -> dict[str, Any]:

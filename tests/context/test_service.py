@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -36,12 +36,6 @@ class RecordingIndexer:
         self.forgotten.append((owner_id, list(context_ids)))
         if self.fail:
             raise RuntimeError("cache gone")
-
-
-@pytest.fixture
-async def h(make_harness: Callable[..., Any], database_url: str) -> AsyncIterator[Harness]:
-    async with make_harness(database_url=database_url) as harness:
-        yield harness
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ with filters — on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -16,22 +15,6 @@ from trellis.context.models import VectorItem
 from trellis.settings import Role
 
 API = "/api/v1/db/vectors/collections"
-
-
-@pytest.fixture
-async def h(make_harness: Callable[..., Any], database_url: str) -> AsyncIterator[Harness]:
-    async with make_harness(database_url=database_url) as harness:
-        yield harness
-
-
-@pytest.fixture
-async def alice(h: Harness) -> dict[str, str]:
-    return h.auth((await h.user_with_key("alice"))[1])
-
-
-@pytest.fixture
-async def bob(h: Harness) -> dict[str, str]:
-    return h.auth((await h.user_with_key("bob"))[1])
 
 
 async def make(h: Harness, who: dict[str, str], name: str = "points", dimensions: int = 3, **body: Any) -> Any:

@@ -143,41 +143,48 @@ class PgTermStatistics:
         self._expires = 0.0
 
     async def document_frequencies(self, terms: Sequence[str], cap: int) -> dict[str, float]:
+        # The hot path asks again and again for words seen a moment ago: no connection then.
+        missing = [term.lower() for term in terms if term.lower() not in self._lexemes]
+        if missing or self._clock() >= self._expires:
+            async with self._database.session() as session:
+                if missing:
+                    rows = await session.execute(
+                        text(
+                            "SELECT word, array(SELECT lexeme FROM unnest(to_tsvector('english', word))) "
+                            "FROM unnest(CAST(:words AS text[])) AS word"
+                        ),
+                        {"words": missing},
+                    )
+                    for word, lexemes in rows:
+                        self._lexemes[str(word)] = tuple(lexemes or ())
+                if self._clock() >= self._expires:
+                    self._frequencies = await self._load(session)
+                    self._expires = self._clock() + (self._ttl if self._frequencies else NO_STATISTICS_TTL_SECONDS)
         estimates: dict[str, float] = {}
-        async with self._database.session() as session:
-            missing = [term for term in terms if term.lower() not in self._lexemes]
-            if missing:
-                rows = await session.execute(
-                    text(
-                        "SELECT word, array(SELECT lexeme FROM unnest(to_tsvector('english', word))) "
-                        "FROM unnest(CAST(:words AS text[])) AS word"
-                    ),
-                    {"words": [term.lower() for term in missing]},
-                )
-                for word, lexemes in rows:
-                    self._lexemes[str(word)] = tuple(lexemes or ())
-            if self._clock() >= self._expires:
-                self._frequencies = await self._load(session)
-                self._expires = self._clock() + (self._ttl if self._frequencies else NO_STATISTICS_TTL_SECONDS)
+        uncounted: list[str] = []
+        for term in terms:
+            lexemes = self._lexemes.get(term.lower(), ())
+            if not lexemes:  # a stop word to PostgreSQL: never matched
+                continue
+            listed = [self._frequencies[lexeme] for lexeme in lexemes if lexeme in self._frequencies]
+            counted = self._counts.get((term.lower(), cap))
+            if len(listed) == len(lexemes):
+                estimates[term] = max(listed)
+            elif counted is None:
+                uncounted.append(term)
+            elif counted:
+                estimates[term] = counted
+        if uncounted:
             count = text(
                 "SELECT count(*) FROM (SELECT 1 FROM contexts "
                 "WHERE search_vector @@ websearch_to_tsquery('english', :word) LIMIT :cap) AS hits"
             )
-            for term in terms:
-                lexemes = self._lexemes.get(term.lower(), ())
-                if not lexemes:  # a stop word to PostgreSQL: never matched
-                    continue
-                listed = [self._frequencies[lexeme] for lexeme in lexemes if lexeme in self._frequencies]
-                if len(listed) == len(lexemes):
-                    estimates[term] = max(listed)
-                    continue
-                key = (term.lower(), cap)
-                counted = self._counts.get(key)
-                if counted is None:
+            async with self._database.session() as session:
+                for term in uncounted:
                     counted = float((await session.execute(count, {"word": term, "cap": cap})).scalar_one())
-                    self._counts[key] = counted
-                if counted:
-                    estimates[term] = counted
+                    self._counts[(term.lower(), cap)] = counted
+                    if counted:
+                        estimates[term] = counted
         return estimates
 
     @staticmethod
@@ -219,6 +226,8 @@ class KeywordRetriever:
         metadata: MetadataFilter | None = None,
     ) -> list[tuple[str, float]]:
         """Ids and scores (higher is better) of the owner's contexts matching the words, best first."""
+        if self._database.dialect != "sqlite":
+            terms = [term for term in terms if term.lower() != "or"]  # syntax to websearch_to_tsquery
         if not terms or depth <= 0:
             return []
         filters = (types, metadata or {})

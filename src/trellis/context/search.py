@@ -246,8 +246,6 @@ class ContextSearch:
     async def keyword(self, owner_id: str, query: SearchQuery, depth: int) -> list[tuple[str, float]]:
         """Ids and scores (higher is better) of the owner's contexts matching the query's words."""
         terms = query_terms(query.text)
-        if self._database.dialect != "sqlite":
-            terms = [term for term in terms if term.lower() != "or"]  # syntax for websearch_to_tsquery
         return await self._keyword.search(owner_id, terms, depth, types=query.types, metadata=query.metadata)
 
     async def semantic(self, ctx: CallContext, query: SearchQuery, depth: int) -> tuple[str, list[tuple[str, float]]]:
