@@ -102,9 +102,10 @@ class ContextSettings(BaseModel):
     ingest_max_request_bytes: Annotated[int, Field(gt=0)] = 33_554_432
     ingest_chunk_max_chars: Annotated[int, Field(ge=100, le=100_000)] = 2000
     # Keyword search ranks contexts having all the query's words, then those having its rarer words,
-    # picked so that about this many rows are ranked (0: every context having any word is ranked, exact
+    # picked so that about this many rows are ranked; in hybrid search, words matching more than this
+    # rank the semantic retriever's hits instead (0: every context having any word is ranked, exact
     # but slow on large stores). See trellis.context.keyword.
-    keyword_rank_budget: Annotated[int, Field(ge=0)] = 10_000
+    keyword_rank_budget: Annotated[int, Field(ge=0)] = 2_000
     # pgvector's hnsw.ef_search for semantic search: higher finds more of the true nearest neighbours
     # (recall) and costs more time per query. Never below the number of results asked for.
     vector_ef_search: Annotated[int, Field(ge=1, le=1000)] = 200

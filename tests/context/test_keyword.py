@@ -195,3 +195,62 @@ async def test_document_frequencies_are_estimated_and_cached(database: Database)
     # Expired: looked up again.
     now[0] = 61.0
     assert (await statistics.document_frequencies(["stork"], 1000))["stork"] == pytest.approx(13.0, rel=0.05)
+
+
+class Pool:
+    """Candidates another retriever found, recording whether keyword asked for them."""
+
+    def __init__(self, ids: list[str] | None) -> None:
+        self.ids = ids
+        self.asked = 0
+
+    async def __call__(self) -> list[str] | None:
+        self.asked += 1
+        return self.ids
+
+
+async def test_words_too_common_together_rank_only_the_candidates(database: Database) -> None:
+    owner = await add_user(database)
+    await add(database, owner, {f"both-{i}": f"alpha beta entry {i}" for i in range(30)})
+    await add(database, owner, {"alpha-only": "alpha gamma", "beta-only": "beta gamma", "neither": "gamma"})
+    await analyze(database)
+    retriever = KeywordRetriever(database, budget=10)
+    pool = Pool(["both-3", "alpha-only", "neither", "both-7"])
+    hits = await retriever.search(owner, ["alpha", "beta"], 10, candidates=pool)
+    # 30 contexts have both words, over the budget of 10: only the candidates are ranked, those with
+    # both words first; a candidate with neither word is no keyword hit.
+    assert pool.asked == 1
+    assert set(ids(hits)[:2]) == {"both-3", "both-7"}
+    assert ids(hits)[2:] == ["alpha-only"]
+    # Without candidates (keyword search on its own) every match is ranked, as before.
+    assert len(await retriever.search(owner, ["alpha", "beta"], 100)) == 32
+    # Nothing to narrow to (the other retriever failed): every match is ranked.
+    assert len(await retriever.search(owner, ["alpha", "beta"], 100, candidates=Pool(None))) == 32
+
+
+async def test_common_words_rare_together_are_ranked_without_candidates(database: Database) -> None:
+    owner = await add_user(database)
+    await add(database, owner, {f"a-{i}": f"alpha entry {i}" for i in range(20)})
+    await add(database, owner, {f"b-{i}": f"beta entry {i}" for i in range(20)})
+    await add(database, owner, {"both": "alpha beta together"})
+    await analyze(database)
+    pool = Pool(["a-1", "b-1"])
+    hits = await KeywordRetriever(database, budget=10).search(owner, ["alpha", "beta"], 1, candidates=pool)
+    # Each word is over the budget, but only one context has both: counted, then ranked as usual.
+    assert ids(hits) == ["both"]
+    assert pool.asked == 0
+
+
+async def test_a_common_rarest_word_ranks_the_candidates_after_all_words(database: Database) -> None:
+    owner = await add_user(database)
+    await add(database, owner, {f"a-{i}": f"alpha entry {i}" for i in range(30)})
+    await add(database, owner, {f"b-{i}": f"beta entry {i}" for i in range(20)})
+    await add(database, owner, {"both": "alpha beta together"})
+    await analyze(database)
+    pool = Pool(["a-4", "b-2", "both"])
+    hits = await KeywordRetriever(database, budget=5).search(owner, ["alpha", "beta"], 10, candidates=pool)
+    # Tier 1 (both words) first; then the rarest word alone ('beta', 21 contexts) is over the budget of
+    # 5, so the candidates with any word follow instead of every context with 'beta'.
+    assert ids(hits)[0] == "both"
+    assert sorted(ids(hits)[1:]) == ["a-4", "b-2"]
+    assert pool.asked == 1

@@ -517,7 +517,9 @@ class _Failing(ContextSearch):
         self.semantic_error = semantic_error
         self.keyword_cancelled = False
 
-    async def keyword(self, owner_id: str, query: SearchQuery, depth: int) -> list[tuple[str, float]]:
+    async def keyword(
+        self, owner_id: str, query: SearchQuery, depth: int, *, candidates: Any = None
+    ) -> list[tuple[str, float]]:
         try:
             if self.keyword_error is not None:
                 raise self.keyword_error
@@ -549,3 +551,48 @@ async def test_hybrid_cancels_the_keyword_task_when_semantic_fails_unexpectedly(
         with pytest.raises(ValueError, match="boom"):
             await failing.search(h.admin, SearchQuery.parse("anything"))
         assert failing.keyword_cancelled
+
+
+class _Recording(ContextSearch):
+    """The real search, recording the candidates hybrid offers the keyword retriever."""
+
+    def __init__(self, search: ContextSearch) -> None:
+        self.__dict__.update(search.__dict__)
+        self.offered: list[list[str] | None] = []
+        self.semantic_ids: list[str] = []
+
+    async def keyword(
+        self, owner_id: str, query: SearchQuery, depth: int, *, candidates: Any = None
+    ) -> list[tuple[str, float]]:
+        self.offered.append(None if candidates is None else await candidates())
+        return await super().keyword(owner_id, query, depth, candidates=candidates)
+
+    async def semantic(self, ctx: Any, query: SearchQuery, depth: int) -> tuple[str, list[tuple[str, float]]]:
+        model, hits = await super().semantic(ctx, query, depth)
+        self.semantic_ids = [context_id for context_id, _ in hits]
+        return model, hits
+
+
+async def test_hybrid_offers_keyword_what_semantic_found(h: Harness, alice: dict[str, str]) -> None:
+    await load_corpus(h, alice)
+    owner = await h.runtime.auth.authenticate(alice["Authorization"].removeprefix("Bearer "))
+    recording = _Recording(h.runtime.search)
+    await recording.search(owner, SearchQuery.parse("alembic migrations"))
+    assert recording.semantic_ids
+    assert recording.offered == [recording.semantic_ids]
+    # Keyword on its own has no other retriever to lean on.
+    await recording.search(owner, SearchQuery.parse("alembic migrations", mode="keyword"))
+    assert recording.offered[-1] is None
+
+
+async def test_hybrid_offers_keyword_nothing_when_semantic_fails(make_harness: Callable[..., Any]) -> None:
+    broken = ModelConfig(provider="onnx-embed", model_id="no-such-model", capabilities=["embed"], max_output_tokens=1)
+
+    async def no_wait(_: float) -> None:
+        return None
+
+    async with make_harness(models={"minilm-l6": broken}, sleep=no_wait) as h:
+        recording = _Recording(h.runtime.search)
+        result = await recording.search(h.admin, SearchQuery.parse("anything at all"))
+        assert result.degraded == ["semantic"]
+        assert recording.offered == [None]

@@ -108,3 +108,14 @@ async def test_sqlite_pragmas(tmp_path: Path) -> None:
         assert (tmp_path / "nested" / "dir" / "x.db").exists()
     finally:
         await db.dispose()
+
+
+async def test_postgres_plans_every_statement_with_its_values(postgres_url: str) -> None:
+    """asyncpg prepares statements; a generic plan (made without the values) picks the wrong index for
+    search queries, so every PostgreSQL connection asks for custom plans."""
+    database = Database(postgres_url)
+    try:
+        async with database.engine.connect() as conn:
+            assert (await conn.execute(text("SHOW plan_cache_mode"))).scalar_one() == "force_custom_plan"
+    finally:
+        await database.dispose()

@@ -17,6 +17,18 @@ offers. So retrieval runs in two tiers, each a plain full-text query:
    word, a rare identifier), the next rarest word joins and the tier runs again, until every word
    has. With ``budget`` 0, or when every word fits, this tier is the plain OR.
 
+**Too common to rank: the candidates.** Ranking reads every matching row (PostgreSQL visits the
+heap row for ``ts_rank``, 2-4 µs each even from shared buffers; SQLite reads the row to check its
+owner), and some queries have only common words: at 100,000 contexts "swift deeplink ios" has all
+three words in 4,189 contexts, which cost 20 ms to rank. Such words barely tell contexts apart, so
+when another retriever ran alongside (hybrid: the semantic one), a tier whose matches exceed the
+budget ranks only that retriever's *candidates* — the contexts it found — by the words
+(re-scoring, as search engines re-rank a window of first-stage hits). Whether "all words" is over
+the budget is counted, up to the budget, when every word alone is: the count reads only the
+full-text index (PostgreSQL's bitmap scan skips heap pages VACUUM marked all-visible), 1-4 ms. For
+the rarer-words tier the frequencies decide. Without candidates (keyword search on its own, or
+semantic failed), every match is ranked, whatever it costs.
+
 Document frequencies come first, from ``TermStatistics``, cached for a minute: a word no context
 contains (misspelt, or with no searchable token) is dropped before tier 1, so it cannot empty "all
 words". SQLite counts each word's FTS5 doclist, capped well past the budget. PostgreSQL reads the
@@ -34,7 +46,7 @@ in that tier rare words weigh double (an IDF-like boost), and its scores are not
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from cachetools import LRUCache, TTLCache
@@ -45,8 +57,9 @@ from trellis.context.filters import MetadataFilter, metadata_clause
 from trellis.context.models import Context
 from trellis.storage.database import Database
 
-# Rows the second tier aims to rank at most (the context.keyword_rank_budget setting's default).
-DEFAULT_BUDGET = 10_000
+# Rows a tier aims to rank at most (the context.keyword_rank_budget setting's default): at 2-4 µs a
+# row, a few milliseconds.
+DEFAULT_BUDGET = 2_000
 # Long enough to spare the lookups, short enough to follow a store that grows fast.
 STATISTICS_TTL_SECONDS = 60.0
 # Before the first ANALYZE there are no statistics: look again soon.
@@ -208,6 +221,11 @@ class PgTermStatistics:
         return {str(lexeme): float(freq) * total for lexeme, freq in zip(lexemes, freqs, strict=False)}
 
 
+# The contexts another retriever found (hybrid: the semantic one), asked for only when the words
+# are too common to rank within the budget; None when there are none to offer (it failed).
+Candidates = Callable[[], Awaitable[Sequence[str] | None]]
+
+
 class KeywordRetriever:
     def __init__(self, database: Database, *, budget: int, statistics: TermStatistics | None = None) -> None:
         self._database = database
@@ -224,33 +242,85 @@ class KeywordRetriever:
         *,
         types: Sequence[str] = (),
         metadata: MetadataFilter | None = None,
+        candidates: Candidates | None = None,
     ) -> list[tuple[str, float]]:
-        """Ids and scores (higher is better) of the owner's contexts matching the words, best first."""
+        """Ids and scores (higher is better) of the owner's contexts matching the words, best first.
+
+        With ``candidates``, a tier whose words match more contexts than the budget ranks only the
+        candidates instead (see the module docstring); without, every match is ranked."""
         if self._database.dialect != "sqlite":
             terms = [term for term in terms if term.lower() != "or"]  # syntax to websearch_to_tsquery
         if not terms or depth <= 0:
             return []
         filters = (types, metadata or {})
+        budget = self._budget
         # Counted well past the budget, so the rarest of several over-budget words is still known.
-        frequencies = await self._statistics.document_frequencies(terms, 4 * max(self._budget, 1) + 1)
+        frequencies = await self._statistics.document_frequencies(terms, 4 * max(budget, 1) + 1)
         # A word no context has (misspelt, or no searchable token) would empty "all words".
         present = [term for term in terms if term in frequencies]
         if not present:
             return []
+        bounded = candidates is not None and budget > 0
+        # When every word is common, together they may still be rare ("postgres kubernetes"). Counting
+        # the contexts with all of them reads only the index; ranking them reads every row.
+        if (
+            bounded
+            and min(frequencies[term] for term in present) > budget
+            and await self._count(present, budget + 1) > budget
+        ):
+            return await self._ranked_candidates(owner_id, present, depth, filters, candidates)
         hits = await self._ranked(owner_id, present, present, "all", depth, filters)
         if len(hits) >= depth or len(present) == 1:
             return hits
-        ordered, count = match_plan(frequencies, present, self._budget)
+        ordered, count = match_plan(frequencies, present, budget)
         found = {context_id for context_id, _ in hits}
         first = len(hits)
         while True:
-            more = await self._ranked(owner_id, present, ordered[:count], "any", depth + first, filters)
+            matching = ordered[:count]
+            narrowed = bounded and sum(frequencies[term] for term in matching) > budget
+            if narrowed:
+                # Even the rarest word is common (or widening made the set so): rank the candidates.
+                more = await self._ranked_candidates(owner_id, present, depth + first, filters, candidates)
+            else:
+                more = await self._ranked(owner_id, present, matching, "any", depth + first, filters)
             hits[first:] = [hit for hit in more if hit[0] not in found]
-            if len(hits) >= depth or count == len(ordered):
+            if narrowed or len(hits) >= depth or count == len(ordered):
                 break
             # The rarer words match too few of the owner's contexts (a rare identifier): widen.
             count += 1
         return hits[:depth]
+
+    async def _ranked_candidates(
+        self,
+        owner_id: str,
+        terms: Sequence[str],
+        depth: int,
+        filters: tuple[Sequence[str], MetadataFilter],
+        candidates: Candidates | None,
+    ) -> list[tuple[str, float]]:
+        pool = await candidates() if candidates is not None else None
+        if pool is None:  # nothing to narrow to: rank every match, whatever it costs
+            return await self._ranked(owner_id, terms, terms, "any", depth, filters)
+        if not pool:
+            return []
+        return await self._ranked(owner_id, terms, terms, "any", depth, filters, within=pool)
+
+    async def _count(self, terms: Sequence[str], cap: int) -> int:
+        """How many contexts (all owners: those are the rows a ranking would read) have every word,
+        counted up to ``cap``. Reads the full-text index only: no row is visited."""
+        if self._database.dialect == "sqlite":
+            statement = text(
+                "SELECT count(*) FROM (SELECT 1 FROM contexts_fts WHERE contexts_fts MATCH :match LIMIT :cap)"
+            ).bindparams(match=fts5_all(terms), cap=cap)
+        else:
+            # No column of the table is needed, so PostgreSQL's bitmap scan skips the heap for
+            # pages the visibility map marks all-visible (VACUUM keeps them so).
+            statement = text(
+                "SELECT count(*) FROM (SELECT FROM contexts "
+                "WHERE search_vector @@ websearch_to_tsquery('english', :match) LIMIT :cap) AS hits"
+            ).bindparams(match=websearch_all(terms), cap=cap)
+        async with self._database.session() as session:
+            return int((await session.execute(statement)).scalar_one())
 
     async def _ranked(
         self,
@@ -260,6 +330,8 @@ class KeywordRetriever:
         tier: str,
         depth: int,
         filters: tuple[Sequence[str], MetadataFilter],
+        *,
+        within: Sequence[str] = (),
     ) -> list[tuple[str, float]]:
         dialect = self._database.dialect
         statement: Select[Any]
@@ -294,6 +366,14 @@ class KeywordRetriever:
             flip = 1.0
         types, metadata = filters
         statement = statement.where(Context.owner_id == owner_id).limit(depth)
+        if within and dialect == "sqlite":
+            # By rowid, which the full-text match yields: ``id IN (...)`` read every matching row.
+            rowids: Select[Any] = (
+                select(literal_column("rowid")).select_from(Context).where(Context.id.in_(list(within)))
+            )
+            statement = statement.where(literal_column("contexts.rowid").in_(rowids))
+        elif within:
+            statement = statement.where(Context.id.in_(list(within)))
         if types:
             statement = statement.where(Context.type.in_(list(types)))
         clause = metadata_clause(dialect, Context.meta, metadata)

@@ -16,7 +16,9 @@ Retrievers
 
 Fusion
     ``hybrid`` runs both concurrently, each to a depth of ``max(2 * limit, 50)`` (at most 200), and fuses them
-    by reciprocal rank fusion: ``score = sum over retrievers of 1 / (60 + rank)``. If the embedding
+    by reciprocal rank fusion: ``score = sum over retrievers of 1 / (60 + rank)``. When the query's
+    words are too common to rank within the keyword budget, keyword ranks what semantic found
+    instead of every match (``trellis.context.keyword``). If the embedding
     model is unavailable, hybrid answers with the keyword results alone and says so (``degraded``);
     ``semantic`` fails with the model's error instead.
 
@@ -41,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from trellis.auth.schemas import Principal
 from trellis.context.filters import MetadataFilter, field_error
-from trellis.context.keyword import DEFAULT_BUDGET, KeywordRetriever
+from trellis.context.keyword import DEFAULT_BUDGET, Candidates, KeywordRetriever
 from trellis.context.models import Context
 from trellis.context.schemas import NAME_MAX_LENGTH, NAME_PATTERN, ContextOut
 from trellis.context.vectors import DimensionMismatch, VectorFilter, VectorIndex
@@ -199,9 +201,17 @@ class ContextSearch:
         result = SearchResult(query, [])
         ctx = CallContext(principal=principal, door=door, request_id=request_id)
         keyword: asyncio.Task[list[tuple[str, float]]] | None = None
+        # Hybrid: what the semantic retriever found, for keyword to rank when its words are too common
+        # to rank them all (trellis.context.keyword); None when semantic could not run.
+        found: asyncio.Future[Sequence[str] | None] = asyncio.get_running_loop().create_future()
+
+        async def candidates() -> Sequence[str] | None:
+            return await asyncio.shield(found)
+
         if query.mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
             # Started first, so its SQL runs while the query is embedded and the vectors scored.
-            keyword = asyncio.ensure_future(self.keyword(owner_id, query, depth))
+            pool = candidates if query.mode is SearchMode.HYBRID else None
+            keyword = asyncio.ensure_future(self.keyword(owner_id, query, depth, candidates=pool))
         try:
             if query.mode in (SearchMode.SEMANTIC, SearchMode.HYBRID):
                 try:
@@ -213,9 +223,14 @@ class ContextSearch:
                     result.degraded.append("semantic")
                 else:
                     ranked["semantic"] = semantic
+                    found.set_result([context_id for context_id, _ in semantic])
+            if not found.done():
+                found.set_result(None)
             if keyword is not None:
                 ranked = {"keyword": await keyword, **ranked}
         finally:
+            if not found.done():
+                found.set_result(None)
             if keyword is not None and not keyword.done():
                 keyword.cancel()
                 # Something else failed (or this search was cancelled): that is what propagates.
@@ -243,10 +258,14 @@ class ContextSearch:
 
     # --- retrievers ---------------------------------------------------------------------------
 
-    async def keyword(self, owner_id: str, query: SearchQuery, depth: int) -> list[tuple[str, float]]:
+    async def keyword(
+        self, owner_id: str, query: SearchQuery, depth: int, *, candidates: Candidates | None = None
+    ) -> list[tuple[str, float]]:
         """Ids and scores (higher is better) of the owner's contexts matching the query's words."""
         terms = query_terms(query.text)
-        return await self._keyword.search(owner_id, terms, depth, types=query.types, metadata=query.metadata)
+        return await self._keyword.search(
+            owner_id, terms, depth, types=query.types, metadata=query.metadata, candidates=candidates
+        )
 
     async def semantic(self, ctx: CallContext, query: SearchQuery, depth: int) -> tuple[str, list[tuple[str, float]]]:
         """The embedding model used, and ids with cosine similarity of the owner's nearest contexts."""
