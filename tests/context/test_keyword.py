@@ -254,3 +254,21 @@ async def test_a_common_rarest_word_ranks_the_candidates_after_all_words(databas
     assert ids(hits)[0] == "both"
     assert sorted(ids(hits)[1:]) == ["a-4", "b-2"]
     assert pool.asked == 1
+
+
+async def test_ranking_from_the_index_first_matches_ranking_with_the_owner_filter(database: Database) -> None:
+    owner, stranger = await add_user(database), await add_user(database)
+    # The stranger's contexts outrank every one of the owner's: the owner's must still come back, in
+    # the same order as when the owner filter runs inside the ranking (a type filter forces that).
+    await add(database, stranger, {f"theirs-{i}": "walrus walrus walrus" for i in range(120)})
+    await add(database, owner, {f"mine-{i:02}": f"walrus {'tusk ' * (i % 4)}note {i}" for i in range(40)})
+    await analyze(database)
+    retriever = KeywordRetriever(database, budget=10_000)
+    for words in (["walrus", "tusk"], ["walrus"]):
+        for depth in (1, 5, 30, 100):
+            plain = await retriever.search(owner, words, depth)
+            filtered = await retriever.search(owner, words, depth, types=["note"])
+            assert plain == filtered, (words, depth)
+            assert len(plain) == min(depth, 40)
+            assert all(context_id.startswith("mine-") for context_id in ids(plain))
+    assert len(await retriever.search(owner, ["walrus"], 100)) == 40

@@ -322,6 +322,38 @@ class KeywordRetriever:
         async with self._database.session() as session:
             return int((await session.execute(statement)).scalar_one())
 
+    async def _fts_first(self, owner_id: str, expression: str, depth: int) -> list[tuple[str, float]] | None:
+        """SQLite: the owner's best matches taken from FTS5's own ranking of every owner's, or None
+        when the owner has too few of them (then the owner filter must run inside the ranking).
+
+        Filtering by owner inside the ranking reads each matching ``contexts`` row (its content
+        with it): at 100,000 contexts three quarters of a keyword query's time. FTS5 alone ranks
+        from its index, so it ranks first, over a window wider than ``depth``, and only the
+        window's rows are read. Exact whenever the window holds ``depth`` of the owner's contexts
+        (the owner's best are then the best of the window) or every match; only a tie in score
+        across the window's edge is broken by rowid instead of id."""
+        window = 2 * depth + 50
+        ranked = text(
+            "SELECT rowid, bm25(contexts_fts) FROM contexts_fts WHERE contexts_fts MATCH :match "
+            "ORDER BY 2, rowid LIMIT :window"
+        ).bindparams(match=expression, window=window)
+        rowid: ColumnElement[int] = literal_column("contexts.rowid")
+        async with self._database.session() as session:
+            top = (await session.execute(ranked)).all()
+            if not top:
+                return []
+            # The owner is checked here: with ``owner_id = ?`` in SQL, SQLite (no ANALYZE statistics)
+            # walks the owner's index over all their contexts instead of looking up the rowids.
+            rows = await session.execute(
+                select(rowid, Context.id, Context.owner_id).where(rowid.in_([row[0] for row in top]))
+            )
+            ids: dict[int, str] = {row_id: context_id for row_id, context_id, owner in rows if owner == owner_id}
+        hits = [(ids[row_id], -float(score)) for row_id, score in top if row_id in ids]
+        if len(hits) < depth and len(top) == window:
+            return None
+        hits.sort(key=lambda hit: (-hit[1], hit[0]))
+        return hits[:depth]
+
     async def _ranked(
         self,
         owner_id: str,
@@ -345,6 +377,10 @@ class KeywordRetriever:
                 # with all the words' OR matches what the rare words match and scores with every word
                 # (the rare ones twice).
                 expression = f"({fts5_any(matching)}) AND ({fts5_any(terms)})"
+            if not within and not filters[0] and not filters[1]:
+                first = await self._fts_first(owner_id, expression, depth)
+                if first is not None:
+                    return first
             fts = table("contexts_fts", column("rowid"))
             rank: ColumnElement[Any] = literal_column("bm25(contexts_fts)")
             statement = (
