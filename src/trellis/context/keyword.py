@@ -17,11 +17,12 @@ offers. So retrieval runs in two tiers, each a plain full-text query:
    word, a rare identifier), the next rarest word joins and the tier runs again, until every word
    has. With ``budget`` 0, or when every word fits, this tier is the plain OR.
 
-**Too common to rank: the candidates.** Ranking reads every matching row (PostgreSQL visits the
-heap row for ``ts_rank``, 2-4 µs each even from shared buffers; SQLite reads the row to check its
-owner), and some queries have only common words: at 100,000 contexts "swift deeplink ios" has all
-three words in 4,189 contexts, which cost 20 ms to rank. Such words barely tell contexts apart, so
-when another retriever ran alongside (hybrid: the semantic one), a tier whose matches exceed the
+**Too common to rank: the candidates.** Ranking on PostgreSQL reads every matching row (the heap
+row, for ``ts_rank`` and the owner: 2-4 µs each even from shared buffers), and some queries have
+only common words: at 100,000 contexts "swift deeplink ios" has all three words in 4,189 contexts,
+which cost 20 ms to rank. (SQLite ranks from the FTS5 index and reads only the best rows' owners,
+``_fts_first``; the same rule applies there, at a lower cost per row.) Such words barely tell
+contexts apart, so when another retriever ran alongside (hybrid: the semantic one), a tier whose matches exceed the
 budget ranks only that retriever's *candidates* — the contexts it found — by the words
 (re-scoring, as search engines re-rank a window of first-stage hits). Whether "all words" is over
 the budget is counted, up to the budget, when every word alone is: the count reads only the
