@@ -7,8 +7,9 @@ BIN    := $(VENV)/bin
 # llama-cpp-python compiles llama.cpp on install, by default for the CPU at hand (-march=native). On
 # Sapphire Rapids that turns on ggml's AMX kernels, which crash on this project's CI machines
 # (SIGSEGV in ggml_backend_amx_mul_mat on the first decode). On x86-64 we build for AVX2/FMA/F16C
-# instead: portable across the machines a cached wheel may travel to, and as fast for the small
-# local model. Set CMAKE_ARGS yourself to override.
+# instead (x86-64-v3: Haswell and newer), the same on every machine a cached wheel may travel to,
+# and as fast for the small local model. Set CMAKE_ARGS yourself to override. pip reuses a wheel it
+# built before whatever CMAKE_ARGS say: `pip cache remove llama_cpp_python` drops an old one.
 ifeq ($(shell uname -m),x86_64)
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 endif

@@ -577,12 +577,37 @@ async def test_hybrid_offers_keyword_what_semantic_found(h: Harness, alice: dict
     await load_corpus(h, alice)
     owner = await h.runtime.auth.authenticate(alice["Authorization"].removeprefix("Bearer "))
     recording = _Recording(h.runtime.search)
+    # Hybrid asks each retriever for 50; the corpus is smaller, so semantic's hits are all the
+    # owner's vectors, not a stand-in for the store: keyword is offered none.
+    assert len(CORPUS) < 50
     await recording.search(owner, SearchQuery.parse("alembic migrations"))
-    assert recording.semantic_ids
-    assert recording.offered == [recording.semantic_ids]
+    assert 0 < len(recording.semantic_ids) < 50
+    assert recording.offered == [None]
+    for i in range(50 - len(CORPUS)):
+        await create(h, alice, f"Filler note {i} about database schema migrations")
+    await h.runtime.indexer.wait_idle()
+    await recording.search(owner, SearchQuery.parse("alembic migrations"))
+    assert len(recording.semantic_ids) == 50
+    assert recording.offered[-1] == recording.semantic_ids
     # Keyword on its own has no other retriever to lean on.
     await recording.search(owner, SearchQuery.parse("alembic migrations", mode="keyword"))
     assert recording.offered[-1] is None
+
+
+async def test_hybrid_fails_cleanly_when_semantic_fails_while_keyword_waits_for_it(
+    make_harness: Callable[..., Any],
+) -> None:
+    class Waiting(_Failing):
+        async def keyword(
+            self, owner_id: str, query: SearchQuery, depth: int, *, candidates: Any = None
+        ) -> list[tuple[str, float]]:
+            self.offered = await candidates()  # blocks until semantic has an answer
+            return []
+
+    async with make_harness() as h:
+        failing = Waiting(h.runtime.search, keyword_error=None, semantic_error=ValueError("boom"))
+        with pytest.raises(ValueError, match="boom"):
+            await asyncio.wait_for(failing.search(h.admin, SearchQuery.parse("anything")), timeout=10)
 
 
 async def test_hybrid_offers_keyword_nothing_when_semantic_fails(make_harness: Callable[..., Any]) -> None:

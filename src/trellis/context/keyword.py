@@ -23,12 +23,16 @@ only common words: at 100,000 contexts "swift deeplink ios" has all three words 
 which cost 20 ms to rank. (SQLite ranks from the FTS5 index and reads only the best rows' owners,
 ``_fts_first``; the same rule applies there, at a lower cost per row.) Such words barely tell
 contexts apart, so when another retriever ran alongside (hybrid: the semantic one), a tier whose matches exceed the
-budget ranks only that retriever's *candidates* — the contexts it found — by the words
-(re-scoring, as search engines re-rank a window of first-stage hits). Whether "all words" is over
-the budget is counted, up to the budget, when every word alone is: the count reads only the
-full-text index (PostgreSQL's bitmap scan skips heap pages VACUUM marked all-visible), 1-4 ms. For
-the rarer-words tier the frequencies decide. Without candidates (keyword search on its own, or
-semantic failed), every match is ranked, whatever it costs.
+budget ranks only that retriever's *candidates* — the contexts it found — by the words, those
+with all of them first (re-scoring, as search engines re-rank a window of first-stage hits).
+Whether "all words" is over the budget is counted, up to the budget, when every word alone is:
+counting needs no column, so FTS5 reads only its index and PostgreSQL's bitmap scan can skip the
+heap pages VACUUM marked all-visible (16.2 does; some later minor releases visit them), 1-4 ms at
+100,000 contexts. For the rarer-words tier the frequencies decide (the rarest word alone, or the
+words widening added, over the budget). Without candidates (keyword search on its own, or none to
+offer) the tiers run as described above. The cost of re-scoring: a context without a vector yet
+(embedding runs in the background, seconds after a write) is not among the candidates, so it is
+missed by common words until it has one; rare words still find it.
 
 Document frequencies come first, from ``TermStatistics``, cached for a minute: a word no context
 contains (misspelt, or with no searchable token) is dropped before tier 1, so it cannot empty "all
@@ -228,9 +232,19 @@ Candidates = Callable[[], Awaitable[Sequence[str] | None]]
 
 
 class KeywordRetriever:
-    def __init__(self, database: Database, *, budget: int, statistics: TermStatistics | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        budget: int,
+        statistics: TermStatistics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._database = database
         self._budget = budget
+        # SQLite: owners whose contexts were too few of the best matches for ``_fts_first`` lately
+        # (a small share of a shared store): they skip it for a while rather than rank twice.
+        self._scattered: TTLCache[str, bool] = TTLCache(STATISTICS_MAX_TERMS, STATISTICS_TTL_SECONDS, timer=clock)
         self._statistics = statistics or (
             Fts5TermStatistics(database) if database.dialect == "sqlite" else PgTermStatistics(database)
         )
@@ -248,7 +262,7 @@ class KeywordRetriever:
         """Ids and scores (higher is better) of the owner's contexts matching the words, best first.
 
         With ``candidates``, a tier whose words match more contexts than the budget ranks only the
-        candidates instead (see the module docstring); without, every match is ranked."""
+        candidates instead (see the module docstring)."""
         if self._database.dialect != "sqlite":
             terms = [term for term in terms if term.lower() != "or"]  # syntax to websearch_to_tsquery
         if not terms or depth <= 0:
@@ -261,15 +275,18 @@ class KeywordRetriever:
         present = [term for term in terms if term in frequencies]
         if not present:
             return []
-        bounded = candidates is not None and budget > 0
         # When every word is common, together they may still be rare ("postgres kubernetes"). Counting
-        # the contexts with all of them reads only the index; ranking them reads every row.
+        # the contexts with all of them is cheaper than ranking them.
         if (
-            bounded
+            candidates is not None
+            and budget > 0
             and min(frequencies[term] for term in present) > budget
             and await self._count(present, budget + 1) > budget
         ):
-            return await self._ranked_candidates(owner_id, present, depth, filters, candidates)
+            pool = await candidates()
+            if pool is not None:
+                return await self._ranked_within(owner_id, present, depth, filters, pool)
+            candidates = None  # nothing to narrow to: the tiers, as keyword search on its own
         hits = await self._ranked(owner_id, present, present, "all", depth, filters)
         if len(hits) >= depth or len(present) == 1:
             return hits
@@ -278,44 +295,50 @@ class KeywordRetriever:
         first = len(hits)
         while True:
             matching = ordered[:count]
-            narrowed = bounded and sum(frequencies[term] for term in matching) > budget
-            if narrowed:
+            if candidates is not None and budget > 0 and sum(frequencies[term] for term in matching) > budget:
                 # Even the rarest word is common (or widening made the set so): rank the candidates.
-                more = await self._ranked_candidates(owner_id, present, depth + first, filters, candidates)
-            else:
-                more = await self._ranked(owner_id, present, matching, "any", depth + first, filters)
+                pool = await candidates()
+                if pool is not None:
+                    more = await self._ranked_within(owner_id, present, depth + first, filters, pool)
+                    hits[first:] = [hit for hit in more if hit[0] not in found]
+                    break
+                candidates = None
+            more = await self._ranked(owner_id, present, matching, "any", depth + first, filters)
             hits[first:] = [hit for hit in more if hit[0] not in found]
-            if narrowed or len(hits) >= depth or count == len(ordered):
+            if len(hits) >= depth or count == len(ordered):
                 break
             # The rarer words match too few of the owner's contexts (a rare identifier): widen.
             count += 1
         return hits[:depth]
 
-    async def _ranked_candidates(
+    async def _ranked_within(
         self,
         owner_id: str,
         terms: Sequence[str],
         depth: int,
         filters: tuple[Sequence[str], MetadataFilter],
-        candidates: Candidates | None,
+        pool: Sequence[str],
     ) -> list[tuple[str, float]]:
-        pool = await candidates() if candidates is not None else None
-        if pool is None:  # nothing to narrow to: rank every match, whatever it costs
-            return await self._ranked(owner_id, terms, terms, "any", depth, filters)
+        """The candidates with any of the words, those with all of them first (the tiers' order)."""
         if not pool:
             return []
-        return await self._ranked(owner_id, terms, terms, "any", depth, filters, within=pool)
+        hits = await self._ranked(owner_id, terms, terms, "all", depth, filters, within=pool)
+        if len(hits) >= depth or len(terms) == 1:
+            return hits
+        found = {context_id for context_id, _ in hits}
+        more = await self._ranked(owner_id, terms, terms, "any", depth, filters, within=pool)
+        return (hits + [hit for hit in more if hit[0] not in found])[:depth]
 
     async def _count(self, terms: Sequence[str], cap: int) -> int:
         """How many contexts (all owners: those are the rows a ranking would read) have every word,
-        counted up to ``cap``. Reads the full-text index only: no row is visited."""
+        counted up to ``cap``, without ranking or reading any column of them."""
         if self._database.dialect == "sqlite":
             statement = text(
                 "SELECT count(*) FROM (SELECT 1 FROM contexts_fts WHERE contexts_fts MATCH :match LIMIT :cap)"
             ).bindparams(match=fts5_all(terms), cap=cap)
         else:
-            # No column of the table is needed, so PostgreSQL's bitmap scan skips the heap for
-            # pages the visibility map marks all-visible (VACUUM keeps them so).
+            # No column is needed: where PostgreSQL's bitmap scan may skip heap pages the visibility
+            # map marks all-visible, it does (3 ms instead of 15 for 6,924 matches on 16.2).
             statement = text(
                 "SELECT count(*) FROM (SELECT FROM contexts "
                 "WHERE search_vector @@ websearch_to_tsquery('english', :match) LIMIT :cap) AS hits"
@@ -378,10 +401,11 @@ class KeywordRetriever:
                 # with all the words' OR matches what the rare words match and scores with every word
                 # (the rare ones twice).
                 expression = f"({fts5_any(matching)}) AND ({fts5_any(terms)})"
-            if not within and not filters[0] and not filters[1]:
+            if not within and not filters[0] and not filters[1] and owner_id not in self._scattered:
                 first = await self._fts_first(owner_id, expression, depth)
                 if first is not None:
                     return first
+                self._scattered[owner_id] = True
             fts = table("contexts_fts", column("rowid"))
             rank: ColumnElement[Any] = literal_column("bm25(contexts_fts)")
             statement = (

@@ -202,7 +202,7 @@ class ContextSearch:
         ctx = CallContext(principal=principal, door=door, request_id=request_id)
         keyword: asyncio.Task[list[tuple[str, float]]] | None = None
         # Hybrid: what the semantic retriever found, for keyword to rank when its words are too common
-        # to rank them all (trellis.context.keyword); None when semantic could not run.
+        # to rank them all (trellis.context.keyword); None when semantic failed or found too few.
         found: asyncio.Future[Sequence[str] | None] = asyncio.get_running_loop().create_future()
 
         async def candidates() -> Sequence[str] | None:
@@ -223,7 +223,10 @@ class ContextSearch:
                     result.degraded.append("semantic")
                 else:
                     ranked["semantic"] = semantic
-                    found.set_result([context_id for context_id, _ in semantic])
+                    # Fewer hits than asked for: the owner's vectors do not cover the store (it is
+                    # small, or vectors are still being computed), so they are no stand-in for it.
+                    if len(semantic) >= depth:
+                        found.set_result([context_id for context_id, _ in semantic])
             if not found.done():
                 found.set_result(None)
             if keyword is not None:
