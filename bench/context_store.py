@@ -572,6 +572,23 @@ class EfPoint:
     service: bool = False  # the ef_search the service uses ([context] vector_ef_search)
 
 
+@dataclass
+class IvfPoint:
+    """pgvector with an IVFFlat index instead of HNSW (a what-if: the service builds HNSW)."""
+
+    size: int
+    lists: int
+    build_s: float
+    probes: int
+    recall_at_10: float
+    recall_at_50: float
+    k10_p50_ms: float
+    k10_p95_ms: float
+    k50_p50_ms: float
+    k50_p95_ms: float
+    plan: str
+
+
 def percentile(values: Sequence[float], pct: float) -> float:
     """Nearest-rank-interpolated percentile (numpy's default, linear)."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), pct)) if values else float("nan")
@@ -689,6 +706,7 @@ class BackendResult:
     ingest: list[IngestStep] = field(default_factory=list)
     points: list[ModePoint] = field(default_factory=list)
     recall: list[RecallPoint] = field(default_factory=list)
+    ivfflat: list[IvfPoint] = field(default_factory=list)
 
 
 def make_settings(data_dir: Path, url: str, admin_key: str, jwt_secret: str) -> Any:
@@ -999,6 +1017,89 @@ async def measure_recall(
     )
 
 
+async def measure_ivfflat(
+    runtime: Any,
+    owner_id: str,
+    model: str,
+    chosen: Any,
+    corpus: Corpus,
+    query_vectors: FloatMatrix,
+    size: int,
+    probes_values: Sequence[int],
+) -> list[IvfPoint]:
+    """What if pgvector searched an IVFFlat index instead of the HNSW one? Drops the HNSW index (this
+    database is the benchmark's own and measured already), builds IVFFlat with lists = sqrt(rows)
+    (pgvector's advice up to a million rows) and measures recall and latency per ``ivfflat.probes``
+    through the same query ``PgVectorIndex`` sends, the same way as the ef_search sweep."""
+    from sqlalchemy import text
+
+    from trellis.context.vectors import NO_FILTER
+
+    reference = corpus.vectors[:size]
+    norms = np.linalg.norm(reference, axis=1, keepdims=True)
+    reference = reference / np.where(norms > 0, norms, 1.0)
+    queries = [q / max(float(np.linalg.norm(q)), 1e-12) for q in query_vectors]
+    position = {corpus.ids[i]: i for i in range(size)}
+    lists = max(1, round(size**0.5))
+    started = time.perf_counter()
+    async with runtime.database.engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+        await conn.execute(text("DROP INDEX IF EXISTS ix_context_embeddings_hnsw"))
+        await conn.execute(text("SET maintenance_work_mem = '1GB'"))
+        await conn.execute(
+            text(
+                "CREATE INDEX ix_bench_ivfflat ON context_embeddings "
+                f"USING ivfflat (embedding vector_cosine_ops) WITH (lists = {lists})"
+            )
+        )
+        await conn.execute(text("ANALYZE context_embeddings"))
+    build_s = time.perf_counter() - started
+    points = []
+    for probes in probes_values:
+        found: dict[int, list[float]] = {LIMIT: [], HYBRID_DEPTH: []}
+        took: dict[int, list[float]] = {LIMIT: [], HYBRID_DEPTH: []}
+        plan = ""
+        for query in queries:
+            vector = "[" + ",".join(repr(float(x)) for x in query) + "]"
+            for k in found:
+                statement = chosen._query(owner_id, model, NO_FILTER, k, exact=False)
+                started = time.perf_counter()
+                async with runtime.database.transaction() as session:
+                    await session.execute(text("SELECT set_config('ivfflat.probes', :p, true)"), {"p": str(probes)})
+                    rows = (await session.execute(statement, {"q": vector})).all()
+                took[k].append((time.perf_counter() - started) * 1000)
+                expected = set(exact_top(reference, query, k))
+                found[k].append(len(expected & {position[row[0]] for row in rows}) / k)
+        sql = str(
+            chosen._query(owner_id, model, NO_FILTER, LIMIT, exact=False)
+            .params(q=vector)
+            .compile(runtime.database.engine, compile_kwargs={"literal_binds": True})
+        )
+        async with runtime.database.engine.connect() as conn:
+            explained = "\n".join(row[0] for row in await conn.execute(text("EXPLAIN " + sql)))
+        plan = "IVFFlat index scan" if "ix_bench_ivfflat" in explained else "no IVFFlat (exact scan + sort)"
+        points.append(
+            IvfPoint(
+                size,
+                lists,
+                build_s,
+                probes,
+                statistics.fmean(found[LIMIT]),
+                statistics.fmean(found[HYBRID_DEPTH]),
+                percentile(took[LIMIT], 50),
+                percentile(took[LIMIT], 95),
+                percentile(took[HYBRID_DEPTH], 50),
+                percentile(took[HYBRID_DEPTH], 95),
+                plan,
+            )
+        )
+        print(
+            f"   IVFFlat what-if, probes {probes}: recall@10 {points[-1].recall_at_10:.3f},"
+            f" k=10 p50 {points[-1].k10_p50_ms:.2f} ms ({plan})",
+            flush=True,
+        )
+    return points
+
+
 # --- HTTP ---------------------------------------------------------------------------------------
 
 
@@ -1147,6 +1248,10 @@ async def run_backend(
                 runtime, principal.user_id, model, chosen, corpus, query_vectors, target, stop, args
             )
             result.recall.append(recall)
+            if recall.measured and stop == steps[-1] and args.ivfflat_probes:
+                result.ivfflat = await measure_ivfflat(
+                    runtime, principal.user_id, model, chosen, corpus, query_vectors, stop, args.ivfflat_probes
+                )
             if recall.measured:
                 print(
                     f"   {stop:,} recall@10 {recall.recall_at_10:.3f}, recall@50 {recall.recall_at_50:.3f}"
@@ -1386,6 +1491,30 @@ def render_ef_sweep(results: Sequence[BackendResult]) -> str:
     return _table(header, rows, left=1)
 
 
+def render_ivfflat(results: Sequence[BackendResult]) -> str:
+    header = ("backend", "contexts", "lists", "build s", "probes", "recall@10", "recall@50")
+    header += ("k=10 p50 ms", "k=10 p95 ms", "k=50 p50 ms", "k=50 p95 ms", "query plan")
+    rows = [
+        (
+            result.name,
+            f"{p.size:,}",
+            str(p.lists),
+            f"{p.build_s:.1f}",
+            str(p.probes),
+            f"{p.recall_at_10:.3f}",
+            f"{p.recall_at_50:.3f}",
+            f"{p.k10_p50_ms:.2f}",
+            f"{p.k10_p95_ms:.2f}",
+            f"{p.k50_p50_ms:.2f}",
+            f"{p.k50_p95_ms:.2f}",
+            p.plan,
+        )
+        for result in results
+        for p in result.ivfflat
+    ]
+    return _table(header, rows, left=1)
+
+
 def render_verdict(results: Sequence[BackendResult]) -> tuple[str, bool]:
     lines = [
         "Targets at the largest size: hybrid p95 <= 50 ms embedded (SQLite), <= 20 ms on PostgreSQL;"
@@ -1451,6 +1580,7 @@ def write_json(
             "vectors": corpus.source,
             "vectors_cache": str(args.vectors_cache) if args.vectors_cache else None,
             "ef_search": args.ef_search,
+            "ivfflat_probes": args.ivfflat_probes,
             "quiet_wait_s": args.quiet_wait,
             "pause_budget_s": args.pause_budget,
             "pause_unused_s": args.pause_left,
@@ -1472,6 +1602,7 @@ def write_json(
                 "ingest": [asdict(s) for s in r.ingest],
                 "points": [asdict(p) | {"p50_ms": p.p50, "p95_ms": p.p95} for p in r.points],
                 "recall": [asdict(x) for x in r.recall],
+                "ivfflat_what_if": [asdict(x) for x in r.ivfflat],
             }
             for r in results
         ],
@@ -1510,6 +1641,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[100, 400],
         help="pgvector: also measure recall and latency with these hnsw.ef_search values "
         "(the service's is [context] vector_ef_search, 200 by default)",
+    )
+    parser.add_argument(
+        "--ivfflat-probes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="pgvector, at the last size only: afterwards drop the HNSW index, build IVFFlat (lists = sqrt(rows)) "
+        "and measure recall and latency with these ivfflat.probes values (a what-if; e.g. 10 20 30)",
     )
     parser.add_argument(
         "--vectors-cache",
@@ -1639,6 +1778,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(r.ef_sweep for result in results for r in result.recall):
         print("\npgvector: recall and PgVectorIndex.search latency per hnsw.ef_search (other values: what-if)")
         print(render_ef_sweep(results))
+    if any(result.ivfflat for result in results):
+        print("\npgvector what-if: an IVFFlat index (lists = sqrt(rows)) instead of HNSW, per ivfflat.probes")
+        print(render_ivfflat(results))
     verdict, _ = render_verdict(results)
     print()
     print(verdict)
