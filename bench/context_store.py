@@ -932,6 +932,67 @@ def exact_top(reference: FloatMatrix, query: FloatMatrix, k: int) -> list[int]:
     return [int(i) for i in part[np.lexsort((part, -scores[part]))]]
 
 
+@dataclass
+class _RecallInputs:
+    reference: FloatMatrix  # the first ``size`` vectors, normalised
+    queries: list[FloatMatrix]  # normalised
+    position: dict[str, int]  # context id -> row of ``reference``
+
+
+def _recall_inputs(corpus: Corpus, query_vectors: FloatMatrix, size: int) -> _RecallInputs:
+    reference = corpus.vectors[:size]
+    norms = np.linalg.norm(reference, axis=1, keepdims=True)
+    return _RecallInputs(
+        reference / np.where(norms > 0, norms, 1.0),
+        [q / max(float(np.linalg.norm(q)), 1e-12) for q in query_vectors],
+        {corpus.ids[i]: i for i in range(size)},
+    )
+
+
+@dataclass
+class _SweepNumbers:
+    recall_at_10: float
+    recall_at_50: float
+    k10_p50_ms: float
+    k10_p95_ms: float
+    k50_p50_ms: float
+    k50_p95_ms: float
+
+
+async def _sweep(inputs: _RecallInputs, search: Callable[[FloatMatrix, int], Awaitable[list[str]]]) -> _SweepNumbers:
+    """Recall against exact top-k and latency of ``search`` (query, k) -> ids, at k = 10 and 50."""
+    found: dict[int, list[float]] = {LIMIT: [], HYBRID_DEPTH: []}
+    took: dict[int, list[float]] = {LIMIT: [], HYBRID_DEPTH: []}
+    for query in inputs.queries:
+        for k in found:
+            started = time.perf_counter()
+            ids = await search(query, k)
+            took[k].append((time.perf_counter() - started) * 1000)
+            expected = set(exact_top(inputs.reference, query, k))
+            found[k].append(len(expected & {inputs.position[context_id] for context_id in ids}) / k)
+    return _SweepNumbers(
+        statistics.fmean(found[LIMIT]),
+        statistics.fmean(found[HYBRID_DEPTH]),
+        percentile(took[LIMIT], 50),
+        percentile(took[LIMIT], 95),
+        percentile(took[HYBRID_DEPTH], 50),
+        percentile(took[HYBRID_DEPTH], 95),
+    )
+
+
+async def _plan(runtime: Any, chosen: Any, owner_id: str, model: str, query: FloatMatrix) -> str:
+    """EXPLAIN of the approximate query PgVectorIndex sends."""
+    from sqlalchemy import text
+
+    from trellis.context.vectors import NO_FILTER
+
+    vector = "[" + ",".join(repr(float(x)) for x in query) + "]"
+    statement = chosen._query(owner_id, model, NO_FILTER, LIMIT, exact=False).params(q=vector)
+    sql = str(statement.compile(runtime.database.engine, compile_kwargs={"literal_binds": True}))
+    async with runtime.database.engine.connect() as conn:
+        return "\n".join(row[0] for row in await conn.execute(text("EXPLAIN " + sql)))
+
+
 async def measure_recall(
     runtime: Any,
     owner_id: str,
@@ -943,22 +1004,18 @@ async def measure_recall(
     size: int,
     args: argparse.Namespace,
 ) -> RecallPoint:
-    from sqlalchemy import text
+    from trellis.context.vectors import PgVectorIndex
 
-    from trellis.context.vectors import NO_FILTER, PgVectorIndex
-
-    reference = corpus.vectors[:size]
-    norms = np.linalg.norm(reference, axis=1, keepdims=True)
-    reference = reference / np.where(norms > 0, norms, 1.0)
-    queries = [q / max(float(np.linalg.norm(q)), 1e-12) for q in query_vectors]
-    position = {corpus.ids[i]: i for i in range(size)}
+    inputs = _recall_inputs(corpus, query_vectors, size)
     if not isinstance(chosen, PgVectorIndex):
         # Exact by construction (a full scan): check only that the benchmark's reference agrees.
         agrees = 0
-        for query in queries:
+        for query in inputs.queries:
             hits = await chosen.search(owner_id, model, query, LIMIT)
-            agrees += [position[h.context_id] for h in hits] == exact_top(reference, query, LIMIT)
-        return RecallPoint(target.name, size, chosen.kind, False, None, None, 0, "full scan", agrees, len(queries))
+            agrees += [inputs.position[h.context_id] for h in hits] == exact_top(inputs.reference, query, LIMIT)
+        return RecallPoint(
+            target.name, size, chosen.kind, False, None, None, 0, "full scan", agrees, len(inputs.queries)
+        )
     sweep: list[EfPoint] = []
     service_ef = chosen.ef_search
     for ef_search in sorted({service_ef, *args.ef_search}):
@@ -973,33 +1030,20 @@ async def measure_recall(
                 exact=chosen.exact,
             )
         fallbacks = index.exact_fallbacks
-        found: dict[int, list[float]] = {LIMIT: [], HYBRID_DEPTH: []}
-        took: dict[int, list[float]] = {LIMIT: [], HYBRID_DEPTH: []}
-        for query in queries:
-            for k in found:
-                started = time.perf_counter()
-                hits = await index.search(owner_id, model, query, k)
-                took[k].append((time.perf_counter() - started) * 1000)
-                expected = set(exact_top(reference, query, k))
-                found[k].append(len(expected & {position[h.context_id] for h in hits}) / k)
+
+        async def search(query: FloatMatrix, k: int, index: PgVectorIndex = index) -> list[str]:
+            return [hit.context_id for hit in await index.search(owner_id, model, query, k)]
+
+        numbers = await _sweep(inputs, search)
         sweep.append(
             EfPoint(
                 ef_search,
-                statistics.fmean(found[LIMIT]),
-                statistics.fmean(found[HYBRID_DEPTH]),
-                percentile(took[LIMIT], 50),
-                percentile(took[LIMIT], 95),
-                percentile(took[HYBRID_DEPTH], 50),
-                percentile(took[HYBRID_DEPTH], 95),
-                index.exact_fallbacks - fallbacks,
+                **asdict(numbers),
+                exact_fallbacks=index.exact_fallbacks - fallbacks,
                 service=ef_search == service_ef,
             )
         )
-    vector = "[" + ",".join(repr(float(x)) for x in queries[0]) + "]"
-    statement = chosen._query(owner_id, model, NO_FILTER, LIMIT, exact=False).params(q=vector)
-    sql = str(statement.compile(runtime.database.engine, compile_kwargs={"literal_binds": True}))
-    async with runtime.database.engine.connect() as conn:
-        plan = "\n".join(row[0] for row in await conn.execute(text("EXPLAIN " + sql)))
+    plan = await _plan(runtime, chosen, owner_id, model, inputs.queries[0])
     uses = "HNSW index scan" if "ix_context_embeddings_hnsw" in plan else "no HNSW (exact scan + sort)"
     default = next(point for point in sweep if point.ef_search == service_ef)
     return RecallPoint(
@@ -1012,7 +1056,7 @@ async def measure_recall(
         default.exact_fallbacks,
         uses,
         0,
-        len(queries),
+        len(inputs.queries),
         sweep,
     )
 
@@ -1035,11 +1079,7 @@ async def measure_ivfflat(
 
     from trellis.context.vectors import NO_FILTER
 
-    reference = corpus.vectors[:size]
-    norms = np.linalg.norm(reference, axis=1, keepdims=True)
-    reference = reference / np.where(norms > 0, norms, 1.0)
-    queries = [q / max(float(np.linalg.norm(q)), 1e-12) for q in query_vectors]
-    position = {corpus.ids[i]: i for i in range(size)}
+    inputs = _recall_inputs(corpus, query_vectors, size)
     lists = max(1, round(size**0.5))
     started = time.perf_counter()
     async with runtime.database.engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
@@ -1055,46 +1095,21 @@ async def measure_ivfflat(
     build_s = time.perf_counter() - started
     points = []
     for probes in probes_values:
-        found: dict[int, list[float]] = {LIMIT: [], HYBRID_DEPTH: []}
-        took: dict[int, list[float]] = {LIMIT: [], HYBRID_DEPTH: []}
-        plan = ""
-        for query in queries:
+
+        async def search(query: FloatMatrix, k: int, probes: int = probes) -> list[str]:
             vector = "[" + ",".join(repr(float(x)) for x in query) + "]"
-            for k in found:
+            async with runtime.database.transaction() as session:
+                await session.execute(text("SELECT set_config('ivfflat.probes', :p, true)"), {"p": str(probes)})
                 statement = chosen._query(owner_id, model, NO_FILTER, k, exact=False)
-                started = time.perf_counter()
-                async with runtime.database.transaction() as session:
-                    await session.execute(text("SELECT set_config('ivfflat.probes', :p, true)"), {"p": str(probes)})
-                    rows = (await session.execute(statement, {"q": vector})).all()
-                took[k].append((time.perf_counter() - started) * 1000)
-                expected = set(exact_top(reference, query, k))
-                found[k].append(len(expected & {position[row[0]] for row in rows}) / k)
-        sql = str(
-            chosen._query(owner_id, model, NO_FILTER, LIMIT, exact=False)
-            .params(q=vector)
-            .compile(runtime.database.engine, compile_kwargs={"literal_binds": True})
-        )
-        async with runtime.database.engine.connect() as conn:
-            explained = "\n".join(row[0] for row in await conn.execute(text("EXPLAIN " + sql)))
+                return [row[0] for row in await session.execute(statement, {"q": vector})]
+
+        numbers = await _sweep(inputs, search)
+        explained = await _plan(runtime, chosen, owner_id, model, inputs.queries[0])
         plan = "IVFFlat index scan" if "ix_bench_ivfflat" in explained else "no IVFFlat (exact scan + sort)"
-        points.append(
-            IvfPoint(
-                size,
-                lists,
-                build_s,
-                probes,
-                statistics.fmean(found[LIMIT]),
-                statistics.fmean(found[HYBRID_DEPTH]),
-                percentile(took[LIMIT], 50),
-                percentile(took[LIMIT], 95),
-                percentile(took[HYBRID_DEPTH], 50),
-                percentile(took[HYBRID_DEPTH], 95),
-                plan,
-            )
-        )
+        points.append(IvfPoint(size, lists, build_s, probes, **asdict(numbers), plan=plan))
         print(
-            f"   IVFFlat what-if, probes {probes}: recall@10 {points[-1].recall_at_10:.3f},"
-            f" k=10 p50 {points[-1].k10_p50_ms:.2f} ms ({plan})",
+            f"   IVFFlat what-if, probes {probes}: recall@10 {numbers.recall_at_10:.3f},"
+            f" k=10 p50 {numbers.k10_p50_ms:.2f} ms ({plan})",
             flush=True,
         )
     return points

@@ -60,6 +60,12 @@ async def add(database: Database, owner_id: str, contents: dict[str, str], type:
             )
 
 
+async def add_alphas_and_betas(database: Database, owner_id: str, alphas: int, betas: int) -> None:
+    """Contexts a-0.. with the word 'alpha' and b-0.. with 'beta' (and nothing else in common)."""
+    await add(database, owner_id, {f"a-{i}": f"alpha entry {i}" for i in range(alphas)})
+    await add(database, owner_id, {f"b-{i}": f"beta entry {i}" for i in range(betas)})
+
+
 async def analyze(database: Database) -> None:
     """PostgreSQL's term statistics come from ANALYZE (autovacuum runs it on a live database)."""
     if database.dialect == "postgresql":
@@ -135,8 +141,7 @@ async def test_common_words_order_the_candidates_but_do_not_make_them(database: 
 
 async def test_only_common_words_still_match_the_rarest(database: Database) -> None:
     owner = await add_user(database)
-    await add(database, owner, {f"a-{i}": f"alpha entry {i}" for i in range(30)})
-    await add(database, owner, {f"b-{i}": f"beta entry {i}" for i in range(20)})
+    await add_alphas_and_betas(database, owner, 30, 20)
     await analyze(database)
     hits = await KeywordRetriever(database, budget=5).search(owner, ["alpha", "beta"], 10)
     # Both words are over the budget: the rarer one ('beta', 20 contexts) matches, and fills 10.
@@ -146,8 +151,7 @@ async def test_only_common_words_still_match_the_rarest(database: Database) -> N
 
 async def test_too_few_matches_widen_to_the_next_word(database: Database) -> None:
     owner = await add_user(database)
-    await add(database, owner, {f"a-{i}": f"alpha entry {i}" for i in range(30)})
-    await add(database, owner, {f"b-{i}": f"beta entry {i}" for i in range(20)})
+    await add_alphas_and_betas(database, owner, 30, 20)
     await analyze(database)
     retriever = KeywordRetriever(database, budget=5)
     # 'beta' alone finds 20 of the 40 asked for: 'alpha' joins.
@@ -233,8 +237,7 @@ async def test_words_too_common_together_rank_only_the_candidates(database: Data
 
 async def test_common_words_rare_together_are_ranked_without_candidates(database: Database) -> None:
     owner = await add_user(database)
-    await add(database, owner, {f"a-{i}": f"alpha entry {i}" for i in range(20)})
-    await add(database, owner, {f"b-{i}": f"beta entry {i}" for i in range(20)})
+    await add_alphas_and_betas(database, owner, 20, 20)
     await add(database, owner, {"both": "alpha beta together"})
     await analyze(database)
     pool = Pool(["a-1", "b-1"])
@@ -246,8 +249,7 @@ async def test_common_words_rare_together_are_ranked_without_candidates(database
 
 async def test_a_common_rarest_word_ranks_the_candidates_after_all_words(database: Database) -> None:
     owner = await add_user(database)
-    await add(database, owner, {f"a-{i}": f"alpha entry {i}" for i in range(30)})
-    await add(database, owner, {f"b-{i}": f"beta entry {i}" for i in range(20)})
+    await add_alphas_and_betas(database, owner, 30, 20)
     await add(database, owner, {"both": "alpha beta together"})
     await analyze(database)
     pool = Pool(["a-4", "b-2", "both"])

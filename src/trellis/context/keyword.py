@@ -22,9 +22,9 @@ row, for ``ts_rank`` and the owner: 2-4 µs each even from shared buffers), and 
 only common words: at 100,000 contexts "swift deeplink ios" has all three words in 4,189 contexts,
 which cost 20 ms to rank. (SQLite ranks from the FTS5 index and reads only the best rows' owners,
 ``_fts_first``; the same rule applies there, at a lower cost per row.) Such words barely tell
-contexts apart, so when another retriever ran alongside (hybrid: the semantic one), a tier whose matches exceed the
-budget ranks only that retriever's *candidates* — the contexts it found — by the words, those
-with all of them first (re-scoring, as search engines re-rank a window of first-stage hits).
+contexts apart, so when another retriever ran alongside (hybrid: the semantic one), a tier whose
+matches exceed the budget ranks only that retriever's *candidates* — the contexts it found — by
+the words, those with all of them first (re-scoring, as search engines re-rank a window of first-stage hits).
 Whether "all words" is over the budget is counted, up to the budget, when every word alone is:
 counting needs no column, so FTS5 reads only its index and PostgreSQL's bitmap scan can skip the
 heap pages VACUUM marked all-visible (16.2 does; some later minor releases visit them), 1-4 ms at

@@ -15,11 +15,11 @@ Retrievers
     index (``trellis.context.vectors``) returns the nearest contexts by cosine similarity.
 
 Fusion
-    ``hybrid`` runs both concurrently, each to a depth of ``max(2 * limit, 50)`` (at most 200), and fuses them
-    by reciprocal rank fusion: ``score = sum over retrievers of 1 / (60 + rank)``. When the query's
-    words are too common to rank within the keyword budget, keyword ranks what semantic found
-    instead of every match (``trellis.context.keyword``). If the embedding
-    model is unavailable, hybrid answers with the keyword results alone and says so (``degraded``);
+    ``hybrid`` runs both concurrently, each to a depth of ``max(2 * limit, 50)`` (at most 200),
+    and fuses them by reciprocal rank fusion: ``score = sum over retrievers of 1 / (60 + rank)``.
+    When the query's words are too common to rank within the keyword budget, keyword ranks what
+    semantic found instead of every match (``trellis.context.keyword``). If the embedding model is
+    unavailable, hybrid answers with the keyword results alone and says so (``degraded``);
     ``semantic`` fails with the model's error instead.
 
 Filters (``types``: any of; ``metadata``: JSON-typed equality, see ``trellis.context.filters``)
