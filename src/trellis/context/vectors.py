@@ -21,7 +21,7 @@ pgvector is available)
     HNSW applies WHERE clauses *after* the graph walk: the walk yields ``ef_search`` candidates
     across all owners, the owner and filter predicates drop most of them, and the query can return
     fewer than ``k`` rows although more match. On pgvector >= 0.8 the walk continues
-    (``hnsw.iterative_scan = relaxed_order``); on older versions (pgserver ships 0.6.2) it does not.
+    (``hnsw.iterative_scan = relaxed_order``); on older versions it does not.
     Either way, when fewer than ``k`` rows come back the query is repeated exactly — the same
     predicates, ordered by an expression the index cannot serve — which is cheap precisely because
     it happens when few rows match. A query whose dimensions differ from the column's (another
