@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, event, text, update
 
 from trellis.auth.models import User
 from trellis.context.models import Context
@@ -594,6 +594,48 @@ async def test_pgvector_uses_hnsw_and_fills_k_when_the_walk_under_returns(pgvect
         assert index.exact_fallbacks == 1
         assert len(await index.search(owner, MODEL, query, 10)) == 10
         assert index.exact_fallbacks == 1
+    finally:
+        await database.dispose()
+
+
+async def test_pgvector_sets_the_walk_once_per_connection(pgvector_url: str) -> None:
+    """ef_search (and iterative scan) are set on a pooled connection once, not before every search;
+    a deeper search than the connection's setting raises it, and the connection really has it."""
+    database = Database(pgvector_url)
+    sent: list[tuple[str, Any]] = []
+    checked_out: set[int] = set()
+
+    def on_execute(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "set_config" in statement:
+            sent.append((statement, parameters))
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", on_execute)
+    try:
+        await migrate.upgrade(database)
+        index = await detect_vector_index(database, ef_search=40)
+        assert isinstance(index, PgVectorIndex)
+        backend = Backend("pgvector", database, index, np.random.default_rng(5))
+        owner = await backend.add_user()
+        ids = await backend.add_contexts(owner, 60)
+        await backend.put(owner, dict(zip(ids, backend.random(60), strict=True)))
+
+        event.listen(database.engine.sync_engine.pool, "checkout", lambda dbapi, *_: checked_out.add(id(dbapi)))
+        for query in backend.random(6):
+            assert len(await index.search(owner, MODEL, query, 5)) == 5
+        walks = [parameters for statement, parameters in sent if "ef_search" in statement]
+        assert walks
+        assert len(walks) <= len(checked_out) < 6, (walks, checked_out)
+        assert {str(p) for p in walks} == {str(walks[0])}
+        assert "40" in str(walks[0])
+
+        assert len(await index.search(owner, MODEL, backend.random(1)[0], 50)) == 50
+        assert "50" in str([p for statement, p in sent if "ef_search" in statement][-1])
+        async with database.reader() as session:
+            connection = await session.connection()
+            setting = (await session.execute(text("SELECT current_setting('hnsw.ef_search', true)"))).scalar_one()
+            expected = connection.info.get("trellis.hnsw_settings")
+        if expected is not None:  # this connection ran a search: it holds what was set on it
+            assert setting == str(expected[0])
     finally:
         await database.dispose()
 

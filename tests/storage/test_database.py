@@ -119,3 +119,25 @@ async def test_postgres_plans_every_statement_with_its_values(postgres_url: str)
             assert (await conn.execute(text("SHOW plan_cache_mode"))).scalar_one() == "force_custom_plan"
     finally:
         await database.dispose()
+
+
+async def test_reader_runs_each_statement_on_its_own_on_postgresql(database: Database) -> None:
+    """PostgreSQL readers are autocommit (no BEGIN, no ROLLBACK round trips): each statement gets
+    its own transaction id. The connection goes back to the pool transactional again; ordinary
+    sessions keep one transaction. On SQLite a reader is an ordinary session that reads."""
+    await migrate.upgrade(database)
+    now = datetime.now(UTC)
+    async with database.transaction() as session:
+        session.add(User(id="usr_a", username="alice", role="developer", disabled=False, created_at=now))
+    async with database.reader() as session:
+        assert (await session.execute(select(User.username))).scalars().all() == ["alice"]
+    if database.dialect != "postgresql":
+        return
+    current = text("SELECT pg_current_xact_id()::text")
+    for _ in range(2):  # the second round may reuse the reader's pooled connection
+        async with database.reader() as session:
+            first, second = [(await session.execute(current)).scalar_one() for _ in range(2)]
+        assert first != second
+        async with database.session() as session:
+            first, second = [(await session.execute(current)).scalar_one() for _ in range(2)]
+        assert first == second

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from cachetools import LRUCache, TTLCache
 from sqlalchemy import Select, bindparam, column, func, literal_column, select, table, text
@@ -132,7 +132,7 @@ class Fts5TermStatistics:
             statement = text(
                 "SELECT count(*) FROM (SELECT 1 FROM contexts_fts WHERE contexts_fts MATCH :match LIMIT :cap)"
             )
-            async with self._database.session() as session:
+            async with self._database.reader() as session:
                 for term in missing:
                     count = (await session.execute(statement, {"match": fts5_phrase(term), "cap": cap})).scalar_one()
                     known[term] = float(count)
@@ -164,7 +164,7 @@ class PgTermStatistics:
         # The hot path asks again and again for words seen a moment ago: no connection then.
         missing = [term.lower() for term in terms if term.lower() not in self._lexemes]
         if missing or self._clock() >= self._expires:
-            async with self._database.session() as session:
+            async with self._database.reader() as session:
                 if missing:
                     rows = await session.execute(
                         text(
@@ -197,7 +197,7 @@ class PgTermStatistics:
                 "SELECT count(*) FROM (SELECT 1 FROM contexts "
                 "WHERE search_vector @@ websearch_to_tsquery('english', :word) LIMIT :cap) AS hits"
             )
-            async with self._database.session() as session:
+            async with self._database.reader() as session:
                 for term in uncounted:
                     counted = float((await session.execute(count, {"word": term, "cap": cap})).scalar_one())
                     self._counts[(term.lower(), cap)] = counted
@@ -322,6 +322,10 @@ class KeywordRetriever:
         """The candidates with any of the words, those with all of them first (the tiers' order)."""
         if not pool:
             return []
+        if self._database.dialect != "sqlite" and len(terms) > 1:
+            # PostgreSQL scores both tiers with the same ts_rank: one statement ordered by "has
+            # every word", then score, is the two tiers' answer in one round trip.
+            return await self._ranked(owner_id, terms, terms, "tiered", depth, filters, within=pool)
         hits = await self._ranked(owner_id, terms, terms, "all", depth, filters, within=pool)
         if len(hits) >= depth or len(terms) == 1:
             return hits
@@ -343,7 +347,7 @@ class KeywordRetriever:
                 "SELECT count(*) FROM (SELECT FROM contexts "
                 "WHERE search_vector @@ websearch_to_tsquery('english', :match) LIMIT :cap) AS hits"
             ).bindparams(match=websearch_all(terms), cap=cap)
-        async with self._database.session() as session:
+        async with self._database.reader() as session:
             return int((await session.execute(statement)).scalar_one())
 
     async def _fts_first(self, owner_id: str, expression: str, depth: int) -> list[tuple[str, float]] | None:
@@ -362,7 +366,7 @@ class KeywordRetriever:
             "ORDER BY 2, rowid LIMIT :window"
         ).bindparams(match=expression, window=window)
         rowid: ColumnElement[int] = literal_column("contexts.rowid")
-        async with self._database.session() as session:
+        async with self._database.reader() as session:
             top = (await session.execute(ranked)).all()
             if not top:
                 return []
@@ -383,7 +387,7 @@ class KeywordRetriever:
         owner_id: str,
         terms: Sequence[str],
         matching: Sequence[str],
-        tier: str,
+        tier: Literal["all", "any", "tiered"],
         depth: int,
         filters: tuple[Sequence[str], MetadataFilter],
         *,
@@ -423,7 +427,11 @@ class KeywordRetriever:
             matches = func.websearch_to_tsquery(english, bindparam("matching", words))
             vector: ColumnElement[Any] = literal_column("contexts.search_vector")
             rank = func.ts_rank(vector, scoring)
-            statement = select(Context.id, rank).where(vector.op("@@")(matches)).order_by(rank.desc(), Context.id)
+            statement = select(Context.id, rank).where(vector.op("@@")(matches))
+            if tier == "tiered":  # contexts with every word first
+                every = func.websearch_to_tsquery(english, bindparam("every", websearch_all(terms)))
+                statement = statement.order_by(vector.op("@@")(every).desc())
+            statement = statement.order_by(rank.desc(), Context.id)
             flip = 1.0
         types, metadata = filters
         statement = statement.where(Context.owner_id == owner_id).limit(depth)
@@ -440,6 +448,6 @@ class KeywordRetriever:
         clause = metadata_clause(dialect, Context.meta, metadata)
         if clause is not None:
             statement = statement.where(clause)
-        async with self._database.session() as session:
+        async with self._database.reader() as session:
             rows = (await session.execute(statement)).all()
         return [(context_id, flip * float(score)) for context_id, score in rows]

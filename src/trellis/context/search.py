@@ -279,7 +279,7 @@ class ContextSearch:
     async def _contexts(self, owner_id: str, ids: Sequence[str]) -> dict[str, Context]:
         if not ids:
             return {}
-        async with self._database.session() as session:
+        async with self._database.reader() as session:
             return await _owned_contexts(session, owner_id, ids)
 
 

@@ -17,7 +17,7 @@ computed from. Where the vectors are searched depends on the database:
 ``PgVectorIndex`` (PostgreSQL with the ``embedding vector(N)`` column migration 0003 adds when
 pgvector is available)
     Writes the ``embedding`` column too and asks ``ORDER BY embedding <=> :q LIMIT k``, so the HNSW
-    index answers, with ``hnsw.ef_search`` raised for the query (``SET LOCAL`` via ``set_config``).
+    index answers, with ``hnsw.ef_search`` raised on the connection (once per pooled connection).
     HNSW applies WHERE clauses *after* the graph walk: the walk yields ``ef_search`` candidates
     across all owners, the owner and filter predicates drop most of them, and the query can return
     fewer than ``k`` rows although more match. On pgvector >= 0.8 the walk continues
@@ -244,7 +244,7 @@ class ExactVectorIndex:
         wanted = normalized(as_vector(query))
         if k <= 0:
             return []
-        async with self._database.session() as session:
+        async with self._database.reader() as session:
             matrix = await self._matrix(session, owner_id, model)
             allowed: list[str] | None = None
             if filters.active:
@@ -419,6 +419,9 @@ def _version(text_version: str | None) -> tuple[int, ...]:
     return tuple(parts)
 
 
+_HNSW_SETTINGS = "trellis.hnsw_settings"  # key in a connection's info: the settings last set on it
+
+
 class PgVectorIndex:
     kind = "pgvector"
 
@@ -461,11 +464,8 @@ class PgVectorIndex:
         if k <= 0:
             return []
         vector_text = _pg_literal(wanted)
-        async with self._database.transaction() as session:
-            ef_search = max(self.ef_search, k)
-            await session.execute(text("SELECT set_config('hnsw.ef_search', :value, true)"), {"value": str(ef_search)})
-            if self.iterative_scan:
-                await session.execute(text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)"))
+        async with self._database.reader() as session:
+            await self._configure(session, max(self.ef_search, k))
             approximate = self._query(owner_id, model, filters, k, exact=False)
             rows = (await session.execute(approximate, {"q": vector_text})).all()
             if len(rows) < k:
@@ -477,6 +477,27 @@ class PgVectorIndex:
         hits = [VectorHit(context_id, 1.0 - float(distance)) for context_id, distance in rows]
         hits.sort(key=lambda hit: (-hit.score, hit.context_id))  # relaxed_order may return slightly unsorted
         return hits
+
+    async def _configure(self, session: AsyncSession, ef_search: int) -> None:
+        """Set the walk's parameters on the session's connection, once per connection and value.
+
+        They are set for the connection's whole life (``set_config(..., false)``; reads run in
+        autocommit, so nothing rolls them back) and remembered in its ``info``, which SQLAlchemy
+        keeps while the connection is pooled and clears when it is replaced: a search sends no
+        extra statement unless it asks for a deeper walk than the last one on that connection.
+        Only HNSW scans read these settings, and every one of ours sets them first."""
+        connection = await session.connection()
+        wanted = (ef_search, self.iterative_scan)
+        previous = connection.info.get(_HNSW_SETTINGS)
+        if previous == wanted:
+            return
+        await session.execute(text("SELECT set_config('hnsw.ef_search', :value, false)"), {"value": str(ef_search)})
+        # Before pgvector 0.8 there is no such setting (setting it is an error): set it only where it
+        # exists, or to switch it back off.
+        if self.iterative_scan or (previous is not None and previous[1]):
+            mode = "relaxed_order" if self.iterative_scan else "off"
+            await session.execute(text("SELECT set_config('hnsw.iterative_scan', :mode, false)"), {"mode": mode})
+        connection.info[_HNSW_SETTINGS] = wanted
 
     def _query(self, owner_id: str, model: str, filters: VectorFilter, k: int, *, exact: bool) -> Select[Any]:
         embedding: ColumnElement[Any] = literal_column("context_embeddings.embedding")

@@ -249,6 +249,11 @@ class _Engine:
     def load(self) -> None:
         self._load_session()
 
+    def encode(self, texts: Sequence[str]) -> tuple[list[_Tokens], FloatArray]:
+        """Tokens and embeddings of texts that fit one batch, in input order."""
+        tokens = self.tokenize(texts)
+        return tokens, self.run(tokens)
+
     def run(self, batch: Sequence[_Tokens]) -> FloatArray:
         """Embeddings for one batch, padded to its longest text."""
         session = self._load_session()
@@ -321,6 +326,10 @@ class OnnxEmbeddingProvider:
             return EmbeddingResult([], 0, 0)
         engine = self._engine(model)
         batch_size = _positive_int(model, "batch_size", DEFAULT_BATCH_SIZE)
+        if len(texts) <= batch_size:
+            # One batch (a search query, a small write): one trip to a worker thread instead of three.
+            few, pooled = await asyncio.to_thread(engine.encode, texts)
+            return EmbeddingResult(pooled.tolist(), sum(len(t.ids) for t in few), int(pooled.shape[1]))
         tokens = await asyncio.to_thread(engine.tokenize, texts)
         await asyncio.to_thread(engine.load)
         # Texts of similar length share a batch, so little compute goes to padding.
