@@ -141,3 +141,40 @@ async def test_reader_runs_each_statement_on_its_own_on_postgresql(database: Dat
         async with database.session() as session:
             first, second = [(await session.execute(current)).scalar_one() for _ in range(2)]
         assert first == second
+
+
+async def test_idle_postgresql_connections_are_pinged_and_dead_ones_replaced(postgres_url: str) -> None:
+    """A connection that sat in the pool past the idle limit is pinged at checkout; one the server
+    cut meanwhile is replaced before any statement fails. A connection in steady use is not pinged."""
+    now = [0.0]
+    database = Database(postgres_url, idle_ping_seconds=10.0, clock=lambda: now[0])
+    pings: list[str] = []
+    ping = database.engine.dialect.do_ping
+
+    def counted(dbapi_connection: object) -> bool:
+        pings.append("ping")
+        return ping(dbapi_connection)
+
+    database.engine.dialect.do_ping = counted  # type: ignore[method-assign]
+    pid = text("SELECT pg_backend_pid()")
+    try:
+        async with database.reader() as session:
+            first = (await session.execute(pid)).scalar_one()
+        now[0] = 9.0  # in steady use: no ping
+        async with database.reader() as session:
+            assert (await session.execute(pid)).scalar_one() == first
+        assert pings == []
+
+        admin = Database(postgres_url)
+        try:
+            async with admin.reader() as session:
+                await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        finally:
+            await admin.dispose()
+        now[0] = 30.0  # idle past the limit: pinged, found dead, replaced
+        async with database.reader() as session:
+            second = (await session.execute(pid)).scalar_one()
+        assert second != first
+        assert pings == ["ping"]
+    finally:
+        await database.dispose()

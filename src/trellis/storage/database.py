@@ -2,20 +2,32 @@
 
 SQLite runs in WAL mode with foreign keys on and a busy timeout, so several readers and one
 writer (or several processes) share the file without "database is locked" errors.
+
+PostgreSQL connections are checked before use only when they have sat idle in the pool
+(``IDLE_PING_SECONDS``), not at every checkout. SQLAlchemy's ``pool_pre_ping`` with asyncpg sends
+BEGIN, a ping and ROLLBACK (three round trips) at each checkout, and a search checks out four to
+six connections. A connection that idled (where a restart or an idle timeout cuts connections) is
+pinged and, if dead, replaced before anyone uses it; one in steady use is not. The cost: when the
+server goes away under load, each connection busy at that moment fails its next statement once;
+SQLAlchemy then drops the whole pool, and the next checkouts connect afresh.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 5_000
+IDLE_PING_SECONDS = 10.0
+_RETURNED_AT = "trellis.returned_at"  # in a pooled connection's info: when it was last returned (monotonic)
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -27,7 +39,35 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+def _ping_idle_connections(engine: AsyncEngine, idle_ping_seconds: float, clock: Callable[[], float]) -> None:
+    """Ping a connection at checkout when it has been idle ``idle_ping_seconds`` or longer; a dead
+    one is replaced (DisconnectionError makes the pool discard it and check out another)."""
+
+    def returned(_dbapi_connection: Any, record: Any, *_: Any) -> None:
+        record.info[_RETURNED_AT] = clock()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_RETURNED_AT)
+        if since is not None and clock() - since < idle_ping_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # whatever the driver raises, the connection is of no use
+            raise DisconnectionError(f"a pooled connection failed its ping: {exc}") from exc
+
+    pool = engine.sync_engine.pool
+    event.listen(pool, "connect", returned)  # brand new: nothing to check
+    event.listen(pool, "checkin", returned)
+    event.listen(pool, "checkout", checkout)
+
+
+def create_engine(
+    url: str,
+    *,
+    echo: bool = False,
+    idle_ping_seconds: float = IDLE_PING_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -35,12 +75,11 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         echo=echo,
         pool_size=10,
         max_overflow=20,
-        pool_pre_ping=True,
         pool_timeout=5,
         connect_args={
             "timeout": 5,
@@ -54,14 +93,23 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             "server_settings": {"plan_cache_mode": "force_custom_plan"},
         },
     )
+    _ping_idle_connections(engine, idle_ping_seconds, clock)
+    return engine
 
 
 class Database:
     """Owns the engine; hands out sessions and answers readiness pings."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        idle_ping_seconds: float = IDLE_PING_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.url = url
-        self.engine = create_engine(url, echo=echo)
+        self.engine = create_engine(url, echo=echo, idle_ping_seconds=idle_ping_seconds, clock=clock)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # PostgreSQL reads in autocommit: no BEGIN before the first statement and no ROLLBACK when
         # the session closes, two round trips of a search's four to six sessions. Same pool.
