@@ -560,32 +560,32 @@ class RecallPoint:
 
 
 @dataclass
-class EfPoint:
-    ef_search: int
+class SweepNumbers:
+    """Recall against exact top-k and search latency of one index setting (``_sweep``)."""
+
     recall_at_10: float
     recall_at_50: float
-    k10_p50_ms: float  # PgVectorIndex.search alone, k = 10 (semantic at limit 10)
+    k10_p50_ms: float  # the index's search alone, k = 10 (semantic at limit 10)
     k10_p95_ms: float
     k50_p50_ms: float  # k = 50 (what hybrid asks for at limit 10)
     k50_p95_ms: float
+
+
+@dataclass
+class EfPoint(SweepNumbers):
+    ef_search: int
     exact_fallbacks: int
     service: bool = False  # the ef_search the service uses ([context] vector_ef_search)
 
 
 @dataclass
-class IvfPoint:
+class IvfPoint(SweepNumbers):
     """pgvector with an IVFFlat index instead of HNSW (a what-if: the service builds HNSW)."""
 
     size: int
     lists: int
     build_s: float
     probes: int
-    recall_at_10: float
-    recall_at_50: float
-    k10_p50_ms: float
-    k10_p95_ms: float
-    k50_p50_ms: float
-    k50_p95_ms: float
     plan: str
 
 
@@ -949,17 +949,7 @@ def _recall_inputs(corpus: Corpus, query_vectors: FloatMatrix, size: int) -> _Re
     )
 
 
-@dataclass
-class _SweepNumbers:
-    recall_at_10: float
-    recall_at_50: float
-    k10_p50_ms: float
-    k10_p95_ms: float
-    k50_p50_ms: float
-    k50_p95_ms: float
-
-
-async def _sweep(inputs: _RecallInputs, search: Callable[[FloatMatrix, int], Awaitable[list[str]]]) -> _SweepNumbers:
+async def _sweep(inputs: _RecallInputs, search: Callable[[FloatMatrix, int], Awaitable[list[str]]]) -> SweepNumbers:
     """Recall against exact top-k and latency of ``search`` (query, k) -> ids, at k = 10 and 50."""
     found: dict[int, list[float]] = {LIMIT: [], HYBRID_DEPTH: []}
     took: dict[int, list[float]] = {LIMIT: [], HYBRID_DEPTH: []}
@@ -970,7 +960,7 @@ async def _sweep(inputs: _RecallInputs, search: Callable[[FloatMatrix, int], Awa
             took[k].append((time.perf_counter() - started) * 1000)
             expected = set(exact_top(inputs.reference, query, k))
             found[k].append(len(expected & {inputs.position[context_id] for context_id in ids}) / k)
-    return _SweepNumbers(
+    return SweepNumbers(
         statistics.fmean(found[LIMIT]),
         statistics.fmean(found[HYBRID_DEPTH]),
         percentile(took[LIMIT], 50),
@@ -1037,7 +1027,7 @@ async def measure_recall(
         numbers = await _sweep(inputs, search)
         sweep.append(
             EfPoint(
-                ef_search,
+                ef_search=ef_search,
                 **asdict(numbers),
                 exact_fallbacks=index.exact_fallbacks - fallbacks,
                 service=ef_search == service_ef,
@@ -1106,7 +1096,7 @@ async def measure_ivfflat(
         numbers = await _sweep(inputs, search)
         explained = await _plan(runtime, chosen, owner_id, model, inputs.queries[0])
         plan = "IVFFlat index scan" if "ix_bench_ivfflat" in explained else "no IVFFlat (exact scan + sort)"
-        points.append(IvfPoint(size, lists, build_s, probes, **asdict(numbers), plan=plan))
+        points.append(IvfPoint(size=size, lists=lists, build_s=build_s, probes=probes, plan=plan, **asdict(numbers)))
         print(
             f"   IVFFlat what-if, probes {probes}: recall@10 {numbers.recall_at_10:.3f},"
             f" k=10 p50 {numbers.k10_p50_ms:.2f} ms ({plan})",
