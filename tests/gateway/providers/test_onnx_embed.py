@@ -325,3 +325,66 @@ async def test_aclose_releases_and_a_later_call_reloads() -> None:
 
     assert fresh.loads == 2
     np.testing.assert_allclose(first.vectors, second.vectors, atol=1e-6)
+
+
+# Environment variables onnxruntime reads as "running in CI", which silence its telemetry by themselves.
+_ORT_CI_VARIABLES = [
+    "TF_BUILD",
+    "GITHUB_ACTIONS",
+    "GITLAB_CI",
+    "CIRCLECI",
+    "TRAVIS",
+    "JENKINS_URL",
+    "CODEBUILD_BUILD_ID",
+    "BUILDKITE",
+    "TEAMCITY_VERSION",
+    "APPVEYOR",
+    "BITBUCKET_BUILD_NUMBER",
+]
+
+_EMBED_ONCE = """
+import asyncio, os, sys
+from trellis.gateway.providers.onnx_embed import OnnxEmbeddingProvider
+from tests.gateway.providers.test_onnx_embed import MODEL
+result = asyncio.run(OnnxEmbeddingProvider().embed(MODEL, ["is anyone listening"]))
+assert len(result.vectors[0]) == 384
+print(os.environ.get("ORT_DISABLE_TELEMETRY"))
+"""
+
+
+def _embed_in_a_fresh_process(home: Path, telemetry: str | None) -> tuple[str, list[Path]]:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in _ORT_CI_VARIABLES and k != "ORT_DISABLE_TELEMETRY"}
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
+    if telemetry is not None:
+        env["ORT_DISABLE_TELEMETRY"] = telemetry
+    done = subprocess.run(
+        [sys.executable, "-c", _EMBED_ONCE],
+        env=env,
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout.strip(), sorted(p for p in home.rglob("*") if p.is_file())
+
+
+def test_onnxruntime_telemetry_is_off_unless_the_operator_turns_it_on(tmp_path: Path) -> None:
+    """A fresh process embeds a text: onnxruntime writes no device id and no event cache. The control:
+    with ORT_DISABLE_TELEMETRY=0 set by the operator, the same run does write them (so the check can
+    see them, and an explicit setting is respected)."""
+    quiet_home, loud_home = tmp_path / "quiet", tmp_path / "loud"
+    quiet_home.mkdir()
+    loud_home.mkdir()
+
+    setting, written = _embed_in_a_fresh_process(quiet_home, None)
+    assert setting == "1"
+    assert written == []  # nothing at all under the home directory
+
+    setting, written = _embed_in_a_fresh_process(loud_home, "0")
+    assert setting == "0"
+    assert any("Microsoft" in path.parts for path in written), written

@@ -26,12 +26,18 @@ Options: ``onnx_path`` and ``tokenizer_path`` (together), ``max_length`` (256), 
 The tokenizer and the session load lazily, once, on first use, in a worker thread; inference runs in
 worker threads too, one batch at a time, so the event loop never blocks and a cancelled request
 stops after its current batch.
+
+onnxruntime's own telemetry is switched off: recent wheels (1.32 here) keep a device id on Linux and macOS
+and an event cache under ``~/.cache/Microsoft`` for upload to Microsoft. Trellis sets
+``ORT_DISABLE_TELEMETRY=1`` before onnxruntime starts (unless the variable is already set, so an
+operator can choose otherwise), which makes it create, write and send nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -193,7 +199,12 @@ class _Engine:
             return self._session
 
     def _open_session(self) -> Any:
+        # Read once, when onnxruntime creates its environment: before the first session.
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime as ort  # type: ignore[import-untyped]
+
+        if os.environ["ORT_DISABLE_TELEMETRY"] == "1":
+            ort.disable_telemetry_events()  # in case something else started onnxruntime first
 
         path = self._spec.onnx_path or _packaged_file(_MODEL_PACKAGE)
         if not path.is_file():
