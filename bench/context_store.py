@@ -1018,6 +1018,7 @@ async def measure_recall(
                 extension_version=chosen.extension_version,
                 ef_search=ef_search,
                 exact=chosen.exact,
+                halfvec=chosen.halfvec,
             )
         fallbacks = index.exact_fallbacks
 
@@ -1063,22 +1064,27 @@ async def measure_ivfflat(
 ) -> list[IvfPoint]:
     """What if pgvector searched an IVFFlat index instead of the HNSW one? Drops the HNSW index (this
     database is the benchmark's own and measured already), builds IVFFlat with lists = sqrt(rows)
-    (pgvector's advice up to a million rows) and measures recall and latency per ``ivfflat.probes``
-    through the same query ``PgVectorIndex`` sends, the same way as the ef_search sweep."""
+    (pgvector's advice up to a million rows) over the same expression as the HNSW index (``halfvec``
+    copies since migration 0006) and measures recall and latency per ``ivfflat.probes`` through the
+    same query ``PgVectorIndex`` sends, the same way as the ef_search sweep."""
     from sqlalchemy import text
 
     from trellis.context.vectors import NO_FILTER
 
     inputs = _recall_inputs(corpus, query_vectors, size)
     lists = max(1, round(size**0.5))
+    indexed = (
+        f"(embedding::halfvec({chosen.dimensions})) halfvec_cosine_ops"
+        if chosen.halfvec
+        else "embedding vector_cosine_ops"
+    )
     started = time.perf_counter()
     async with runtime.database.engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
         await conn.execute(text("DROP INDEX IF EXISTS ix_context_embeddings_hnsw"))
         await conn.execute(text("SET maintenance_work_mem = '1GB'"))
         await conn.execute(
             text(
-                "CREATE INDEX ix_bench_ivfflat ON context_embeddings "
-                f"USING ivfflat (embedding vector_cosine_ops) WITH (lists = {lists})"
+                f"CREATE INDEX ix_bench_ivfflat ON context_embeddings USING ivfflat ({indexed}) WITH (lists = {lists})"
             )
         )
         await conn.execute(text("ANALYZE context_embeddings"))

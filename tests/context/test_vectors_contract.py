@@ -41,6 +41,7 @@ from trellis.context.vectors import (
     VectorFilter,
     VectorIndex,
     detect_vector_index,
+    normalized,
 )
 from trellis.storage import migrate
 from trellis.storage.database import Database
@@ -640,20 +641,73 @@ async def test_pgvector_sets_the_walk_once_per_connection(pgvector_url: str) -> 
         await database.dispose()
 
 
-async def test_pgvector_hnsw_index_is_built_denser_than_the_default(pgvector_url: str) -> None:
-    """Migration 0005: m = 24, ef_construction = 128 (pgvector's defaults gave recall@10 0.87 at 100k)."""
+async def _hnsw_index(database: Database) -> tuple[str, list[str]]:
+    async with database.session() as session:
+        definition, options = (
+            await session.execute(
+                text(
+                    "SELECT pg_get_indexdef(c.oid), c.reloptions FROM pg_class c "
+                    "WHERE c.relname = 'ix_context_embeddings_hnsw'"
+                )
+            )
+        ).one()
+    return str(definition), sorted(options)
+
+
+def _downgrade(sync_conn: Any, revision: str) -> None:
+    from alembic import command
+
+    config = migrate.alembic_config()
+    config.attributes["connection"] = sync_conn
+    command.downgrade(config, revision)
+
+
+async def test_pgvector_hnsw_index_is_dense_and_half_precision(pgvector_url: str) -> None:
+    """Migration 0005: m = 24, ef_construction = 128 (pgvector's defaults gave recall@10 0.87 at 100k).
+    Migration 0006: the graph is over ``embedding::halfvec(384)``; the index is detected as such, its
+    walk is what the planner picks, and scores are the float32 cosine. Downgrading restores the
+    float32 graph, which the index then walks instead."""
     database = Database(pgvector_url)
     try:
         await migrate.upgrade(database)
-        async with database.session() as session:
-            options = (
-                await session.execute(
-                    text("SELECT reloptions FROM pg_class WHERE relname = 'ix_context_embeddings_hnsw'")
-                )
-            ).scalar_one()
-        assert sorted(options) == ["ef_construction=128", "m=24"]
+        definition, options = await _hnsw_index(database)
+        assert options == ["ef_construction=128", "m=24"]
+        assert f"((embedding)::halfvec({DIMS})) halfvec_cosine_ops" in definition, definition
         index = await detect_vector_index(database)
         assert isinstance(index, PgVectorIndex)
         assert index.ef_search == 200
+        assert index.halfvec
+
+        backend = Backend("pgvector", database, index, np.random.default_rng(11))
+        owner = await backend.add_user()
+        ids = await backend.add_contexts(owner, 40)
+        vectors = dict(zip(ids, backend.random(40), strict=True))
+        await backend.put(owner, vectors)
+        query = backend.random(1)[0]
+        hits = await index.search(owner, MODEL, query, 5)
+        expected = sorted(((float(normalized(v) @ normalized(query)), cid) for cid, v in vectors.items()), reverse=True)
+        assert [hit.context_id for hit in hits] == [cid for _, cid in expected[:5]]
+        # float32 scores (a halfvec distance would be off by about 1e-3)
+        assert [hit.score for hit in hits] == pytest.approx([score for score, _ in expected[:5]], abs=1e-6)
+        vector = "[" + ",".join(repr(float(x)) for x in query) + "]"
+        async with database.engine.connect() as conn:
+            await conn.execute(text("SET enable_seqscan = off"))
+            await conn.execute(text("SET enable_sort = off"))
+            sql = index._query(owner, MODEL, NO_FILTER, 5, exact=False).params(q=vector)
+            compiled = str(sql.compile(database.engine, compile_kwargs={"literal_binds": True}))
+            plan = "\n".join(row[0] for row in await conn.execute(text("EXPLAIN " + compiled)))
+            assert "ix_context_embeddings_hnsw" in plan, plan
+
+        async with database.engine.begin() as conn:
+            await conn.run_sync(_downgrade, "0005")
+        definition, options = await _hnsw_index(database)
+        assert "(embedding vector_cosine_ops)" in definition, definition
+        assert options == ["ef_construction=128", "m=24"]
+        float32 = await detect_vector_index(database)
+        assert isinstance(float32, PgVectorIndex)
+        assert not float32.halfvec
+        assert [hit.context_id for hit in await float32.search(owner, MODEL, query, 5)] == [
+            cid for _, cid in expected[:5]
+        ]
     finally:
         await database.dispose()

@@ -18,6 +18,9 @@ computed from. Where the vectors are searched depends on the database:
 pgvector is available)
     Writes the ``embedding`` column too and asks ``ORDER BY embedding <=> :q LIMIT k``, so the HNSW
     index answers, with ``hnsw.ef_search`` raised on the connection (once per pooled connection).
+    With pgvector >= 0.7 the graph holds half-precision copies (migration 0006: an index on
+    ``embedding::halfvec(N)``): the walk orders by the half-precision distance, which is what the
+    index can serve, and the rows it returns are scored, and sorted, by their float32 vectors.
     HNSW applies WHERE clauses *after* the graph walk: the walk yields ``ef_search`` candidates
     across all owners, the owner and filter predicates drop most of them, and the query can return
     fewer than ``k`` rows although more match. On pgvector >= 0.8 the walk continues
@@ -407,6 +410,18 @@ class _Vector(UserDefinedType[str]):
         return "vector"
 
 
+class _HalfVec(UserDefinedType[str]):
+    """pgvector's ``halfvec(N)`` type, for CAST only: the HNSW index's expression (migration 0006)."""
+
+    cache_ok = True
+
+    def __init__(self, dimensions: int) -> None:
+        self.dimensions = dimensions
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return f"halfvec({self.dimensions})"
+
+
 def _pg_literal(vector: FloatArray) -> str:
     return "[" + ",".join(repr(float(x)) for x in vector.tolist()) + "]"
 
@@ -433,9 +448,12 @@ class PgVectorIndex:
         extension_version: str | None = None,
         ef_search: int = DEFAULT_EF_SEARCH,
         exact: ExactVectorIndex | None = None,
+        halfvec: bool = False,
     ) -> None:
         self._database = database
         self.dimensions = dimensions
+        # The HNSW index is over ``embedding::halfvec(N)`` (migration 0006), not the column itself.
+        self.halfvec = halfvec
         self.extension_version = extension_version
         self.iterative_scan = _version(extension_version) >= (0, 8)
         self.ef_search = ef_search
@@ -475,7 +493,8 @@ class PgVectorIndex:
                     await session.execute(self._query(owner_id, model, filters, k, exact=True), {"q": vector_text})
                 ).all()
         hits = [VectorHit(context_id, 1.0 - float(distance)) for context_id, distance in rows]
-        hits.sort(key=lambda hit: (-hit.score, hit.context_id))  # relaxed_order may return slightly unsorted
+        # relaxed_order may return slightly unsorted rows, and a halfvec walk orders by rounded distances.
+        hits.sort(key=lambda hit: (-hit.score, hit.context_id))
         return hits
 
     async def _configure(self, session: AsyncSession, ef_search: int) -> None:
@@ -501,11 +520,16 @@ class PgVectorIndex:
 
     def _query(self, owner_id: str, model: str, filters: VectorFilter, k: int, *, exact: bool) -> Select[Any]:
         embedding: ColumnElement[Any] = literal_column("context_embeddings.embedding")
-        distance: ColumnElement[Any] = embedding.op("<=>", return_type=Float())(
-            cast(cast(bindparam("q", type_=Text()), Text), _Vector())
-        )
-        # ``+ 0`` turns the ordering into an expression the HNSW index cannot serve: an exact scan.
-        order = distance + 0 if exact else distance
+        wanted = cast(bindparam("q", type_=Text()), Text)
+        distance: ColumnElement[Any] = embedding.op("<=>", return_type=Float())(cast(wanted, _Vector()))
+        order = distance
+        if exact:
+            # ``+ 0`` turns the ordering into an expression the HNSW index cannot serve: an exact scan.
+            order = distance + 0
+        elif self.halfvec:
+            # The index's own expression, so the planner walks it; ``distance`` stays float32.
+            half = _HalfVec(self.dimensions)
+            order = cast(embedding, half).op("<=>", return_type=Float())(cast(wanted, half))
         query = (
             select(ContextEmbedding.context_id, distance.label("distance"))
             .where(
@@ -553,7 +577,22 @@ async def detect_vector_index(
         version = (
             await session.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))
         ).scalar_one_or_none()
-    return PgVectorIndex(database, dimensions=int(typmod), extension_version=version, ef_search=ef_search, exact=exact)
+        definition = (
+            await session.execute(
+                text(
+                    "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+                    "AND indexname = 'ix_context_embeddings_hnsw'"
+                )
+            )
+        ).scalar_one_or_none()
+    return PgVectorIndex(
+        database,
+        dimensions=int(typmod),
+        extension_version=version,
+        ef_search=ef_search,
+        exact=exact,
+        halfvec="halfvec" in (definition or ""),
+    )
 
 
 class AutoVectorIndex:
