@@ -115,7 +115,12 @@ class Backend:
         """Another index on the same data, as another process would have (its own engine and cache)."""
         db = database or self.database
         if isinstance(self.index, PgVectorIndex):
-            return PgVectorIndex(db, dimensions=self.index.dimensions, extension_version=self.index.extension_version)
+            return PgVectorIndex(
+                db,
+                dimensions=self.index.dimensions,
+                extension_version=self.index.extension_version,
+                halfvec=self.index.halfvec,
+            )
         return ExactVectorIndex(db)
 
     async def add_user(self) -> str:
@@ -709,5 +714,58 @@ async def test_pgvector_hnsw_index_is_dense_and_half_precision(pgvector_url: str
         assert [hit.context_id for hit in await float32.search(owner, MODEL, query, 5)] == [
             cid for _, cid in expected[:5]
         ]
+    finally:
+        await database.dispose()
+
+
+def _upgrade(sync_conn: Any, revision: str) -> None:
+    from alembic import command
+
+    config = migrate.alembic_config()
+    config.attributes["connection"] = sync_conn
+    command.upgrade(config, revision)
+
+
+async def _out_of_line(database: Database) -> tuple[int, int]:
+    """(rows whose ``embedding`` lives in the TOAST table, rows with an embedding); PostgreSQL >= 17."""
+    async with database.session() as session:
+        toasted, total = (
+            await session.execute(
+                text("SELECT count(pg_column_toast_chunk_id(embedding)), count(embedding) FROM context_embeddings")
+            )
+        ).one()
+    return int(toasted), int(total)
+
+
+async def test_pgvector_embeddings_are_stored_in_the_row(pgvector_url: str) -> None:
+    """Before migration 0006 the toaster moved ``embedding`` out of line (a row holds two copies of the
+    vector, over the 2 KB threshold), so every distance read the TOAST table. 0006 keeps it in the row
+    and rewrites the rows already there, without changing a vector; rows written later stay inline."""
+    database = Database(pgvector_url)
+    try:
+        async with database.engine.begin() as conn:
+            await conn.run_sync(_upgrade, "0005")
+        before = PgVectorIndex(database, dimensions=DIMS, extension_version="0.8")
+        backend = Backend("pgvector", database, before, np.random.default_rng(13))
+        owner = await backend.add_user()
+        ids = await backend.add_contexts(owner, 30)
+        await backend.put(owner, dict(zip(ids, backend.random(30), strict=True)))
+        query = backend.random(1)[0]
+        old_hits = await before.search(owner, MODEL, query, 10)
+        assert await _out_of_line(database) == (30, 30)
+
+        await migrate.upgrade(database)
+        assert await _out_of_line(database) == (0, 30)
+        after = await detect_vector_index(database)
+        assert isinstance(after, PgVectorIndex)
+        assert after.halfvec
+        new_hits = await after.search(owner, MODEL, query, 10)
+        assert [h.context_id for h in new_hits] == [h.context_id for h in old_hits]
+        assert [h.score for h in new_hits] == pytest.approx([h.score for h in old_hits], abs=1e-6)
+
+        backend.index = after
+        more = await backend.add_contexts(owner, 5)
+        await backend.put(owner, dict(zip(more, backend.random(5), strict=True)))
+        assert await _out_of_line(database) == (0, 35)
     finally:
         await database.dispose()
