@@ -543,6 +543,17 @@ async def test_exact_index_cache_is_bounded(tmp_path: Path) -> None:
 RARE = VectorFilter(metadata={"tier": ("rare",)})
 
 
+async def _approximate_plan(conn: Any, database: Database, index: PgVectorIndex, owner: str, query: np.ndarray) -> str:
+    """EXPLAIN of the approximate query the index sends, on a connection where scanning and sorting are
+    made unattractive, as a large table makes them: at test scale the planner would rather scan."""
+    await conn.execute(text("SET enable_seqscan = off"))
+    await conn.execute(text("SET enable_sort = off"))
+    vector = "[" + ",".join(repr(float(x)) for x in query) + "]"
+    statement = index._query(owner, MODEL, NO_FILTER, 5, exact=False).params(q=vector)
+    sql = str(statement.compile(database.engine, compile_kwargs={"literal_binds": True}))
+    return "\n".join(row[0] for row in await conn.execute(text("EXPLAIN " + sql)))
+
+
 async def test_pgvector_uses_hnsw_and_fills_k_when_the_walk_under_returns(pgvector_url: str) -> None:
     """HNSW applies filters after the graph walk. On a big table the planner walks the graph for a
     filtered query too, and the walk's ef_search candidates may hold fewer than k matching rows.
@@ -568,11 +579,7 @@ async def test_pgvector_uses_hnsw_and_fills_k_when_the_walk_under_returns(pgvect
         vector = "[" + ",".join(repr(float(x)) for x in query) + "]"
         async with database.engine.connect() as conn:
             await conn.execute(text("ANALYZE"))
-            await conn.execute(text("SET enable_seqscan = off"))
-            await conn.execute(text("SET enable_sort = off"))
-            plain = index._query(owner, MODEL, NO_FILTER, 5, exact=False).params(q=vector)
-            sql = str(plain.compile(database.engine, compile_kwargs={"literal_binds": True}))
-            plan = "\n".join(row[0] for row in await conn.execute(text("EXPLAIN " + sql)))
+            plan = await _approximate_plan(conn, database, index, owner, query)
             assert "ix_context_embeddings_hnsw" in plan, plan
             name = (await conn.execute(text("SELECT current_database()"))).scalar_one()
             await conn.execute(text(f'ALTER DATABASE "{name}" SET enable_sort = off'))
@@ -694,13 +701,8 @@ async def test_pgvector_hnsw_index_is_dense_and_half_precision(pgvector_url: str
         assert [hit.context_id for hit in hits] == [cid for _, cid in expected[:5]]
         # float32 scores (a halfvec distance would be off by about 1e-3)
         assert [hit.score for hit in hits] == pytest.approx([score for score, _ in expected[:5]], abs=1e-6)
-        vector = "[" + ",".join(repr(float(x)) for x in query) + "]"
         async with database.engine.connect() as conn:
-            await conn.execute(text("SET enable_seqscan = off"))
-            await conn.execute(text("SET enable_sort = off"))
-            sql = index._query(owner, MODEL, NO_FILTER, 5, exact=False).params(q=vector)
-            compiled = str(sql.compile(database.engine, compile_kwargs={"literal_binds": True}))
-            plan = "\n".join(row[0] for row in await conn.execute(text("EXPLAIN " + compiled)))
+            plan = await _approximate_plan(conn, database, index, owner, query)
             assert "ix_context_embeddings_hnsw" in plan, plan
 
         async with database.engine.begin() as conn:
