@@ -1,24 +1,25 @@
-"""pgvector: the HNSW graph over half-precision copies of the vectors (``halfvec``); ``embedding`` inline.
+"""pgvector: ``embedding`` kept in the row; the HNSW graph over half-precision copies (``halfvec``).
 
 Revision ID: 0006
 Revises: 0005
 Create Date: 2026-11-27
 
-The index becomes an expression index, ``hnsw ((embedding::halfvec(N)) halfvec_cosine_ops)``, with
-0005's build parameters (m = 24, ef_construction = 128). The table keeps its float32 ``embedding``
-column: a search walks the half-size graph and scores the rows it returns from the float32 vectors
-(``trellis.context.vectors``). Half-size index tuples mean half the pages a walk touches, half the
-memory the graph needs to stay cached, and cheaper distances. Needs pgvector 0.7 (``halfvec``); on
-older versions, and without the ``embedding`` column, nothing changes.
-
 Storage: a row holds two copies of a 384-dimension vector, the portable ``vector`` (bytea) and
 ``embedding``, about 3 KB, over PostgreSQL's 2 KB TOAST threshold, and the toaster moved
-``embedding`` out of line. Every distance computed from a row then fetched it from the TOAST table
-(three buffer reads, twice per row: score and sort): an exact scan of 1,000 rows read 6,250 buffers
-in 7.8 ms. ``embedding`` is now kept in the row (``STORAGE MAIN``) and ``vector`` goes out of line
-uncompressed (``EXTERNAL``: random floats do not compress), and existing rows are rewritten: the
-same scan reads 250 buffers in 1.2 ms. The graph is dropped before the rewrite and built after it,
-so the rewrite does not insert every row into it once more.
+``embedding`` out of line. Every distance computed from a row then fetched it from the TOAST table.
+``embedding`` is now kept in the row (``STORAGE MAIN``) and ``vector`` goes out of line uncompressed
+(``EXTERNAL``: random floats do not compress), and existing rows are rewritten. At 50,000 rows an
+exact scan read 312,658 buffers in 233 ms before and 12,576 in 47 ms after (p50,
+``bench/pgvector_layout.py``, bench/README.md). Done for every pgvector version.
+
+Graph, with pgvector >= 0.7: an expression index, ``hnsw ((embedding::halfvec(N))
+halfvec_cosine_ops)``, with 0005's build parameters (m = 24, ef_construction = 128). A search walks
+the half-size graph and scores the rows it returns from the float32 vectors
+(``trellis.context.vectors``): the index is 40 MiB smaller at 50,000 rows, the walk a few percent
+faster, recall unchanged (the same benchmark). Older pgvector keeps the float32 graph.
+
+The graph is dropped before the rewrite and built after it, so the rewrite does not insert every row
+into it once more. Without the ``embedding`` column (no pgvector when 0003 ran) nothing changes.
 """
 
 from __future__ import annotations
@@ -38,13 +39,20 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int("".join(ch for ch in part if ch.isdigit()) or 0) for part in text.split("."))
 
 
-def _embedding_dimensions() -> int | None:
-    """The ``embedding`` column's dimensions when pgvector >= 0.7 is installed in the database."""
+def graph_expression(dimensions: int, version: tuple[int, ...]) -> str:
+    """What the HNSW index is built over for this pgvector version."""
+    if version >= (0, 7):
+        return f"((embedding::halfvec({dimensions})) halfvec_cosine_ops)"
+    return "(embedding vector_cosine_ops)"
+
+
+def _embedding_column() -> tuple[int, tuple[int, ...]] | None:
+    """The ``embedding`` column's dimensions and pgvector's version, when the column exists."""
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
         return None
     version = bind.execute(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar_one_or_none()
-    if version is None or _version(version) < (0, 7):
+    if version is None:
         return None
     typmod = bind.execute(
         sa.text(
@@ -52,7 +60,9 @@ def _embedding_dimensions() -> int | None:
             "AND attname = 'embedding' AND NOT attisdropped"
         )
     ).scalar_one_or_none()
-    return int(typmod) if typmod is not None and typmod > 0 else None
+    if typmod is None or typmod <= 0:
+        return None
+    return int(typmod), _version(version)
 
 
 def _rebuild(using: str, *, inline_embeddings: bool = False) -> None:
@@ -72,12 +82,13 @@ def _rebuild(using: str, *, inline_embeddings: bool = False) -> None:
 
 
 def upgrade() -> None:
-    dimensions = _embedding_dimensions()
-    if dimensions is not None:
-        _rebuild(f"((embedding::halfvec({dimensions})) halfvec_cosine_ops)", inline_embeddings=True)
+    column = _embedding_column()
+    if column is not None:
+        _rebuild(graph_expression(*column), inline_embeddings=True)
 
 
 def downgrade() -> None:
     # The storage settings stay: they only make reads cheaper.
-    if _embedding_dimensions() is not None:
+    column = _embedding_column()
+    if column is not None and column[1] >= (0, 7):
         _rebuild("(embedding vector_cosine_ops)")
