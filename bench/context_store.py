@@ -11,7 +11,9 @@ backend, grows one database to a tenth of ``--size`` and then to ``--size``, mea
   same contexts (same ids) and the same vectors written directly through the vector index's
   ``upsert`` (no embedding: their throughput is insert + vector write only, and says so);
 * **search latency** p50/p95 per mode (keyword, semantic, hybrid) through the service layer
-  (``runtime.search.search``), ~200 seeded queries, after a warm-up, modes interleaved per query;
+  (``runtime.search.search``), ~200 seeded queries, after a warm-up, modes interleaved per query,
+  every query embedded afresh (``[context] query_vector_cache_size`` 0: a repeated query's vector
+  is remembered by default);
   hybrid also once through HTTP (a ``trellis serve`` on the same database);
 * **recall@10** of the semantic index against exact numpy top-10 over the same vectors (pgvector
   HNSW; for the exact index it is 1.0 by construction and only the benchmark's reference is checked);
@@ -711,7 +713,7 @@ class BackendResult:
 
 
 def make_settings(data_dir: Path, url: str, admin_key: str, jwt_secret: str) -> Any:
-    from trellis.settings import Settings
+    from trellis.settings import ContextSettings, Settings
 
     return Settings(
         data_dir=data_dir,
@@ -720,6 +722,9 @@ def make_settings(data_dir: Path, url: str, admin_key: str, jwt_secret: str) -> 
         bootstrap_admin_key=admin_key,
         log_level="WARNING",
         rate_limit_enabled=False,
+        # Every query is measured cold: the modes take turns on the same text, and a remembered
+        # query vector would spare the later ones the embedding.
+        context=ContextSettings(query_vector_cache_size=0),
     )
 
 
@@ -1187,6 +1192,7 @@ def server_env(data_dir: Path, url: str, admin_key: str, jwt_secret: str) -> dic
         TRELLIS_JWT_SECRET=jwt_secret,
         TRELLIS_LOG_LEVEL="WARNING",
         TRELLIS_RATE_LIMIT_ENABLED="false",
+        TRELLIS_CONTEXT__QUERY_VECTOR_CACHE_SIZE="0",  # cold queries, as in make_settings
         TRELLIS_CONFIG=str(data_dir / "no-such-trellis.toml"),
         PYTHONUNBUFFERED="1",
     )

@@ -124,7 +124,13 @@ def build_runtime(
         max_file_bytes=settings.context.ingest_max_file_bytes,
         chunk_max_chars=settings.context.ingest_chunk_max_chars,
     )
-    search = ContextSearch(database, gateway, vector_index, keyword_budget=settings.context.keyword_rank_budget)
+    search = ContextSearch(
+        database,
+        gateway,
+        vector_index,
+        keyword_budget=settings.context.keyword_rank_budget,
+        query_vector_cache_size=settings.context.query_vector_cache_size,
+    )
     return Runtime(
         settings,
         clock,

@@ -457,6 +457,55 @@ async def test_hybrid_degrades_to_keyword_when_the_embedding_model_is_down(
         assert response.status_code == 503, response.text
 
 
+async def query_embeddings(h: Harness) -> list[tuple[str, str]]:
+    """(owner, prompt) of every embedding call search made (the indexer's have their own door), sorted."""
+    await h.runtime.logs.flush()
+    async with h.runtime.database.session() as session:
+        rows = await session.execute(select(EpisodicLog.owner_id, EpisodicLog.prompt).where(EpisodicLog.door == "rest"))
+        return sorted((str(owner), str(prompt)) for owner, prompt in rows)
+
+
+async def test_a_repeated_query_is_embedded_once_per_user(
+    h: Harness, alice: dict[str, str], bob: dict[str, str]
+) -> None:
+    """The query's vector is remembered: the same text again (in any mode that embeds) calls the model
+    no more and answers the same; another text, or another user with the same text, calls it."""
+    await load_corpus(h, alice)
+    await load_corpus(h, bob)
+    first = await search(h, alice, "morning caffeine drink preparation", mode="semantic")
+    again = await search(h, alice, "morning caffeine drink preparation", mode="semantic")
+    hybrid = await search(h, alice, "morning caffeine drink preparation")
+    assert keys(again) == keys(first)
+    assert [hit["score"] for hit in again["items"]] == [hit["score"] for hit in first["items"]]
+    assert keys(hybrid)[0] == "cook-coffee"
+    alice_id = first["items"][0]["context"]["owner_id"]
+    assert await query_embeddings(h) == [(alice_id, "morning caffeine drink preparation")]
+
+    await search(h, alice, "leavened loaf with wild yeast", mode="semantic")
+    from_bob = await search(h, bob, "morning caffeine drink preparation", mode="semantic")
+    assert keys(from_bob) == keys(first)
+    bob_id = from_bob["items"][0]["context"]["owner_id"]
+    assert await query_embeddings(h) == sorted(
+        [
+            (alice_id, "morning caffeine drink preparation"),
+            (alice_id, "leavened loaf with wild yeast"),
+            (bob_id, "morning caffeine drink preparation"),
+        ]
+    )
+
+
+async def test_query_vectors_are_not_remembered_when_the_cache_is_off(
+    make_harness: Callable[..., Any], database_url: str
+) -> None:
+    async with make_harness(database_url=database_url, context={"query_vector_cache_size": 0}) as h:
+        _, key = await h.user_with_key("carol")
+        carol = h.auth(key)
+        await create(h, carol, "Brew pour-over coffee with water just off the boil.")
+        for _ in range(2):
+            await search(h, carol, "coffee", mode="semantic")
+        assert [prompt for _, prompt in await query_embeddings(h)] == ["coffee", "coffee"]
+
+
 async def test_count_of_contexts_is_unchanged_by_search(h: Harness, alice: dict[str, str]) -> None:
     await load_corpus(h, alice)
     async with h.runtime.database.session() as session:

@@ -22,6 +22,12 @@ Fusion
     unavailable, hybrid answers with the keyword results alone and says so (``degraded``);
     ``semantic`` fails with the model's error instead.
 
+Query vectors: the vectors of recent queries are remembered (``[context] query_vector_cache_size``,
+an LRU per user, embedding model and query text, in this process), so a repeated query (paging, a
+UI searching again, an agent retrying) skips the embedding model. An embedding depends only on the
+model and the text; the user is in the key so that no one's search time tells whether another
+user searched the same words.
+
 Filters (``types``: any of; ``metadata``: JSON-typed equality, see ``trellis.context.filters``)
 apply inside each retriever, in SQL, before ranking. Only the caller's own contexts are searched,
 admins included.
@@ -37,6 +43,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+from cachetools import LRUCache
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,7 +53,7 @@ from trellis.context.filters import MetadataFilter, field_error
 from trellis.context.keyword import DEFAULT_BUDGET, Candidates, KeywordRetriever
 from trellis.context.models import Context
 from trellis.context.schemas import NAME_MAX_LENGTH, NAME_PATTERN, ContextOut
-from trellis.context.vectors import DimensionMismatch, VectorFilter, VectorIndex
+from trellis.context.vectors import DimensionMismatch, FloatArray, VectorFilter, VectorIndex, as_vector
 from trellis.gateway.service import CallContext, Door, Gateway
 from trellis.kit.errors import TrellisError
 from trellis.kit.logging import get_logger
@@ -183,12 +190,22 @@ def fuse(ranked: dict[Retriever, Sequence[tuple[str, float]]], *, k: int = RRF_K
 
 class ContextSearch:
     def __init__(
-        self, database: Database, gateway: Gateway, index: VectorIndex, *, keyword_budget: int = DEFAULT_BUDGET
+        self,
+        database: Database,
+        gateway: Gateway,
+        index: VectorIndex,
+        *,
+        keyword_budget: int = DEFAULT_BUDGET,
+        query_vector_cache_size: int = 0,
     ) -> None:
         self._database = database
         self._gateway = gateway
         self._index = index
         self._keyword = KeywordRetriever(database, budget=keyword_budget)
+        # (user, embedding model, query text) -> the query's vector; None: not remembered.
+        self._query_vectors: LRUCache[tuple[str, str, str], FloatArray] | None = (
+            LRUCache(query_vector_cache_size) if query_vector_cache_size > 0 else None
+        )
 
     async def search(
         self, principal: Principal, query: SearchQuery, *, door: Door = "rest", request_id: str | None = None
@@ -272,9 +289,25 @@ class ContextSearch:
 
     async def semantic(self, ctx: CallContext, query: SearchQuery, depth: int) -> tuple[str, list[tuple[str, float]]]:
         """The embedding model used, and ids with cosine similarity of the owner's nearest contexts."""
-        model, embedded = await self._gateway.embed(ctx, None, [query.text])
-        hits = await self._index.search(ctx.principal.user_id, model, embedded.vectors[0], depth, query.filters)
+        model, vector = await self._query_vector(ctx, query.text)
+        hits = await self._index.search(ctx.principal.user_id, model, vector, depth, query.filters)
         return model, [(hit.context_id, hit.score) for hit in hits]
+
+    async def _query_vector(self, ctx: CallContext, text: str) -> tuple[str, FloatArray]:
+        """The default embedding model's name and the text's vector, remembered or computed."""
+        cache = self._query_vectors
+        if cache is None:
+            model, embedded = await self._gateway.embed(ctx, None, [text])
+            return model, as_vector(embedded.vectors[0])
+        model, _ = self._gateway.resolve(None, "embed")
+        key = (ctx.principal.user_id, model, text)
+        vector = cache.get(key)
+        if vector is None:
+            model, embedded = await self._gateway.embed(ctx, None, [text])
+            vector = as_vector(embedded.vectors[0])
+            vector.setflags(write=False)  # shared by every later search for the same text
+            cache[(ctx.principal.user_id, model, text)] = vector
+        return model, vector
 
     async def _contexts(self, owner_id: str, ids: Sequence[str]) -> dict[str, Context]:
         if not ids:
