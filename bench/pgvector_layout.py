@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
@@ -52,6 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from context_store import BenchError, _admin_execute, percentile, start_pgserver
+from trellis.context.vectors import _pg_literal
 
 FloatMatrix = npt.NDArray[np.float32]
 OWNER = "usr_bench"
@@ -100,10 +102,6 @@ def load_vectors(path: Path, size: int, noise: float, seed: int) -> tuple[FloatM
     return (matrix / np.linalg.norm(matrix, axis=1, keepdims=True)).astype(np.float32), len(parts[0])
 
 
-def literal(vector: FloatMatrix) -> str:
-    return "[" + ",".join(repr(float(x)) for x in vector.tolist()) + "]"
-
-
 async def build(connection: Any, variant: Variant, vectors: FloatMatrix) -> float:
     dims = vectors.shape[1]
     schema = variant.schema
@@ -128,7 +126,7 @@ async def build(connection: Any, variant: Variant, vectors: FloatMatrix) -> floa
             MODEL,
             dims,
             [row.astype("<f4").tobytes() for row in chunk],
-            [literal(row) for row in chunk],
+            [_pg_literal(row) for row in chunk],
         )
     started = time.perf_counter()
     await connection.execute("SET maintenance_work_mem = '1GB'")
@@ -167,8 +165,6 @@ async def buffers(connection: Any, statement: Statement, vector: str) -> int:
     plan = await connection.fetchval(
         f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement[0]}", *bind(statement, vector)
     )
-    import json
-
     node = json.loads(plan)[0]["Plan"]
     return int(node.get("Shared Hit Blocks", 0)) + int(node.get("Shared Read Blocks", 0))
 
@@ -225,13 +221,13 @@ async def run(args: argparse.Namespace) -> int:
             connections[variant.schema] = connection
             sql[variant.schema] = statements(dims, variant.halfvec, args.k)
         results = {variant.schema: Measured() for variant in VARIANTS}
-        warm = [literal(q) for q in queries[: args.warmup]]
+        warm = [_pg_literal(q) for q in queries[: args.warmup]]
         for text_vector in warm:
             for variant in VARIANTS:
                 approximate = sql[variant.schema][0]
                 await connections[variant.schema].fetch(approximate[0], *bind(approximate, text_vector))
         for number, query in enumerate(queries):
-            text_vector = literal(query)
+            text_vector = _pg_literal(query)
             order = list(VARIANTS) if number % 2 == 0 else list(reversed(VARIANTS))
             for variant in order:
                 connection, (approximate, exact) = connections[variant.schema], sql[variant.schema]

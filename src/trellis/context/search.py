@@ -296,15 +296,14 @@ class ContextSearch:
     async def _query_vector(self, ctx: CallContext, text: str) -> tuple[str, FloatArray]:
         """The default embedding model's name and the text's vector, remembered or computed."""
         cache = self._query_vectors
-        if cache is None:
-            model, embedded = await self._gateway.embed(ctx, None, [text])
-            return model, as_vector(embedded.vectors[0])
-        model, _ = self._gateway.resolve(None, "embed")
-        key = (ctx.principal.user_id, model, text)
-        vector = cache.get(key)
-        if vector is None:
-            model, embedded = await self._gateway.embed(ctx, None, [text])
-            vector = as_vector(embedded.vectors[0])
+        if cache is not None:
+            model, _ = self._gateway.resolve(None, "embed")
+            remembered = cache.get((ctx.principal.user_id, model, text))
+            if remembered is not None:
+                return model, remembered
+        model, embedded = await self._gateway.embed(ctx, None, [text])
+        vector = as_vector(embedded.vectors[0])
+        if cache is not None:
             vector.setflags(write=False)  # shared by every later search for the same text
             cache[(ctx.principal.user_id, model, text)] = vector
         return model, vector
