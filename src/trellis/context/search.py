@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 from cachetools import LRUCache
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trellis.auth.schemas import Principal
@@ -319,8 +319,12 @@ async def _owned_contexts(session: AsyncSession, owner_id: str, ids: Sequence[st
     # By primary key only, the owner checked here: with ``owner_id = ?`` in the WHERE clause, SQLite
     # (no ANALYZE statistics) walked the owner's index over every context the owner has, 40 ms at
     # 100,000, instead of looking up ten keys.
-    rows = await session.execute(select(Context).where(Context.id.in_(list(ids))))
+    rows = await session.execute(_CONTEXTS_BY_ID, {"ids": list(ids)})
     return {row.id: row for row in rows.scalars() if row.owner_id == owner_id}
+
+
+# Built once, like PgVectorIndex's statement: a search's hits are fetched on every search.
+_CONTEXTS_BY_ID = select(Context).where(Context.id.in_(bindparam("ids", expanding=True)))
 
 
 # --- what the doors answer -----------------------------------------------------------------------
