@@ -980,10 +980,9 @@ async def _plan(runtime: Any, chosen: Any, owner_id: str, model: str, query: Flo
     """EXPLAIN of the approximate query PgVectorIndex sends."""
     from sqlalchemy import text
 
-    from trellis.context.vectors import NO_FILTER, _pg_literal
+    from trellis.context.vectors import NO_FILTER
 
-    vector = _pg_literal(query)
-    statement = chosen._query(owner_id, model, NO_FILTER, LIMIT, exact=False).params(q=vector)
+    statement = chosen._query(owner_id, model, NO_FILTER, LIMIT, exact=False).params(q=query.tolist())
     sql = str(statement.compile(runtime.database.engine, compile_kwargs={"literal_binds": True}))
     async with runtime.database.engine.connect() as conn:
         return "\n".join(row[0] for row in await conn.execute(text("EXPLAIN " + sql)))
@@ -1075,7 +1074,7 @@ async def measure_ivfflat(
     same query ``PgVectorIndex`` sends, the same way as the ef_search sweep."""
     from sqlalchemy import text
 
-    from trellis.context.vectors import NO_FILTER, _pg_literal
+    from trellis.context.vectors import NO_FILTER
 
     inputs = _recall_inputs(corpus, query_vectors, size)
     lists = max(1, round(size**0.5))
@@ -1099,7 +1098,7 @@ async def measure_ivfflat(
     for probes in probes_values:
 
         async def search(query: FloatMatrix, k: int, probes: int = probes) -> list[str]:
-            vector = _pg_literal(query)
+            vector = query.tolist()
             async with runtime.database.transaction() as session:
                 await session.execute(text("SELECT set_config('ivfflat.probes', :p, true)"), {"p": str(probes)})
                 statement = chosen._query(owner_id, model, NO_FILTER, k, exact=False)

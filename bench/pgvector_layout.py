@@ -157,11 +157,11 @@ def statements(dims: int, halfvec: bool, k: int) -> tuple[Statement, Statement]:
     return compiled[0], compiled[1]
 
 
-def bind(statement: Statement, vector: str) -> list[Any]:
+def bind(statement: Statement, vector: list[float]) -> list[Any]:
     return [vector if value is None else value for value in statement[1]]
 
 
-async def buffers(connection: Any, statement: Statement, vector: str) -> int:
+async def buffers(connection: Any, statement: Statement, vector: list[float]) -> int:
     plan = await connection.fetchval(
         f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement[0]}", *bind(statement, vector)
     )
@@ -221,30 +221,30 @@ async def run(args: argparse.Namespace) -> int:
             connections[variant.schema] = connection
             sql[variant.schema] = statements(dims, variant.halfvec, args.k)
         results = {variant.schema: Measured() for variant in VARIANTS}
-        warm = [_pg_literal(q) for q in queries[: args.warmup]]
-        for text_vector in warm:
+        warm = [q.tolist() for q in queries[: args.warmup]]
+        for query_vector in warm:
             for variant in VARIANTS:
                 approximate = sql[variant.schema][0]
-                await connections[variant.schema].fetch(approximate[0], *bind(approximate, text_vector))
+                await connections[variant.schema].fetch(approximate[0], *bind(approximate, query_vector))
         for number, query in enumerate(queries):
-            text_vector = _pg_literal(query)
+            query_vector = query.tolist()
             order = list(VARIANTS) if number % 2 == 0 else list(reversed(VARIANTS))
             for variant in order:
                 connection, (approximate, exact) = connections[variant.schema], sql[variant.schema]
                 measured = results[variant.schema]
                 started = time.perf_counter()
-                rows = await connection.fetch(approximate[0], *bind(approximate, text_vector))
+                rows = await connection.fetch(approximate[0], *bind(approximate, query_vector))
                 measured.search_ms.append((time.perf_counter() - started) * 1000)
                 found = {int(row[0][4:]) - 1 for row in rows[:10]}
                 measured.recall_hits += len(found & exact_top[number])
                 measured.recall_total += 10
                 if number < args.exact_queries:
                     started = time.perf_counter()
-                    await connection.fetch(exact[0], *bind(exact, text_vector))
+                    await connection.fetch(exact[0], *bind(exact, query_vector))
                     measured.exact_ms.append((time.perf_counter() - started) * 1000)
                 if number < 5:
-                    measured.search_buffers.append(await buffers(connection, approximate, text_vector))
-                    measured.exact_buffers.append(await buffers(connection, exact, text_vector))
+                    measured.search_buffers.append(await buffers(connection, approximate, query_vector))
+                    measured.exact_buffers.append(await buffers(connection, exact, query_vector))
         for connection in connections.values():
             await connection.close()
     finally:

@@ -40,7 +40,6 @@ from trellis.context.vectors import (
     VectorEntry,
     VectorFilter,
     VectorIndex,
-    _pg_literal,
     detect_vector_index,
     normalized,
 )
@@ -549,7 +548,7 @@ async def _approximate_plan(conn: Any, database: Database, index: PgVectorIndex,
     made unattractive, as a large table makes them: at test scale the planner would rather scan."""
     await conn.execute(text("SET enable_seqscan = off"))
     await conn.execute(text("SET enable_sort = off"))
-    vector = _pg_literal(query)
+    vector = query.tolist()
     statement = index._query(owner, MODEL, NO_FILTER, 5, exact=False).params(q=vector)
     sql = str(statement.compile(database.engine, compile_kwargs={"literal_binds": True}))
     return "\n".join(row[0] for row in await conn.execute(text("EXPLAIN " + sql)))
@@ -577,7 +576,7 @@ async def test_pgvector_uses_hnsw_and_fills_k_when_the_walk_under_returns(pgvect
         rare = await backend.add_contexts(owner, 3, metadata={"tier": "rare"})
         rare_vectors = dict(zip(rare, backend.random(3), strict=True))
         await backend.put(owner, rare_vectors)
-        vector = _pg_literal(query)
+        vector = query.tolist()
         async with database.engine.connect() as conn:
             await conn.execute(text("ANALYZE"))
             plan = await _approximate_plan(conn, database, index, owner, query)

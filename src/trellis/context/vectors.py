@@ -43,9 +43,10 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Float, Integer, Select, Text, and_, bindparam, cast, literal_column, select, text
+from sqlalchemy import Float, Integer, Select, and_, bindparam, cast, literal_column, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, REAL
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.types import UserDefinedType
 
 from trellis.context.filters import MetadataFilter, metadata_clause
@@ -402,7 +403,7 @@ async def upsert_rows(
 
 
 class _Vector(UserDefinedType[str]):
-    """pgvector's ``vector`` type, for CAST only (values travel as text)."""
+    """pgvector's ``vector`` type, for CAST only (values travel as text or as ``real[]``)."""
 
     cache_ok = True
 
@@ -483,7 +484,7 @@ class PgVectorIndex:
             return await self.exact.search(owner_id, model, wanted, k, filters)
         if k <= 0:
             return []
-        parameters = {"q": _pg_literal(wanted), "owner_id": owner_id, "model": model, "k": k}
+        parameters = {"q": wanted.tolist(), "owner_id": owner_id, "model": model, "k": k}
         async with self._database.reader() as session:
             await self._configure(session, max(self.ef_search, k))
             rows = (await session.execute(self._statement(filters, exact=False), parameters)).all()
@@ -518,7 +519,8 @@ class PgVectorIndex:
         connection.info[_HNSW_SETTINGS] = wanted
 
     def _query(self, owner_id: str, model: str, filters: VectorFilter, k: int, *, exact: bool) -> Select[Any]:
-        """The statement a search sends, with everything but the query vector (``q``) bound."""
+        """The statement a search sends, with everything but the query vector (``q``, a list of
+        floats) bound."""
         return self._statement(filters, exact=exact).params(owner_id=owner_id, model=model, k=k)
 
     def _statement(self, filters: VectorFilter, *, exact: bool) -> Select[Any]:
@@ -538,7 +540,9 @@ class PgVectorIndex:
 
     def _build(self, filters: VectorFilter, *, exact: bool) -> Select[Any]:
         embedding: ColumnElement[Any] = literal_column("context_embeddings.embedding")
-        wanted = cast(bindparam("q", type_=Text()), Text)
+        # The query vector travels as a binary float4 array, cast to pgvector's types by the server:
+        # as text, formatting and parsing it took half a millisecond of each search's 2 (at 10,000).
+        wanted: BindParameter[Any] = bindparam("q", type_=ARRAY(REAL()))
         distance: ColumnElement[Any] = embedding.op("<=>", return_type=Float())(cast(wanted, _Vector()))
         order = distance
         if exact:
