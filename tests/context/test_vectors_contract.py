@@ -265,6 +265,9 @@ async def test_never_another_owners_vectors(backend: Backend) -> None:
     await backend.put(bob, bob_vectors)
     hits = await backend.index.search(alice, MODEL, query, 10)
     assert [h.context_id for h in hits] == brute_force(alice_vectors, query, 10)
+    # The same index, the same kind of search, the other owner: nothing of the first search is reused.
+    hits = await backend.index.search(bob, MODEL, query, 5)
+    assert [h.context_id for h in hits] == brute_force(bob_vectors, query, 5)
     # Writing a vector for someone else's context is refused silently (the row is not theirs).
     await backend.index.upsert(
         alice, MODEL, [VectorEntry(bob_ids[0], (await backend.hashes(bob_ids))[bob_ids[0]], query)]
