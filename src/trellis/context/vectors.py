@@ -528,7 +528,7 @@ class PgVectorIndex:
         ``owner_id``, ``model``, ``k``).
 
         Nearly every search is unfiltered, and its statement is built once: constructing the
-        expression tree again for each search was about a fifth of the Python time of a search.
+        expression tree again for each search was one of the largest Python costs of a search.
         Filtered statements differ by their filters and are built per search."""
         if filters.active:
             return self._build(filters, exact=exact)
