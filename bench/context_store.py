@@ -12,8 +12,8 @@ backend, grows one database to a tenth of ``--size`` and then to ``--size``, mea
   ``upsert`` (no embedding: their throughput is insert + vector write only, and says so);
 * **search latency** p50/p95 per mode (keyword, semantic, hybrid) through the service layer
   (``runtime.search.search``), ~200 seeded queries, after a warm-up, modes interleaved per query,
-  every query embedded afresh (``[context] query_vector_cache_size`` 0: a repeated query's vector
-  is remembered by default);
+  every query embedded afresh (the gateway's cache off, ``[gateway] cache_enabled = false``: it
+  keeps a repeated query's vector by default);
   hybrid also once through HTTP (a ``trellis serve`` on the same database);
 * **recall@10** of the semantic index against exact numpy top-10 over the same vectors (pgvector
   HNSW; for the exact index it is 1.0 by construction and only the benchmark's reference is checked);
@@ -713,7 +713,8 @@ class BackendResult:
 
 
 def make_settings(data_dir: Path, url: str, admin_key: str, jwt_secret: str) -> Any:
-    from trellis.settings import ContextSettings, Settings
+    from trellis.gateway.config import GatewaySettings
+    from trellis.settings import Settings
 
     return Settings(
         data_dir=data_dir,
@@ -722,9 +723,9 @@ def make_settings(data_dir: Path, url: str, admin_key: str, jwt_secret: str) -> 
         bootstrap_admin_key=admin_key,
         log_level="WARNING",
         rate_limit_enabled=False,
-        # Every query is measured cold: the modes take turns on the same text, and a remembered
-        # query vector would spare the later ones the embedding.
-        context=ContextSettings(query_vector_cache_size=0),
+        # Every query is measured cold: the modes take turns on the same text, and the gateway's
+        # cache would spare the later ones the embedding.
+        gateway=GatewaySettings(cache_enabled=False),
     )
 
 
@@ -1191,7 +1192,7 @@ def server_env(data_dir: Path, url: str, admin_key: str, jwt_secret: str) -> dic
         TRELLIS_JWT_SECRET=jwt_secret,
         TRELLIS_LOG_LEVEL="WARNING",
         TRELLIS_RATE_LIMIT_ENABLED="false",
-        TRELLIS_CONTEXT__QUERY_VECTOR_CACHE_SIZE="0",  # cold queries, as in make_settings
+        TRELLIS_GATEWAY__CACHE_ENABLED="false",  # cold queries, as in make_settings
         TRELLIS_CONFIG=str(data_dir / "no-such-trellis.toml"),
         PYTHONUNBUFFERED="1",
     )

@@ -21,7 +21,7 @@ from trellis.context.ingest import IngestService
 from trellis.context.search import ContextSearch
 from trellis.context.service import ContextService
 from trellis.context.vectors import AutoVectorIndex, VectorIndex
-from trellis.gateway.cache import ResponseCache
+from trellis.gateway.cache import EmbeddingCache, ResponseCache
 from trellis.gateway.providers.base import ProviderContext
 from trellis.gateway.providers.registry import ProviderRegistry
 from trellis.gateway.resilience import CircuitBreaker, MemoryCircuitBreaker, RedisCircuitBreaker
@@ -129,7 +129,6 @@ def build_runtime(
         gateway,
         vector_index,
         keyword_budget=settings.context.keyword_rank_budget,
-        query_vector_cache_size=settings.context.query_vector_cache_size,
     )
     return Runtime(
         settings,
@@ -180,7 +179,23 @@ def build_gateway(
         redis=redis,
         redis_prefix=f"{settings.redis_key_prefix}cache:",
     )
+    embeddings = EmbeddingCache(
+        clock,
+        ttl_seconds=tuning.cache_ttl_seconds,
+        max_entries=tuning.cache_max_entries,
+        redis=redis,
+        redis_prefix=f"{settings.redis_key_prefix}embed:",
+    )
     providers = ProviderRegistry(ProviderContext(settings))
     return Gateway(
-        settings, providers, breaker, cache, logs, GatewayMetrics(registry), clock, sleep=sleep, jitter=jitter
+        settings,
+        providers,
+        breaker,
+        cache,
+        logs,
+        GatewayMetrics(registry),
+        clock,
+        sleep=sleep,
+        jitter=jitter,
+        embeddings=embeddings,
     )

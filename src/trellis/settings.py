@@ -109,11 +109,6 @@ class ContextSettings(BaseModel):
     # pgvector's hnsw.ef_search for semantic search: higher finds more of the true nearest neighbours
     # (recall) and costs more time per query. Never below the number of results asked for.
     vector_ef_search: Annotated[int, Field(ge=1, le=1000)] = 200
-    # Semantic and hybrid search remember the vectors of this many recent queries (per user and
-    # embedding model, in this process): a repeated query skips the embedding model, the larger part
-    # of a search's time on a small machine. 0 turns it off. A remembered query is not a model call,
-    # so it adds no episodic log entry.
-    query_vector_cache_size: Annotated[int, Field(ge=0, le=1_000_000)] = 1024
 
 
 class Settings(BaseSettings):

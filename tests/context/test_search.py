@@ -457,19 +457,23 @@ async def test_hybrid_degrades_to_keyword_when_the_embedding_model_is_down(
         assert response.status_code == 503, response.text
 
 
-async def query_embeddings(h: Harness) -> list[tuple[str, str]]:
-    """(owner, prompt) of every embedding call search made (the indexer's have their own door), sorted."""
+async def query_embeddings(h: Harness) -> list[tuple[str, str, bool]]:
+    """(owner, prompt, answered from the cache) of every embedding call search made (the indexer's
+    have their own door), sorted."""
     await h.runtime.logs.flush()
     async with h.runtime.database.session() as session:
-        rows = await session.execute(select(EpisodicLog.owner_id, EpisodicLog.prompt).where(EpisodicLog.door == "rest"))
-        return sorted((str(owner), str(prompt)) for owner, prompt in rows)
+        rows = await session.execute(
+            select(EpisodicLog.owner_id, EpisodicLog.prompt, EpisodicLog.cached).where(EpisodicLog.door == "rest")
+        )
+        return sorted((str(owner), str(prompt), bool(cached)) for owner, prompt, cached in rows)
 
 
 async def test_a_repeated_query_is_embedded_once_per_user(
     h: Harness, alice: dict[str, str], bob: dict[str, str]
 ) -> None:
-    """The query's vector is remembered: the same text again (in any mode that embeds) calls the model
-    no more and answers the same; another text, or another user with the same text, calls it."""
+    """The gateway caches the query's vector: the same text again (in any mode that embeds) is answered
+    from the cache, logged as such, and searches the same; another text, or another user with the same
+    text, calls the model."""
     await load_corpus(h, alice)
     await load_corpus(h, bob)
     first = await search(h, alice, "morning caffeine drink preparation", mode="semantic")
@@ -479,31 +483,30 @@ async def test_a_repeated_query_is_embedded_once_per_user(
     assert [hit["score"] for hit in again["items"]] == [hit["score"] for hit in first["items"]]
     assert keys(hybrid)[0] == "cook-coffee"
     alice_id = first["items"][0]["context"]["owner_id"]
-    assert await query_embeddings(h) == [(alice_id, "morning caffeine drink preparation")]
+    coffee = "morning caffeine drink preparation"
+    assert await query_embeddings(h) == [(alice_id, coffee, False), (alice_id, coffee, True), (alice_id, coffee, True)]
 
     await search(h, alice, "leavened loaf with wild yeast", mode="semantic")
     from_bob = await search(h, bob, "morning caffeine drink preparation", mode="semantic")
     assert keys(from_bob) == keys(first)
     bob_id = from_bob["items"][0]["context"]["owner_id"]
-    assert await query_embeddings(h) == sorted(
-        [
-            (alice_id, "morning caffeine drink preparation"),
-            (alice_id, "leavened loaf with wild yeast"),
-            (bob_id, "morning caffeine drink preparation"),
-        ]
-    )
+    model_calls = [(owner, prompt) for owner, prompt, cached in await query_embeddings(h) if not cached]
+    assert model_calls == sorted([(alice_id, coffee), (alice_id, "leavened loaf with wild yeast"), (bob_id, coffee)])
 
 
-async def test_query_vectors_are_not_remembered_when_the_cache_is_off(
+async def test_every_query_is_embedded_when_the_gateway_cache_is_off(
     make_harness: Callable[..., Any], database_url: str
 ) -> None:
-    async with make_harness(database_url=database_url, context={"query_vector_cache_size": 0}) as h:
+    async with make_harness(database_url=database_url, gateway={"cache_enabled": False}) as h:
         _, key = await h.user_with_key("carol")
         carol = h.auth(key)
         await create(h, carol, "Brew pour-over coffee with water just off the boil.")
         for _ in range(2):
             await search(h, carol, "coffee", mode="semantic")
-        assert [prompt for _, prompt in await query_embeddings(h)] == ["coffee", "coffee"]
+        assert [(prompt, cached) for _, prompt, cached in await query_embeddings(h)] == [
+            ("coffee", False),
+            ("coffee", False),
+        ]
 
 
 async def test_count_of_contexts_is_unchanged_by_search(h: Harness, alice: dict[str, str]) -> None:

@@ -21,11 +21,13 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
+from sqlalchemy import select
 
 from tests.auth.support import assert_error, assert_ok, field_names
 from tests.conftest import ADMIN_KEY, REDIS_URL, Harness
 from tests.gateway.upstream import Cut, FakeUpstream, Garbage, Ok, Slow, Status, WrongShape
 from trellis.gateway.config import SEED_ALIASES
+from trellis.logs.models import EpisodicLog
 
 ADMIN = Harness.auth(ADMIN_KEY)
 GENERATE = "/api/v1/ai/generate"
@@ -763,6 +765,65 @@ async def test_shared_cache_when_configured(open_gateway: Callable[..., Any]) ->
         assert assert_ok(await env.generate("public", temperature=0))["cached"] is False
         assert assert_ok(await env.generate("public", key=key, temperature=0))["cached"] is True
         assert len(env.up.calls("chat")) == 1
+
+
+async def embed_floats(env: Env, texts: list[str], key: str = ADMIN_KEY) -> tuple[list[list[float]], int]:
+    async with sdk(env.h, key) as client:
+        answer = await client.embeddings.create(model="embedder", input=texts, encoding_format="float")
+    return [d.embedding for d in answer.data], answer.usage.prompt_tokens
+
+
+async def test_repeated_embeddings_are_served_from_the_cache(env: Env) -> None:
+    first = await embed_floats(env, ["a b", "cdef"])
+    again = await embed_floats(env, ["a b", "cdef"])
+    one = await embed_floats(env, ["cdef"])
+    assert again == first  # the same vectors and the same usage (3 tokens)
+    assert one[0] == first[0][1:]
+    assert len(env.up.calls("embeddings")) == 1
+    assert await env.metric("trellis_gateway_cache_total", result="hit_l1") == 2  # calls, not texts
+    # One text not seen before: the whole call goes to the model, so its usage is what the model did.
+    mixed = await embed_floats(env, ["a b", "xyz"])
+    assert mixed[0][0] == first[0][0]
+    assert env.up.calls("embeddings")[-1].body["input"] == ["a b", "xyz"]
+    await env.h.runtime.logs.flush()
+    async with env.h.runtime.database.session() as session:
+        rows = await session.execute(select(EpisodicLog.prompt, EpisodicLog.cached))
+        logged = sorted((str(prompt), bool(cached)) for prompt, cached in rows)
+    assert logged == [("a b\ncdef", False), ("a b\ncdef", True), ("a b\nxyz", False), ("cdef", True)]
+
+
+async def test_users_do_not_share_embedding_cache_entries(env: Env) -> None:
+    _, key = await env.h.user_with_key("eve")
+    mine = await embed_floats(env, ["private words"])
+    theirs = await embed_floats(env, ["private words"], key=key)
+    assert theirs == mine
+    assert len(env.up.calls("embeddings")) == 2
+
+
+async def test_embeddings_are_not_cached_when_the_cache_is_off(open_gateway: Callable[..., Any]) -> None:
+    async with open_gateway(gateway={"cache_enabled": False}) as env:
+        for _ in range(2):
+            await embed_floats(env, ["again"])
+        assert len(env.up.calls("embeddings")) == 2
+        assert await env.metric("trellis_gateway_cache_total", result="bypass") == 2
+
+
+async def test_l2_embedding_cache_is_shared_between_instances(
+    open_gateway: Callable[..., Any], redis_prefix: str
+) -> None:
+    shared = {"redis_url": REDIS_URL, "redis_key_prefix": redis_prefix}
+    try:
+        async with open_gateway(**shared) as first, open_gateway(**shared) as second:
+            computed = await embed_floats(first, ["replicated text"])
+            assert await embed_floats(second, ["replicated text"]) == computed
+            assert len(first.up.calls("embeddings")) == 1
+            assert await second.metric("trellis_gateway_cache_total", result="hit_l2") == 1
+    finally:
+        client = Redis.from_url(REDIS_URL)
+        keys = [k async for k in client.scan_iter(match=f"{redis_prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
 
 
 async def test_l2_cache_is_shared_between_instances(open_gateway: Callable[..., Any], redis_prefix: str) -> None:

@@ -22,11 +22,10 @@ Fusion
     unavailable, hybrid answers with the keyword results alone and says so (``degraded``);
     ``semantic`` fails with the model's error instead.
 
-Query vectors: the vectors of recent queries are remembered (``[context] query_vector_cache_size``,
-an LRU per user, embedding model and query text, in this process), so a repeated query (paging, a
-UI searching again, an agent retrying) skips the embedding model. An embedding depends only on the
-model and the text; the user is in the key so that no one's search time tells whether another
-user searched the same words.
+Query vectors come from ``Gateway.embed``, which caches each text's vector (per user unless the
+gateway's cache is shared, in process and in Redis when configured): a repeated query (paging, a
+UI searching again, an agent retrying) skips the embedding model, and the episodic log says the
+call was answered from the cache.
 
 Filters (``types``: any of; ``metadata``: JSON-typed equality, see ``trellis.context.filters``)
 apply inside each retriever, in SQL, before ranking. Only the caller's own contexts are searched,
@@ -43,7 +42,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from cachetools import LRUCache
 from pydantic import BaseModel, Field
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -196,16 +194,11 @@ class ContextSearch:
         index: VectorIndex,
         *,
         keyword_budget: int = DEFAULT_BUDGET,
-        query_vector_cache_size: int = 0,
     ) -> None:
         self._database = database
         self._gateway = gateway
         self._index = index
         self._keyword = KeywordRetriever(database, budget=keyword_budget)
-        # (user, embedding model, query text) -> the query's vector; None: not remembered.
-        self._query_vectors: LRUCache[tuple[str, str, str], FloatArray] | None = (
-            LRUCache(query_vector_cache_size) if query_vector_cache_size > 0 else None
-        )
 
     async def search(
         self, principal: Principal, query: SearchQuery, *, door: Door = "rest", request_id: str | None = None
@@ -294,19 +287,9 @@ class ContextSearch:
         return model, [(hit.context_id, hit.score) for hit in hits]
 
     async def _query_vector(self, ctx: CallContext, text: str) -> tuple[str, FloatArray]:
-        """The default embedding model's name and the text's vector, remembered or computed."""
-        cache = self._query_vectors
-        if cache is not None:
-            model, _ = self._gateway.resolve(None, "embed")
-            remembered = cache.get((ctx.principal.user_id, model, text))
-            if remembered is not None:
-                return model, remembered
+        """The default embedding model's name and the text's vector (the gateway caches it)."""
         model, embedded = await self._gateway.embed(ctx, None, [text])
-        vector = as_vector(embedded.vectors[0])
-        if cache is not None:
-            vector.setflags(write=False)  # shared by every later search for the same text
-            cache[(ctx.principal.user_id, model, text)] = vector
-        return model, vector
+        return model, as_vector(embedded.vectors[0])
 
     async def _contexts(self, owner_id: str, ids: Sequence[str]) -> dict[str, Context]:
         if not ids:

@@ -1,17 +1,23 @@
-"""The response cache: L1 in-process (LRU with TTL), L2 Redis when configured.
+"""The gateway's caches: L1 in-process (LRU with TTL), L2 Redis when configured.
 
-Only deterministic requests are cached (temperature 0, or when the caller asks). The key is a hash
-of the normalized request and, unless sharing is configured, of the user: one user's prompts are
-never answered from another user's cache entry.
+Two caches share the mechanism (``TieredCache``): ``ResponseCache`` for completions and
+``EmbeddingCache`` for the vectors of single texts. Only deterministic requests are cached
+(temperature 0, or when the caller asks; embeddings always are, unless the caller bypasses the
+cache, as the context indexer does for documents it stores itself). The key is a hash of the
+normalized request and, unless sharing is configured, of the user: one user's prompts are never
+answered from another user's cache entry, and a cache hit never tells one user what another asked.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
-from typing import Any
+import struct
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Generic, TypeVar
 
+import numpy as np
 from cachetools import TTLCache
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -49,23 +55,33 @@ def _load(raw: str | bytes) -> Completion:
     return Completion(text=data["text"], finish_reason=data["finish_reason"], usage=Usage(**data["usage"]))
 
 
-class ResponseCache:
+ValueT = TypeVar("ValueT")
+
+
+class TieredCache(Generic[ValueT]):
+    """L1: a bounded in-process map with a TTL. L2 (optional): Redis, shared by every replica, with
+    the same TTL; an L2 hit is copied into L1. Redis errors are logged and count as misses."""
+
     def __init__(
         self,
         clock: Clock,
         *,
         ttl_seconds: float,
         max_entries: int,
+        dump: Callable[[ValueT], str | bytes],
+        load: Callable[[str | bytes], ValueT],
         redis: Redis | None = None,
         redis_prefix: str = "trellis:cache:",
     ) -> None:
-        self._l1: TTLCache[str, Completion] = TTLCache(maxsize=max_entries, ttl=ttl_seconds, timer=clock.monotonic)
+        self._l1: TTLCache[str, ValueT] = TTLCache(maxsize=max_entries, ttl=ttl_seconds, timer=clock.monotonic)
         self._ttl = ttl_seconds
+        self._dump = dump
+        self._load = load
         self._redis = redis
         self._prefix = redis_prefix
 
-    async def get(self, key: str) -> tuple[Completion, str] | None:
-        """The cached completion and the level that had it (``l1`` or ``l2``)."""
+    async def get(self, key: str) -> tuple[ValueT, str] | None:
+        """The cached value and the level that had it (``l1`` or ``l2``)."""
         hit = self._l1.get(key)
         if hit is not None:
             return hit, "l1"
@@ -78,15 +94,93 @@ class ResponseCache:
             return None
         if raw is None:
             return None
-        completion = _load(raw)
-        self._l1[key] = completion
-        return completion, "l2"
+        value = self._load(raw)
+        self._l1[key] = value
+        return value, "l2"
 
-    async def put(self, key: str, completion: Completion) -> None:
-        self._l1[key] = completion
+    async def put(self, key: str, value: ValueT) -> None:
+        self._l1[key] = value
         if self._redis is None:
             return
         try:
-            await self._redis.set(self._prefix + key, _dump(completion), px=int(self._ttl * 1000))
+            await self._redis.set(self._prefix + key, self._dump(value), px=int(self._ttl * 1000))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("cache_l2_unavailable", error=type(exc).__name__)
+
+
+class ResponseCache(TieredCache[Completion]):
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        ttl_seconds: float,
+        max_entries: int,
+        redis: Redis | None = None,
+        redis_prefix: str = "trellis:cache:",
+    ) -> None:
+        super().__init__(
+            clock,
+            ttl_seconds=ttl_seconds,
+            max_entries=max_entries,
+            dump=_dump,
+            load=_load,
+            redis=redis,
+            redis_prefix=redis_prefix,
+        )
+
+
+# --- embeddings --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CachedEmbedding:
+    """One text's vector (float32, as the models compute them) and the tokens it took."""
+
+    vector: bytes  # little-endian float32: a quarter of a list of Python floats in L1
+    tokens: int
+
+    @classmethod
+    def of(cls, vector: list[float], tokens: int) -> CachedEmbedding:
+        return cls(np.asarray(vector, dtype="<f4").tobytes(), tokens)
+
+    def floats(self) -> list[float]:
+        values: list[float] = np.frombuffer(self.vector, dtype="<f4").tolist()
+        return values
+
+
+_TOKENS = struct.Struct("<I")
+
+
+def _dump_embedding(entry: CachedEmbedding) -> bytes:
+    return _TOKENS.pack(entry.tokens) + entry.vector
+
+
+def _load_embedding(raw: str | bytes) -> CachedEmbedding:
+    data = raw.encode("latin-1") if isinstance(raw, str) else raw
+    return CachedEmbedding(data[_TOKENS.size :], _TOKENS.unpack_from(data)[0])
+
+
+def embedding_key(model_name: str, text: str, scope: str) -> str:
+    encoded = json.dumps(["embed", model_name, text, scope], separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+class EmbeddingCache(TieredCache[CachedEmbedding]):
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        ttl_seconds: float,
+        max_entries: int,
+        redis: Redis | None = None,
+        redis_prefix: str = "trellis:embed:",
+    ) -> None:
+        super().__init__(
+            clock,
+            ttl_seconds=ttl_seconds,
+            max_entries=max_entries,
+            dump=_dump_embedding,
+            load=_load_embedding,
+            redis=redis,
+            redis_prefix=redis_prefix,
+        )

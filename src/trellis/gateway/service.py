@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from trellis.auth.schemas import Principal
-from trellis.gateway.cache import ResponseCache, cache_key
+from trellis.gateway.cache import CachedEmbedding, EmbeddingCache, ResponseCache, cache_key, embedding_key
 from trellis.gateway.config import ModelConfig
 from trellis.gateway.errors import (
     ProviderBadResponse,
@@ -86,6 +86,14 @@ class StreamOutcome:
     finish_reason: str | None = None
 
 
+def _shares(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` near-equal integers that add up to it."""
+    if parts == 0:
+        return []
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
 def breaker_key(model: ModelConfig) -> str:
     return f"{model.provider}:{model.base_url or model.model_id}"
 
@@ -103,6 +111,7 @@ class Gateway:
         *,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         jitter: Callable[[], float] | None = None,
+        embeddings: EmbeddingCache | None = None,
     ) -> None:
         self._settings = settings
         self._models = settings.all_models()
@@ -110,6 +119,10 @@ class Gateway:
         self.providers = providers
         self._breaker = breaker
         self._cache = cache
+        tuning = settings.gateway
+        self._embeddings = embeddings or EmbeddingCache(
+            clock, ttl_seconds=tuning.cache_ttl_seconds, max_entries=tuning.cache_max_entries
+        )
         self._logs = logs
         self.metrics = metrics
         self._clock = clock
@@ -448,13 +461,61 @@ class Gateway:
     # --- embeddings -----------------------------------------------------------------------------
 
     async def embed(self, ctx: CallContext, name: str | None, texts: Sequence[str]) -> tuple[str, EmbeddingResult]:
+        """The texts' vectors from the model ``name`` (the default embedding model when None).
+
+        Each text's vector is cached like a deterministic completion (per user unless
+        ``cache_shared``; ``cache_enabled`` and the call's cache mode apply), so a repeated text,
+        such as a search query asked again, is not embedded again. A call is answered from the
+        cache only when every one of its texts is there (logged with ``cached``, costing nothing);
+        otherwise all its texts go to the model, so a call's usage is always what the model was
+        asked for. Vectors are kept as float32, the precision embedding models compute in; the
+        tokens of a text embedded in a batch are its even share of the batch's."""
         canonical, model = self.resolve(name, "embed")
-        endpoint = breaker_key(model)
-        provider = self.provider_for(model)
         started = time.perf_counter()
         request = CompletionRequest(messages=(), max_tokens=1)
+        keys: list[str] = []
+        if texts and self._settings.gateway.cache_enabled and ctx.cache != "bypass":
+            scope = self._cache_scope(ctx)
+            keys = [embedding_key(canonical, text, scope) for text in texts]
+            hits: list[CachedEmbedding] = []
+            levels: set[str] = set()
+            for key in keys:
+                hit = await self._embeddings.get(key)
+                if hit is None:
+                    break
+                hits.append(hit[0])
+                levels.add(hit[1])
+            # Counted per call, as completions are: hit_l2 when any text had to come from Redis.
+            self.metrics.cache.labels("miss" if len(hits) < len(keys) else f"hit_{max(levels)}").inc()
+            if len(hits) == len(texts):
+                vectors = [entry.floats() for entry in hits]
+                cached = EmbeddingResult(vectors, sum(entry.tokens for entry in hits), len(vectors[0]))
+                self._submit_embedding(ctx, request, canonical, model, texts, cached, started, cached=True)
+                return canonical, cached
+        else:
+            self.metrics.cache.labels("bypass").inc()
+
+        result = await self._embed_uncached(ctx, canonical, model, texts, request, started)
+        if keys and len(result.vectors) == len(keys):  # no keys: the cache is off for this call
+            shares = _shares(result.prompt_tokens, len(keys))
+            for key, vector, tokens in zip(keys, result.vectors, shares, strict=True):
+                await self._embeddings.put(key, CachedEmbedding.of(vector, tokens))
+        self._submit_embedding(ctx, request, canonical, model, texts, result, started, cached=False)
+        return canonical, result
+
+    async def _embed_uncached(
+        self,
+        ctx: CallContext,
+        canonical: str,
+        model: ModelConfig,
+        texts: Sequence[str],
+        request: CompletionRequest,
+        started: float,
+    ) -> EmbeddingResult:
+        endpoint = breaker_key(model)
+        provider = self.provider_for(model)
         try:
-            result = await call_with_retries(
+            return await call_with_retries(
                 lambda: call_with_breaker(
                     self._breaker, endpoint, lambda: provider.embed(model, texts), provider=model.provider
                 ),
@@ -469,6 +530,19 @@ class Gateway:
             error = self._exhausted(canonical, [exc], getattr(exc, "retry_after", None))
             self._record_failure(ctx, request, canonical, canonical, model, started, 1, error)
             raise error from None
+
+    def _submit_embedding(
+        self,
+        ctx: CallContext,
+        request: CompletionRequest,
+        canonical: str,
+        model: ModelConfig,
+        texts: Sequence[str],
+        result: EmbeddingResult,
+        started: float,
+        *,
+        cached: bool,
+    ) -> None:
         self._submit(
             ctx,
             request,
@@ -479,16 +553,15 @@ class Gateway:
                 completion=Completion(f"{len(result.vectors)} embeddings", "stop", Usage(result.prompt_tokens, 0)),
                 latency=time.perf_counter() - started,
                 ttft=None,
-                cached=False,
+                cached=cached,
                 status="ok",
                 error=None,
-                attempts=1,
+                attempts=0 if cached else 1,
                 fallback_from=None,
                 model=model,
                 prompt="\n".join(texts)[:10_000],
             ),
         )
-        return canonical, result
 
     # --- the episodic log -------------------------------------------------------------------------
 
