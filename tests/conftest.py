@@ -20,6 +20,7 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
 from trellis.app import create_app
 from trellis.auth.schemas import ApiKeyCreate, Principal, UserCreate
@@ -72,6 +73,25 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def redis_prefix() -> str:
     return f"trellis-test:{uuid.uuid4().hex[:10]}:"
+
+
+async def delete_prefixed(client: Redis, prefix: str) -> None:
+    keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+    if keys:
+        await client.delete(*keys)
+
+
+@pytest.fixture
+async def redis_client(redis_prefix: str) -> AsyncIterator[Redis]:
+    """A real client on the test Redis; keys under ``redis_prefix`` are removed afterwards."""
+    client = Redis.from_url(REDIS_URL)
+    try:
+        yield client
+    finally:
+        try:
+            await delete_prefixed(client, redis_prefix)
+        finally:
+            await client.aclose()
 
 
 @pytest.fixture

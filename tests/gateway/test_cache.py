@@ -3,27 +3,13 @@ on the injected clock, and Redis being unreachable (a miss and a warning, never 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import numpy as np
-import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import REDIS_URL
 from trellis.gateway.cache import CachedEmbedding, EmbeddingCache, embedding_key
 from trellis.kit.clock import ManualClock
 
 VECTOR = [0.1, -0.25, 3.0e-7, 1.0]
-
-
-@pytest.fixture
-async def redis(redis_prefix: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
-    yield client
-    keys = [k async for k in client.scan_iter(match=f"{redis_prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 def cache(clock: ManualClock, redis: Redis | None = None, prefix: str = "trellis-test:") -> EmbeddingCache:
@@ -43,9 +29,9 @@ def test_keys_differ_by_model_text_and_scope() -> None:
     assert embedding_key("minilm", "text", "usr_a") == base
 
 
-async def test_another_instance_reads_the_entry_from_redis(redis: Redis, redis_prefix: str) -> None:
+async def test_another_instance_reads_the_entry_from_redis(redis_client: Redis, redis_prefix: str) -> None:
     clock = ManualClock()
-    writer, reader = cache(clock, redis, redis_prefix), cache(clock, redis, redis_prefix)
+    writer, reader = cache(clock, redis_client, redis_prefix), cache(clock, redis_client, redis_prefix)
     await writer.put("k", CachedEmbedding.of(VECTOR, 3))
 
     hit = await reader.get("k")
@@ -55,7 +41,7 @@ async def test_another_instance_reads_the_entry_from_redis(redis: Redis, redis_p
     assert entry.floats() == CachedEmbedding.of(VECTOR, 3).floats()
     assert entry.tokens == 3
     assert (await reader.get("k")) == (entry, "l1")  # copied into the reader's L1
-    assert await redis.pttl(f"{redis_prefix}k") > 59_000  # the cache's TTL, in Redis too
+    assert await redis_client.pttl(f"{redis_prefix}k") > 59_000  # the cache's TTL, in Redis too
 
 
 async def test_l1_entries_expire_on_the_clock() -> None:

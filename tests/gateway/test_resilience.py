@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, delete_prefixed
 from trellis.gateway.config import GatewaySettings
 from trellis.gateway.errors import (
     ProviderBadResponse,
@@ -46,12 +46,6 @@ KEY = "openai:http://127.0.0.1:8000/v1"
 UNREACHABLE = "redis://127.0.0.1:1/0"
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
-
-
-async def delete_prefixed(client: Redis, prefix: str) -> None:
-    keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await client.delete(*keys)
 
 
 @dataclass

@@ -809,21 +809,14 @@ async def test_embeddings_are_not_cached_when_the_cache_is_off(open_gateway: Cal
 
 
 async def test_l2_embedding_cache_is_shared_between_instances(
-    open_gateway: Callable[..., Any], redis_prefix: str
+    open_gateway: Callable[..., Any], redis_prefix: str, redis_client: Redis
 ) -> None:
-    shared = {"redis_url": REDIS_URL, "redis_key_prefix": redis_prefix}
-    try:
-        async with open_gateway(**shared) as first, open_gateway(**shared) as second:
-            computed = await embed_floats(first, ["replicated text"])
-            assert await embed_floats(second, ["replicated text"]) == computed
-            assert len(first.up.calls("embeddings")) == 1
-            assert await second.metric("trellis_gateway_cache_total", result="hit_l2") == 1
-    finally:
-        client = Redis.from_url(REDIS_URL)
-        keys = [k async for k in client.scan_iter(match=f"{redis_prefix}*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+    shared = {"redis_url": REDIS_URL, "redis_key_prefix": redis_prefix}  # redis_client removes the keys
+    async with open_gateway(**shared) as first, open_gateway(**shared) as second:
+        computed = await embed_floats(first, ["replicated text"])
+        assert await embed_floats(second, ["replicated text"]) == computed
+        assert len(first.up.calls("embeddings")) == 1
+        assert await second.metric("trellis_gateway_cache_total", result="hit_l2") == 1
 
 
 async def test_l2_cache_is_shared_between_instances(open_gateway: Callable[..., Any], redis_prefix: str) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, delete_prefixed
 from trellis.kit.clock import ManualClock
 from trellis.ratelimit.base import RateLimiter
 from trellis.ratelimit.memory import MemoryRateLimiter
@@ -25,25 +25,6 @@ class Backend:
     name: str
     limiter: RateLimiter
     clock: ManualClock
-
-
-async def delete_prefixed(client: Redis, prefix: str) -> None:
-    keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await client.delete(*keys)
-
-
-@pytest.fixture
-async def redis_client(redis_prefix: str) -> AsyncIterator[Redis]:
-    """A real client on the test Redis; keys under ``redis_prefix`` are removed afterwards."""
-    client = Redis.from_url(REDIS_URL)
-    try:
-        yield client
-    finally:
-        try:
-            await delete_prefixed(client, redis_prefix)
-        finally:
-            await client.aclose()
 
 
 @pytest.fixture(params=["memory", "redis"])

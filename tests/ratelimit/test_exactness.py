@@ -21,8 +21,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import ADMIN_KEY, JWT_SECRET, REDIS_URL
-from tests.ratelimit.conftest import delete_prefixed
+from tests.conftest import ADMIN_KEY, JWT_SECRET, REDIS_URL, delete_prefixed
 from trellis.runtime import build_runtime
 from trellis.settings import Settings
 from trellis.storage import migrate

@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import REDIS_URL
-from tests.ratelimit.conftest import delete_prefixed
+from tests.conftest import REDIS_URL, delete_prefixed
 from trellis.kit.clock import ManualClock
 from trellis.kit.errors import Unavailable
 from trellis.ratelimit.redis import RedisRateLimiter

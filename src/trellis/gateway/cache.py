@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Callable
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
 
@@ -46,21 +46,13 @@ def cache_key(model_name: str, request: CompletionRequest, scope: str) -> str:
     return hashlib.sha256(encoded).hexdigest()
 
 
-def _dump(completion: Completion) -> str:
-    return json.dumps(asdict(completion))
-
-
-def _load(raw: str | bytes) -> Completion:
-    data = json.loads(raw)
-    return Completion(text=data["text"], finish_reason=data["finish_reason"], usage=Usage(**data["usage"]))
-
-
 ValueT = TypeVar("ValueT")
 
 
-class TieredCache(Generic[ValueT]):
+class TieredCache(ABC, Generic[ValueT]):
     """L1: a bounded in-process map with a TTL. L2 (optional): Redis, shared by every replica, with
-    the same TTL; an L2 hit is copied into L1. Redis errors are logged and count as misses."""
+    the same TTL; an L2 hit is copied into L1. Redis errors are logged and count as misses. A
+    subclass says how its values are written to Redis (``encode``/``decode``)."""
 
     def __init__(
         self,
@@ -68,17 +60,19 @@ class TieredCache(Generic[ValueT]):
         *,
         ttl_seconds: float,
         max_entries: int,
-        dump: Callable[[ValueT], str | bytes],
-        load: Callable[[str | bytes], ValueT],
         redis: Redis | None = None,
         redis_prefix: str = "trellis:cache:",
     ) -> None:
         self._l1: TTLCache[str, ValueT] = TTLCache(maxsize=max_entries, ttl=ttl_seconds, timer=clock.monotonic)
         self._ttl = ttl_seconds
-        self._dump = dump
-        self._load = load
         self._redis = redis
         self._prefix = redis_prefix
+
+    @abstractmethod
+    def encode(self, value: ValueT) -> str | bytes: ...
+
+    @abstractmethod
+    def decode(self, raw: str | bytes) -> ValueT: ...
 
     async def get(self, key: str) -> tuple[ValueT, str] | None:
         """The cached value and the level that had it (``l1`` or ``l2``)."""
@@ -94,7 +88,7 @@ class TieredCache(Generic[ValueT]):
             return None
         if raw is None:
             return None
-        value = self._load(raw)
+        value = self.decode(raw)
         self._l1[key] = value
         return value, "l2"
 
@@ -103,30 +97,18 @@ class TieredCache(Generic[ValueT]):
         if self._redis is None:
             return
         try:
-            await self._redis.set(self._prefix + key, self._dump(value), px=int(self._ttl * 1000))
+            await self._redis.set(self._prefix + key, self.encode(value), px=int(self._ttl * 1000))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("cache_l2_unavailable", error=type(exc).__name__)
 
 
 class ResponseCache(TieredCache[Completion]):
-    def __init__(
-        self,
-        clock: Clock,
-        *,
-        ttl_seconds: float,
-        max_entries: int,
-        redis: Redis | None = None,
-        redis_prefix: str = "trellis:cache:",
-    ) -> None:
-        super().__init__(
-            clock,
-            ttl_seconds=ttl_seconds,
-            max_entries=max_entries,
-            dump=_dump,
-            load=_load,
-            redis=redis,
-            redis_prefix=redis_prefix,
-        )
+    def encode(self, value: Completion) -> str:
+        return json.dumps(asdict(value))
+
+    def decode(self, raw: str | bytes) -> Completion:
+        data = json.loads(raw)
+        return Completion(text=data["text"], finish_reason=data["finish_reason"], usage=Usage(**data["usage"]))
 
 
 # --- embeddings --------------------------------------------------------------------------------------
@@ -136,7 +118,7 @@ class ResponseCache(TieredCache[Completion]):
 class CachedEmbedding:
     """One text's vector (float32, as the models compute them) and the tokens it took."""
 
-    vector: bytes  # little-endian float32: a quarter of a list of Python floats in L1
+    vector: bytes  # little-endian float32: about an eighth of the memory of a list of Python floats
     tokens: int
 
     @classmethod
@@ -148,16 +130,7 @@ class CachedEmbedding:
         return values
 
 
-_TOKENS = struct.Struct("<I")
-
-
-def _dump_embedding(entry: CachedEmbedding) -> bytes:
-    return _TOKENS.pack(entry.tokens) + entry.vector
-
-
-def _load_embedding(raw: str | bytes) -> CachedEmbedding:
-    data = raw.encode("latin-1") if isinstance(raw, str) else raw
-    return CachedEmbedding(data[_TOKENS.size :], _TOKENS.unpack_from(data)[0])
+_TOKENS = struct.Struct("<I")  # in Redis: the token count, then the float32 vector
 
 
 def embedding_key(model_name: str, text: str, scope: str) -> str:
@@ -166,21 +139,10 @@ def embedding_key(model_name: str, text: str, scope: str) -> str:
 
 
 class EmbeddingCache(TieredCache[CachedEmbedding]):
-    def __init__(
-        self,
-        clock: Clock,
-        *,
-        ttl_seconds: float,
-        max_entries: int,
-        redis: Redis | None = None,
-        redis_prefix: str = "trellis:embed:",
-    ) -> None:
-        super().__init__(
-            clock,
-            ttl_seconds=ttl_seconds,
-            max_entries=max_entries,
-            dump=_dump_embedding,
-            load=_load_embedding,
-            redis=redis,
-            redis_prefix=redis_prefix,
-        )
+    def encode(self, value: CachedEmbedding) -> bytes:
+        return _TOKENS.pack(value.tokens) + value.vector
+
+    def decode(self, raw: str | bytes) -> CachedEmbedding:
+        # Trellis's Redis client returns bytes (it does not decode responses).
+        data = raw.encode("latin-1") if isinstance(raw, str) else raw
+        return CachedEmbedding(data[_TOKENS.size :], _TOKENS.unpack_from(data)[0])
