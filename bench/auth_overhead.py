@@ -1,7 +1,8 @@
 """What do authentication and rate limiting cost per request?
 
 Starts one ``trellis serve`` per mode (embedded: SQLite + in-process limiter; redis: SQLite +
-Redis limiter), pinned to one CPU, and loads it with ``wrk`` pinned to another CPU. Compares
+Redis limiter; postgres: PostgreSQL without Redis, where no auth epoch exists and every API-key
+request reads the database), pinned to one CPU, and loads it with ``wrk`` pinned to another CPU. Compares
 ``GET /health`` (no auth, no database) with ``GET /api/v1/auth/me`` (API-key lookup + rate
 limit), at concurrency 1 (unloaded latency) and 64 (saturation), and prints one table.
 
@@ -9,7 +10,9 @@ limit), at concurrency 1 (unloaded latency) and 64 (saturation), and prints one 
     .venv/bin/python bench/auth_overhead.py --quick       # 2 s per point, no INFO-logging pass
 
 Needs ``wrk`` (Debian/Ubuntu: ``apt-get install -y wrk``) and ``taskset`` (util-linux); the redis
-mode needs a Redis server (``--redis-url``, default redis://127.0.0.1:6379/0).
+mode needs a Redis server (``--redis-url``, default redis://127.0.0.1:6379/0); the postgres mode
+(not measured by default: ``--modes embedded redis postgres``) a PostgreSQL that lets
+``--postgres USER@HOST:PORT`` (default postgres@127.0.0.1:5432) create a database, dropped after.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ class BenchError(Exception):
 class Pass:
     """One server start: a backend mode and a log level."""
 
-    mode: str  # "embedded" or "redis"
+    mode: str  # "embedded", "redis" or "postgres"
     log_level: str
 
     @property
@@ -347,6 +350,38 @@ def server_env(
     return env
 
 
+@contextlib.contextmanager
+def postgres_database(postgres: str, trellis: Path, env: dict[str, str]) -> Iterator[str]:
+    """A new database on ``postgres`` (USER@HOST:PORT), migrated by ``trellis migrate``; dropped after."""
+    import asyncio
+
+    import asyncpg
+
+    name = f"trellis_bench_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(f"postgresql://{postgres}/postgres")
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise BenchError(f"cannot create a database on {postgres} ({exc}); pass --postgres USER@HOST:PORT") from None
+    url = f"postgresql+asyncpg://{postgres}/{name}"
+    try:
+        migrated = subprocess.run(
+            [str(trellis), "migrate"], env={**env, "TRELLIS_DATABASE_URL": url}, capture_output=True, text=True
+        )
+        if migrated.returncode != 0:
+            raise BenchError(f"trellis migrate failed:\n{migrated.stdout}{migrated.stderr}")
+        yield url
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def check_endpoints(server: Server, auth_header: dict[str, str]) -> None:
     """Both endpoints answer exactly 200 (no redirect), and /auth/me went through the limiter."""
     status, _, body = _request(server.port, HEALTH)
@@ -395,9 +430,12 @@ def measure_pass(bench_pass: Pass, args: argparse.Namespace, trellis: Path, key_
     admin_key = "trl_" + secrets.token_urlsafe(32)  # 47 characters
     auth = {"Authorization": f"Bearer {admin_key}"}
     points: list[Point] = []
-    with tempfile.TemporaryDirectory(prefix="trellis-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="trellis-bench-"))
         data_dir = Path(tmp) / "data"
         env = server_env(data_dir, bench_pass, admin_key, args.redis_url, key_prefix)
+        if bench_pass.mode == "postgres":
+            env["TRELLIS_DATABASE_URL"] = stack.enter_context(postgres_database(args.postgres, trellis, env))
         print(f"\n== {bench_pass.label}: starting trellis serve on CPU {args.server_cpu}", flush=True)
         with running_server(trellis, env, args.server_cpu, Path(tmp)) as server:
             check_endpoints(server, auth)
@@ -626,7 +664,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="short points and no extra INFO-logging pass")
     parser.add_argument(
-        "--modes", nargs="+", choices=("embedded", "redis"), default=["embedded", "redis"], help="backends to measure"
+        "--modes",
+        nargs="+",
+        choices=("embedded", "redis", "postgres"),
+        default=["embedded", "redis"],
+        help="backends to measure (postgres: PostgreSQL without Redis)",
     )
     parser.add_argument(
         "--info-pass",
@@ -642,6 +684,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         f"{NOISE_WARN_PCT:g}%% of a core (0: do not wait)",
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis for the redis mode")
+    parser.add_argument(
+        "--postgres",
+        default="postgres@127.0.0.1:5432",
+        help="USER@HOST:PORT allowed to create databases (postgres mode)",
+    )
     parser.add_argument("--server-cpu", type=int, default=0, help="CPU the server is pinned to (default 0)")
     parser.add_argument("--client-cpu", type=int, default=1, help="CPU wrk is pinned to (default 1)")
     parser.add_argument("--no-json", action="store_true", help="do not write bench/results/auth_overhead-*.json")
