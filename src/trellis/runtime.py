@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
-from trellis.auth.cache import AuthEpoch, FileAuthEpoch, NoAuthEpoch, RedisAuthEpoch
+from trellis.auth.cache import AuthEpoch, FileAuthEpoch, NoAuthEpoch, PostgresAuthEpoch, RedisAuthEpoch
 from trellis.auth.secrets import resolve_jwt_secret
 from trellis.auth.service import AuthService
 from trellis.context.indexer import GatewayIndexer
@@ -57,6 +57,7 @@ class Runtime:
         await self.indexer.stop()  # embeds what is still queued: needs the gateway and the database
         await self.gateway.providers.aclose()
         await self.limiter.close()
+        await self.auth.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         await self.database.dispose()
@@ -73,13 +74,17 @@ def build_redis(settings: Settings) -> Redis | None:
     )
 
 
-def build_auth_epoch(settings: Settings, redis: Redis | None) -> AuthEpoch:
+def build_auth_epoch(settings: Settings, redis: Redis | None, database: Database, clock: Clock) -> AuthEpoch:
     """Where processes sharing this database learn that access was taken away (see auth/cache.py)."""
     if redis is not None:
         return RedisAuthEpoch(redis, f"{settings.redis_key_prefix}auth:epoch")
     url = make_url(settings.resolved_database_url)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         return FileAuthEpoch(Path(f"{url.database}.auth-epoch"))
+    if url.get_backend_name() == "postgresql" and settings.auth_cache_listen:
+        # asyncpg's own DSN: the same server, user, database and options, without SQLAlchemy's driver.
+        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return PostgresAuthEpoch(database, dsn, clock)
     return NoAuthEpoch()
 
 
@@ -107,7 +112,7 @@ def build_runtime(
         )
     else:
         limiter = MemoryRateLimiter(clock)
-    auth = AuthService(database, settings, jwt_secret, clock, build_auth_epoch(settings, redis))
+    auth = AuthService(database, settings, jwt_secret, clock, build_auth_epoch(settings, redis, database, clock))
     logs = EpisodicLogWriter(database, clock, retention_days=settings.gateway.log_retention_days)
     registry = CollectorRegistry()
     gateway = build_gateway(settings, clock, redis, logs, registry, sleep=sleep, jitter=jitter)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 
 from tests.conftest import REDIS_URL, Harness
-from trellis.auth.cache import AuthEpoch, EpochCache, FileAuthEpoch, NoAuthEpoch, RedisAuthEpoch
+from trellis.auth.cache import AuthEpoch, EpochCache, FileAuthEpoch, NoAuthEpoch, PostgresAuthEpoch, RedisAuthEpoch
 from trellis.kit.clock import ManualClock
 from trellis.runtime import build_runtime
 from trellis.settings import Settings
+from trellis.storage.database import Database
 
 # --- the epoch contract, on both shared backends ------------------------------------------------
 
@@ -102,14 +106,29 @@ def count_key_lookups(harness: Harness) -> list[str]:
 CACHING_SETUPS = {
     "embedded-file-epoch": lambda redis_prefix, pg: {},
     "redis-epoch": lambda redis_prefix, pg: {"redis_url": REDIS_URL, "redis_key_prefix": redis_prefix},
-    "postgres-no-cache": lambda redis_prefix, pg: {"database_url": pg},
+    "postgres-notify-epoch": lambda redis_prefix, pg: {"database_url": pg},
+    # Behind PgBouncer in transaction mode LISTEN cannot work: the operator turns it off.
+    "postgres-no-listen": lambda redis_prefix, pg: {"database_url": pg, "auth_cache_listen": False},
 }
 
 
 @pytest.fixture(params=sorted(CACHING_SETUPS))
 def setup(request: pytest.FixtureRequest, redis_prefix: str) -> tuple[str, dict[str, Any]]:
-    pg = request.getfixturevalue("postgres_url") if request.param == "postgres-no-cache" else ""
+    pg = request.getfixturevalue("postgres_url") if request.param.startswith("postgres") else ""
     return request.param, CACHING_SETUPS[request.param](redis_prefix, pg)
+
+
+@asynccontextmanager
+async def change_arrives(harness: Harness) -> AsyncIterator[None]:
+    """Around another process's change: on PostgreSQL the epoch is pushed (NOTIFY), so wait until the
+    notification has reached this process (milliseconds; the window is in PostgresAuthEpoch's
+    docstring). The other epochs are read on every request and need no wait."""
+    epoch = harness.runtime.auth.epoch
+    if isinstance(epoch, PostgresAuthEpoch):
+        epoch.notified.clear()
+    yield
+    if isinstance(epoch, PostgresAuthEpoch):
+        await asyncio.wait_for(epoch.notified.wait(), timeout=10)
 
 
 async def test_cache_spares_the_database_only_where_safe(
@@ -121,8 +140,8 @@ async def test_cache_spares_the_database_only_where_safe(
         lookups = count_key_lookups(h)
         for _ in range(3):
             assert (await h.client.get("/api/v1/auth/me", headers=h.auth(key))).status_code == 200
-        expected = 3 if name == "postgres-no-cache" else 1
-        assert len(lookups) == expected, lookups
+        expected = 3 if name == "postgres-no-listen" else 1
+        assert len(lookups) == expected, (name, lookups)
 
 
 async def test_revocation_by_another_process_is_seen_on_the_next_request(
@@ -134,10 +153,11 @@ async def test_revocation_by_another_process_is_seen_on_the_next_request(
         key_id = (await h.client.get("/api/v1/auth/me", headers=h.auth(key))).json()["data"]["key_id"]
         assert (await h.client.get("/api/v1/auth/me", headers=h.auth(key))).status_code == 200  # now cached
         other = build_runtime(make_settings(**overrides))  # its own AuthService and cache, like the CLI
-        try:
-            await other.auth.revoke_key(h.admin, key_id)
-        finally:
-            await other.close()
+        async with change_arrives(h):
+            try:
+                await other.auth.revoke_key(h.admin, key_id)
+            finally:
+                await other.close()
         response = await h.client.get("/api/v1/auth/me", headers=h.auth(key))
         assert response.status_code == 401
         assert response.json()["error"]["message"] == "API key has been revoked"
@@ -158,9 +178,72 @@ async def test_disabling_by_another_process_stops_keys_and_tokens(
         for credential in (key, token, key, token):
             assert (await h.client.get("/api/v1/auth/me", headers=h.auth(credential))).status_code == 200
         other = build_runtime(make_settings(**overrides))
-        try:
-            await other.auth.set_user_disabled(h.admin, user.id, True)
-        finally:
-            await other.close()
+        async with change_arrives(h):
+            try:
+                await other.auth.set_user_disabled(h.admin, user.id, True)
+            finally:
+                await other.close()
         for credential in (key, token):
             assert (await h.client.get("/api/v1/auth/me", headers=h.auth(credential))).status_code == 401
+
+
+# --- PostgreSQL alone: the epoch is pushed by NOTIFY -------------------------------------------------
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _until(predicate: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
+    """Wait for something another process does (a backend terminated), polling the event loop."""
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.01)
+
+
+async def test_postgres_epoch_is_unknown_while_its_connection_is_down(postgres_url: str) -> None:
+    clock = ManualClock()
+    database = Database(postgres_url)
+    epoch = PostgresAuthEpoch(database, _asyncpg_dsn(postgres_url), clock, retry_seconds=5)
+    try:
+        first = await epoch.current()
+        assert first is not None
+        assert await epoch.current() == first  # stable while nothing is notified
+
+        # The listening backend goes away (a server restart, a network cut): notifications could be
+        # missed from here on, so nothing cached may be trusted.
+        admin = await asyncpg.connect(_asyncpg_dsn(postgres_url))
+        try:
+            terminated = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            )
+        finally:
+            await admin.close()
+        assert terminated == 1
+
+        async def unknown() -> bool:
+            return await epoch.current() is None
+
+        await _until(unknown)
+        await epoch.bump()  # still tells the others (through the database), even while not listening
+        assert await epoch.current() is None  # no new attempt before retry_seconds
+        clock.advance(5)
+        again = await epoch.current()
+        assert again is not None
+        assert again != first  # what was cached before the gap is not trusted after it
+    finally:
+        await epoch.aclose()
+        await database.dispose()
+
+
+async def test_unreachable_postgres_epoch_is_unknown() -> None:
+    url = "postgresql+asyncpg://postgres@127.0.0.1:1/nothing"
+    database = Database(url)
+    epoch = PostgresAuthEpoch(database, _asyncpg_dsn(url), ManualClock(), connect_timeout=0.5)
+    try:
+        assert await epoch.current() is None
+        await epoch.bump()  # logged, not raised: the revocation itself already committed
+    finally:
+        await epoch.aclose()
+        await database.dispose()

@@ -10,7 +10,10 @@ shares the database can read it cheaply:
 * ``RedisAuthEpoch`` — an ``INCR`` counter in Redis (replicas on several hosts);
 * ``FileAuthEpoch`` — a random token in a file beside the SQLite database (the server, its
   workers and the CLI on one machine);
-* ``NoAuthEpoch`` — PostgreSQL without Redis has no shared cheap signal, so nothing is cached.
+* ``PostgresAuthEpoch`` — PostgreSQL without Redis: ``LISTEN``/``NOTIFY`` on one dedicated
+  connection per process; the epoch is a local token that changes on every notification, and is
+  unknown while that connection is down;
+* ``NoAuthEpoch`` — nothing shared (an in-memory SQLite database), so nothing is cached.
 
 When the epoch cannot be read (Redis down), the cache is bypassed rather than trusted. A TTL
 bounds the age of any entry regardless. Written by hand because the rule that makes it safe (the
@@ -19,17 +22,21 @@ epoch tag) is the whole point and no cache library has it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from trellis.kit.clock import Clock
 from trellis.kit.logging import get_logger
+from trellis.storage.database import Database
 
 log = get_logger(__name__)
 
@@ -45,6 +52,10 @@ class AuthEpoch(Protocol):
         """Move the epoch. Call after the change that takes access away has committed."""
         ...
 
+    async def aclose(self) -> None:
+        """Release what the epoch holds open (a listening connection)."""
+        ...
+
 
 class NoAuthEpoch:
     async def current(self) -> str | None:
@@ -52,6 +63,100 @@ class NoAuthEpoch:
 
     async def bump(self) -> None:
         return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class PostgresAuthEpoch:
+    """The epoch on PostgreSQL alone, pushed by ``NOTIFY`` instead of read per request.
+
+    Each process listens on ``channel`` on a connection of its own (asyncpg delivers notifications
+    as they arrive, on an idle connection). The epoch is a random token made when listening starts
+    and replaced on every notification; ``bump`` sends one (``pg_notify`` in a committed
+    transaction, so it reaches every listener, this process's own included) and replaces the local
+    token at once. While the listening connection is down the epoch is unknown (None: nothing
+    cached is trusted) and a new token is made when listening starts again, so nothing cached
+    before a gap is trusted after it. Reconnecting is tried at most every ``retry_seconds``. As
+    with Redis, a request served between a revocation's commit and the notification's arrival
+    (milliseconds) may still pass; the cache TTL bounds every entry in any case.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        dsn: str,
+        clock: Clock,
+        *,
+        channel: str = "trellis_auth_epoch",
+        retry_seconds: float = 5.0,
+        connect_timeout: float = 2.0,
+    ) -> None:
+        self._database = database
+        self._dsn = dsn
+        self._clock = clock
+        self._channel = channel
+        self._retry_seconds = retry_seconds
+        self._connect_timeout = connect_timeout
+        self._connection: Any = None  # an asyncpg.Connection (asyncpg is untyped)
+        self._token: str | None = None
+        self._next_attempt = float("-inf")
+        self._lock = asyncio.Lock()
+        # Set on every notification: lets a test wait for one instead of sleeping.
+        self.notified = asyncio.Event()
+
+    async def current(self) -> str | None:
+        connection = self._connection
+        if connection is None or connection.is_closed():
+            await self._listen()
+        return self._token
+
+    async def _listen(self) -> None:
+        async with self._lock:
+            if self._connection is not None and not self._connection.is_closed():
+                return
+            self._connection, self._token = None, None
+            if self._clock.monotonic() < self._next_attempt:
+                return
+            self._next_attempt = self._clock.monotonic() + self._retry_seconds
+            import asyncpg  # type: ignore[import-untyped]  # only PostgreSQL deployments load it
+
+            try:
+                connection = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+                log.warning("auth_epoch_listen_failed", error=type(exc).__name__)
+                return
+            try:
+                await connection.add_listener(self._channel, self._on_notification)
+            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+                log.warning("auth_epoch_listen_failed", error=type(exc).__name__)
+                await connection.close()
+                return
+            connection.add_termination_listener(self._on_lost)
+            self._connection, self._token = connection, secrets.token_hex(16)
+
+    def _on_notification(self, *_: object) -> None:
+        if self._connection is not None:
+            self._token = secrets.token_hex(16)
+        self.notified.set()
+
+    def _on_lost(self, *_: object) -> None:
+        self._connection, self._token = None, None
+
+    async def bump(self) -> None:
+        if self._token is not None:
+            self._token = secrets.token_hex(16)
+        try:
+            async with self._database.transaction() as session:
+                await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": self._channel})
+        except (OSError, SQLAlchemyError) as exc:
+            # Other processes keep their entries at most the cache TTL. Say so loudly.
+            log.error("auth_epoch_bump_failed", error=type(exc).__name__)
+
+    async def aclose(self) -> None:
+        connection, self._connection, self._token = self._connection, None, None
+        if connection is not None and not connection.is_closed():
+            await connection.close()
 
 
 class FileAuthEpoch:
@@ -75,6 +180,9 @@ class FileAuthEpoch:
         temporary.write_text(secrets.token_hex(16))
         os.replace(temporary, self._path)
 
+    async def aclose(self) -> None:
+        return None
+
 
 class RedisAuthEpoch:
     def __init__(self, client: Redis, key: str) -> None:
@@ -95,6 +203,9 @@ class RedisAuthEpoch:
             # Readers that cannot reach Redis bypass the cache; readers that can will keep an
             # entry at most the cache TTL. Say so loudly.
             log.error("auth_epoch_bump_failed", error=type(exc).__name__)
+
+    async def aclose(self) -> None:
+        return None  # the client belongs to the runtime
 
 
 @dataclass(slots=True)

@@ -254,6 +254,14 @@ class AuthService:
         await self._access_changed()
         return key
 
+    @property
+    def epoch(self) -> AuthEpoch:
+        """Where this process learns that another took access away (see trellis.auth.cache)."""
+        return self._epoch
+
+    async def aclose(self) -> None:
+        await self._epoch.aclose()
+
     async def _access_changed(self) -> None:
         """After a commit that takes access away: no cache anywhere may keep serving it."""
         self._key_cache.clear()
