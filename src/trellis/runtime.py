@@ -129,12 +129,7 @@ def build_runtime(
         max_file_bytes=settings.context.ingest_max_file_bytes,
         chunk_max_chars=settings.context.ingest_chunk_max_chars,
     )
-    search = ContextSearch(
-        database,
-        gateway,
-        vector_index,
-        keyword_budget=settings.context.keyword_rank_budget,
-    )
+    search = ContextSearch(database, gateway, vector_index, keyword_budget=settings.context.keyword_rank_budget)
     return Runtime(
         settings,
         clock,
@@ -177,19 +172,9 @@ def build_gateway(
         breaker = MemoryCircuitBreaker(
             clock, failure_threshold=tuning.breaker_failure_threshold, recovery_seconds=tuning.breaker_recovery_seconds
         )
-    cache = ResponseCache(
-        clock,
-        ttl_seconds=tuning.cache_ttl_seconds,
-        max_entries=tuning.cache_max_entries,
-        redis=redis,
-        redis_prefix=f"{settings.redis_key_prefix}cache:",
-    )
-    embeddings = EmbeddingCache(
-        clock,
-        ttl_seconds=tuning.cache_ttl_seconds,
-        max_entries=tuning.cache_max_entries,
-        redis=redis,
-        redis_prefix=f"{settings.redis_key_prefix}embed:",
+    cache = ResponseCache.from_settings(tuning, clock, redis=redis, redis_prefix=f"{settings.redis_key_prefix}cache:")
+    embeddings = EmbeddingCache.from_settings(
+        tuning, clock, redis=redis, redis_prefix=f"{settings.redis_key_prefix}embed:"
     )
     providers = ProviderRegistry(ProviderContext(settings))
     return Gateway(

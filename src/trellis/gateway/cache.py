@@ -14,14 +14,16 @@ import hashlib
 import json
 import struct
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import numpy as np
 from cachetools import TTLCache
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from trellis.gateway.config import GatewaySettings
 from trellis.gateway.types import Completion, CompletionRequest, Usage
 from trellis.kit.clock import Clock
 from trellis.kit.logging import get_logger
@@ -68,6 +70,19 @@ class TieredCache(ABC, Generic[ValueT]):
         self._redis = redis
         self._prefix = redis_prefix
 
+    @classmethod
+    def from_settings(
+        cls, tuning: GatewaySettings, clock: Clock, *, redis: Redis | None = None, redis_prefix: str = "trellis:cache:"
+    ) -> Self:
+        """Sized and timed by the gateway's cache settings (``cache_ttl_seconds``, ``cache_max_entries``)."""
+        return cls(
+            clock,
+            ttl_seconds=tuning.cache_ttl_seconds,
+            max_entries=tuning.cache_max_entries,
+            redis=redis,
+            redis_prefix=redis_prefix,
+        )
+
     @abstractmethod
     def encode(self, value: ValueT) -> str | bytes: ...
 
@@ -93,11 +108,19 @@ class TieredCache(ABC, Generic[ValueT]):
         return value, "l2"
 
     async def put(self, key: str, value: ValueT) -> None:
-        self._l1[key] = value
-        if self._redis is None:
+        await self.put_many([(key, value)])
+
+    async def put_many(self, items: Sequence[tuple[str, ValueT]]) -> None:
+        """Store several entries; in Redis with one round trip (a pipeline), not one per entry."""
+        for key, value in items:
+            self._l1[key] = value
+        if self._redis is None or not items:
             return
         try:
-            await self._redis.set(self._prefix + key, self.encode(value), px=int(self._ttl * 1000))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, value in items:
+                    pipe.set(self._prefix + key, self.encode(value), px=int(self._ttl * 1000))
+                await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("cache_l2_unavailable", error=type(exc).__name__)
 

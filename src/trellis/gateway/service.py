@@ -119,10 +119,7 @@ class Gateway:
         self.providers = providers
         self._breaker = breaker
         self._cache = cache
-        tuning = settings.gateway
-        self._embeddings = embeddings or EmbeddingCache(
-            clock, ttl_seconds=tuning.cache_ttl_seconds, max_entries=tuning.cache_max_entries
-        )
+        self._embeddings = embeddings or EmbeddingCache.from_settings(settings.gateway, clock)
         self._logs = logs
         self.metrics = metrics
         self._clock = clock
@@ -498,8 +495,8 @@ class Gateway:
         result = await self._embed_uncached(ctx, canonical, model, texts, request, started)
         if keys and len(result.vectors) == len(keys):  # no keys: the cache is off for this call
             shares = _shares(result.prompt_tokens, len(keys))
-            for key, vector, tokens in zip(keys, result.vectors, shares, strict=True):
-                await self._embeddings.put(key, CachedEmbedding.of(vector, tokens))
+            fresh = zip(keys, result.vectors, shares, strict=True)
+            await self._embeddings.put_many([(key, CachedEmbedding.of(vector, n)) for key, vector, n in fresh])
         self._submit_embedding(ctx, request, canonical, model, texts, result, started, cached=False)
         return canonical, result
 
