@@ -331,6 +331,19 @@ async def test_the_quantized_model_is_made_once_and_kept_in_the_data_directory(
     assert second.vectors == first.vectors
 
 
+async def test_a_damaged_cached_model_is_made_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(onnx_quantize, "_in_process", {})
+    cached = tmp_path / "cache" / "onnx" / f"model-{onnx_quantize.cache_key(MODEL_FILE)}.onnx"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"half a file")
+
+    result = await OnnxEmbeddingProvider(ProviderContext(Settings(data_dir=tmp_path))).embed(MODEL, ["repaired"])
+    reference = await OnnxEmbeddingProvider().embed(MODEL, ["repaired"])
+
+    assert result.vectors == reference.vectors
+    assert b"MatMulInteger" in cached.read_bytes()
+
+
 async def test_an_unwritable_data_directory_costs_only_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

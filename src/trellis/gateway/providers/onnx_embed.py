@@ -57,6 +57,9 @@ from trellis.gateway.errors import ProviderRejected, ProviderUnavailable
 from trellis.gateway.providers.base import ProviderContext
 from trellis.gateway.providers.onnx_quantize import quantized_model
 from trellis.gateway.types import Completion, CompletionRequest, EmbeddingResult, Message, StreamChunk
+from trellis.kit.logging import get_logger
+
+log = get_logger(__name__)
 
 NAME = "onnx-embed"
 PACKAGED_MODEL_ID = "all-MiniLM-L6-v2-int8"
@@ -232,11 +235,20 @@ class _Engine:
         options.log_severity_level = 3
         # Idle worker threads sleep instead of spinning: the CPU is shared with the chat model.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+
+        def open_session(model: str | bytes) -> Any:
+            return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
         try:
-            model: str | bytes = str(path)
-            if self._spec.quantize == "dynamic":
-                model = quantized_model(path, self._cache_dir)
-            session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+            if self._spec.quantize == "none":
+                session = open_session(str(path))
+            else:
+                try:
+                    session = open_session(quantized_model(path, self._cache_dir))
+                except Exception as exc:  # noqa: BLE001 (onnxruntime's errors share no public base class)
+                    # A damaged cached file: make it again (a fault in the source fails again, below).
+                    log.warning("onnx_quantized_model_remade", path=str(path), error=str(exc))
+                    session = open_session(quantized_model(path, self._cache_dir, remake=True))
         except Exception as exc:  # onnxruntime's errors share no public base class
             raise ProviderUnavailable(f"cannot load the ONNX model {str(path)!r}: {exc}", provider=NAME) from exc
 
@@ -289,9 +301,10 @@ class _Engine:
         """Embeddings for one batch, padded to its longest text.
 
         Quantized dynamically, the model scales its int8 activations by the largest value in the
-        whole input tensor: texts sharing a run would change each other's vectors (to a cosine of
-        0.95 in tests), padding included. So there each text runs alone, and a text's vector never
-        depends on what else was in the call; it costs no speed (bench/README.md, "Embedding compute").
+        whole input tensor, padding included: texts sharing a run would change each other's vectors
+        (an emoji-and-CJK text batched with plain ones moved others to a cosine of 0.95). So there
+        each text runs alone, and its vector never depends on what else was in the call. That was
+        not slower when tried: without padding, short texts no longer pay for long ones.
         """
         if self._spec.quantize == "dynamic" and len(batch) > 1:
             return np.vstack([self._run_padded([tokens]) for tokens in batch])

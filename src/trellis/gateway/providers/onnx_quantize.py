@@ -64,17 +64,18 @@ def cache_key(source: Path) -> str:
     return digest.hexdigest()[:24]
 
 
-def quantized_model(source: Path, cache_dir: Path | None) -> bytes:
+def quantized_model(source: Path, cache_dir: Path | None, *, remake: bool = False) -> bytes:
     """The dynamically quantized form of the ONNX model at ``source``, as bytes for
     ``onnxruntime.InferenceSession``: from this process's memory, else ``cache_dir``, else made now
-    (and then written to ``cache_dir`` when it is given)."""
+    (and then written to ``cache_dir`` when it is given). ``remake`` skips both caches and replaces
+    them: for when onnxruntime could not load what they held (a damaged file)."""
     key = cache_key(source)
     with _lock:  # one conversion at a time: each briefly needs several hundred MB
-        model = _in_process.get(key)
+        model = None if remake else _in_process.get(key)
         if model is not None:
             return model
         cached = cache_dir / f"{source.stem}-{key}.onnx" if cache_dir is not None else None
-        if cached is not None and cached.is_file():
+        if cached is not None and cached.is_file() and not remake:
             model = cached.read_bytes()
         else:
             model = _quantize(source)
