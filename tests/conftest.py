@@ -21,6 +21,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from sqlalchemy import text
 
 from trellis.app import create_app
 from trellis.auth.schemas import ApiKeyCreate, Principal, UserCreate
@@ -28,6 +29,7 @@ from trellis.kit.clock import ManualClock
 from trellis.runtime import Runtime
 from trellis.settings import Role, Settings
 from trellis.storage import migrate
+from trellis.storage.database import Database
 
 POSTGRES_SERVER = os.environ.get("TRELLIS_TEST_POSTGRES", "postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("TRELLIS_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -73,6 +75,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def redis_prefix() -> str:
     return f"trellis-test:{uuid.uuid4().hex[:10]}:"
+
+
+async def analyze(database: Database) -> None:
+    """PostgreSQL's term statistics come from ANALYZE (autovacuum runs it on a live database, some
+    time after a write). Tests of keyword ranking run it after loading their corpus, so the ranking
+    does not depend on whether autovacuum has seen it yet, or on statistics left by other data."""
+    if database.dialect == "postgresql":
+        async with database.transaction() as session:
+            await session.execute(text("ANALYZE contexts"))
 
 
 async def delete_prefixed(client: Redis, prefix: str) -> None:

@@ -20,7 +20,7 @@ from trellis.context.indexer import GatewayIndexer
 from trellis.context.ingest import IngestService
 from trellis.context.search import ContextSearch
 from trellis.context.service import ContextService
-from trellis.context.vectors import AutoVectorIndex, VectorIndex
+from trellis.context.vectors import AutoVectorIndex, VectorIndex, use_one_blas_thread
 from trellis.gateway.cache import EmbeddingCache, ResponseCache
 from trellis.gateway.providers.base import ProviderContext
 from trellis.gateway.providers.registry import ProviderRegistry
@@ -119,6 +119,7 @@ def build_runtime(
     logs.on_drop = lambda reason, count: gateway.metrics.log_dropped.labels(reason).inc(count)
     # Semantic search: vectors in the database, searched exactly in-process or by pgvector (chosen on
     # first use); contexts are embedded through the gateway as they are written.
+    use_one_blas_thread()  # exact scoring: one BLAS thread per search, not a spinning pool per process
     vector_index = AutoVectorIndex(database, ef_search=settings.context.vector_ef_search)
     indexer = GatewayIndexer(database, gateway, vector_index, clock)
     context = ContextService(database, settings, clock, indexer)

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import text
 
+from tests.conftest import analyze
 from trellis.auth.models import User
 from trellis.context.keyword import (
     Fts5TermStatistics,
@@ -64,13 +64,6 @@ async def add_alphas_and_betas(database: Database, owner_id: str, alphas: int, b
     """Contexts a-0.. with the word 'alpha' and b-0.. with 'beta' (and nothing else in common)."""
     await add(database, owner_id, {f"a-{i}": f"alpha entry {i}" for i in range(alphas)})
     await add(database, owner_id, {f"b-{i}": f"beta entry {i}" for i in range(betas)})
-
-
-async def analyze(database: Database) -> None:
-    """PostgreSQL's term statistics come from ANALYZE (autovacuum runs it on a live database)."""
-    if database.dialect == "postgresql":
-        async with database.transaction() as session:
-            await session.execute(text("ANALYZE contexts"))
 
 
 def ids(hits: list[tuple[str, float]]) -> list[str]:

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.auth.support import assert_error, assert_ok, field_names
-from tests.conftest import ADMIN_KEY, Harness
+from tests.conftest import ADMIN_KEY, Harness, analyze
 from trellis.context.keyword import fts5_any
 from trellis.context.models import Context, ContextEmbedding
 from trellis.context.search import RRF_K, ContextSearch, SearchQuery, fuse, query_terms
@@ -138,6 +138,7 @@ def keys(data: dict[str, Any]) -> list[str]:
 
 async def test_hybrid_recall_at_5_is_at_least_each_retrievers(h: Harness, alice: dict[str, str]) -> None:
     await load_corpus(h, alice)
+    await analyze(h.runtime.database)
     recall: dict[str, float] = {}
     first: dict[tuple[str, str], int] = {}  # (mode, query) -> rank of the first relevant hit (0: none)
     for mode in ("keyword", "semantic", "hybrid"):

@@ -254,7 +254,9 @@ class ExactVectorIndex:
             if filters.active:
                 result = await session.execute(_filtered_ids(self._database.dialect, owner_id, filters))
                 allowed = [str(value) for value in result.scalars()]
-        return self._score(matrix, wanted, k, allowed)
+        # Scoring 100,000 vectors takes milliseconds: in a worker thread (numpy lets go of the GIL), the
+        # event loop serves other requests meanwhile, and concurrent searches score in parallel.
+        return await asyncio.to_thread(self._score, matrix, wanted, k, allowed)
 
     def _score(self, matrix: _Matrix, wanted: FloatArray, k: int, allowed: list[str] | None) -> list[VectorHit]:
         if not matrix.ids:
@@ -569,6 +571,23 @@ class PgVectorIndex:
             if clause is not None:
                 query = query.where(clause)
         return query
+
+
+def use_one_blas_thread() -> None:
+    """Make numpy's BLAS (OpenBLAS in numpy's wheels) compute on the calling thread only, in this process.
+
+    OpenBLAS splits every matrix product over a pool of its own threads, one per core, which then
+    spin for a while waiting for more work. A server gains nothing from that: parallelism comes from
+    concurrent requests, each scoring in a worker thread (``ExactVectorIndex.search``). It loses
+    much: the spinning threads take the cores the embedding model and the database need next, and a
+    second process on the machine (another replica, a worker, the CLI) spins against this one's.
+    With a ``trellis serve`` beside the benchmark's own runtime, both on one 2-core machine, an
+    in-process hybrid search at 10,000 contexts took twice as long (bench/README.md, "The HTTP door").
+    threadpoolctl is the maintained way to set this at run time, for whichever BLAS numpy loaded.
+    """
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    threadpool_limits(limits=1, user_api="blas")
 
 
 # --- choosing ---------------------------------------------------------------------------------------
