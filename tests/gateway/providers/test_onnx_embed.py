@@ -247,7 +247,7 @@ AS_IS = model_config(quantize="none")
 
 
 def catalog_queries() -> dict[str, list[str]]:
-    """tryaii's labelled query sets (217 short queries in 10+ groups) and their reference centroids."""
+    """tryaii's labelled query sets (217 short queries in 10+ groups), by group."""
     queries = json.loads((CATALOG / "training_queries.json").read_text())["benchmarks"]
     assert len(queries) >= 10
     return {benchmark: entry["queries"] for benchmark, entry in queries.items()}

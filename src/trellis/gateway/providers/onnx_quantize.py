@@ -4,10 +4,11 @@ The packaged MiniLM file stores its weights as int8 with a scale, but as ``Cast`
 each ``MatMul``: onnxruntime folds them back to fp32 at load and multiplies in fp32, so the int8 only
 saves disk. Dynamic quantization (onnxruntime's ``quantize_dynamic``) rewrites each ``MatMul`` with a
 constant weight into ``DynamicQuantizeLinear`` + ``MatMulInteger``: weights int8 per output channel,
-activations quantized per call. The integer kernels use AVX2 and AVX-512 VNNI, and read a quarter of
-the weight bytes. On the machines measured (bench/README.md, "Embedding compute") a search query
-embeds in about half the time and documents at about twice the rate; vectors keep a cosine of about
-0.99 to the fp32 computation (tests/gateway/providers/test_onnx_embed.py holds the bounds).
+activations quantized per call. onnxruntime's integer kernels (AVX2, and AVX-512 VNNI where the CPU
+has it) read a quarter of the weight bytes. On the machine measured (bench/README.md, "Embedding
+compute") a search query embeds in about half the time and documents at about twice the rate;
+vectors keep a cosine of about 0.99 to the fp32 computation (tests/gateway/providers/test_onnx_embed.py
+holds the bounds).
 
 The recipe is onnxruntime's own, so nothing numerical is hand-written here: this module only
 orders its steps and caches the result.
@@ -17,7 +18,7 @@ orders its steps and caches the result.
    ``MatMul`` whose weight is an initializer.
 2. ``quantize_dynamic`` (weights ``QInt8``, per channel) writes the integer model.
 
-It takes 1.5-2.5 s and about 450 MB at its peak, so the result is kept: in this process (by the
+It takes a second or two and several hundred MB at its peak, so the result is kept: in this process (by the
 source file's content hash) and, when the provider knows Trellis's data directory, in
 ``<data_dir>/cache/onnx/`` so the next process loads it in tens of milliseconds. The cache key also
 holds the onnxruntime and onnx versions and :data:`RECIPE`, so an upgrade makes a fresh file.
