@@ -16,6 +16,7 @@ admins too (names are per user, so there is nothing to address).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from trellis.auth.schemas import Principal
 from trellis.context.filters import check_metadata_filter, field_error, metadata_clause
 from trellis.context.models import VectorCollection, VectorItem
-from trellis.context.vectors import as_vector, normalized, to_blob, top_k
+from trellis.context.vectors import FloatArray, as_vector, normalized, to_blob, top_k
 from trellis.gateway.service import CallContext, Door, Gateway
 from trellis.kit.clock import Clock
 from trellis.kit.errors import Conflict, NotFound
@@ -39,6 +40,15 @@ from trellis.vectors.schemas import CollectionCreate, ItemIn, QueryIn
 
 def _not_found(name: str) -> NotFound:
     return NotFound("Vector collection not found", details={"name": name})
+
+
+def _nearest(ids: list[str], blobs: bytes, dimensions: int, wanted: FloatArray, k: int) -> list[tuple[str, float]]:
+    """The ``k`` items (id, cosine) nearest ``wanted`` among the float32 vectors packed in ``blobs``."""
+    matrix = np.frombuffer(blobs, dtype="<f4").astype(np.float32).reshape(len(ids), dimensions)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    matrix /= np.where(norms > 0, norms, 1.0)
+    scores = matrix @ normalized(wanted)
+    return [(ids[i], float(scores[i])) for i in top_k(scores, k)]
 
 
 class VectorCollections:
@@ -197,11 +207,8 @@ class VectorCollections:
             if not ids:
                 return model, []
             blobs = b"".join(blob for _, blob in candidates if len(blob) == 4 * collection.dimensions)
-            matrix = np.frombuffer(blobs, dtype="<f4").astype(np.float32).reshape(len(ids), collection.dimensions)
-            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-            matrix /= np.where(norms > 0, norms, 1.0)
-            scores = matrix @ normalized(wanted)
-            best = [(ids[i], float(scores[i])) for i in top_k(scores, data.top_k)]
+            # In a worker thread, as the context store's exact index: the event loop serves meanwhile.
+            best = await asyncio.to_thread(_nearest, ids, blobs, collection.dimensions, wanted, data.top_k)
             rows = await session.execute(
                 select(VectorItem).where(
                     VectorItem.collection_id == collection.id, VectorItem.item_id.in_([i for i, _ in best])
