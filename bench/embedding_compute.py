@@ -120,7 +120,7 @@ def agreement(a: Sequence[np.ndarray[Any, Any]], b: Sequence[np.ndarray[Any, Any
     return float(cosines.min()), float(cosines.mean())
 
 
-def render(results: dict[str, ModeResult], convert_s: float, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+def render(results: dict[str, ModeResult], convert_s: float) -> tuple[str, dict[str, Any]]:
     base, quick = results["none"], results["dynamic"]
     rows = [
         f"{'mode':9} {'query p50 ms':>13} {'query p95 ms':>13} {'docs/s':>8}",
@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.now(UTC)
     results, convert_s = asyncio.run(measure(args))
-    text, numbers = render(results, convert_s, args)
+    text, numbers = render(results, convert_s)
     print(text)
     if not args.no_json:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)

@@ -141,6 +141,15 @@ def from_blob(blob: bytes) -> FloatArray:
     return np.frombuffer(blob, dtype="<f4").astype(np.float32, copy=False)
 
 
+def unit_rows(blobs: bytes, rows: int, dimensions: int) -> FloatArray:
+    """``rows`` float32 vectors packed back to back in ``blobs``, as a matrix of unit-length rows
+    (a zero vector stays zero)."""
+    matrix = np.frombuffer(blobs, dtype="<f4").astype(np.float32).reshape(rows, dimensions)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    matrix /= np.where(norms > 0, norms, 1.0)
+    return matrix
+
+
 def normalized(vector: FloatArray) -> FloatArray:
     norm = float(np.linalg.norm(vector))
     return vector / norm if norm > 0 else vector
@@ -322,9 +331,7 @@ class ExactVectorIndex:
             blobs.append(blob)
         if not ids or width is None:
             return _Matrix(marker, [], {}, np.zeros((0, 0), dtype=np.float32))
-        matrix = np.frombuffer(b"".join(blobs), dtype="<f4").astype(np.float32).reshape(len(ids), width // 4)
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        matrix /= np.where(norms > 0, norms, 1.0)
+        matrix = unit_rows(b"".join(blobs), len(ids), width // 4)
         return _Matrix(marker, ids, {context_id: row for row, context_id in enumerate(ids)}, matrix)
 
     def _store(self, key: tuple[str, str], matrix: _Matrix) -> None:

@@ -20,7 +20,6 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -29,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from trellis.auth.schemas import Principal
 from trellis.context.filters import check_metadata_filter, field_error, metadata_clause
 from trellis.context.models import VectorCollection, VectorItem
-from trellis.context.vectors import FloatArray, as_vector, normalized, to_blob, top_k
+from trellis.context.vectors import FloatArray, as_vector, normalized, to_blob, top_k, unit_rows
 from trellis.gateway.service import CallContext, Door, Gateway
 from trellis.kit.clock import Clock
 from trellis.kit.errors import Conflict, NotFound
@@ -44,10 +43,7 @@ def _not_found(name: str) -> NotFound:
 
 def _nearest(ids: list[str], blobs: bytes, dimensions: int, wanted: FloatArray, k: int) -> list[tuple[str, float]]:
     """The ``k`` items (id, cosine) nearest ``wanted`` among the float32 vectors packed in ``blobs``."""
-    matrix = np.frombuffer(blobs, dtype="<f4").astype(np.float32).reshape(len(ids), dimensions)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    matrix /= np.where(norms > 0, norms, 1.0)
-    scores = matrix @ normalized(wanted)
+    scores = unit_rows(blobs, len(ids), dimensions) @ normalized(wanted)
     return [(ids[i], float(scores[i])) for i in top_k(scores, k)]
 
 
