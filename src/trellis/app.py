@@ -10,18 +10,18 @@ from fastapi import FastAPI
 from trellis import __version__
 from trellis.auth.api import router as auth_router
 from trellis.context.api import router as context_router
-from trellis.context.ingest_api import INGEST_PATH
-from trellis.context.ingest_api import router as ingest_router
-from trellis.context.search_api import router as search_router
+from trellis.context.ingest.api import INGEST_PATH
+from trellis.context.ingest.api import router as ingest_router
+from trellis.context.search.api import router as search_router
+from trellis.episodic.api import router as logs_router
 from trellis.gateway.api import router as gateway_router
 from trellis.gateway.openai_api import router as openai_router
 from trellis.health.api import router as health_router
 from trellis.kit.clock import Clock
 from trellis.kit.handlers import install_error_handlers
+from trellis.kit.http_metrics import HttpMetrics
 from trellis.kit.middleware import RequestEdgeMiddleware
-from trellis.logs.api import router as logs_router
 from trellis.metrics.api import router as metrics_router
-from trellis.metrics.registry import HttpMetrics
 from trellis.runtime import Runtime, build_runtime
 from trellis.settings import Settings, load_settings
 from trellis.vectors.api import router as vectors_router
@@ -49,14 +49,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime.logs.start()
-        runtime.indexer.start()  # embeds scheduled contexts; first sweeps for any left unembedded
+        runtime.start()  # the log writer, and the indexer (which first sweeps for unembedded contexts)
         try:
             yield
         finally:
-            await runtime.indexer.stop()  # embeds what is queued; its model calls are logged
-            await runtime.logs.stop()  # writes every queued log row; needs the database still open
-            await runtime.close()
+            await runtime.close()  # drains the indexer and the log writer, then closes the backends
 
     app = FastAPI(
         title="Trellis",

@@ -1,6 +1,9 @@
-"""Builds the backends the settings ask for (database, Redis, limiter, services) and closes them.
+"""The composition root: builds the backends the settings ask for (database, Redis, limiter,
+caches, services), starts their background workers and closes everything in order.
 
-This is the only place that chooses between embedded and distributed implementations.
+This is the only place that chooses between embedded and distributed implementations. Only doors
+(``api.py`` modules, the OpenAI door, ``cli/``, ``app.py``) import it; services receive what they
+need through their constructors.
 """
 
 from __future__ import annotations
@@ -16,24 +19,27 @@ from sqlalchemy.engine import make_url
 from trellis.auth.cache import AuthEpoch, FileAuthEpoch, NoAuthEpoch, PostgresAuthEpoch, RedisAuthEpoch
 from trellis.auth.secrets import resolve_jwt_secret
 from trellis.auth.service import AuthService
-from trellis.context.indexer import GatewayIndexer
-from trellis.context.ingest import IngestService
-from trellis.context.search import ContextSearch
+from trellis.context.index.auto import AutoVectorIndex
+from trellis.context.index.base import VectorIndex
+from trellis.context.index.service import GatewayIndexer
+from trellis.context.ingest.service import IngestService
+from trellis.context.search.service import ContextSearch
 from trellis.context.service import ContextService
-from trellis.context.vectors import AutoVectorIndex, VectorIndex, use_one_blas_thread
+from trellis.episodic.writer import EpisodicLogWriter
 from trellis.gateway.cache import EmbeddingCache, ResponseCache
+from trellis.gateway.metrics import GatewayMetrics
 from trellis.gateway.providers.base import ProviderContext
 from trellis.gateway.providers.registry import ProviderRegistry
 from trellis.gateway.resilience import CircuitBreaker, MemoryCircuitBreaker, RedisCircuitBreaker
 from trellis.gateway.service import Gateway
 from trellis.kit.clock import Clock, SystemClock
-from trellis.logs.writer import EpisodicLogWriter
-from trellis.metrics.gateway import GatewayMetrics
+from trellis.kit.vector_math import use_one_blas_thread
 from trellis.ratelimit.base import RateLimiter
 from trellis.ratelimit.memory import MemoryRateLimiter
 from trellis.ratelimit.redis import RedisRateLimiter
 from trellis.settings import Settings
 from trellis.storage.database import Database
+from trellis.vectors.service import VectorCollections
 
 
 @dataclass
@@ -52,9 +58,22 @@ class Runtime:
     vector_index: VectorIndex
     indexer: GatewayIndexer
     search: ContextSearch
+    vectors: VectorCollections
+
+    def start(self, *, index_sweep: bool = True) -> None:
+        """Start the background workers (call from a running event loop): the episodic log writer,
+        then the context indexer. ``index_sweep=False`` (one-shot CLI commands) leaves the sweep for
+        contexts without a current vector to the server; what a command schedules is still embedded
+        when it closes the runtime."""
+        self.logs.start()
+        if index_sweep:
+            self.indexer.start()
 
     async def close(self) -> None:
-        await self.indexer.stop()  # embeds what is still queued: needs the gateway and the database
+        """Stop the workers, draining them, then close the backends. Every door ends here: the app's
+        lifespan and each CLI command, so no queued log row or scheduled embedding is lost."""
+        await self.indexer.stop()  # embeds what is still queued: needs the gateway, the log and the database
+        await self.logs.stop()  # writes every queued log row (the indexer's included): needs the database
         await self.gateway.providers.aclose()
         await self.limiter.close()
         await self.auth.aclose()
@@ -131,6 +150,7 @@ def build_runtime(
         chunk_max_chars=settings.context.ingest_chunk_max_chars,
     )
     search = ContextSearch(database, gateway, vector_index, keyword_budget=settings.context.keyword_rank_budget)
+    vectors = VectorCollections(database, gateway, clock)
     return Runtime(
         settings,
         clock,
@@ -146,6 +166,7 @@ def build_runtime(
         vector_index,
         indexer,
         search,
+        vectors,
     )
 
 

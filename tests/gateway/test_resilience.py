@@ -17,7 +17,6 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.conftest import REDIS_URL, delete_prefixed
-from trellis.gateway.config import GatewaySettings
 from trellis.gateway.errors import (
     ProviderBadResponse,
     ProviderError,
@@ -37,6 +36,7 @@ from trellis.gateway.resilience import (
     call_with_retries,
 )
 from trellis.kit.clock import ManualClock
+from trellis.settings.gateway import GatewaySettings
 
 THRESHOLD = 3
 RECOVERY = 10.0

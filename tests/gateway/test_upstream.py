@@ -26,8 +26,8 @@ from sqlalchemy import select
 from tests.auth.support import assert_error, assert_ok, field_names
 from tests.conftest import ADMIN_KEY, REDIS_URL, Harness
 from tests.gateway.upstream import Cut, FakeUpstream, Garbage, Ok, Slow, Status, WrongShape
-from trellis.gateway.config import SEED_ALIASES
-from trellis.logs.models import EpisodicLog
+from trellis.episodic.models import EpisodicLog
+from trellis.settings.gateway import SEED_ALIASES
 
 ADMIN = Harness.auth(ADMIN_KEY)
 GENERATE = "/api/v1/ai/generate"

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from tests.auth.support import assert_error, assert_ok, field_names
 from tests.conftest import Harness
-from trellis.context.models import VectorItem
 from trellis.settings import Role
+from trellis.vectors.models import VectorItem
 
 API = "/api/v1/db/vectors/collections"
 

@@ -1,10 +1,11 @@
-"""Tables of the context store.
+"""Tables of the context store's core: contexts and their relationships. The vectors' tables are in
+``trellis.context.index.models``.
 
 Search structures that the ORM does not describe live beside these tables and are created by
 migration 0003: on SQLite an FTS5 table ``contexts_fts`` (external content, kept in sync by
 triggers); on PostgreSQL a generated ``search_vector`` tsvector column with a GIN index, and, when
 the pgvector extension is available, an ``embedding vector(384)`` column with an HNSW index on
-``context_embeddings`` (see ``trellis.context.vectors``). ``SEARCH_ONLY_OBJECTS`` names them so
+``context_embeddings`` (see ``trellis.context.index``). ``SEARCH_ONLY_OBJECTS`` names them so
 schema comparisons can ignore them.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from trellis.storage.base import Base, UTCDateTime
@@ -70,53 +71,3 @@ class ContextRelationship(Base):
     relationship_type: Mapped[str] = mapped_column(String(64))
     strength: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-
-
-class ContextEmbedding(Base):
-    """One vector per context, for the content version it was computed from."""
-
-    __tablename__ = "context_embeddings"
-
-    context_id: Mapped[str] = mapped_column(ForeignKey("contexts.id", ondelete="CASCADE"), primary_key=True)
-    owner_id: Mapped[str] = mapped_column(String(40), index=True)
-    model: Mapped[str] = mapped_column(String(200))
-    dimensions: Mapped[int] = mapped_column(Integer)
-    # float32, little-endian: portable, and what numpy reads without copying.
-    vector: Mapped[bytes] = mapped_column(LargeBinary)
-    content_hash: Mapped[str] = mapped_column(String(64))
-
-
-class ContextVectorEpoch(Base):
-    """A counter per owner that triggers bump on every change to their vectors (migration 0004):
-    the exact vector index's cache is current while the epoch it was loaded at still is."""
-
-    __tablename__ = "context_vector_epochs"
-
-    owner_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    epoch: Mapped[int] = mapped_column(BigInteger)
-
-
-class VectorCollection(Base):
-    __tablename__ = "vector_collections"
-    __table_args__ = (UniqueConstraint("owner_id", "name", name="uq_vector_collections_owner_name"),)
-
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(100))
-    dimensions: Mapped[int] = mapped_column(Integer)
-    # The embedding model used for items given as text and for text queries.
-    model: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-
-
-class VectorItem(Base):
-    __tablename__ = "vector_items"
-
-    collection_id: Mapped[str] = mapped_column(
-        ForeignKey("vector_collections.id", ondelete="CASCADE"), primary_key=True
-    )
-    item_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)
-    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
-    text: Mapped[str | None] = mapped_column(Text)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

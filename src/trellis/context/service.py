@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from trellis.auth.schemas import Principal
 from trellis.context import repository as repo
-from trellis.context.indexing import ContextIndexer
+from trellis.context.index.base import ContextIndexer
 from trellis.context.models import Context, ContextRelationship
 from trellis.context.schemas import (
     ContextCreate,

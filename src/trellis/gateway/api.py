@@ -27,8 +27,8 @@ from trellis.gateway.schemas import (
     ModelOut,
 )
 from trellis.gateway.service import CallContext
-from trellis.kit.context import current_request_id
 from trellis.kit.envelope import Envelope, ok
+from trellis.kit.request_id import current_request_id
 from trellis.settings import RouteClass
 
 router = APIRouter(prefix="/api/v1/ai", tags=["ai"])

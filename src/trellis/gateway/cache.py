@@ -23,10 +23,10 @@ from cachetools import TTLCache
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from trellis.gateway.config import GatewaySettings
 from trellis.gateway.types import Completion, CompletionRequest, Usage
 from trellis.kit.clock import Clock
 from trellis.kit.logging import get_logger
+from trellis.settings.gateway import GatewaySettings
 
 log = get_logger(__name__)
 

@@ -23,8 +23,8 @@ from trellis.auth.deps import RuntimeDep, guard
 from trellis.auth.schemas import Principal, Scope
 from trellis.gateway.service import CallContext, Gateway, StreamOutcome
 from trellis.gateway.types import CompletionRequest, Message, Usage
-from trellis.kit.context import current_request_id
 from trellis.kit.errors import TrellisError, ValidationFailed
+from trellis.kit.request_id import current_request_id
 from trellis.settings import RouteClass
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])

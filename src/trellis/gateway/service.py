@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from trellis.auth.schemas import Principal
+from trellis.episodic.schemas import CallRecord, CallStatus, Door
+from trellis.episodic.writer import EpisodicLogWriter
 from trellis.gateway.cache import CachedEmbedding, EmbeddingCache, ResponseCache, cache_key, embedding_key
-from trellis.gateway.config import ModelConfig
 from trellis.gateway.errors import (
     ProviderBadResponse,
     ProviderError,
@@ -25,6 +26,7 @@ from trellis.gateway.errors import (
     ProviderStreamBroken,
     ProviderUnavailable,
 )
+from trellis.gateway.metrics import GatewayMetrics
 from trellis.gateway.providers.base import Provider
 from trellis.gateway.providers.registry import ProviderRegistry, UnknownProvider
 from trellis.gateway.resilience import (
@@ -38,14 +40,11 @@ from trellis.gateway.types import Completion, CompletionRequest, EmbeddingResult
 from trellis.kit.clock import Clock
 from trellis.kit.errors import NotFound, TrellisError, Unavailable, ValidationFailed
 from trellis.kit.logging import get_logger
-from trellis.logs.schemas import CallRecord, CallStatus
-from trellis.logs.writer import EpisodicLogWriter
-from trellis.metrics.gateway import GatewayMetrics
 from trellis.settings import Settings
+from trellis.settings.gateway import ModelConfig
 
 log = get_logger(__name__)
 T = TypeVar("T")
-Door = Literal["rest", "openai", "cli", "workflow", "dspy", "indexer"]
 CacheMode = Literal["auto", "bypass", "force"]
 
 

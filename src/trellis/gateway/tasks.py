@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 import jsonschema
 
-from trellis.gateway.config import ModelConfig
 from trellis.gateway.schemas import (
     AnalyzeOut,
     AnalyzeRequest,
@@ -29,6 +28,7 @@ from trellis.gateway.schemas import (
 from trellis.gateway.service import BadGateway, CallContext, Gateway, GatewayResult, StreamOutcome
 from trellis.gateway.types import CompletionRequest, Message
 from trellis.kit.errors import TrellisError, ValidationFailed
+from trellis.settings.gateway import ModelConfig
 
 CacheMode = Literal["auto", "bypass", "force"]
 EventStream = AsyncIterator[bytes]

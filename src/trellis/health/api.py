@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from trellis import __version__
+from trellis.auth.deps import RuntimeDep
 from trellis.health.service import readiness
 
 router = APIRouter(tags=["operations"])
@@ -19,6 +20,6 @@ async def health() -> dict[str, Any]:
 
 
 @router.get("/ready", responses={503: {"description": "Some dependency is failing; `failing` names it."}})
-async def ready(request: Request) -> JSONResponse:
-    report = await readiness(request.app.state.runtime)
+async def ready(runtime: RuntimeDep) -> JSONResponse:
+    report = await readiness(runtime.database, runtime.redis)
     return JSONResponse(report, status_code=200 if report["status"] == "ready" else 503)

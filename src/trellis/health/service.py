@@ -6,7 +6,9 @@ import asyncio
 import time
 from typing import Any
 
-from trellis.runtime import Runtime
+from redis.asyncio import Redis
+
+from trellis.storage.database import Database
 from trellis.storage.migrate import current_revision, head_revision
 
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -25,20 +27,20 @@ async def _timed(check: Any) -> dict[str, Any]:
     return result
 
 
-async def readiness(runtime: Runtime) -> dict[str, Any]:
-    async def database() -> dict[str, Any]:
-        revision = await current_revision(runtime.database)
+async def readiness(database: Database, redis: Redis | None) -> dict[str, Any]:
+    async def schema() -> dict[str, Any]:
+        revision = await current_revision(database)
         head = head_revision()
         if revision != head:
             raise RuntimeError(f"schema at {revision}, expected {head}: run `trellis migrate`")
-        return {"backend": runtime.database.dialect, "revision": revision}
+        return {"backend": database.dialect, "revision": revision}
 
-    checks: dict[str, Any] = {"database": await _timed(database)}
-    if runtime.redis is not None:
-        redis = runtime.redis
+    checks: dict[str, Any] = {"database": await _timed(schema)}
+    if redis is not None:
+        client = redis
 
         async def ping() -> dict[str, Any]:
-            await redis.ping()
+            await client.ping()
             return {}
 
         checks["redis"] = await _timed(ping)

@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, Field
 
 from trellis.kit.clock import utc_timestamp
-from trellis.kit.context import current_request_id
+from trellis.kit.request_id import current_request_id
 
 DataT = TypeVar("DataT")
 

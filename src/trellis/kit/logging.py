@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from trellis.kit.context import current_request_id
+from trellis.kit.request_id import current_request_id
 
 _SECRET_FIELD = re.compile(r"pass(word)?|secret|token|api[_-]?key|authorization|cookie|^key$", re.I)
 _SECRET_VALUE = re.compile(r"trl_[A-Za-z0-9_\-]{8,}|eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")

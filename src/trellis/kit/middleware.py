@@ -17,10 +17,10 @@ from typing import Any
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trellis.kit.context import accept_request_id, request_id_var
 from trellis.kit.envelope import failure
+from trellis.kit.http_metrics import HttpMetrics
 from trellis.kit.logging import get_logger
-from trellis.metrics.registry import HttpMetrics
+from trellis.kit.request_id import accept_request_id, request_id_var
 
 log = get_logger("trellis.access")
 

@@ -1,9 +1,17 @@
-"""Imports every table so ``Base.metadata`` is complete (for Alembic and test schemas)."""
+"""The one table registry: imports every domain's tables so ``Base.metadata`` is complete.
+
+Alembic's ``env.py`` and the test schemas read ``Base.metadata`` from here. This is the only module
+under ``storage/`` allowed to import domains (the import-rule test names it); nothing else imports
+it at run time, so a domain never learns about another through it. A new domain with tables adds
+its ``models`` here.
+"""
 
 from trellis.auth.models import ApiKey, User
-from trellis.context.models import Context, ContextEmbedding, ContextRelationship, VectorCollection, VectorItem
-from trellis.logs.models import EpisodicLog
+from trellis.context.index.models import ContextEmbedding, ContextVectorEpoch
+from trellis.context.models import Context, ContextRelationship
+from trellis.episodic.models import EpisodicLog
 from trellis.storage.base import Base
+from trellis.vectors.models import VectorCollection, VectorItem
 
 __all__ = [
     "ApiKey",
@@ -11,6 +19,7 @@ __all__ = [
     "Context",
     "ContextEmbedding",
     "ContextRelationship",
+    "ContextVectorEpoch",
     "EpisodicLog",
     "User",
     "VectorCollection",

@@ -21,10 +21,8 @@ from typing import Any
 from fastapi import APIRouter, status
 
 from trellis.auth.deps import Reader, RuntimeDep, Writer
-from trellis.context.vectors import from_blob
-from trellis.kit.context import current_request_id
 from trellis.kit.envelope import Envelope, ok
-from trellis.runtime import Runtime
+from trellis.kit.request_id import current_request_id
 from trellis.vectors.schemas import (
     CollectionCreate,
     CollectionDeleted,
@@ -38,14 +36,9 @@ from trellis.vectors.schemas import (
     QueryIn,
     QueryOut,
 )
-from trellis.vectors.service import VectorCollections
 
 router = APIRouter(prefix="/api/v1/db/vectors", tags=["vectors"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such collection of yours (not_found_error)"}}
-
-
-def _service(runtime: Runtime) -> VectorCollections:
-    return VectorCollections(runtime.database, runtime.gateway, runtime.clock)
 
 
 @router.post(
@@ -55,28 +48,28 @@ def _service(runtime: Runtime) -> VectorCollections:
     responses={409: {"description": "You already have a collection of this name (conflict_error)"}},
 )
 async def create_collection(body: CollectionCreate, principal: Writer, runtime: RuntimeDep) -> Envelope[CollectionOut]:
-    return ok(CollectionOut.of(await _service(runtime).create(principal, body), 0))
+    return ok(CollectionOut.of(await runtime.vectors.create(principal, body), 0))
 
 
 @router.get("/collections", summary="Your vector collections")
 async def list_collections(principal: Reader, runtime: RuntimeDep) -> Envelope[list[CollectionOut]]:
-    return ok([CollectionOut.of(c, n) for c, n in await _service(runtime).list_all(principal)])
+    return ok([CollectionOut.of(c, n) for c, n in await runtime.vectors.list_all(principal)])
 
 
 @router.get("/collections/{name}", summary="One vector collection", responses=NOT_FOUND)
 async def get_collection(name: str, principal: Reader, runtime: RuntimeDep) -> Envelope[CollectionOut]:
-    collection, count = await _service(runtime).get(principal, name)
+    collection, count = await runtime.vectors.get(principal, name)
     return ok(CollectionOut.of(collection, count))
 
 
 @router.delete("/collections/{name}", summary="Delete a collection and its items", responses=NOT_FOUND)
 async def delete_collection(name: str, principal: Writer, runtime: RuntimeDep) -> Envelope[CollectionDeleted]:
-    removed = await _service(runtime).delete(principal, name)
+    removed = await runtime.vectors.delete(principal, name)
     return ok(CollectionDeleted(name=name, items_removed=removed))
 
 
 async def _upsert(name: str, body: ItemsUpsert, principal: Writer, runtime: RuntimeDep) -> Envelope[ItemsUpserted]:
-    ids = await _service(runtime).upsert(principal, name, body.items, door="rest", request_id=current_request_id())
+    ids = await runtime.vectors.upsert(principal, name, body.items, door="rest", request_id=current_request_id())
     return ok(ItemsUpserted(upserted=len(ids), ids=ids))
 
 
@@ -100,45 +93,26 @@ router.add_api_route(
 
 @router.get("/collections/{name}/items/{item_id}", summary="One item, with its vector", responses=NOT_FOUND)
 async def get_item(name: str, item_id: str, principal: Reader, runtime: RuntimeDep) -> Envelope[ItemOut]:
-    item = await _service(runtime).get_item(principal, name, item_id)
-    return ok(
-        ItemOut(
-            id=item.item_id,
-            metadata=dict(item.meta or {}),
-            text=item.text,
-            vector=from_blob(item.vector).tolist(),
-            updated_at=item.updated_at,
-        )
-    )
+    return ok(ItemOut.of(await runtime.vectors.get_item(principal, name, item_id)))
 
 
 @router.post("/collections/{name}/items/delete", summary="Delete items by id", responses=NOT_FOUND)
 async def delete_items(name: str, body: ItemsDelete, principal: Writer, runtime: RuntimeDep) -> Envelope[ItemsDeleted]:
-    return ok(ItemsDeleted(deleted=await _service(runtime).delete_items(principal, name, body.ids)))
+    return ok(ItemsDeleted(deleted=await runtime.vectors.delete_items(principal, name, body.ids)))
 
 
 @router.delete("/collections/{name}/items/{item_id}", summary="Delete one item", responses=NOT_FOUND)
 async def delete_item(name: str, item_id: str, principal: Writer, runtime: RuntimeDep) -> Envelope[ItemsDeleted]:
-    return ok(ItemsDeleted(deleted=await _service(runtime).delete_items(principal, name, [item_id])))
+    return ok(ItemsDeleted(deleted=await runtime.vectors.delete_items(principal, name, [item_id])))
 
 
 @router.post("/collections/{name}/query", summary="The items nearest a vector or a text", responses=NOT_FOUND)
 async def query_collection(name: str, body: QueryIn, principal: Reader, runtime: RuntimeDep) -> Envelope[QueryOut]:
-    model, hits = await _service(runtime).query(principal, name, body, door="rest", request_id=current_request_id())
+    model, hits = await runtime.vectors.query(principal, name, body, door="rest", request_id=current_request_id())
     return ok(
         QueryOut(
             collection=name,
             model=model,
-            hits=[
-                QueryHit(
-                    id=item.item_id,
-                    score=score,
-                    metadata=dict(item.meta or {}),
-                    text=item.text,
-                    vector=from_blob(item.vector).tolist() if body.include_vectors else None,
-                    updated_at=item.updated_at,
-                )
-                for item, score in hits
-            ],
+            hits=[QueryHit.hit(item, score, with_vector=body.include_vectors) for item, score in hits],
         )
     )

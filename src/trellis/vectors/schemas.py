@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from trellis.context.models import VectorCollection
+from trellis.kit.vector_math import from_blob
+from trellis.vectors.models import VectorCollection, VectorItem
 
 MAX_DIMENSIONS = 4096
 MAX_ITEMS_PER_REQUEST = 1000
@@ -99,6 +100,16 @@ class ItemOut(BaseModel):
     vector: list[float] | None = None
     updated_at: datetime | None = None
 
+    @classmethod
+    def of(cls, item: VectorItem, *, with_vector: bool = True) -> ItemOut:
+        return cls(
+            id=item.item_id,
+            metadata=dict(item.meta or {}),
+            text=item.text,
+            vector=from_blob(item.vector).tolist() if with_vector else None,
+            updated_at=item.updated_at,
+        )
+
 
 class QueryIn(_VectorOrText):
     model_config = ConfigDict(extra="forbid")
@@ -113,6 +124,10 @@ class QueryIn(_VectorOrText):
 
 class QueryHit(ItemOut):
     score: float = Field(description="Cosine similarity to the query, -1..1.")
+
+    @classmethod
+    def hit(cls, item: VectorItem, score: float, *, with_vector: bool) -> QueryHit:
+        return cls(**ItemOut.of(item, with_vector=with_vector).model_dump(), score=score)
 
 
 class QueryOut(BaseModel):

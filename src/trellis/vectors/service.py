@@ -7,7 +7,7 @@ the collection's model through the gateway; a query may be a vector or a text to
 Search is exact: the matching items' vectors (after the metadata filter, applied in SQL) are read
 and scored by cosine similarity with numpy. That is one pass over the collection per query —
 milliseconds for tens of thousands of vectors, which is what collections here are for; the context
-store's own semantic search (``trellis.context.vectors``) is the one with an in-memory cache and
+store's own semantic search (``trellis.context.index``) is the one with an in-memory cache and
 pgvector. Vectors are stored as float32 little-endian bytes, like context embeddings.
 
 Collections are addressed by name within their owner; another user's collection is a 404, for
@@ -20,20 +20,20 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trellis.auth.schemas import Principal
-from trellis.context.filters import check_metadata_filter, field_error, metadata_clause
-from trellis.context.models import VectorCollection, VectorItem
-from trellis.context.vectors import FloatArray, as_vector, normalized, to_blob, top_k, unit_rows
-from trellis.gateway.service import CallContext, Door, Gateway
+from trellis.episodic.schemas import Door
+from trellis.gateway.service import CallContext, Gateway
 from trellis.kit.clock import Clock
 from trellis.kit.errors import Conflict, NotFound
 from trellis.kit.ids import new_id
+from trellis.kit.vector_math import FloatArray, as_vector, normalized, to_blob, top_k, unit_rows
 from trellis.storage.database import Database
+from trellis.storage.metadata_filter import check_metadata_filter, field_error
+from trellis.vectors import repository as repo
+from trellis.vectors.models import VectorCollection, VectorItem
 from trellis.vectors.schemas import CollectionCreate, ItemIn, QueryIn
 
 
@@ -80,29 +80,20 @@ class VectorCollections:
         return row
 
     async def list_all(self, actor: Principal) -> list[tuple[VectorCollection, int]]:
-        counts = select(VectorItem.collection_id, func.count().label("n")).group_by(VectorItem.collection_id).subquery()
         async with self._database.session() as session:
-            rows = await session.execute(
-                select(VectorCollection, func.coalesce(counts.c.n, 0))
-                .outerjoin(counts, counts.c.collection_id == VectorCollection.id)
-                .where(VectorCollection.owner_id == actor.user_id)
-                .order_by(VectorCollection.name)
-            )
-            return [(collection, int(count)) for collection, count in rows]
+            return await repo.collections_with_counts(session, actor.user_id)
 
     async def get(self, actor: Principal, name: str) -> tuple[VectorCollection, int]:
         async with self._database.session() as session:
             collection = await self._owned(session, actor, name)
-            return collection, await self._count(session, collection.id)
+            return collection, await repo.count_items(session, collection.id)
 
     async def delete(self, actor: Principal, name: str) -> int:
         """Delete a collection and its items; returns how many items went with it."""
         async with self._database.transaction() as session:
             collection = await self._owned(session, actor, name)
-            removed = await self._count(session, collection.id)
-            # Items first: not every deployment enforces the foreign key's cascade the same way.
-            await session.execute(delete(VectorItem).where(VectorItem.collection_id == collection.id))
-            await session.execute(delete(VectorCollection).where(VectorCollection.id == collection.id))
+            removed = await repo.count_items(session, collection.id)
+            await repo.delete_collection(session, collection.id)
         return removed
 
     # --- items ----------------------------------------------------------------------------------
@@ -135,22 +126,11 @@ class VectorCollections:
             }
             for item, vector in zip(items, vectors, strict=True)
         ]
-        insert = sqlite.insert if self._database.dialect == "sqlite" else postgresql.insert
-        statement = insert(VectorItem.__table__)  # type: ignore[arg-type]
-        statement = statement.on_conflict_do_update(
-            index_elements=["collection_id", "item_id"],
-            set_={
-                "vector": statement.excluded.vector,
-                "metadata": statement.excluded.metadata,
-                "text": statement.excluded.text,
-                "updated_at": statement.excluded.updated_at,
-            },
-        )
         async with self._database.transaction() as session:
             # The collection may have been deleted since it was read: write only while it exists.
             if await session.get(VectorCollection, collection.id) is None:
                 raise _not_found(name)
-            await session.execute(statement, rows)
+            await repo.upsert_items(session, self._database.dialect, rows)
         return ids
 
     async def get_item(self, actor: Principal, name: str, item_id: str) -> VectorItem:
@@ -164,12 +144,7 @@ class VectorCollections:
     async def delete_items(self, actor: Principal, name: str, item_ids: Sequence[str]) -> int:
         async with self._database.transaction() as session:
             collection = await self._owned(session, actor, name)
-            result = await session.execute(
-                delete(VectorItem).where(
-                    VectorItem.collection_id == collection.id, VectorItem.item_id.in_(list(item_ids))
-                )
-            )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            return await repo.delete_items(session, collection.id, item_ids)
 
     # --- query ----------------------------------------------------------------------------------
 
@@ -193,46 +168,24 @@ class VectorCollections:
             model = self._require_model(collection, "text")
             [wanted] = await self._embed(actor, collection, model, [data.text], ["text"], door, request_id)
 
-        statement = select(VectorItem.item_id, VectorItem.vector).where(VectorItem.collection_id == collection.id)
-        clause = metadata_clause(self._database.dialect, VectorItem.meta, filters)
-        if clause is not None:
-            statement = statement.where(clause)
         async with self._database.session() as session:
-            candidates = (await session.execute(statement)).all()
+            candidates = await repo.candidate_vectors(session, self._database.dialect, collection.id, filters)
             ids = [item_id for item_id, blob in candidates if len(blob) == 4 * collection.dimensions]
             if not ids:
                 return model, []
             blobs = b"".join(blob for _, blob in candidates if len(blob) == 4 * collection.dimensions)
             # In a worker thread, as the context store's exact index: the event loop serves meanwhile.
             best = await asyncio.to_thread(_nearest, ids, blobs, collection.dimensions, wanted, data.top_k)
-            rows = await session.execute(
-                select(VectorItem).where(
-                    VectorItem.collection_id == collection.id, VectorItem.item_id.in_([i for i, _ in best])
-                )
-            )
-            by_id = {row.item_id: row for row in rows.scalars()}
+            by_id = await repo.items_by_ids(session, collection.id, [i for i, _ in best])
         return model, [(by_id[item_id], score) for item_id, score in best if item_id in by_id]
 
     # --- helpers ----------------------------------------------------------------------------------
 
     async def _owned(self, session: AsyncSession, actor: Principal, name: str) -> VectorCollection:
-        collection = (
-            await session.execute(
-                select(VectorCollection).where(
-                    VectorCollection.owner_id == actor.user_id, VectorCollection.name == name
-                )
-            )
-        ).scalar_one_or_none()
+        collection = await repo.owned_collection(session, actor.user_id, name)
         if collection is None:
             raise _not_found(name)
         return collection
-
-    @staticmethod
-    async def _count(session: AsyncSession, collection_id: str) -> int:
-        count = await session.execute(
-            select(func.count()).select_from(VectorItem).where(VectorItem.collection_id == collection_id)
-        )
-        return int(count.scalar_one())
 
     @staticmethod
     def _require_model(collection: VectorCollection, field: str) -> str:

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from trellis.gateway.config import ModelConfig
 from trellis.gateway.errors import ProviderRejected, ProviderUnavailable
 from trellis.gateway.providers import onnx_embed, onnx_quantize
 from trellis.gateway.providers.base import ProviderContext
@@ -28,6 +27,7 @@ from trellis.gateway.providers.onnx_embed import PACKAGED_MODEL_ID, OnnxEmbeddin
 from trellis.gateway.providers.registry import ProviderRegistry
 from trellis.gateway.types import CompletionRequest, Message
 from trellis.settings import Settings
+from trellis.settings.gateway import ModelConfig
 
 # sha256 of sentence-transformers/all-MiniLM-L6-v2's tokenizer.json.
 UPSTREAM_TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"

@@ -11,9 +11,9 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from trellis.gateway.config import ModelConfig
 from trellis.gateway.types import Completion, CompletionRequest, EmbeddingResult, Message, StreamChunk
 from trellis.settings import Settings
+from trellis.settings.gateway import ModelConfig
 
 
 class Provider(Protocol):

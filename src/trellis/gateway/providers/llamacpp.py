@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trellis.gateway.config import ModelConfig
 from trellis.gateway.errors import ProviderBadResponse, ProviderRejected, ProviderUnavailable
 from trellis.gateway.providers.base import ProviderContext
 from trellis.gateway.types import (
@@ -34,6 +33,7 @@ from trellis.gateway.types import (
     StreamChunk,
     Usage,
 )
+from trellis.settings.gateway import ModelConfig
 
 if TYPE_CHECKING:
     from llama_cpp import Llama

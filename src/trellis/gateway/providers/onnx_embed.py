@@ -52,12 +52,12 @@ from typing import Any, NoReturn
 import numpy as np
 import numpy.typing as npt
 
-from trellis.gateway.config import ModelConfig
 from trellis.gateway.errors import ProviderRejected, ProviderUnavailable
 from trellis.gateway.providers.base import ProviderContext
 from trellis.gateway.providers.onnx_quantize import quantized_model
 from trellis.gateway.types import Completion, CompletionRequest, EmbeddingResult, Message, StreamChunk
 from trellis.kit.logging import get_logger
+from trellis.settings.gateway import ModelConfig
 
 log = get_logger(__name__)
 

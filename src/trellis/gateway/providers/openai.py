@@ -16,7 +16,6 @@ from typing import Any
 
 import aiohttp
 
-from trellis.gateway.config import ModelConfig
 from trellis.gateway.errors import (
     ProviderBadResponse,
     ProviderError,
@@ -34,6 +33,7 @@ from trellis.gateway.types import (
     StreamChunk,
     Usage,
 )
+from trellis.settings.gateway import ModelConfig
 
 NAME = "openai"
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "content_filter": "stop", "tool_calls": "stop"}

@@ -19,9 +19,9 @@ from typing import TypeGuard, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from trellis.gateway.config import GatewaySettings
 from trellis.gateway.errors import ProviderUnavailable
 from trellis.gateway.resilience.base import CircuitOpen
+from trellis.settings.gateway import GatewaySettings
 
 T = TypeVar("T")
 

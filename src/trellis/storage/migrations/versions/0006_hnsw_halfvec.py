@@ -15,7 +15,7 @@ exact scan read 312,658 buffers in 233 ms before and 12,576 in 47 ms after (p50,
 Graph, with pgvector >= 0.7: an expression index, ``hnsw ((embedding::halfvec(N))
 halfvec_cosine_ops)``, with 0005's build parameters (m = 24, ef_construction = 128). A search walks
 the half-size graph and scores the rows it returns from the float32 vectors
-(``trellis.context.vectors``): the index is 40 MiB smaller at 50,000 rows, the walk a few percent
+(``trellis.context.index.exact``): the index is 40 MiB smaller at 50,000 rows, the walk a few percent
 faster, recall unchanged (the same benchmark). Older pgvector keeps the float32 graph.
 
 The graph is dropped before the rewrite and built after it, so the rewrite does not insert every row

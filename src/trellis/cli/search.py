@@ -1,0 +1,82 @@
+"""``trellis context search``: the same search as ``GET /api/context/search``, in-process.
+
+It runs ``ContextSearch`` against the configured database, acting as the owner of an API key
+(``--api-key``, ``TRELLIS_API_KEY``, or the saved admin key). ``--json`` prints what the API's
+``data`` holds.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from trellis.cli.common import ApiKeyOption, JsonOption, acting, console, run
+from trellis.context.search.schemas import DEFAULT_LIMIT, MAX_LIMIT, SearchOut, SearchQuery
+from trellis.runtime import Runtime
+from trellis.storage.metadata_filter import metadata_filter_from_strings
+
+PREVIEW_CHARS = 80
+
+
+def _metadata_pairs(specs: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{spec!r}: expected KEY=VALUE", param_hint="--metadata")
+        pairs.append((f"metadata.{key}", value))
+    return pairs
+
+
+def _preview(content: str) -> str:
+    flat = " ".join(content.split())
+    return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
+
+
+def context_search(
+    query: Annotated[str, typer.Argument(help="What to look for; any text (no query syntax).")],
+    mode: Annotated[str, typer.Option("--mode", help="hybrid (default), semantic or keyword.")] = "hybrid",
+    type_: Annotated[
+        list[str] | None, typer.Option("--type", "-t", help="Only contexts of this type (repeatable).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help=f"How many hits, 1-{MAX_LIMIT}.")] = DEFAULT_LIMIT,
+    metadata: Annotated[
+        list[str] | None,
+        typer.Option("--metadata", "-m", help="Only contexts whose metadata has KEY=VALUE (repeatable)."),
+    ] = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Search your contexts: keyword, semantic, or hybrid (both, fused by reciprocal rank)."""
+    pairs = _metadata_pairs(metadata or [])
+
+    async def work(runtime: Runtime) -> SearchOut:
+        parsed = SearchQuery.parse(
+            query, mode=mode, types=type_ or (), metadata=metadata_filter_from_strings(pairs), limit=limit
+        )
+        actor = await acting(runtime, api_key)
+        return SearchOut.of(await runtime.search.search(actor, parsed, door="cli"))
+
+    out = run(work)
+    if as_json:
+        console.print_json(out.model_dump_json())
+        return
+    if out.degraded:
+        console.print(f"[yellow]Not available: {', '.join(out.degraded)}; showing the rest.[/yellow]")
+    if not out.items:
+        console.print("No matches.")
+        return
+    table = Table("#", "score", "id", "type", "found by", "content")
+    for position, hit in enumerate(out.items, start=1):
+        found = ", ".join(f"{name} #{r.rank}" for name, r in sorted(hit.retrievers.items()))
+        table.add_row(
+            str(position),
+            f"{hit.score:.4f}",
+            hit.context.id,
+            hit.context.type,
+            found,
+            _preview(hit.context.content),
+        )
+    console.print(table)

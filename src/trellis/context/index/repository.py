@@ -1,0 +1,162 @@
+"""The SQL of the vector index that both implementations share: writing vectors (refusing stale
+ones), deleting them, and the ids a search's filters allow."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from sqlalchemy import Select, and_, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from trellis.context.index.base import VectorEntry, VectorFilter
+from trellis.context.index.models import ContextEmbedding
+from trellis.context.models import Context
+from trellis.kit.vector_math import as_vector, pg_vector_literal, to_blob
+from trellis.storage.database import Database
+from trellis.storage.metadata_filter import metadata_clause
+
+_UPSERT = """
+INSERT INTO context_embeddings (context_id, owner_id, model, dimensions, vector, content_hash{extra_columns})
+SELECT id, owner_id, :model, :dimensions, :vector, content_hash{extra_values}
+FROM contexts WHERE id = :context_id AND owner_id = :owner_id AND content_hash = :content_hash
+ON CONFLICT (context_id) DO UPDATE SET
+  model = excluded.model, dimensions = excluded.dimensions, vector = excluded.vector,
+  content_hash = excluded.content_hash{extra_updates}
+"""
+
+_PG_UPSERT = """
+INSERT INTO context_embeddings (context_id, owner_id, model, dimensions, vector, content_hash{extra_columns})
+SELECT c.id, c.owner_id, :model, v.dimensions, v.vector, c.content_hash{extra_values}
+FROM unnest(
+  CAST(:ids AS text[]), CAST(:hashes AS text[]), CAST(:dimensions AS integer[]), CAST(:vectors AS bytea[]){extra_arrays}
+) AS v(context_id, content_hash, dimensions, vector{extra_names})
+JOIN contexts c ON c.id = v.context_id AND c.owner_id = :owner_id AND c.content_hash = v.content_hash
+ORDER BY c.id
+ON CONFLICT (context_id) DO UPDATE SET
+  model = excluded.model, dimensions = excluded.dimensions, vector = excluded.vector,
+  content_hash = excluded.content_hash{extra_updates}
+"""
+
+
+def filtered_ids(dialect: str, owner_id: str, filters: VectorFilter) -> Select[Any]:
+    query = select(Context.id).where(Context.owner_id == owner_id)
+    if filters.types:
+        query = query.where(Context.type.in_(filters.types))
+    clause = metadata_clause(dialect, Context.meta, filters.metadata)
+    if clause is not None:
+        query = query.where(clause)
+    return query
+
+
+async def delete_rows(database: Database, owner_id: str, context_ids: Sequence[str]) -> None:
+    if not context_ids:
+        return
+    async with database.transaction() as session:
+        await session.execute(
+            ContextEmbedding.__table__.delete().where(  # type: ignore[attr-defined]
+                and_(ContextEmbedding.owner_id == owner_id, ContextEmbedding.context_id.in_(list(context_ids)))
+            )
+        )
+
+
+async def upsert_rows(
+    database: Database,
+    owner_id: str,
+    model: str,
+    entries: Sequence[VectorEntry],
+    *,
+    pg_dimensions: int | None = None,
+) -> None:
+    """Write vectors to ``context_embeddings`` (and to ``embedding`` when ``pg_dimensions`` is set).
+
+    On PostgreSQL the batch is ONE statement over arrays, rows in ``context_id`` order: its row
+    locks are taken in a stable order and the vector-epoch trigger (migration 0004) runs once, after
+    them. Sent row by row (an executemany), each row's statement would take the owner's epoch lock
+    and then further row locks while holding it, and two overlapping batches could deadlock."""
+    if not entries:
+        return
+    latest: dict[str, VectorEntry] = {entry.context_id: entry for entry in entries}  # the last one wins
+    vectors = {context_id: as_vector(entry.vector) for context_id, entry in latest.items()}
+    if database.dialect != "postgresql":
+        rows: list[dict[str, Any]] = [
+            {
+                "context_id": context_id,
+                "owner_id": owner_id,
+                "content_hash": latest[context_id].content_hash,
+                "model": model,
+                "dimensions": int(vector.shape[0]),
+                "vector": to_blob(vector),
+            }
+            for context_id, vector in vectors.items()
+        ]
+        async with database.transaction() as session:
+            await session.execute(text(_UPSERT.format(extra_columns="", extra_values="", extra_updates="")), rows)
+        return
+    ordered = sorted(vectors)
+    parameters: dict[str, Any] = {
+        "owner_id": owner_id,
+        "model": model,
+        "ids": ordered,
+        "hashes": [latest[context_id].content_hash for context_id in ordered],
+        "dimensions": [int(vectors[context_id].shape[0]) for context_id in ordered],
+        "vectors": [to_blob(vectors[context_id]) for context_id in ordered],
+    }
+    if pg_dimensions is None:
+        sql = _PG_UPSERT.format(extra_arrays="", extra_names="", extra_columns="", extra_values="", extra_updates="")
+    else:
+        parameters["embeddings"] = [
+            pg_vector_literal(vectors[c]) if vectors[c].shape[0] == pg_dimensions else None for c in ordered
+        ]
+        sql = _PG_UPSERT.format(
+            extra_arrays=", CAST(:embeddings AS text[])",
+            extra_names=", embedding",
+            extra_columns=", embedding",
+            extra_values=", CAST(v.embedding AS vector)",
+            extra_updates=", embedding = excluded.embedding",
+        )
+    async with database.transaction() as session:
+        await session.execute(text(sql), parameters)
+
+
+# --- the indexer's reads ------------------------------------------------------------------------
+
+
+class ContentToEmbed(NamedTuple):
+    id: str
+    content: str
+    content_hash: str
+
+
+async def contents(session: AsyncSession, owner_id: str, context_ids: Sequence[str]) -> list[ContentToEmbed]:
+    """The owner's contexts among ``context_ids``, with what their vectors are computed from."""
+    statement = select(Context.id, Context.content, Context.content_hash).where(
+        Context.owner_id == owner_id, Context.id.in_(list(context_ids))
+    )
+    return [ContentToEmbed(*row) for row in (await session.execute(statement)).all()]
+
+
+async def stored_vector_tags(session: AsyncSession, context_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """context id -> (content_hash, model) of the vector stored for it."""
+    statement = select(ContextEmbedding.context_id, ContextEmbedding.content_hash, ContextEmbedding.model).where(
+        ContextEmbedding.context_id.in_(list(context_ids))
+    )
+    return {row.context_id: (row.content_hash, row.model) for row in await session.execute(statement)}
+
+
+async def missing_or_stale(session: AsyncSession, model: str, limit: int) -> list[tuple[str, str]]:
+    """(owner, context id) of contexts with no vector, or one of other content or another model."""
+    statement = (
+        select(Context.owner_id, Context.id)
+        .outerjoin(ContextEmbedding, ContextEmbedding.context_id == Context.id)
+        .where(
+            or_(
+                ContextEmbedding.context_id.is_(None),
+                ContextEmbedding.content_hash != Context.content_hash,
+                ContextEmbedding.model != model,
+            )
+        )
+        .order_by(Context.owner_id, Context.id)
+        .limit(limit)
+    )
+    return [(owner_id, context_id) for owner_id, context_id in (await session.execute(statement)).all()]

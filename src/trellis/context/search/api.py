@@ -1,0 +1,63 @@
+"""REST door for context search: ``GET /api/context/search``. Parse, call ``ContextSearch``, shape.
+
+Metadata filters are query parameters named ``metadata.<key>``: ``?metadata.lang=python`` keeps
+contexts whose metadata has ``"lang": "python"``; a value that spells a number, ``true``, ``false``
+or ``null`` also matches that JSON value (``metadata.year=2024`` matches ``2024`` and ``"2024"``);
+a key given twice matches either value; different keys must all match. ``type`` may be repeated
+or comma-separated (any of).
+
+This router is included before the core's ``/api/context/{context_id}``, so ``search`` is never
+taken for an id.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from trellis.auth.deps import Reader, RuntimeDep
+from trellis.context.search.schemas import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    MAX_QUERY_CHARS,
+    SearchMode,
+    SearchOut,
+    SearchQuery,
+)
+from trellis.kit.envelope import Envelope, ok
+from trellis.kit.request_id import current_request_id
+from trellis.storage.metadata_filter import metadata_filter_from_strings
+
+router = APIRouter(prefix="/api/context", tags=["context"])
+METADATA_PREFIX = "metadata."
+
+
+@router.get(
+    "/search",
+    summary="Search your contexts: keyword, semantic, or hybrid (reciprocal rank fusion of both)",
+    responses={400: {"description": "Empty query, unknown mode, limit outside 1..100, bad filter (validation_error)"}},
+)
+async def search_contexts(
+    request: Request,
+    principal: Reader,
+    runtime: RuntimeDep,
+    query: Annotated[
+        str | None, Query(description=f"What to look for (1-{MAX_QUERY_CHARS} characters); any text, no syntax.")
+    ] = None,
+    mode: Annotated[str, Query(description="hybrid (default), semantic or keyword.")] = SearchMode.HYBRID.value,
+    type: Annotated[  # the seed's parameter name
+        list[str] | None, Query(description="Only contexts of these types (repeat or comma-separate).")
+    ] = None,
+    limit: Annotated[int, Query(description=f"How many hits, 1-{MAX_LIMIT}.")] = DEFAULT_LIMIT,
+) -> Envelope[SearchOut]:
+    pairs = [(k, v) for k, v in request.query_params.multi_items() if k.startswith(METADATA_PREFIX)]
+    parsed = SearchQuery.parse(
+        query,
+        mode=mode,
+        types=type or (),
+        metadata=metadata_filter_from_strings(pairs, prefix=METADATA_PREFIX),
+        limit=limit,
+    )
+    result = await runtime.search.search(principal, parsed, door="rest", request_id=current_request_id())
+    return ok(SearchOut.of(result))

@@ -1,0 +1,47 @@
+"""``[context]``: the context store's limits and search tuning."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_CONTEXT_TYPES = (
+    "documentation",
+    "code",
+    "decision",
+    "task",
+    "role_definition",
+    "conversation",
+    "note",
+    "document",
+    "chunk",
+)
+
+
+class ContextSettings(BaseModel):
+    """The context store (``[context]`` in trellis.toml, ``TRELLIS_CONTEXT__*``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Listed by GET /api/context/types. Any other type (letters, digits, _ - .) is accepted too.
+    known_types: list[str] = Field(default_factory=lambda: list(DEFAULT_CONTEXT_TYPES))
+    # A longer content is refused with 413, naming the field (the body limit still applies first).
+    max_content_bytes: Annotated[int, Field(gt=0)] = 100_000
+    # GET /api/context/{id}/graph: the deepest traversal, and the most nodes one answer carries.
+    max_graph_depth: Annotated[int, Field(ge=1, le=20)] = 5
+    max_graph_nodes: Annotated[int, Field(ge=1, le=100_000)] = 500
+    # Ingestion (POST /api/context/ingest, `trellis context ingest`): the largest file (413 naming it),
+    # the largest upload request (this route's own body limit, instead of max_body_bytes), and the
+    # longest chunk in characters. An ingested document (the whole file) may exceed max_content_bytes.
+    ingest_max_file_bytes: Annotated[int, Field(gt=0)] = 1_048_576
+    ingest_max_request_bytes: Annotated[int, Field(gt=0)] = 33_554_432
+    ingest_chunk_max_chars: Annotated[int, Field(ge=100, le=100_000)] = 2000
+    # Keyword search ranks contexts having all the query's words, then those having its rarer words,
+    # picked so that about this many rows are ranked; in hybrid search, words matching more than this
+    # rank the semantic retriever's hits instead (0: every context having any word is ranked, exact
+    # but slow on large stores). See trellis.context.search.keyword.
+    keyword_rank_budget: Annotated[int, Field(ge=0)] = 2_000
+    # pgvector's hnsw.ef_search for semantic search: higher finds more of the true nearest neighbours
+    # (recall) and costs more time per query. Never below the number of results asked for.
+    vector_ef_search: Annotated[int, Field(ge=1, le=1000)] = 200
