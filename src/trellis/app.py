@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from trellis import __version__
 from trellis.auth.api import router as auth_router
@@ -65,6 +67,15 @@ def create_app(
     app.state.runtime = runtime
     app.state.metrics = metrics
     install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "If-Match", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "ETag", "RateLimit", "RateLimit-Policy", "Retry-After"],
+            max_age=600,
+        )
     app.add_middleware(
         RequestEdgeMiddleware,
         max_body_bytes=settings.max_body_bytes,
@@ -72,6 +83,10 @@ def create_app(
         # Uploads need more than the global limit; each file is further held to ingest_max_file_bytes.
         body_limits={INGEST_PATH: settings.context.ingest_max_request_bytes},
     )
+    if settings.trusted_proxies:
+        # Outermost: the client address every layer sees (login limits, logs) is the forwarded one
+        # only when the peer is a trusted proxy. `trellis serve` turns uvicorn's own handling off.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     app.include_router(health_router)
     app.include_router(metrics_router)
     app.include_router(auth_router)

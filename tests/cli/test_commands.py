@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from typer.testing import CliRunner, Result
@@ -21,6 +26,7 @@ from trellis.settings import load_settings
 from trellis.storage import migrate as migrations
 
 PASSWORD = "correct horse battery staple"
+TOKEN = "/api/v1/auth/token"
 
 
 @pytest.fixture
@@ -270,3 +276,48 @@ def test_bad_setting_exits_2_naming_it(data_dir: Path, monkeypatch: pytest.Monke
     assert "TRELLIS_PORT" in message
     assert "Invalid settings" in message
     assert not data_dir.exists()  # refused before touching anything
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until_serving(client: httpx.Client, server: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Poll /health while the server starts (migrations, the admin, the app); fail if it exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"trellis serve exited with {server.returncode}"
+        try:
+            if client.get("/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("trellis serve did not answer /health in time")
+
+
+def test_serve_ignores_forwarded_for_unless_the_proxy_is_trusted(data_dir: Path) -> None:
+    """The probe's finding, on the real server: uvicorn believed X-Forwarded-For from 127.0.0.1 by
+    default, so each spoofed address got fresh login attempts. `trellis serve` leaves forwarded
+    headers to [trusted_proxies] (empty by default): the address is the TCP peer's."""
+    env = {**os.environ, "TRELLIS_LOGIN_RATE_LIMIT": '{"capacity": 2, "period_seconds": 600}'}
+    port = free_port()
+    command = [sys.executable, "-m", "trellis", "serve", "--port", str(port)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            wait_until_serving(client, server)
+            # Two usernames, so only the address's budget (2) is spent, not a username's.
+            for username in ("nobody1", "nobody2"):
+                assert client.post(TOKEN, json={"username": username, "password": "x" * 8}).status_code == 401
+            for n, address in enumerate(("10.0.0.1", "10.0.0.2")):
+                body = {"username": f"other{n}", "password": "x" * 8}
+                spoofed = client.post(TOKEN, json=body, headers={"X-Forwarded-For": address})
+                assert spoofed.status_code == 429, spoofed.text
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

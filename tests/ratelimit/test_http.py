@@ -93,6 +93,65 @@ async def test_login_has_its_own_stricter_budget(make_harness: Callable[..., Any
         assert again.json()["data"]["access_token"]
 
 
+async def test_login_ignores_forwarded_for_without_trusted_proxies(make_harness: Callable[..., Any]) -> None:
+    """The probe's finding: after a 429, each new X-Forwarded-For got fresh attempts, and a right password."""
+    async with make_harness(login_rate_limit={"capacity": 3, "period_seconds": 60}) as h:
+        await h.create_user("carol", password="correct-horse-battery")
+        for _ in range(3):
+            assert (await h.client.post(TOKEN, json={"username": "mallory", "password": "x" * 8})).status_code == 401
+        for address in ("10.0.0.1", "10.0.0.2", "192.168.1.7"):
+            spoofed = await h.client.post(
+                TOKEN,
+                json={"username": "carol", "password": "correct-horse-battery"},
+                headers={"X-Forwarded-For": address},
+            )
+            assert spoofed.status_code == 429, spoofed.text
+
+
+async def test_login_budget_per_username_across_addresses(make_harness: Callable[..., Any]) -> None:
+    """Behind a trusted proxy each address has its budget, and so does each username."""
+    async with make_harness(login_rate_limit={"capacity": 3, "period_seconds": 60}, trusted_proxies=["127.0.0.1"]) as h:
+        await h.create_user("carol", password="correct-horse-battery")
+        for n in range(3):
+            wrong = await h.client.post(
+                TOKEN,
+                json={"username": "carol", "password": "wrong-password"},
+                headers={"X-Forwarded-For": f"10.0.0.{n}"},
+            )
+            assert wrong.status_code == 401, wrong.text
+        # A fourth address gets no fresh guesses at carol's password (nor does another spelling)...
+        for username in ("carol", "CAROL"):
+            refused = await h.client.post(
+                TOKEN,
+                json={"username": username, "password": "correct-horse-battery"},
+                headers={"X-Forwarded-For": "10.0.0.99"},
+            )
+            assert refused.status_code == 429, refused.text
+        # ...while that address may still log in as someone else: its own budget is not spent.
+        await h.create_user("dana", password="correct-horse-battery")
+        other = await h.client.post(
+            TOKEN,
+            json={"username": "dana", "password": "correct-horse-battery"},
+            headers={"X-Forwarded-For": "10.0.0.99"},
+        )
+        assert other.status_code == 200, other.text
+
+
+async def test_login_budget_per_forwarded_address(make_harness: Callable[..., Any]) -> None:
+    async with make_harness(login_rate_limit={"capacity": 3, "period_seconds": 60}, trusted_proxies=["127.0.0.1"]) as h:
+        from_one = {"X-Forwarded-For": "10.0.0.1"}
+        for n in range(3):
+            attempt = await h.client.post(TOKEN, json={"username": f"user{n}", "password": "x" * 8}, headers=from_one)
+            assert attempt.status_code == 401, attempt.text
+        assert (
+            await h.client.post(TOKEN, json={"username": "user9", "password": "x" * 8}, headers=from_one)
+        ).status_code == 429
+        from_two = {"X-Forwarded-For": "10.0.0.2"}
+        assert (
+            await h.client.post(TOKEN, json={"username": "user9", "password": "x" * 8}, headers=from_two)
+        ).status_code == 401
+
+
 async def test_api_requests_do_not_spend_the_login_budget(make_harness: Callable[..., Any]) -> None:
     async with make_harness(login_rate_limit={"capacity": 1, "period_seconds": 60}) as h:
         await h.create_user("dave", password="correct-horse-battery")
@@ -103,17 +162,24 @@ async def test_api_requests_do_not_spend_the_login_budget(make_harness: Callable
         assert ok.headers["RateLimit"] == '"login";r=0;t=60'
 
 
-async def test_two_keys_of_one_user_have_independent_budgets(make_harness: Callable[..., Any]) -> None:
+async def test_every_credential_of_a_user_spends_the_users_budget(make_harness: Callable[..., Any]) -> None:
+    """The probe's finding: a limited user created more keys and got a fresh budget on each."""
     limits = {"developer": {"default": {"capacity": 3, "period_seconds": 3600}}}
     async with make_harness(rate_limits=limits) as h:
-        user_id = await h.create_user("erin")
+        user_id = await h.create_user("erin", password="correct-horse-battery")
         _, first = await h.create_key(user_id, name="laptop")
-        _, second = await h.create_key(user_id, name="ci")
         codes_first = [(await h.client.get(ME, headers=Harness.auth(first))).status_code for _ in range(4)]
         assert codes_first == [200, 200, 200, 429]
-        codes_second = [(await h.client.get(ME, headers=Harness.auth(second))).status_code for _ in range(4)]
-        assert codes_second == [200, 200, 200, 429]
-        # A key of another user, and the admin, are unaffected too.
+        # New keys, and a JWT, share the spent budget.
+        _, second = await h.create_key(user_id, name="ci")
+        _, third = await h.create_key(user_id, name="spare")
+        assert (await h.client.get(ME, headers=Harness.auth(second))).status_code == 429
+        assert (await h.client.get(ME, headers=Harness.auth(third))).status_code == 429
+        login = await h.client.post(TOKEN, json={"username": "erin", "password": "correct-horse-battery"})
+        assert login.status_code == 200, login.text
+        token = login.json()["data"]["access_token"]
+        assert (await h.client.get(ME, headers=Harness.auth(token))).status_code == 429
+        # A key of another user, and the admin, are unaffected.
         _, other = await h.user_with_key("frank")
         assert (await h.client.get(ME, headers=Harness.auth(other))).status_code == 200
         assert (await h.client.get(ME, headers=ADMIN)).status_code == 200
@@ -145,7 +211,7 @@ async def test_route_classes_have_separate_budgets(make_harness: Callable[..., A
         assert ai[3].json()["error"]["details"]["policy"] == "ai"
         assert ai[3].headers["Retry-After"] == "20"
 
-        # Per key: another developer's AI budget is untouched.
+        # Per user: another developer's AI budget is untouched.
         assert (await h.client.get("/api/v1/test-ai", headers=Harness.auth(other_key))).status_code == 200
 
 
@@ -166,7 +232,7 @@ async def test_redis_backed_limiter_over_http(make_harness: Callable[..., Any], 
             assert h.runtime.redis is not None
             keys = [k async for k in h.runtime.redis.scan_iter(match=f"{redis_prefix}*")]
             assert len(keys) == 1
-            assert keys[0].decode().startswith(f"{redis_prefix}rl:default:key:")
+            assert keys[0].decode().startswith(f"{redis_prefix}rl:default:user:")
         finally:
             assert h.runtime.redis is not None
             keys = [k async for k in h.runtime.redis.scan_iter(match=f"{redis_prefix}*")]

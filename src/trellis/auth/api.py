@@ -26,8 +26,11 @@ async def create_token(
 ) -> Envelope[TokenResponse]:
     settings = runtime.settings
     if settings.rate_limit_enabled:
+        # The address is the TCP peer's unless it is a trusted proxy (see create_app).
         client = request.client.host if request.client else "unknown"
-        await enforce_rate_limit(runtime, response, f"login:{client}", settings.login_rate_limit, "login")
+        await enforce_rate_limit(runtime, response, f"login:ip:{client}", settings.login_rate_limit, "login")
+        username = body.username.casefold()
+        await enforce_rate_limit(runtime, response, f"login:user:{username}", settings.login_rate_limit, "login")
     return ok(await runtime.auth.login(body.username, body.password))
 
 

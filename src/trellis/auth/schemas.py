@@ -45,7 +45,9 @@ class Principal:
 
     @property
     def rate_limit_subject(self) -> str:
-        return f"key:{self.key_id}" if self.key_id else f"user:{self.user_id}"
+        """Whose budget a request spends: the user's, whichever of their keys or tokens it carries
+        (more keys must not mean more requests)."""
+        return f"user:{self.user_id}"
 
 
 Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{3,64}$")]

@@ -91,6 +91,8 @@ def serve(
         workers=workers,
         log_config=None,
         access_log=False,
+        # Forwarded headers are believed only from [trusted_proxies], by the app (create_app).
+        proxy_headers=False,
         server_header=False,
     )
 

@@ -80,8 +80,15 @@ class Settings(BaseSettings):
 
     rate_limit_enabled: bool = True
     rate_limits: dict[Role, dict[RouteClass, RateRule]] = Field(default_factory=default_rate_limits)
-    # Login has its own, stricter budget, per client address.
+    # Login has its own, stricter budgets: one per client address and one per username, both spent
+    # by every attempt (so neither rotating addresses nor rotating usernames gets more guesses).
     login_rate_limit: RateRule = RateRule(capacity=10, period_seconds=60)
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or CIDR ranges, or
+    # "*"). Empty (the default): the client address is the TCP peer's, whatever headers say.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Browser origins allowed to call the API cross-origin (CORS), e.g. ["http://localhost:5173"].
+    # Empty (the default): no CORS headers, preflights are not answered.
+    cors_origins: list[str] = Field(default_factory=list)
     # When the Redis limiter cannot answer in time: let the request through (open) or refuse (closed).
     rate_limit_fail_open: bool = True
 
