@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, String
+from sqlalchemy import Boolean, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from trellis.storage.base import Base, TimestampMixin, UTCDateTime
+from trellis.storage.base import Base, SafeJSON, TimestampMixin, UTCDateTime
 
 
 class User(TimestampMixin, Base):
@@ -34,7 +34,7 @@ class ApiKey(TimestampMixin, Base):
     # SHA-256 of the whole key. Keys are 256-bit random, so a fast hash is enough (as GitHub and
     # Stripe do); a slow hash would put hundreds of milliseconds on every request.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    scopes: Mapped[list[str] | None] = mapped_column(JSON)
+    scopes: Mapped[list[str] | None] = mapped_column(SafeJSON)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

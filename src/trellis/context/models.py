@@ -14,10 +14,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from trellis.storage.base import Base, UTCDateTime
+from trellis.storage.base import Base, SafeJSON, UTCDateTime
 
 SEARCH_ONLY_OBJECTS = frozenset(
     {
@@ -48,7 +48,7 @@ class Context(Base):
     type: Mapped[str] = mapped_column(String(64))
     content: Mapped[str] = mapped_column(Text)
     # "metadata" is reserved by SQLAlchemy's declarative base; the column keeps the API's name.
-    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", SafeJSON, default=dict)
     content_hash: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer, default=1)
     # For ingested documents and their chunks: where the text came from (a path or name).

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from trellis.storage.base import Base, UTCDateTime
+from trellis.storage.base import Base, SafeJSON, UTCDateTime
 
 
 class EpisodicLog(Base):
@@ -30,7 +30,7 @@ class EpisodicLog(Base):
     served_model: Mapped[str | None] = mapped_column(String(200))
     provider: Mapped[str | None] = mapped_column(String(64))
     prompt: Mapped[str | None] = mapped_column(Text)
-    messages: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    messages: Mapped[list[dict[str, Any]] | None] = mapped_column(SafeJSON)
     response: Mapped[str | None] = mapped_column(Text)
     prompt_tokens: Mapped[int] = mapped_column(Integer)
     completion_tokens: Mapped[int] = mapped_column(Integer)

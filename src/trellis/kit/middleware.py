@@ -7,7 +7,9 @@ records Prometheus metrics by route template; writes one access-log line; turns 
 exception into a 500 envelope that reveals nothing internal; and sets the security headers:
 ``X-Content-Type-Options: nosniff`` on everything, ``Cache-Control: no-store`` on API answers
 (they are one user's data, and some carry secrets: tokens, new keys), and ``X-Frame-Options`` with
-a ``Content-Security-Policy`` on HTML pages (``/docs``, ``/redoc``).
+a ``Content-Security-Policy`` on HTML pages (``/docs``, ``/redoc``). A JSON body is read whole
+(it is bounded by the limit) and refused with 400 when a string in it holds a lone surrogate
+(``trellis.kit.unicode``), so no handler can store or echo one.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trellis.kit.envelope import failure
+from trellis.kit.handlers import error_response, openai_error_response
 from trellis.kit.http_metrics import HttpMetrics
 from trellis.kit.logging import get_logger
 from trellis.kit.request_id import accept_request_id, request_id_var
+from trellis.kit.unicode import lone_surrogate_path, may_hold_lone_surrogates
 
 log = get_logger("trellis.access")
 
@@ -118,6 +122,19 @@ class RequestEdgeMiddleware:
             return message
 
         try:
+            app_receive: Receive = limited_receive
+            if content_length is not None and content_length > limit:
+                pass  # answered below, without reading the body
+            elif _is_json(scope) and scope.get("method") in _BODY_METHODS:
+                body = await _read_body(receive, limit)
+                if body is None:
+                    content_length = limit + 1  # streamed past the limit: the 413 below
+                else:
+                    problem = _unencodable_field(body)
+                    if problem is not None:
+                        await _refuse(scope, send_with_id, problem)
+                        return
+                    app_receive = _replay(body, receive)
             if content_length is not None and content_length > limit:
                 await self._send_json(
                     send_with_id,
@@ -129,7 +146,7 @@ class RequestEdgeMiddleware:
                     ),
                 )
             else:
-                await self.app(scope, limited_receive, send_with_id)
+                await self.app(scope, app_receive, send_with_id)
         except Exception:
             log.exception("unhandled_error", path=scope.get("path"), method=scope.get("method"))
             if not response_started:
@@ -160,3 +177,75 @@ class RequestEdgeMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            media: bytes = value.split(b";", 1)[0].strip().lower()
+            return media == b"application/json" or media.endswith(b"+json")
+    return False
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it grows past ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # what follows the body: a disconnect
+
+    return replay
+
+
+def _unencodable_field(body: bytes) -> str | None:
+    """The dotted path of a string in the JSON body that holds a lone surrogate ("" for the body
+    itself), or None when there is none (or the body is not JSON: the handler says so)."""
+    if not may_hold_lone_surrogates(body):
+        return None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    path = lone_surrogate_path(document)
+    return None if path is None else ".".join(path)
+
+
+async def _refuse(scope: Scope, send: Send, field: str) -> None:
+    where = f"'{field}'" if field else "the body"
+    message = f"Invalid text in {where}: a lone UTF-16 surrogate (\\ud800-\\udfff) cannot be encoded as UTF-8"
+    details = {"fields": [{"field": field, "message": message, "location": "body", "type": "string_unicode"}]}
+    path = scope.get("path", "")
+    response = (
+        openai_error_response(400, "validation_error", message, details)
+        if path == "/v1" or path.startswith("/v1/")
+        else error_response(400, "validation_error", message, details)
+    )
+
+    async def no_body() -> Message:
+        return {"type": "http.disconnect"}
+
+    await response(scope, no_body, send)

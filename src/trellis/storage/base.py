@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import DateTime, MetaData, TypeDecorator
+from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from trellis.kit.unicode import replace_lone_surrogates
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -34,6 +37,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class SafeJSON(TypeDecorator[Any]):
+    """JSON that reads back whatever was stored: a lone surrogate an older version let in (see
+    ``trellis.kit.unicode``) comes back as U+FFFD, so the row can still be shown, searched and
+    deleted instead of breaking every answer that includes it."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return replace_lone_surrogates(value)
 
 
 class Base(DeclarativeBase):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from trellis.storage.base import Base, UTCDateTime
+from trellis.storage.base import Base, SafeJSON, UTCDateTime
 
 
 class VectorCollection(Base):
@@ -32,6 +32,6 @@ class VectorItem(Base):
     )
     item_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
-    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", SafeJSON, default=dict)
     text: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

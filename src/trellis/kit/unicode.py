@@ -1,0 +1,64 @@
+"""Strings that can be neither stored nor sent: lone UTF-16 surrogates.
+
+JSON lets a string hold ``\\ud800`` without the other half of its pair, and Python's ``json``
+decodes that escape (and the raw bytes ``ED A0 80``) into a ``str`` that no UTF-8 encoder accepts:
+the database driver, the token counter and the response serializer each fail on it, some after a
+row was already committed. So the request edge refuses such a body before any handler sees it
+(``RequestEdgeMiddleware``), naming the field, and what an older version may have stored is read
+back with U+FFFD in place of each lone surrogate (``trellis.storage.base.SafeJSON``).
+
+Hand-written: this is a property of Python's str, and no library checks it for a whole document.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# A JSON escape of a surrogate, or a surrogate encoded as UTF-8 bytes: only then is a body parsed
+# and walked. A false alarm (a pair, or an escaped backslash before "u") only costs that walk.
+_HINT = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+_LONE = re.compile("[\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
+
+
+def may_hold_lone_surrogates(raw: bytes) -> bool:
+    return _HINT.search(raw) is not None
+
+
+def has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def lone_surrogate_path(value: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """The path (keys and list indexes) of the first string, or key, holding a lone surrogate."""
+    if isinstance(value, str):
+        return path if has_lone_surrogate(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if has_lone_surrogate(key):
+                return (*path, replace_lone_surrogates(key))
+            found = lone_surrogate_path(item, (*path, key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = lone_surrogate_path(item, (*path, str(index)))
+            if found is not None:
+                return found
+    return None
+
+
+def replace_lone_surrogates(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings and keys replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _LONE.sub(REPLACEMENT, value) if has_lone_surrogate(value) else value
+    if isinstance(value, dict):
+        return {replace_lone_surrogates(k): replace_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [replace_lone_surrogates(item) for item in value]
+    return value
