@@ -107,3 +107,22 @@ def test_cli_acts_as_the_keys_owner(data_dir: Path) -> None:
     assert cli("context", "link", admins["id"], bobs["id"]).exit_code == 1
     assert cli("context", "rm", bobs["id"]).exit_code == 1
     assert ok_json("context", "rm", bobs["id"], "--api-key", bob_key)["deleted"] is True
+
+
+def test_list_pages_and_filters(data_dir: Path) -> None:
+    ids = [add(f"note {n}", "--type", "note" if n % 2 else "decision")["id"] for n in range(5)]
+    listed = ok_json("context", "list")
+    assert {item["id"] for item in listed["items"]} == set(ids)
+    assert listed["next_cursor"] is None
+    decisions = ok_json("context", "list", "--type", "decision", "--sort", "created")
+    assert [item["id"] for item in decisions["items"]] == [ids[0], ids[2], ids[4]]
+    first = ok_json("context", "list", "--limit", "2", "--sort", "created")
+    assert [item["id"] for item in first["items"]] == ids[:2]
+    rest = ok_json("context", "list", "--sort", "created", "--cursor", first["next_cursor"])
+    assert [item["id"] for item in rest["items"]] == ids[2:]
+    table = cli("context", "list", "--limit", "2")
+    assert table.exit_code == 0, table.output
+    assert "more: --cursor" in table.stderr
+    bad = cli("context", "list", "--sort", "size")
+    assert bad.exit_code == 1
+    assert "sort" in flat(bad.stderr)

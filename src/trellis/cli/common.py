@@ -162,3 +162,23 @@ def redact_url(url: str | None) -> str:
 
         parts = urlsplit(url)
         return url.replace(f":{parts.password}@", ":***@") if parts.password else url
+
+
+PREVIEW_CHARS = 80
+
+
+def metadata_pairs(specs: list[str]) -> list[tuple[str, str]]:
+    """``--metadata KEY=VALUE`` options as the query-string pairs the REST door receives."""
+    pairs = []
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{spec!r}: expected KEY=VALUE", param_hint="--metadata")
+        pairs.append((f"metadata.{key}", value))
+    return pairs
+
+
+def preview(content: str) -> str:
+    """A content's first line or so, whitespace collapsed, for a table cell."""
+    flat = " ".join(content.split())
+    return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"

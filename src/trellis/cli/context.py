@@ -14,17 +14,35 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich.table import Table
 
-from trellis.cli.common import ApiKeyOption, JsonOption, acting, console, fail, print_json, run, validation_message
+from trellis.cli.common import (
+    ApiKeyOption,
+    JsonOption,
+    acting,
+    console,
+    err_console,
+    fail,
+    metadata_pairs,
+    preview,
+    print_json,
+    run,
+    validation_message,
+)
 from trellis.context.schemas import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
     ContextCreate,
     ContextCreated,
     ContextDeleted,
+    ContextListQuery,
     ContextOut,
+    ContextPage,
     RelationshipCreate,
     RelationshipOut,
 )
 from trellis.runtime import Runtime
+from trellis.storage.metadata_filter import metadata_filter_from_strings
 
 context_app = typer.Typer(
     help="Manage contexts: add, get, search, link, remove, and ingest documents.", no_args_is_help=True
@@ -126,6 +144,50 @@ def context_add(
     console.print(f"Created [bold]{created.id}[/bold] ({created.type}, version {created.version})", highlight=False)
     for rel in created.relationships:
         console.print(f"  linked {_describe_link(rel)}", markup=False, highlight=False)
+
+
+@context_app.command("list")
+def context_list(
+    type_: Annotated[
+        list[str] | None, typer.Option("--type", "-t", help="Only contexts of this type (repeatable).")
+    ] = None,
+    metadata: Annotated[
+        list[str] | None,
+        typer.Option("--metadata", "-m", help="Only contexts whose metadata has KEY=VALUE (repeatable)."),
+    ] = None,
+    sort: Annotated[str, typer.Option(help="updated, -updated (newest first), created or -created.")] = "-updated",
+    limit: Annotated[int, typer.Option("--limit", "-n", help=f"Page size, 1-{MAX_PAGE}.")] = DEFAULT_PAGE,
+    cursor: Annotated[str | None, typer.Option(help="The next_cursor a previous page printed.")] = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List your contexts, newest first, a page at a time (the same as GET /api/context)."""
+    pairs = metadata_pairs(metadata or [])
+
+    async def work(runtime: Runtime) -> ContextPage:
+        query = ContextListQuery.parse(
+            types=type_ or (),
+            metadata=metadata_filter_from_strings(pairs),
+            sort=sort,
+            limit=limit,
+            cursor=cursor,
+        )
+        actor = await acting(runtime, api_key)
+        rows, next_cursor = await runtime.context.list_page(actor, query)
+        return ContextPage(items=[ContextOut.of(row) for row in rows], next_cursor=next_cursor)
+
+    page = run(work)
+    if as_json:
+        print_json(page)
+        return
+    table = Table("id", "type", "version", "updated", "content")
+    for item in page.items:
+        table.add_row(
+            item.id, item.type, str(item.version), item.updated_at.isoformat(timespec="seconds"), preview(item.content)
+        )
+    console.print(table)
+    if page.next_cursor:
+        err_console.print(f"[dim]more: --cursor {page.next_cursor}[/dim]", highlight=False)
 
 
 @context_app.command("get")

@@ -12,27 +12,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from trellis.cli.common import ApiKeyOption, JsonOption, acting, console, run
+from trellis.cli.common import ApiKeyOption, JsonOption, acting, console, metadata_pairs, preview, run
 from trellis.context.search.schemas import DEFAULT_LIMIT, MAX_LIMIT, SearchOut, SearchQuery
 from trellis.runtime import Runtime
 from trellis.storage.metadata_filter import metadata_filter_from_strings
-
-PREVIEW_CHARS = 80
-
-
-def _metadata_pairs(specs: list[str]) -> list[tuple[str, str]]:
-    pairs = []
-    for spec in specs:
-        key, sep, value = spec.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"{spec!r}: expected KEY=VALUE", param_hint="--metadata")
-        pairs.append((f"metadata.{key}", value))
-    return pairs
-
-
-def _preview(content: str) -> str:
-    flat = " ".join(content.split())
-    return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
 
 
 def context_search(
@@ -50,7 +33,7 @@ def context_search(
     as_json: JsonOption = False,
 ) -> None:
     """Search your contexts: keyword, semantic, or hybrid (both, fused by reciprocal rank)."""
-    pairs = _metadata_pairs(metadata or [])
+    pairs = metadata_pairs(metadata or [])
 
     async def work(runtime: Runtime) -> SearchOut:
         parsed = SearchQuery.parse(
@@ -77,6 +60,6 @@ def context_search(
             hit.context.id,
             hit.context.type,
             found,
-            _preview(hit.context.content),
+            preview(hit.context.content),
         )
     console.print(table)

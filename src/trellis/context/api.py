@@ -10,18 +10,23 @@ routers, included before this one) must be declared before ``/{context_id}``.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from trellis.auth.deps import Reader, RuntimeDep, Writer
 from trellis.context.models import Context
 from trellis.context.schemas import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
     NAME_MAX_LENGTH,
     ContextCreate,
     ContextCreated,
     ContextDeleted,
+    ContextListQuery,
     ContextOut,
+    ContextPage,
     ContextTypes,
     ContextUpdate,
     Direction,
@@ -33,6 +38,7 @@ from trellis.context.schemas import (
 )
 from trellis.kit.envelope import Envelope, ok
 from trellis.kit.errors import ValidationFailed
+from trellis.storage.metadata_filter import metadata_filter_from_strings
 
 router = APIRouter(prefix="/api/context", tags=["context"])
 
@@ -48,6 +54,7 @@ RelationshipTypeQuery = Annotated[
 ]
 
 Responses = dict[int | str, dict[str, Any]]
+METADATA_PREFIX = "metadata."
 NOT_FOUND: Responses = {404: {"description": "No such context, or another user's (not_found_error)"}}
 CONFLICT: Responses = {409: {"description": "Stale If-Match / version: details.current_version (conflict_error)"}}
 TOO_LARGE: Responses = {413: {"description": "content over [context] max_content_bytes (payload_too_large_error)"}}
@@ -72,6 +79,45 @@ def _with_etag(response: Response, row: Context) -> ContextOut:
 @router.get("/types", summary="Known context types (any other matching the pattern is accepted too)")
 async def context_types(principal: Reader, runtime: RuntimeDep) -> Envelope[ContextTypes]:
     return ok(ContextTypes(known_types=runtime.context.known_types()))
+
+
+@router.get(
+    "",
+    summary="List your contexts: filter by type, metadata and time; sort; page with a cursor",
+    description="Metadata filters are query parameters named `metadata.<key>`, as in search. Pages are "
+    "keyset-paged: pass `next_cursor` back as `cursor` (with the same filters and sort) for the next one.",
+)
+async def list_contexts(
+    request: Request,
+    principal: Reader,
+    runtime: RuntimeDep,
+    type: Annotated[  # the seed's parameter name
+        list[str] | None, Query(description="Only these types (repeat or comma-separate).")
+    ] = None,
+    created_after: Annotated[
+        datetime | None, Query(description="Created at or after (ISO 8601; UTC if no offset).")
+    ] = None,
+    created_before: Annotated[datetime | None, Query(description="Created before.")] = None,
+    updated_after: Annotated[datetime | None, Query(description="Updated at or after.")] = None,
+    updated_before: Annotated[datetime | None, Query(description="Updated before.")] = None,
+    sort: Annotated[str, Query(description="updated, -updated (default), created or -created.")] = "-updated",
+    limit: Annotated[int, Query(description=f"Page size, 1-{MAX_PAGE}.")] = DEFAULT_PAGE,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page.")] = None,
+) -> Envelope[ContextPage]:
+    pairs = [(k, v) for k, v in request.query_params.multi_items() if k.startswith(METADATA_PREFIX)]
+    query = ContextListQuery.parse(
+        types=type or (),
+        metadata=metadata_filter_from_strings(pairs, prefix=METADATA_PREFIX),
+        created_after=created_after,
+        created_before=created_before,
+        updated_after=updated_after,
+        updated_before=updated_before,
+        sort=sort,
+        limit=limit,
+        cursor=cursor,
+    )
+    rows, next_cursor = await runtime.context.list_page(principal, query)
+    return ok(ContextPage(items=[ContextOut.of(row) for row in rows], next_cursor=next_cursor))
 
 
 @router.post(

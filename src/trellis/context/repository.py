@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trellis.context.models import Context, ContextRelationship
+from trellis.context.schemas import ContextListQuery
+from trellis.storage.metadata_filter import metadata_clause
 
 
 def content_hash(content: str) -> str:
@@ -111,3 +114,39 @@ async def delete_relationship(session: AsyncSession, relationship_id: str, owner
     )
     result = cast(CursorResult[Any], await session.execute(statement.execution_options(synchronize_session=False)))
     return result.rowcount == 1
+
+
+async def list_page(
+    session: AsyncSession,
+    dialect: str,
+    owner_id: str,
+    query: ContextListQuery,
+    after: tuple[datetime, str] | None,
+) -> list[Context]:
+    """One page of the owner's contexts in ``query.sort`` order (ties by id), after the keyset ``after``."""
+    column = Context.created_at if query.sort.column == "created_at" else Context.updated_at
+    statement = select(Context).where(Context.owner_id == owner_id)
+    if query.types:
+        statement = statement.where(Context.type.in_(query.types))
+    clause = metadata_clause(dialect, Context.meta, query.metadata)
+    if clause is not None:
+        statement = statement.where(clause)
+    for bound, operator in (
+        (query.created_after, Context.created_at.__ge__),
+        (query.created_before, Context.created_at.__lt__),
+        (query.updated_after, Context.updated_at.__ge__),
+        (query.updated_before, Context.updated_at.__lt__),
+    ):
+        if bound is not None:
+            statement = statement.where(operator(bound))
+    if after is not None:
+        moment, context_id = after
+        if query.sort.descending:
+            statement = statement.where(or_(column < moment, and_(column == moment, Context.id < context_id)))
+        else:
+            statement = statement.where(or_(column > moment, and_(column == moment, Context.id > context_id)))
+    if query.sort.descending:
+        statement = statement.order_by(column.desc(), Context.id.desc())
+    else:
+        statement = statement.order_by(column.asc(), Context.id.asc())
+    return list((await session.execute(statement.limit(query.limit))).scalars())

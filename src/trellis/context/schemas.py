@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from trellis.context.models import Context, ContextRelationship
+from trellis.kit.errors import ValidationFailed
+from trellis.storage.metadata_filter import MetadataFilter
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
 NAME_MAX_LENGTH = 64
@@ -108,6 +113,11 @@ class ContextOut(BaseModel):
         )
 
 
+class ContextPage(BaseModel):
+    items: list[ContextOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last one.")
+
+
 class RelationshipOut(BaseModel):
     id: str
     source_id: str
@@ -200,3 +210,92 @@ def parse_version_tag(value: str) -> int | None:
 
 def version_etag(version: int) -> str:
     return f'"{version}"'
+
+
+# --- listing ---------------------------------------------------------------------------------------
+
+MAX_PAGE = 200
+DEFAULT_PAGE = 50
+
+
+class ContextSort(StrEnum):
+    """A column, newest first with a leading ``-``."""
+
+    CREATED = "created"
+    CREATED_DESC = "-created"
+    UPDATED = "updated"
+    UPDATED_DESC = "-updated"
+
+    @property
+    def column(self) -> str:
+        return self.value.lstrip("-") + "_at"
+
+    @property
+    def descending(self) -> bool:
+        return self.value.startswith("-")
+
+
+@dataclass(frozen=True, slots=True)
+class ContextListQuery:
+    """A page of one owner's contexts, every value checked (the REST and CLI doors build it)."""
+
+    types: tuple[str, ...] = ()
+    metadata: MetadataFilter = field(default_factory=dict)
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+    sort: ContextSort = ContextSort.UPDATED_DESC
+    limit: int = DEFAULT_PAGE
+    cursor: str | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        types: Iterable[str] = (),
+        metadata: MetadataFilter | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        sort: str = ContextSort.UPDATED_DESC.value,
+        limit: int = DEFAULT_PAGE,
+        cursor: str | None = None,
+    ) -> ContextListQuery:
+        def invalid(name: str, message: str) -> ValidationFailed:
+            entry = {"field": name, "message": message, "location": "query", "type": "value_error"}
+            return ValidationFailed(f"{name}: {message}", details={"fields": [entry]})
+
+        wanted: list[str] = []
+        for raw in types:
+            for name in raw.split(","):
+                name = name.strip()
+                if name and (len(name) > NAME_MAX_LENGTH or not re.match(NAME_PATTERN, name)):
+                    raise invalid("type", f"{name!r} is not a context type (1-64 letters, digits, '_', '-', '.')")
+                if name:
+                    wanted.append(name)
+        try:
+            order = ContextSort(sort)
+        except ValueError:
+            raise invalid("sort", f"must be one of {', '.join(s.value for s in ContextSort)}") from None
+        if not 1 <= limit <= MAX_PAGE:
+            raise invalid("limit", f"must be between 1 and {MAX_PAGE}")
+        bounds = {
+            "created_after": _utc(created_after),
+            "created_before": _utc(created_before),
+            "updated_after": _utc(updated_after),
+            "updated_before": _utc(updated_before),
+        }
+        for column in ("created", "updated"):
+            after, before = bounds[f"{column}_after"], bounds[f"{column}_before"]
+            if after is not None and before is not None and after >= before:
+                raise invalid(f"{column}_before", f"must be later than {column}_after")
+        return cls(tuple(dict.fromkeys(wanted)), dict(metadata or {}), sort=order, limit=limit, cursor=cursor, **bounds)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A datetime without an offset is read as UTC."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
