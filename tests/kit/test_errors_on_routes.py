@@ -98,12 +98,6 @@ async def test_method_not_allowed_in_envelope(harness: Harness) -> None:
     assert_error(response, 405, "method_not_allowed_error")
 
 
-async def test_unknown_route_outside_api_is_plain(harness: Harness) -> None:
-    response = await harness.client.get("/nothing")
-    assert response.status_code == 404
-    assert "success" not in response.json()
-
-
 async def test_conflict_error(harness: Harness, admin_headers: dict[str, str]) -> None:
     body = {"username": "twin", "password": "long enough password"}
     assert (await harness.client.post("/api/v1/users", headers=admin_headers, json=body)).status_code == 201
@@ -165,3 +159,18 @@ async def test_unavailable_error(make_harness: Any, admin_headers: dict[str, str
         error = assert_error(response, 503, "unavailable_error")
         assert error["details"] == {"component": "redis"}
         assert response.headers["retry-after"] == "1"
+
+
+async def test_errors_outside_api_are_enveloped_too(harness: Harness) -> None:
+    """The probe's finding: unknown paths outside /api and 405s on /health answered {"detail": ...}."""
+    for method, path, status, code in (
+        ("GET", "/no-such-page", 404, "not_found_error"),
+        ("POST", "/health", 405, "method_not_allowed_error"),
+        ("DELETE", "/openapi.json", 405, "method_not_allowed_error"),
+    ):
+        response = await harness.client.request(method, path)
+        assert response.status_code == status, (path, response.text)
+        body = response.json()
+        assert set(body) == {"success", "data", "error", "timestamp", "request_id"}, body
+        assert body["error"]["code"] == code
+    assert "GET" in (await harness.client.post("/health")).headers["allow"]

@@ -29,6 +29,7 @@ from rich.table import Table
 from trellis.cli.common import ApiKeyOption, JsonOption, acting, console, err_console, prepare_embedded, run
 from trellis.context.ingest.chunking import detect_kind
 from trellis.context.ingest.schemas import IngestResult, IngestStatus
+from trellis.context.ingest.service import source_name as stored_source
 from trellis.kit.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from trellis.runtime import Runtime
 
@@ -49,6 +50,8 @@ class _Outcome:
 
 
 def source_name(path: Path, cwd: Path) -> str:
+    """The name a file is ingested under (before the service's one rule, ``stored_source``): relative to
+    the working directory when it is inside it."""
     absolute = path.absolute()
     try:
         return absolute.relative_to(cwd).as_posix()
@@ -130,7 +133,9 @@ def ingest(
                 except (ValidationFailed, PayloadTooLarge, UnsupportedMediaType) as exc:
                     if exc.details.get("fields"):  # the request itself is wrong (--type): stop
                         raise
-                    outcome.failed.append({"path": str(path), "reason": exc.message.removeprefix(f"{source}: ")})
+                    outcome.failed.append(
+                        {"path": str(path), "reason": exc.message.removeprefix(f"{stored_source(source)}: ")}
+                    )
                 except OSError as exc:
                     outcome.failed.append({"path": str(path), "reason": f"cannot read: {exc.strerror or exc}"})
                 progress.advance(task)

@@ -1,7 +1,7 @@
 """The one place where errors become HTTP responses in the seed's envelope.
 
-Paths under ``/api/`` always answer in the envelope; others (``/health``, ``/docs``) keep
-FastAPI's plain shape except for domain errors, which are enveloped everywhere.
+Every error answers in the envelope, on every path (``/api``, ``/health``, a mistyped one), except
+under ``/v1``, the OpenAI-compatible door, which answers in OpenAI's error shape.
 """
 
 from __future__ import annotations
@@ -140,9 +140,8 @@ async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     headers = dict(exc.headers) if exc.headers else None
     if _is_openai_path(request):
         return openai_error_response(exc.status_code, code, message, {}, headers)
-    if request.url.path.startswith("/api/") or request.url.path == "/api":
-        return error_response(exc.status_code, code, message, {}, headers)
-    return JSONResponse({"detail": message}, status_code=exc.status_code, headers=headers)
+    # Every other path answers in the envelope: /api, and /health, /docs or a mistyped path alike.
+    return error_response(exc.status_code, code, message, {}, headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

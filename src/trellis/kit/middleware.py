@@ -9,7 +9,7 @@ exception into a 500 envelope that reveals nothing internal; and sets the securi
 (they are one user's data, and some carry secrets: tokens, new keys), and ``X-Frame-Options`` with
 a ``Content-Security-Policy`` on HTML pages (``/docs``, ``/redoc``). A JSON body is read whole
 (it is bounded by the limit) and refused with 400 when a string in it holds a lone surrogate
-(``trellis.kit.unicode``), so no handler can store or echo one.
+or a number is not finite (``trellis.kit.unicode``), so no handler can store or echo one.
 """
 
 from __future__ import annotations
@@ -27,7 +27,12 @@ from trellis.kit.handlers import error_response, openai_error_response
 from trellis.kit.http_metrics import HttpMetrics
 from trellis.kit.logging import get_logger
 from trellis.kit.request_id import accept_request_id, request_id_var
-from trellis.kit.unicode import lone_surrogate_path, may_hold_lone_surrogates
+from trellis.kit.unicode import (
+    lone_surrogate_path,
+    may_hold_huge_numbers,
+    may_hold_lone_surrogates,
+    non_finite_path,
+)
 
 log = get_logger("trellis.access")
 
@@ -130,9 +135,9 @@ class RequestEdgeMiddleware:
                 if body is None:
                     content_length = limit + 1  # streamed past the limit: the 413 below
                 else:
-                    problem = _unencodable_field(body)
+                    problem = _unstorable_value(body)
                     if problem is not None:
-                        await _refuse(scope, send_with_id, problem)
+                        await _refuse(scope, send_with_id, *problem)
                         return
                     app_receive = _replay(body, receive)
             if content_length is not None and content_length > limit:
@@ -221,23 +226,40 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _unencodable_field(body: bytes) -> str | None:
-    """The dotted path of a string in the JSON body that holds a lone surrogate ("" for the body
-    itself), or None when there is none (or the body is not JSON: the handler says so)."""
-    if not may_hold_lone_surrogates(body):
+def _unstorable_value(body: bytes) -> tuple[str, str, str] | None:
+    """(field, message, type) for the first value in the JSON body that cannot be stored or sent: a
+    string holding a lone surrogate, or a number that is not finite. None when there is none (or the
+    body is not JSON: the handler says so)."""
+    surrogates, numbers = may_hold_lone_surrogates(body), may_hold_huge_numbers(body)
+    if not surrogates and not numbers:
         return None
     try:
         document = json.loads(body)
     except ValueError:
         return None
-    path = lone_surrogate_path(document)
-    return None if path is None else ".".join(path)
+    path = lone_surrogate_path(document) if surrogates else None
+    if path is not None:
+        field = ".".join(path)
+        where = f"'{field}'" if field else "the body"
+        return (
+            field,
+            f"Invalid text in {where}: a lone UTF-16 surrogate (\\ud800-\\udfff) cannot be encoded",
+            "string_unicode",
+        )
+    path = non_finite_path(document) if numbers else None
+    if path is not None:
+        field = ".".join(path)
+        where = f"'{field}'" if field else "the body"
+        return (
+            field,
+            f"Invalid number in {where}: it must be finite (NaN, Infinity and overflowing values are not)",
+            "finite_number",
+        )
+    return None
 
 
-async def _refuse(scope: Scope, send: Send, field: str) -> None:
-    where = f"'{field}'" if field else "the body"
-    message = f"Invalid text in {where}: a lone UTF-16 surrogate (\\ud800-\\udfff) cannot be encoded as UTF-8"
-    details = {"fields": [{"field": field, "message": message, "location": "body", "type": "string_unicode"}]}
+async def _refuse(scope: Scope, send: Send, field: str, message: str, kind: str) -> None:
+    details = {"fields": [{"field": field, "message": message, "location": "body", "type": kind}]}
     path = scope.get("path", "")
     response = (
         openai_error_response(400, "validation_error", message, details)

@@ -1,4 +1,5 @@
-"""Strings that can be neither stored nor sent: lone UTF-16 surrogates.
+"""Values a JSON body can carry that can be neither stored nor sent: lone UTF-16 surrogates, and
+numbers no float can hold.
 
 JSON lets a string hold ``\\ud800`` without the other half of its pair, and Python's ``json``
 decodes that escape (and the raw bytes ``ED A0 80``) into a ``str`` that no UTF-8 encoder accepts:
@@ -7,11 +8,16 @@ row was already committed. So the request edge refuses such a body before any ha
 (``RequestEdgeMiddleware``), naming the field, and what an older version may have stored is read
 back with U+FFFD in place of each lone surrogate (``trellis.storage.base.SafeJSON``).
 
-Hand-written: this is a property of Python's str, and no library checks it for a whole document.
+Numbers: Python's ``json`` reads ``1e400`` as ``inf`` and accepts the non-standard ``NaN`` and
+``Infinity``; stored as JSON they silently became ``null``. The edge refuses them the same way.
+
+Hand-written: these are properties of Python's str and float, and no library checks them for a
+whole document.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -22,8 +28,33 @@ _LONE = re.compile("[\ud800-\udfff]")
 REPLACEMENT = "\ufffd"
 
 
+# NaN / Infinity literals, an exponent of three digits or more, or a run of 300+ digits.
+_NUMBER_HINT = re.compile(rb"NaN|Infinity|[eE][+]?0*[1-9][0-9]{2}|[0-9]{300}")
+
+
 def may_hold_lone_surrogates(raw: bytes) -> bool:
     return _HINT.search(raw) is not None
+
+
+def may_hold_huge_numbers(raw: bytes) -> bool:
+    return _NUMBER_HINT.search(raw) is not None
+
+
+def non_finite_path(value: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """The path of the first number that is not finite (``inf``, ``nan``)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = non_finite_path(item, (*path, key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = non_finite_path(item, (*path, str(index)))
+            if found is not None:
+                return found
+    return None
 
 
 def has_lone_surrogate(text: str) -> bool:

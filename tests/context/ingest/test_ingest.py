@@ -15,12 +15,14 @@ from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
 from tests.auth.support import assert_error, assert_ok, field_names
-from tests.conftest import Harness
+from tests.conftest import ADMIN_KEY, Harness
 from trellis.cli.main import app as cli_app
 from trellis.context.ingest.schemas import IngestStatus
-from trellis.context.ingest.service import IngestService
+from trellis.context.ingest.service import IngestService, source_name
 from trellis.context.models import Context, ContextRelationship
 from trellis.kit.ids import new_id
+
+ADMIN = Harness.auth(ADMIN_KEY)
 
 INGEST = "/api/context/ingest"
 
@@ -553,3 +555,34 @@ def test_cli_reports_a_missing_path(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     out = json.loads(result.stdout)
     assert out["failed"] == [{"path": "missing-dir", "reason": "not found"}]
     assert [(f["source"], f["status"]) for f in out["files"]] == [("a.md", "created")]
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("../../etc/passwd.txt", "etc/passwd.txt"),
+        ("C:\\x\\..\\a.md", "a.md"),
+        ("/abs/notes.md", "abs/notes.md"),
+        ("docs/./guide/../intro.md", "docs/intro.md"),
+        ("a\\b\\c.md", "a/b/c.md"),
+        ("plain.md", "plain.md"),
+    ],
+)
+def test_one_rule_for_source_names(given: str, stored: str) -> None:
+    assert source_name(given) == stored
+
+
+async def test_the_rule_applies_on_the_rest_door(harness: Harness) -> None:
+    files = [("files", ("../../etc/passwd.txt", b"root:x:0:0\n", "text/plain"))]
+    response = await harness.client.post("/api/context/ingest", files=files, headers=ADMIN)
+    [result] = assert_ok(response)["files"]
+    assert result["source"] == "etc/passwd.txt"
+    # Two names for one file are one file.
+    twice = [
+        ("files", ("notes/../a.md", b"# A\n", "text/markdown")),
+        ("files", ("a.md", b"# A\n", "text/markdown")),
+    ]
+    error = assert_error(
+        await harness.client.post("/api/context/ingest", files=twice, headers=ADMIN), 400, "validation_error"
+    )
+    assert "more than once" in error["message"]

@@ -103,6 +103,27 @@ def _file_error(error: type[ErrorT], name: str, problem: str, **details: Any) ->
     return error(f"{name or '(unnamed file)'}: {problem}", details={"file": name, **details})
 
 
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def source_name(given: str) -> str:
+    """The one rule for a document's ``source``, on every door: the given name read as a relative
+    path. Backslashes are separators; a drive (``C:``) and leading slashes are dropped; ``.`` and
+    ``..`` are resolved by the text alone, never climbing above the top. So ``C:\\x\\..\\a.md`` and
+    ``/a.md`` are ``a.md``, and ``../../etc/passwd.txt`` is ``etc/passwd.txt``. (Multipart uploads
+    arrive already cut at the last backslash, by the form parser: ``a.md`` again.)"""
+    parts: list[str] = []
+    for part in _DRIVE.sub("", given.replace("\\", "/")).split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(part)
+    return "/".join(parts)
+
+
 class IngestService:
     """``new_id`` makes the ids of new rows; tests replace it to make a write fail halfway."""
 
@@ -134,11 +155,12 @@ class IngestService:
                 details={"file": name, "size_bytes": size, "max_bytes": self.max_file_bytes},
             )
 
-    def prepare(self, name: str, data: bytes) -> PreparedFile:
+    def prepare(self, given: str, data: bytes) -> PreparedFile:
         """Validate one file and chunk it; raises 400 / 413 / 415 naming the file."""
+        name = source_name(given)
         if not name or not name.strip() or "\x00" in name or len(name) > MAX_SOURCE_LENGTH:
             raise _file_error(
-                ValidationFailed, name[:100], f"a file name of 1-{MAX_SOURCE_LENGTH} characters is required"
+                ValidationFailed, given[:100], f"a file name of 1-{MAX_SOURCE_LENGTH} characters is required"
             )
         kind = detect_kind(name)
         if kind is None:
@@ -172,10 +194,11 @@ class IngestService:
         seen: set[str] = set()
         prepared: list[PreparedFile] = []
         for name, data in files:
-            if name in seen:
-                raise _file_error(ValidationFailed, name, "given more than once")
-            seen.add(name)
-            prepared.append(self.prepare(name, data))
+            item = self.prepare(name, data)
+            if item.source in seen:
+                raise _file_error(ValidationFailed, item.source, "given more than once")
+            seen.add(item.source)
+            prepared.append(item)
         return prepared
 
     @staticmethod

@@ -123,3 +123,31 @@ def test_the_hint_is_cheap_and_never_misses() -> None:
     assert may_hold_lone_surrogates(b'{"a": "\\uDFFF"}')
     assert may_hold_lone_surrogates(b'{"a": "x"}' + b"\xed\xa0\x80")
     assert not may_hold_lone_surrogates('{"a": "caf\u00e9 \u4e2d \\u00e9"}'.encode())
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"type": "note", "content": "x", "metadata": {"big": 1e400}}', "metadata.big"),
+        (b'{"type": "note", "content": "x", "metadata": {"n": [1, NaN]}}', "metadata.n.1"),
+        (b'{"type": "note", "content": "x", "metadata": {"n": -Infinity}}', "metadata.n"),
+        (b'{"type": "note", "content": "x", "metadata": {"n": 1' + b"0" * 400 + b".5}}", "metadata.n"),
+    ],
+)
+async def test_numbers_that_cannot_be_stored_are_refused(harness: Harness, raw: bytes, field: str) -> None:
+    """The probe's finding: 1e400 in metadata was stored as null, silently."""
+    response = await harness.client.post("/api/context", content=raw, headers=AUTH)
+    assert response.status_code == 400, response.text
+    [entry] = response.json()["error"]["details"]["fields"]
+    assert (entry["field"], entry["type"], entry["location"]) == (field, "finite_number", "body")
+    async with harness.runtime.database.session() as session:
+        assert (await session.execute(select(func.count()).select_from(Context))).scalar_one() == 0
+
+
+async def test_large_but_finite_numbers_pass(harness: Harness) -> None:
+    raw = (
+        b'{"type": "note", "content": "x", "metadata": {"avogadro": 6.02e23, "big": 1e300, "int": ' + b"9" * 400 + b"}}"
+    )
+    response = await harness.client.post("/api/context", content=raw, headers=AUTH)
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["metadata"]["big"] == 1e300
