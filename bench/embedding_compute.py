@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import resource
@@ -41,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from auth_overhead import _cpu_model, _git_revision
-from context_store import RESULTS_DIR, generate_corpus, generate_queries, percentile
+from _common import cpu_model, git_revision, percentile, render_table, write_results
+from _context_corpus import generate_corpus, generate_queries
 
 MODES = ("none", "dynamic")
 
@@ -62,7 +61,7 @@ class ModeResult:
 
 
 def _model(mode: str) -> Any:
-    from trellis.gateway.config import DEFAULT_EMBED_MODEL, default_models
+    from trellis.settings.gateway import DEFAULT_EMBED_MODEL, default_models
 
     packaged = default_models()[DEFAULT_EMBED_MODEL]
     return packaged.model_copy(update={"options": {**packaged.options, "quantize": mode}})
@@ -72,9 +71,9 @@ def quantization_seconds() -> float:
     """One conversion of the packaged file, timed (the provider would take it from its caches)."""
     from trellis.gateway.providers import onnx_embed, onnx_quantize
 
-    source = onnx_embed._packaged_file(onnx_embed._MODEL_PACKAGE)
+    source = onnx_embed.packaged_model_file()
     started = time.perf_counter()
-    onnx_quantize._quantize(source)
+    onnx_quantize.quantize(source)
     return time.perf_counter() - started
 
 
@@ -122,14 +121,13 @@ def agreement(a: Sequence[np.ndarray[Any, Any]], b: Sequence[np.ndarray[Any, Any
 
 def render(results: dict[str, ModeResult], convert_s: float) -> tuple[str, dict[str, Any]]:
     base, quick = results["none"], results["dynamic"]
-    rows = [
-        f"{'mode':9} {'query p50 ms':>13} {'query p95 ms':>13} {'docs/s':>8}",
-    ]
+    table: list[tuple[str, ...]] = []
     numbers: dict[str, Any] = {}
     for mode, result in results.items():
         p50, p95 = percentile(result.query_ms, 50), percentile(result.query_ms, 95)
-        rows.append(f"{mode:9} {p50:13.2f} {p95:13.2f} {result.docs_per_second:8.1f}")
+        table.append((mode, f"{p50:.2f}", f"{p95:.2f}", f"{result.docs_per_second:.1f}"))
         numbers[mode] = {"query_p50_ms": p50, "query_p95_ms": p95, "docs_per_s": result.docs_per_second}
+    rows = [render_table(("mode", "query p50 ms", "query p95 ms", "docs/s"), table)]
     q_min, q_mean = agreement(base.query_vectors, quick.query_vectors)
     d_min, d_mean = agreement(base.doc_vectors, quick.doc_vectors)
     speed_q = percentile(base.query_ms, 50) / percentile(quick.query_ms, 50)
@@ -142,7 +140,7 @@ def render(results: dict[str, ModeResult], convert_s: float) -> tuple[str, dict[
         f"quantizing the model once: {convert_s:.2f} s; peak RSS of this process "
         f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB",
         f"({len(base.query_ms)} queries and {base.docs} documents per mode; threads: onnxruntime's default; "
-        f"{os.cpu_count()} CPUs, {_cpu_model()})",
+        f"{os.cpu_count()} CPUs, {cpu_model()})",
     ]
     numbers |= {
         "query_speedup_p50": speed_q,
@@ -177,18 +175,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     text, numbers = render(results, convert_s)
     print(text)
     if not args.no_json:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        path = RESULTS_DIR / f"embedding_compute-{started:%Y%m%dT%H%M%SZ}.json"
         meta = {
             "started": started.isoformat(),
-            "revision": _git_revision(),
-            "cpu": _cpu_model(),
+            "revision": git_revision(),
+            "cpu": cpu_model(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "args": vars(args),
         }
         raw = {m: {"query_ms": r.query_ms, "docs": r.docs, "doc_seconds": r.doc_seconds} for m, r in results.items()}
-        path.write_text(json.dumps({"meta": meta, "results": numbers, "raw": raw}, indent=2))
+        path = write_results("embedding_compute", started, {"meta": meta, "results": numbers, "raw": raw})
         print(f"results saved to {path}")
     return 0
 

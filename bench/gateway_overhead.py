@@ -19,7 +19,8 @@ requests/s at c=64.
 
 Needs ``wrk``, ``nginx`` (Debian/Ubuntu: ``apt-get install -y wrk nginx-light``; only the binary
 is used, never the system service) and ``taskset`` (util-linux). Shares its wrk, server and
-machine-noise helpers with ``auth_overhead.py``.
+machine-noise helpers with the other benchmarks (``bench/_*.py``); the py-spy profile is
+``_gateway_profile.py``.
 """
 
 from __future__ import annotations
@@ -28,80 +29,75 @@ import argparse
 import contextlib
 import http.client
 import json
-import os
-import platform
 import re
-import secrets
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from auth_overhead import (
+from _common import (
     HOST,
     NOISE_WARN_PCT,
-    STOP_TIMEOUT_S,
+    REPO,
+    RESULTS_DIR,
     BenchError,
+    fmt,
+    new_admin_key,
+    noise_warning,
+    render_table,
+    result_header,
+    stop_on_signals,
+    unlimited_rate_limits,
+    write_results,
+)
+from _cpu import CpuMeter, Reading, children_cpu_seconds, wait_until_quiet
+from _gateway_profile import profile_target, summarize_profile
+from _mock_upstream import (
+    MOCK_RESPONSE,
+    MOCK_TEXT,
+    MOCK_USAGE,
+    MODEL,
+    OPENAI_PATH,
+    MockUpstream,
+    nginx_binary,
+    running_upstream,
+)
+from _server import (
     Server,
-    WrkResult,
-    _children_cpu_seconds,
-    _cpu_model,
-    _cpu_seconds,
-    _die_with_parent,
-    _find_trellis,
-    _free_port,
-    _git_revision,
-    _machine_busy_seconds,
-    _raise_on_signal,
-    _wrk_version,
-    check_wrk_and_cpus,
-    parse_wrk,
+    find_trellis,
+    http_request,
     running_server,
-    wait_until_quiet,
+    server_env,
+)
+from _wrk import (
+    FAILED_REQUESTS_WARNING,
+    WrkResult,
+    check_wrk_and_cpus,
+    errors_text,
+    post_script,
+    print_measured,
+    run_wrk,
+    wrk_version,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO / "bench" / "results"
-MODEL = "mock"
-OPENAI_PATH = "/v1/chat/completions"
 REST_PATH = "/api/v1/ai/chat"
 LOGS_PATH = "/api/v1/db/logs"
-STATUS_PATH = "/nginx_status"
 CONCURRENCIES = (1, 32, 64)
 CACHED_CONCURRENCIES = (1, 64)
 WARMUP_CONCURRENCY = 64
-# Settings cap a bucket at 1,000,000 requests; refilled every second, it never denies here.
-RATE_LIMITS = {
-    "admin": {
-        "default": {"capacity": 1_000_000, "period_seconds": 1},
-        "ai": {"capacity": 1_000_000, "period_seconds": 1},
-    }
-}
+RATE_LIMITS = unlimited_rate_limits("default", "ai")
 # The targets under test.
 TARGET_ADDED_P50_MS = 2.0  # at c=1, over calling the upstream directly
 TARGET_RPS = 1_000.0  # at c=64
-NGINX_READY_TIMEOUT_S = 10.0
 LOG_VISIBLE_TIMEOUT_S = 5.0
 
-MOCK_TEXT = "Hello from the mock upstream."
-MOCK_USAGE = {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
-MOCK_RESPONSE = {
-    "id": "chatcmpl-mock",
-    "object": "chat.completion",
-    "created": 1_700_000_000,
-    "model": MODEL,
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": MOCK_TEXT}, "finish_reason": "stop"}],
-    "usage": MOCK_USAGE,
-}
 MESSAGES = [{"role": "user", "content": "Say hello in five words."}]
 # Valid for both doors. No temperature: the model's default (0.7) is not cacheable anyway, and the
 # cache is off in the main pass. The cached pass asks for temperature 0 (deterministic: cached).
@@ -140,12 +136,6 @@ class Point:
     other_cpu_pct: float | None
     raw: str = field(repr=False)
 
-    @property
-    def errors_text(self) -> str:
-        parts = [f"{self.non_2xx_3xx} non-2xx"] if self.non_2xx_3xx else []
-        parts += [f"{n} {kind}" for kind, n in self.socket_errors.items()]
-        return ", ".join(parts)
-
 
 @dataclass
 class LogCheck:
@@ -160,21 +150,7 @@ class LogCheck:
     dropped: dict[str, int] | None
 
 
-# --- HTTP ------------------------------------------------------------------------------------
-
-
-def _http(
-    port: int, method: str, path: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=10)
-    try:
-        payload = None if body is None else json.dumps(body).encode()
-        all_headers = {**({"Content-Type": "application/json"} if payload is not None else {}), **(headers or {})}
-        conn.request(method, path, body=payload, headers=all_headers)
-        response = conn.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        conn.close()
+# --- checks ------------------------------------------------------------------------------------
 
 
 def _json(body: bytes, what: str) -> Any:
@@ -184,217 +160,8 @@ def _json(body: bytes, what: str) -> Any:
         raise BenchError(f"{what} is not JSON: {body[:300]!r}") from None
 
 
-# --- the mock upstream -----------------------------------------------------------------------
-
-
-def nginx_config(prefix: Path, port: int) -> str:
-    body = json.dumps(MOCK_RESPONSE, separators=(",", ":"))
-    if any(c in body for c in "'\\$"):
-        raise BenchError("the mock response must be a plain nginx string literal (no ' \\ or $)")
-    temp = "\n".join(
-        f"    {kind}_temp_path {prefix / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return f"""# Written by bench/gateway_overhead.py: a mock OpenAI-compatible chat completions endpoint.
-# One process (no master/worker split) so that it is one pid to pin, meter and stop.
-master_process off;
-worker_processes 1;
-pid {prefix / "nginx.pid"};
-error_log {prefix / "error.log"} warn;
-events {{
-    worker_connections 4096;
-}}
-http {{
-    access_log off;
-    server_tokens off;
-{temp}
-    keepalive_timeout 300s;
-    keepalive_requests 1000000000;
-    server {{
-        listen {HOST}:{port} backlog=4096;
-        location = {OPENAI_PATH} {{
-            default_type application/json;
-            return 200 '{body}';
-        }}
-        location = {STATUS_PATH} {{
-            stub_status;
-        }}
-        location / {{
-            return 404;
-        }}
-    }}
-}}
-"""
-
-
-class MockUpstream:
-    """nginx in the foreground, pinned to a CPU, with its own prefix, pid and log paths."""
-
-    def __init__(self, workdir: Path, cpu: int) -> None:
-        self.port = _free_port()
-        self.prefix = workdir / "nginx"
-        self.prefix.mkdir()
-        self.config_path = self.prefix / "nginx.conf"
-        self.config_path.write_text(nginx_config(self.prefix, self.port))
-        self.log_path = self.prefix / "error.log"
-        self._command = ["taskset", "-c", str(cpu), _nginx_binary(), "-p", f"{self.prefix}/", "-e", str(self.log_path)]
-        self._command += ["-c", str(self.config_path), "-g", "daemon off;"]
-        self._out: IO[bytes] | None = None
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}/v1"
-
-    def start(self) -> None:
-        self._out = (self.prefix / "stdout.log").open("wb")
-        self.process = subprocess.Popen(
-            self._command,
-            stdin=subprocess.DEVNULL,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            process_group=0,
-            preexec_fn=_die_with_parent,
-        )
-        deadline = time.monotonic() + NGINX_READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(f"nginx exited with {self.process.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                if _http(self.port, "GET", STATUS_PATH)[0] == 200:
-                    return
-            time.sleep(0.05)
-        raise BenchError(f"nginx was not ready within {NGINX_READY_TIMEOUT_S:.0f} s:\n{self.log_tail()}")
-
-    def cpu_seconds(self) -> float | None:
-        return None if self.process is None else _cpu_seconds(self.process.pid)
-
-    def requests_served(self) -> int | None:
-        """nginx's request counter (stub_status), not counting this query itself."""
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            status, _, body = _http(self.port, "GET", STATUS_PATH)
-            match = re.search(rb"^\s*(\d+)\s+(\d+)\s+(\d+)\s*$", body, re.MULTILINE)
-            if status == 200 and match:
-                return int(match.group(3)) - 1
-        return None
-
-    def log_tail(self, lines: int = 20) -> str:
-        text = ""
-        for path in (self.log_path, self.prefix / "stdout.log"):
-            with contextlib.suppress(OSError):
-                text += path.read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:]) or "(no nginx output)"
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, sig)
-                try:
-                    process.wait(STOP_TIMEOUT_S)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        if self._out is not None:
-            self._out.close()
-            self._out = None
-
-
-@contextlib.contextmanager
-def running_upstream(workdir: Path, cpu: int) -> Iterator[MockUpstream]:
-    upstream = MockUpstream(workdir, cpu)
-    try:
-        upstream.start()
-        yield upstream
-    finally:
-        upstream.stop()
-
-
-def _nginx_binary() -> str:
-    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/sbin/nginx") if Path(p).exists()), None)
-    if found is None:
-        raise BenchError("nginx is not installed: `sudo apt-get install -y nginx-light` (only the binary is used)")
-    return found
-
-
-# --- wrk -------------------------------------------------------------------------------------
-
-
-def lua_script(path: Path, body: dict[str, Any]) -> Path:
-    encoded = json.dumps(body, separators=(",", ":"))
-    if any(c in encoded for c in "'\\"):
-        raise BenchError("the request body must be a plain Lua string literal (no ' or \\)")
-    path.write_text(
-        f"""-- Written by bench/gateway_overhead.py: one fixed POST, repeated.
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{encoded}'
-"""
-    )
-    return path
-
-
-def run_wrk(
-    url: str, *, script: Path, concurrency: int, duration_s: int, headers: Sequence[str], cpu: int
-) -> WrkResult:
-    command = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{concurrency}", f"-d{duration_s}s", "--latency"]
-    command += ["--timeout", "10s", "-s", str(script)]
-    for header in headers:
-        command += ["-H", header]
-    command.append(url)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 60, check=False)
-    if done.returncode != 0:
-        raise BenchError(f"wrk exited with {done.returncode}:\n{done.stdout}{done.stderr}")
-    return parse_wrk(done.stdout)
-
-
-class Meter:
-    """Around one wrk run: Trellis's and nginx's CPU time, nginx's request count, and the noise."""
-
-    def __init__(self, server: Server | None, upstream: MockUpstream) -> None:
-        self._server = server
-        self._upstream = upstream
-        self.trellis_s: float | None = None
-        self.nginx_s: float | None = None
-        self.upstream_requests: int | None = None
-        self.client_pct: float | None = None
-        self.other_pct: float | None = None
-        self._before: dict[str, Any] = {}
-
-    def _snapshot(self) -> dict[str, Any]:
-        return {
-            "trellis": None if self._server is None else self._server.cpu_seconds(),
-            "nginx": self._upstream.cpu_seconds(),
-            "upstream_requests": self._upstream.requests_served(),
-            "machine": _machine_busy_seconds(),
-            "wrk": _children_cpu_seconds(),  # wrk has been waited for at exit, so it is counted
-            "wall": time.monotonic(),
-        }
-
-    def __enter__(self) -> Meter:
-        self._before = self._snapshot()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        after, before = self._snapshot(), self._before
-        delta = {k: None if after[k] is None or before[k] is None else after[k] - before[k] for k in after}
-        wall = delta["wall"]
-        self.trellis_s = delta["trellis"]
-        self.nginx_s = delta["nginx"]
-        if delta["upstream_requests"] is not None:
-            self.upstream_requests = delta["upstream_requests"] - 1  # the "after" query counted itself once more
-        if self.nginx_s is not None and wall:
-            self.client_pct = (self.nginx_s + delta["wrk"]) / wall * 100
-        if delta["machine"] is not None and wall:
-            mine = (self.trellis_s or 0.0) + (self.nginx_s or 0.0) + delta["wrk"]
-            self.other_pct = max(0.0, (delta["machine"] - mine) / wall * 100)
-
-
-# --- checks ------------------------------------------------------------------------------------
-
-
 def check_upstream(upstream: MockUpstream) -> None:
-    status, headers, body = _http(upstream.port, "POST", OPENAI_PATH, REQUEST)
+    status, headers, body = http_request(upstream.port, "POST", OPENAI_PATH, REQUEST)
     if status != 200 or not headers.get("content-type", "").startswith("application/json"):
         raise BenchError(f"nginx answered {status} ({headers.get('content-type')}): {body[:300]!r}")
     if _json(body, "the mock's answer") != MOCK_RESPONSE:
@@ -402,7 +169,7 @@ def check_upstream(upstream: MockUpstream) -> None:
 
 
 def _log_count(server: Server, auth: dict[str, str]) -> int:
-    status, _, body = _http(server.port, "GET", f"{LOGS_PATH}?limit=200", headers=auth)
+    status, _, body = http_request(server.port, "GET", f"{LOGS_PATH}?limit=200", headers=auth)
     if status != 200:
         raise BenchError(f"GET {LOGS_PATH} answered {status}: {body[:300]!r}")
     return len(_json(body, LOGS_PATH)["data"]["items"])
@@ -416,7 +183,7 @@ def check_gateway(server: Server, auth: dict[str, str], *, cached: bool) -> int:
     before = _log_count(server, auth)
     calls = 0
     if not cached:
-        status, headers, body = _http(server.port, "POST", OPENAI_PATH, REQUEST, auth)
+        status, headers, body = http_request(server.port, "POST", OPENAI_PATH, REQUEST, auth)
         calls += 1
         data = _json(body, f"POST {OPENAI_PATH}")
         if status != 200:
@@ -428,7 +195,7 @@ def check_gateway(server: Server, auth: dict[str, str], *, cached: bool) -> int:
             raise BenchError(f"POST {OPENAI_PATH} has no RateLimit header: is rate limiting on? {headers}")
     body_in = CACHED_REQUEST if cached else REQUEST
     for attempt in (1, 2):
-        status, headers, body = _http(server.port, "POST", REST_PATH, body_in, auth)
+        status, headers, body = http_request(server.port, "POST", REST_PATH, body_in, auth)
         calls += 1
         if status != 200:
             raise BenchError(f"POST {REST_PATH} answered {status}: {body[:300]!r}\n{server.log_tail()}")
@@ -453,7 +220,7 @@ def check_gateway(server: Server, auth: dict[str, str], *, cached: bool) -> int:
 def log_drops(server: Server) -> dict[str, int] | None:
     """The server's own count of episodic log rows it dropped, by reason (Prometheus /metrics)."""
     with contextlib.suppress(OSError, http.client.HTTPException):
-        status, _, body = _http(server.port, "GET", "/metrics")
+        status, _, body = http_request(server.port, "GET", "/metrics")
         if status == 200:
             found = re.findall(rb'^trellis_episodic_log_dropped_total\{reason="([^"]+)"\}\s+([\d.e+]+)', body, re.M)
             if found or b"trellis_episodic_log_dropped" in body:
@@ -466,147 +233,7 @@ def count_log_rows(data_dir: Path) -> int:
         return int(db.execute("SELECT count(*) FROM episodic_logs").fetchone()[0])
 
 
-# --- profiling ---------------------------------------------------------------------------------
-
-
-def profile_target(
-    server: Server,
-    url: str,
-    script: Path,
-    headers: Sequence[str],
-    args: argparse.Namespace,
-    output: Path,
-) -> Path:
-    """py-spy on the server while wrk loads it at c=64 (an extra run: never a measured point)."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    assert server.process is not None
-    command = ["taskset", "-c", str(args.client_cpu), py_spy, "record", "--pid", str(server.process.pid)]
-    # Blocking sampling (the default) for consistent stacks: it slows the server, which is why this
-    # is an extra run and never a measured point.
-    command += ["--rate", "250", "--duration", str(args.duration), "--threads", "--format", "raw"]
-    command += ["--output", str(output)]
-    spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)  # attached before the load starts
-    run_wrk(url, script=script, concurrency=64, duration_s=args.duration, headers=headers, cpu=args.client_cpu)
-    _, err = spy.communicate(timeout=args.duration + 60)
-    if spy.returncode != 0 or not output.exists():
-        raise BenchError(f"py-spy failed ({spy.returncode}): {err[-500:]}")
-    return output
-
-
-_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
-
-
-# Calls worth naming in a profile of this path: (label, a substring of the py-spy frame). Client
-# library lines (httpx/httpcore, aiohttp) are shown only when the server uses that library.
-HOT_CALLS = (
-    ("upstream call (OpenAICompatibleProvider._post, all of it)", "OpenAICompatibleProvider._post ("),
-    ("  httpx AsyncClient.send", "AsyncClient.send (httpx/_client.py"),
-    ("  httpcore pool bookkeeping (_assign_requests_to_connections)", "_assign_requests_to_connections ("),
-    ("  httpcore idle-socket checks (is_socket_readable)", "is_socket_readable ("),
-    ("  aiohttp ClientSession._request", "ClientSession._request (aiohttp/client.py"),
-    ("  aiohttp JSON body (JsonPayload)", "JsonPayload.__init__ (aiohttp/payload.py"),
-    ("FastAPI dependencies (auth guard, rate limit, runtime)", "solve_dependencies ("),
-    ("  trellis auth guard", "guard.<locals>.dependency (trellis/"),
-    ("  request body parsing + validation", "request_body_to_args ("),
-    ("response serialization (FastAPI)", "serialize_response ("),
-    ("Prometheus label lookups (prometheus_client labels())", "MetricWrapperBase.labels (prometheus_client/"),
-    ("retry loop (tenacity)", "tenacity/"),
-    ("episodic log: submit on the request path", "EpisodicLogWriter.submit ("),
-    ("episodic log: background batch writes", "EpisodicLogWriter._write ("),
-    ("access middleware (trellis RequestEdgeMiddleware, all of it)", "RequestEdgeMiddleware.__call__ ("),
-)
-_OPTIONAL = ("httpx", "httpcore", "aiohttp")
-
-
-def _package(file: str) -> str:
-    """Who owns the code in a py-spy frame's file (py-spy gives paths relative to sys.path)."""
-    if file == "<string>":
-        return "generated code"
-    if file.startswith("<"):
-        return "python (frozen)"
-    return file.split("/", 1)[0].removesuffix(".py")
-
-
-def summarize_profile(path: Path, top: int = 12) -> str:
-    """Where the event loop's thread spends its samples: by package, by function, in named calls."""
-    by_package: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    hot: Counter[str] = Counter()
-    trellis: Counter[str] = Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        # Only the event loop's thread: aiosqlite's worker threads wait in queue.get(), which
-        # py-spy does not recognise as idle.
-        if not stack or not count_text.isdigit() or "MainThread" not in stack.split(";", 1)[0]:
-            continue
-        count = int(count_text)
-        parsed = [m for m in map(_FRAME.match, stack.split(";")[1:]) if m is not None]
-        if not parsed:
-            continue
-        total += count
-        leaf = parsed[-1]
-        by_package[_package(leaf.group("file"))] += count
-        own[f"{leaf.group('func')} ({leaf.group('file')})"] += count
-        for label, needle in HOT_CALLS:
-            if needle in stack:
-                hot[label] += count
-        for name in {
-            f"{m.group('func')} ({m.group('file')})" for m in parsed if m.group("file").startswith("trellis/")
-        }:
-            trellis[name] += count
-    if not total:
-        return "   (no samples of the event loop's thread)"
-    skip = {"main (trellis/cli.py)", "serve (trellis/cli.py)", "<module> (trellis)"}
-    return "\n".join(
-        [
-            f"   {total} samples of the event loop's thread while it ran; shares are of those. py-spy's"
-            " blocking sampling can pin a sample on whatever runs when the GIL changes hands:"
-            " check a surprising self time with a micro-benchmark before acting on it",
-            "   by package (self time): "
-            + ", ".join(f"{name} {count / total:.0%}" for name, count in by_package.most_common(top)),
-            "   named calls (inclusive: the call and everything under it):",
-            *(
-                f"     {hot[label] / total:6.1%}  {label}"
-                for label, _ in HOT_CALLS
-                if hot[label] or not any(name in label for name in _OPTIONAL)
-            ),
-            "   functions by self time:",
-            *(f"     {count / total:6.1%}  {name}" for name, count in own.most_common(top)),
-            "   Trellis functions, inclusive:",
-            *(f"     {count / total:6.1%}  {name}" for name, count in trellis.most_common(top + 3) if name not in skip),
-        ]
-    )
-
-
 # --- one pass ----------------------------------------------------------------------------------
-
-
-def server_env(data_dir: Path, upstream: MockUpstream, admin_key: str, *, cache: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRELLIS_")}
-    models = {
-        MODEL: {
-            "provider": "openai",
-            "model_id": MODEL,
-            "base_url": upstream.base_url,
-            "api_key": "not-checked-by-the-mock",
-            "capabilities": ["chat"],
-        }
-    }
-    env.update(
-        TRELLIS_DATA_DIR=str(data_dir),
-        TRELLIS_BOOTSTRAP_ADMIN_KEY=admin_key,
-        TRELLIS_JWT_SECRET=secrets.token_hex(20),  # 40 characters
-        TRELLIS_LOG_LEVEL="WARNING",
-        TRELLIS_RATE_LIMIT_ENABLED="true",
-        TRELLIS_RATE_LIMITS=json.dumps(RATE_LIMITS),
-        TRELLIS_MODELS=json.dumps(models),
-        TRELLIS_GATEWAY__CACHE_ENABLED="true" if cache else "false",
-        TRELLIS_CONFIG=str(data_dir / "no-such-trellis.toml"),
-        PYTHONUNBUFFERED="1",
-    )
-    return env
 
 
 def measure(
@@ -634,11 +261,17 @@ def measure(
         )
         counted += warm.requests
     for concurrency in concurrencies:
-        # Requests still queued in the server when wrk stopped must not land in this point.
-        wait_until_idle(server)
+        if server is not None:
+            # Requests still queued in the server when wrk stopped must not land in this point.
+            server.wait_until_idle()
         if args.quiet_wait > 0:
             wait_until_quiet(args.quiet_wait)
-        with Meter(server, upstream) as meter:
+        # wrk and nginx share the client CPU; wrk has been waited for when the meter stops, so it is counted.
+        sources: dict[str, Callable[[], Reading]] = {"nginx": upstream.cpu_seconds, "wrk": children_cpu_seconds}
+        if server is not None:
+            sources["trellis"] = server.cpu_seconds
+        served = upstream.requests_served()
+        with CpuMeter(**sources) as meter:
             result = run_wrk(
                 url,
                 script=script,
@@ -647,10 +280,15 @@ def measure(
                 headers=headers,
                 cpu=args.client_cpu,
             )
+        served_after = upstream.requests_served()
         counted += result.requests
 
         def per_req(seconds: float | None, result: WrkResult = result) -> float | None:
             return seconds * 1e6 / result.requests if seconds is not None and result.requests else None
+
+        nginx_s, wrk_s = meter.seconds["nginx"], meter.seconds["wrk"] or 0.0
+        # The second stub_status query counts the first one too.
+        upstream_requests = served_after - served - 1 if served is not None and served_after is not None else None
 
         point = Point(
             target=target,
@@ -661,64 +299,58 @@ def measure(
             requests=result.requests,
             non_2xx_3xx=result.non_2xx_3xx,
             socket_errors=result.socket_errors,
-            trellis_cpu_us_per_req=per_req(meter.trellis_s) if server is not None else None,
-            nginx_cpu_us_per_req=per_req(meter.nginx_s),
-            upstream_per_req=meter.upstream_requests / result.requests
-            if meter.upstream_requests is not None and result.requests
+            trellis_cpu_us_per_req=per_req(meter.seconds.get("trellis")),
+            nginx_cpu_us_per_req=per_req(nginx_s),
+            upstream_per_req=upstream_requests / result.requests
+            if upstream_requests is not None and result.requests
             else None,
-            client_cpu_pct=meter.client_pct,
+            client_cpu_pct=(nginx_s + wrk_s) / meter.wall * 100 if nginx_s is not None and meter.wall else None,
             other_cpu_pct=meter.other_pct,
             raw=result.raw,
         )
         points.append(point)
-        errors = f"  ERRORS: {point.errors_text}" if point.errors_text else ""
-        print(
-            f"   measured {target} c={concurrency}: {result.rps:,.0f} req/s, "
-            f"p50 {result.p50_ms:.3f} ms, p99 {result.p99_ms:.3f} ms{errors}",
-            flush=True,
-        )
+        print_measured(target, concurrency, result, errors_text(point))
     return points, counted
-
-
-def wait_until_idle(server: Server | None, timeout_s: float = 30.0) -> None:
-    """Until the server uses at most one clock tick of CPU in 200 ms: its backlog is drained."""
-    if server is None:
-        return
-    tick = 1 / os.sysconf("SC_CLK_TCK")
-    deadline = time.monotonic() + timeout_s
-    before = server.cpu_seconds()
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        after = server.cpu_seconds()
-        if before is None or after is None or after - before <= tick + 1e-9:
-            return
-        before = after
-    print(f"   the server was still busy {timeout_s:g}s after the load stopped; measuring anyway", flush=True)
 
 
 def gateway_pass(
     upstream: MockUpstream, trellis: Path, workdir: Path, args: argparse.Namespace, *, cached: bool
 ) -> tuple[list[Point], LogCheck, dict[str, str]]:
-    admin_key = "trl_" + secrets.token_urlsafe(32)  # 47 characters
+    admin_key = new_admin_key()
     auth = {"Authorization": f"Bearer {admin_key}"}
     headers = [f"{k}: {v}" for k, v in auth.items()]
     data_dir = workdir / ("data-cached" if cached else "data")
     server_dir = workdir / ("server-cached" if cached else "server")
     server_dir.mkdir()
-    env = server_env(data_dir, upstream, admin_key, cache=cached)
+    env = server_env(
+        data_dir,
+        admin_key,
+        rate_limit_enabled=True,
+        rate_limits=RATE_LIMITS,
+        models={
+            MODEL: {
+                "provider": "openai",
+                "model_id": MODEL,
+                "base_url": upstream.base_url,
+                "api_key": "not-checked-by-the-mock",
+                "capabilities": ["chat"],
+            }
+        },
+        gateway__cache_enabled=cached,
+    )
     label = "cache on, identical temperature-0 requests" if cached else "cache off"
     print(f"\n== trellis ({label}) on CPU {args.server_cpu}, nginx + wrk on CPU {args.client_cpu}", flush=True)
     points: list[Point] = []
     profiles: dict[str, str] = {}
     counted = 0
     if cached:
-        targets = [(Target.REST_CACHED, REST_PATH, lua_script(workdir / "cached.lua", CACHED_REQUEST))]
+        targets = [(Target.REST_CACHED, REST_PATH, post_script(workdir / "cached.lua", CACHED_REQUEST))]
         concurrencies: Sequence[int] = CACHED_CONCURRENCIES
     else:
-        script = lua_script(workdir / "request.lua", REQUEST)
+        script = post_script(workdir / "request.lua", REQUEST)
         targets = [(Target.OPENAI, OPENAI_PATH, script), (Target.REST, REST_PATH, script)]
         concurrencies = CONCURRENCIES
-    with running_server(trellis, env, args.server_cpu, server_dir) as server:
+    with running_server(trellis, env, server_dir, args.server_cpu) as server:
         counted += check_gateway(server, auth, cached=cached)
         for target, path, script in targets:
             url = f"http://{HOST}:{server.port}{path}"
@@ -750,7 +382,7 @@ def gateway_pass(
 
 def direct_pass(upstream: MockUpstream, workdir: Path, args: argparse.Namespace) -> list[Point]:
     print(f"\n== nginx directly on CPU {args.client_cpu} (with wrk)", flush=True)
-    script = lua_script(workdir / "direct.lua", REQUEST)
+    script = post_script(workdir / "direct.lua", REQUEST)
     url = f"{upstream.base_url.removesuffix('/v1')}{OPENAI_PATH}"
     points, _ = measure(Target.DIRECT, url, script, [], CONCURRENCIES, None, upstream, args)
     return points
@@ -765,11 +397,7 @@ def _baseline(points: Sequence[Point], point: Point) -> Point | None:
     return next((p for p in points if p.target == Target.DIRECT and p.concurrency == point.concurrency), None)
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def render_table(points: Sequence[Point]) -> str:
+def render_points(points: Sequence[Point]) -> str:
     header = (
         "target",
         "conc",
@@ -797,23 +425,15 @@ def render_table(points: Sequence[Point]) -> str:
                 f"{point.p99_ms:.3f}",
                 f"{point.p50_ms - base.p50_ms:+.3f}" if base else "",
                 f"{point.rps / base.rps:.3f}x" if base else "",
-                _fmt(point.trellis_cpu_us_per_req, ",.0f"),
-                _fmt(point.nginx_cpu_us_per_req, ",.1f"),
-                _fmt(point.upstream_per_req, ".2f"),
-                _fmt(point.client_cpu_pct, ".0f"),
-                _fmt(point.other_cpu_pct, ".0f"),
-                point.errors_text or "0",
+                fmt(point.trellis_cpu_us_per_req, ",.0f"),
+                fmt(point.nginx_cpu_us_per_req, ",.1f"),
+                fmt(point.upstream_per_req, ".2f"),
+                fmt(point.client_cpu_pct, ".0f"),
+                fmt(point.other_cpu_pct, ".0f"),
+                errors_text(point) or "0",
             )
         )
-    right = set(range(1, len(header) - 1))
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+    return render_table(header, rows, left=1, left_tail=1)
 
 
 def render_verdict(points: Sequence[Point]) -> str:
@@ -867,17 +487,10 @@ def render_logs(checks: Sequence[LogCheck]) -> str:
 def write_json(
     points: Sequence[Point], checks: Sequence[LogCheck], profiles: dict[str, str], args: argparse.Namespace
 ) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"gateway_overhead-{args.started:%Y%m%dT%H%M%SZ}.json"
-    nginx_version = subprocess.run([_nginx_binary(), "-v"], capture_output=True, text=True, check=False).stderr.strip()
+    nginx_version = subprocess.run([nginx_binary(), "-v"], capture_output=True, text=True, check=False).stderr.strip()
     document: dict[str, Any] = {
-        "benchmark": "gateway_overhead",
-        "started_at": args.started.isoformat(),
-        "git": _git_revision(),
-        "python": platform.python_version(),
-        "cpu": _cpu_model(),
-        "cpus": os.cpu_count(),
-        "wrk": _wrk_version(),
+        **result_header("gateway_overhead", args.started),
+        "wrk": wrk_version(),
         "nginx": nginx_version,
         "settings": {
             "duration_s": args.duration,
@@ -894,17 +507,16 @@ def write_json(
         "episodic_log": [asdict(c) for c in checks],
         "profiles": profiles,
     }
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path
+    return write_results("gateway_overhead", args.started, document)
 
 
 # --- main --------------------------------------------------------------------------------------
 
 
 def check_tools(args: argparse.Namespace) -> None:
-    """The auth benchmark's checks (wrk, taskset, the two CPUs), then nginx and, for --profile, py-spy."""
+    """wrk, taskset and the two CPUs (as for ``auth_overhead.py``), then nginx and, for --profile, py-spy."""
     check_wrk_and_cpus(args)
-    _nginx_binary()
+    nginx_binary()
     if args.profile and not (shutil.which("py-spy") or (Path(sys.executable).parent / "py-spy").exists()):
         raise BenchError("--profile needs py-spy: `.venv/bin/pip install py-spy`")
 
@@ -952,14 +564,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_on_signal)
+    stop_on_signals()
     points: list[Point] = []
     checks: list[LogCheck] = []
     profiles: dict[str, str] = {}
     try:
         check_tools(args)
-        trellis = _find_trellis()
+        trellis = find_trellis()
         with (
             tempfile.TemporaryDirectory(prefix="trellis-gateway-bench-") as tmp,
             running_upstream(Path(tmp), args.client_cpu) as upstream,
@@ -985,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\nTrellis gateway overhead: wrk -t1 and nginx (mock upstream) on CPU {args.client_cpu}, one `trellis serve`"
         f" on CPU {args.server_cpu}, {args.duration}s per point after {args.warmup}s warm-up per target\n"
     )
-    print(render_table(points))
+    print(render_points(points))
     print()
     print(render_verdict(points))
     print()
@@ -995,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(summarize_profile(Path(path)))
     failed = [p for p in points if p.non_2xx_3xx or p.socket_errors]
     if failed:
-        print("\nWARNING: some points had failed requests (see the errors column); their numbers are not valid.")
+        print(FAILED_REQUESTS_WARNING)
     missing = [
         c for c in checks if c.rows < c.gateway_requests or c.drop_warnings or (c.dropped and any(c.dropped.values()))
     ]
@@ -1003,10 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nWARNING: the episodic log lost rows (see above).")
     noisy = [p for p in points if p.other_cpu_pct is not None and p.other_cpu_pct > NOISE_WARN_PCT]
     if noisy:
-        print(
-            f"\nWARNING: other processes used more than {NOISE_WARN_PCT:g}% of a core during {len(noisy)} point(s)"
-            " (other CPU % column): those numbers include contention; rerun on a quiet machine."
-        )
+        print(noise_warning(len(noisy)))
     if not args.no_json:
         print(f"\nJSON: {write_json(points, checks, profiles, args).relative_to(REPO)}")
     return 1 if failed or missing else 0

@@ -27,10 +27,6 @@ import contextlib
 import http.client
 import json
 import os
-import platform
-import secrets
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,25 +37,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from auth_overhead import (
+from _common import (
     HOST,
     NOISE_WARN_PCT,
-    STOP_TIMEOUT_S,
+    REPO,
     BenchError,
-    Server,
-    _cpu_model,
-    _cpu_seconds,
-    _die_with_parent,
-    _find_trellis,
-    _git_revision,
-    _machine_busy_seconds,
-    _raise_on_signal,
-    running_server,
-    wait_until_quiet,
+    median,
+    new_admin_key,
+    render_table,
+    result_header,
+    stop_on_signals,
+    unlimited_rate_limits,
+    write_results,
 )
+from _cpu import CpuMeter, own_cpu_seconds, process_cpu_seconds, wait_until_quiet
+from _server import STOP_TIMEOUT_S, die_with_parent, find_trellis, running_server, server_env, stop_process_group
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO / "bench" / "results"
 MODEL = "smollm2-135m"
 GENERATE = "/api/v1/ai/generate"
 PROMPTS = (
@@ -72,12 +65,7 @@ MAX_TOKENS = 128
 TEMPERATURE = 0.0
 TOP_P = 1.0  # what the gateway sends when the caller does not say
 TARGET_RATIO = 0.9
-RATE_LIMITS = {
-    "admin": {
-        "default": {"capacity": 1_000_000, "period_seconds": 1},
-        "ai": {"capacity": 1_000_000, "period_seconds": 1},
-    }
-}
+RATE_LIMITS = unlimited_rate_limits("default", "ai")
 GENERATE_TIMEOUT_S = 300.0
 
 
@@ -113,8 +101,8 @@ class Run:
 
 def direct_worker() -> None:
     """In the child: load the model like the server does; answer one JSON line per JSON line."""
-    from trellis.gateway.config import default_models
     from trellis.gateway.providers.llamacpp import model_path, quiet_llama_cpp
+    from trellis.settings.gateway import default_models
 
     model = default_models()[MODEL]
     path = model_path(model)  # the file the server loads
@@ -197,7 +185,7 @@ class DirectModel:
                 stderr=stderr,
                 text=True,
                 process_group=0,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         self.info = self._read()
 
@@ -220,7 +208,7 @@ class DirectModel:
         return self._read()
 
     def cpu_seconds(self) -> float | None:
-        return None if self.process is None else _cpu_seconds(self.process.pid)
+        return None if self.process is None else process_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         process, self.process = self.process, None
@@ -232,29 +220,12 @@ class DirectModel:
         try:
             process.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(STOP_TIMEOUT_S)
+            stop_process_group(process)
         if process.stdout is not None:
             process.stdout.close()
 
 
 # --- the server --------------------------------------------------------------------------------
-
-
-def server_env(data_dir: Path, admin_key: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRELLIS_")}
-    env.update(
-        TRELLIS_DATA_DIR=str(data_dir),
-        TRELLIS_BOOTSTRAP_ADMIN_KEY=admin_key,
-        TRELLIS_JWT_SECRET=secrets.token_hex(20),  # 40 characters
-        TRELLIS_LOG_LEVEL="WARNING",
-        TRELLIS_RATE_LIMITS=json.dumps(RATE_LIMITS),
-        TRELLIS_GATEWAY__CACHE_ENABLED="false",
-        TRELLIS_CONFIG=str(data_dir / "no-such-trellis.toml"),
-        PYTHONUNBUFFERED="1",
-    )
-    return env
 
 
 def _generate(port: int, prompt: str, auth: dict[str, str], max_tokens: int) -> tuple[dict[str, Any], float]:
@@ -285,48 +256,17 @@ def _generate(port: int, prompt: str, auth: dict[str, str], max_tokens: int) -> 
     return data, wall
 
 
-class NoiseMeter:
-    """CPU used by anything but the measured processes and this one, in % of one core."""
-
-    def __init__(self, *measured: Server | DirectModel) -> None:
-        self._measured = measured
-        self.other_pct: float | None = None
-        self._before: tuple[float | None, float | None, float, float] = (None, None, 0.0, 0.0)
-
-    def _theirs(self) -> float | None:
-        seconds = [m.cpu_seconds() for m in self._measured]
-        return None if any(s is None for s in seconds) else sum(s for s in seconds if s is not None)
-
-    @staticmethod
-    def _own() -> float:
-        usage = os.times()
-        return usage.user + usage.system + usage.children_user + usage.children_system
-
-    def __enter__(self) -> NoiseMeter:
-        self._before = (_machine_busy_seconds(), self._theirs(), self._own(), time.monotonic())
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        machine_0, theirs_0, own_0, wall_0 = self._before
-        machine_1, theirs_1, own_1 = _machine_busy_seconds(), self._theirs(), self._own()
-        wall = time.monotonic() - wall_0
-        if machine_0 is None or machine_1 is None or theirs_0 is None or theirs_1 is None or wall <= 0:
-            return
-        used = (theirs_1 - theirs_0) + (own_1 - own_0)
-        self.other_pct = max(0.0, (machine_1 - machine_0 - used) / wall * 100)
-
-
 def measure(
     args: argparse.Namespace, prompts: Sequence[str], trellis: Path
 ) -> tuple[list[Run], dict[str, Any], list[float | None]]:
     """Both processes stay up; generations alternate between them, one at a time."""
-    admin_key = "trl_" + secrets.token_urlsafe(32)  # 47 characters
+    admin_key = new_admin_key()
     auth = {"Authorization": f"Bearer {admin_key}"}
     runs: list[Run] = []
     noise_pct: list[float | None] = []
     with tempfile.TemporaryDirectory(prefix="trellis-local-bench-") as tmp:
         direct = DirectModel(args.cpus, Path(tmp))
-        env = server_env(Path(tmp) / "data", admin_key)
+        env = server_env(Path(tmp) / "data", admin_key, rate_limits=RATE_LIMITS, gateway__cache_enabled=False)
         try:
             print(f"== direct: llama-cpp-python in a child process on CPU(s) {args.cpus}: loading", flush=True)
             direct.start()
@@ -337,8 +277,8 @@ def measure(
                 flush=True,
             )
             print(f"== server: trellis serve on CPU(s) {args.cpus}, POST {GENERATE}", flush=True)
-            # running_server passes the CPU to taskset as text, so a CPU list works too.
-            with running_server(trellis, env, args.cpus, Path(tmp)) as server:
+            # A taskset CPU list, as for the direct process.
+            with running_server(trellis, env, Path(tmp), args.cpus) as server:
                 # Warm-up, not measured: the server loads the model (and its tokenizer) on first use.
                 direct.generate(prompts[0], args.max_tokens, stream=False)
                 _generate(server.port, prompts[0], auth, args.max_tokens)
@@ -346,7 +286,8 @@ def measure(
                 for repetition in range(args.repetitions):
                     if args.quiet_wait > 0:
                         wait_until_quiet(args.quiet_wait)
-                    with NoiseMeter(server, direct) as noise:
+                    # Everything but the two model processes and this one (the HTTP client) is noise.
+                    with CpuMeter(server=server.cpu_seconds, direct=direct.cpu_seconds, own=own_cpu_seconds) as noise:
                         # Alternate which side goes first, so neither always runs right after the other.
                         order = modes if repetition % 2 == 0 else modes[::-1]
                         for index, prompt in enumerate(prompts):
@@ -394,11 +335,7 @@ def _one(
 # --- report ------------------------------------------------------------------------------------
 
 
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def render_table(runs: Sequence[Run], prompts: Sequence[str]) -> str:
+def render_runs(runs: Sequence[Run], prompts: Sequence[str]) -> str:
     modes = [m for m in ("direct", "direct-stream") if any(r.mode == m for r in runs)]
     header = ["prompt", "tokens", "direct tok/s", *(["direct-stream tok/s"] if "direct-stream" in modes else [])]
     header += ["server tok/s", "server wall tok/s", "ratio", "ratio wall", "same text"]
@@ -408,8 +345,8 @@ def render_table(runs: Sequence[Run], prompts: Sequence[str]) -> str:
         direct = [r.tps for r in selected if r.mode == "direct"]
         stream = [r.tps for r in selected if r.mode == "direct-stream"]
         server = [r for r in selected if r.mode == "server"]
-        server_tps = _median([r.tps for r in server])
-        server_wall = _median([r.tps_wall for r in server])
+        server_tps = median([r.tps for r in server])
+        server_wall = median([r.tps_wall for r in server])
         direct_tokens = sorted({r.completion_tokens for r in selected if r.mode == "direct"})
         server_tokens = sorted({r.completion_tokens for r in server})
         tokens = "/".join(str(t) for t in direct_tokens)
@@ -421,14 +358,14 @@ def render_table(runs: Sequence[Run], prompts: Sequence[str]) -> str:
             for d in selected
             if d.mode == "direct" and d.prompt == s.prompt and d.repetition == s.repetition
         )
-        row = [label, tokens if label[0].isdigit() else "", f"{_median(direct):.1f}"]
+        row = [label, tokens if label[0].isdigit() else "", f"{median(direct):.1f}"]
         if "direct-stream" in modes:
-            row.append(f"{_median(stream):.1f}")
+            row.append(f"{median(stream):.1f}")
         row += [
             f"{server_tps:.1f}",
             f"{server_wall:.1f}",
-            f"{server_tps / _median(direct):.3f}",
-            f"{server_wall / _median(direct):.3f}",
+            f"{server_tps / median(direct):.3f}",
+            f"{server_wall / median(direct):.3f}",
             "yes" if same else "NO",
         ]
         return row
@@ -437,20 +374,13 @@ def render_table(runs: Sequence[Run], prompts: Sequence[str]) -> str:
         short = prompt if len(prompt) <= 40 else prompt[:37] + "..."
         rows.append(cells(f"{index + 1}. {short}", [r for r in runs if r.prompt == index]))
     rows.append(cells("all (median of every run)", runs))
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(
-            v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        )
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows[:-1]), line(rows[-1])])
+    return render_table(header, rows)
 
 
 def render_verdict(runs: Sequence[Run]) -> str:
-    direct = _median([r.tps for r in runs if r.mode == "direct"])
+    direct = median([r.tps for r in runs if r.mode == "direct"])
     server = [r for r in runs if r.mode == "server"]
-    server_tps, server_wall = _median([r.tps for r in server]), _median([r.tps_wall for r in server])
+    server_tps, server_wall = median([r.tps for r in server]), median([r.tps_wall for r in server])
     ratio, ratio_wall = server_tps / direct, server_wall / direct
     lines = [
         f"Target: the server keeps at least {TARGET_RATIO:g} of direct llama-cpp-python tokens/s",
@@ -470,7 +400,7 @@ def render_verdict(runs: Sequence[Run]) -> str:
     if pairs:
         lines.append(
             f"  paired (each server run / the direct run of the same prompt next to it), median of {len(pairs)}:"
-            f" {_median([p[0] for p in pairs]):.3f} by response_time, {_median([p[1] for p in pairs]):.3f} by wall time"
+            f" {median([p[0] for p in pairs]):.3f} by response_time, {median([p[1] for p in pairs]):.3f} by wall time"
             f" (range {min(p[0] for p in pairs):.2f}-{max(p[0] for p in pairs):.2f})"
         )
     mismatched = {
@@ -489,18 +419,11 @@ def render_verdict(runs: Sequence[Run]) -> str:
 
 
 def write_json(runs: Sequence[Run], info: dict[str, Any], noise: list[float | None], args: argparse.Namespace) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"local_model-{args.started:%Y%m%dT%H%M%SZ}.json"
     import llama_cpp
 
     document: dict[str, Any] = {
-        "benchmark": "local_model",
-        "started_at": args.started.isoformat(),
-        "git": _git_revision(),
-        "python": platform.python_version(),
+        **result_header("local_model", args.started),
         "llama_cpp_python": llama_cpp.__version__,
-        "cpu": _cpu_model(),
-        "cpus": os.cpu_count(),
         "settings": {
             "cpus": args.cpus,
             "client_cpu": args.client_cpu,
@@ -514,8 +437,7 @@ def write_json(runs: Sequence[Run], info: dict[str, Any], noise: list[float | No
         "other_cpu_pct": noise,
         "runs": [asdict(r) | {"tps": r.tps, "tps_wall": r.tps_wall} for r in runs],
     }
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path
+    return write_results("local_model", args.started, document)
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -560,11 +482,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.direct_worker:
         direct_worker()
         return 0
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_on_signal)
+    stop_on_signals()
     prompts = PROMPTS[: args.prompts]
     try:
-        trellis = _find_trellis()
+        trellis = find_trellis()
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, {args.client_cpu})  # the HTTP client, away from the model's CPU
         runs, info, noise = measure(args, prompts, trellis)
@@ -579,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" temperature {TEMPERATURE:g}, {len(prompts)} prompts x {args.repetitions} repetition(s),"
         f" model on CPU(s) {args.cpus} (direct and server alternating, never at once)\n"
     )
-    print(render_table(runs, prompts))
+    print(render_runs(runs, prompts))
     print()
     print(render_verdict(runs))
     noisy = [pct for pct in noise if pct is not None and pct > NOISE_WARN_PCT]

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -52,8 +51,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from context_store import BenchError, _admin_execute, percentile, start_pgserver
-from trellis.context.vectors import _pg_literal
+from _common import BenchError, median, percentile, render_table
+from _databases import admin_execute, start_pgserver
+from trellis.kit.vector_math import pg_vector_literal
 
 FloatMatrix = npt.NDArray[np.float32]
 OWNER = "usr_bench"
@@ -126,7 +126,7 @@ async def build(connection: Any, variant: Variant, vectors: FloatMatrix) -> floa
             MODEL,
             dims,
             [row.astype("<f4").tobytes() for row in chunk],
-            [_pg_literal(row) for row in chunk],
+            [pg_vector_literal(row) for row in chunk],
         )
     started = time.perf_counter()
     await connection.execute("SET maintenance_work_mem = '1GB'")
@@ -146,12 +146,13 @@ def statements(dims: int, halfvec: bool, k: int) -> tuple[Statement, Statement]:
     dialect compiles them."""
     from sqlalchemy.dialects.postgresql.asyncpg import dialect
 
-    from trellis.context.vectors import NO_FILTER, PgVectorIndex
+    from trellis.context.index.base import NO_FILTER
+    from trellis.context.index.pgvector import PgVectorIndex
 
     index = PgVectorIndex(None, dimensions=dims, extension_version="0.8", halfvec=halfvec)  # type: ignore[arg-type]
     compiled: list[Statement] = []
     for exact in (False, True):
-        query = index._query(OWNER, MODEL, NO_FILTER, k, exact=exact).compile(dialect=dialect())
+        query = index.search_statement(OWNER, MODEL, NO_FILTER, k, exact=exact).compile(dialect=dialect())
         names = query.positiontup or []
         compiled.append((str(query), [None if name == "q" else query.params[name] for name in names]))
     return compiled[0], compiled[1]
@@ -185,7 +186,7 @@ async def run(args: argparse.Namespace) -> int:
     server, socket_dir, _ = await asyncio.to_thread(start_pgserver, workdir, args.pg_shared_buffers)
     try:
         dsn = f"postgresql://postgres@/postgres?host={socket_dir}"
-        await _admin_execute(dsn, "CREATE DATABASE layout")
+        await admin_execute(dsn, "CREATE DATABASE layout")
         dsn = f"postgresql://postgres@/layout?host={socket_dir}"
         admin = await asyncpg.connect(dsn)
         try:
@@ -257,28 +258,24 @@ async def run(args: argparse.Namespace) -> int:
         rows.append(
             (
                 variant.label,
-                f"{statistics.median(m.search_ms):.2f}",
+                f"{median(m.search_ms):.2f}",
                 f"{percentile(m.search_ms, 95):.2f}",
-                f"{statistics.median(m.search_buffers):,.0f}",
+                f"{median(m.search_buffers):,.0f}",
                 f"{m.recall_hits / m.recall_total:.3f}",
-                f"{statistics.median(m.exact_ms):.2f}",
+                f"{median(m.exact_ms):.2f}",
                 f"{percentile(m.exact_ms, 95):.2f}",
-                f"{statistics.median(m.exact_buffers):,.0f}",
+                f"{median(m.exact_buffers):,.0f}",
             )
         )
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print()
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    print(render_table(header, rows))
     base = results[VARIANTS[0].schema]
     for variant in VARIANTS[1:]:
         m = results[variant.schema]
         print(
             f"{variant.label} vs {VARIANTS[0].label}: HNSW p50 "
-            f"{statistics.median(m.search_ms) / statistics.median(base.search_ms):.2f}x, exact scan p50 "
-            f"{statistics.median(m.exact_ms) / statistics.median(base.exact_ms):.2f}x"
+            f"{median(m.search_ms) / median(base.search_ms):.2f}x, exact scan p50 "
+            f"{median(m.exact_ms) / median(base.exact_ms):.2f}x"
         )
     return 0
 

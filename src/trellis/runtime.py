@@ -25,6 +25,7 @@ from trellis.context.index.service import GatewayIndexer
 from trellis.context.ingest.service import IngestService
 from trellis.context.search.service import ContextSearch
 from trellis.context.service import ContextService
+from trellis.episodic.service import EpisodicLogService
 from trellis.episodic.writer import EpisodicLogWriter
 from trellis.gateway.cache import EmbeddingCache, ResponseCache
 from trellis.gateway.metrics import GatewayMetrics
@@ -51,6 +52,7 @@ class Runtime:
     limiter: RateLimiter
     auth: AuthService
     logs: EpisodicLogWriter
+    episodic: EpisodicLogService
     registry: CollectorRegistry
     gateway: Gateway
     context: ContextService
@@ -159,6 +161,7 @@ def build_runtime(
         limiter,
         auth,
         logs,
+        EpisodicLogService(database),
         registry,
         gateway,
         context,

@@ -14,7 +14,6 @@ from typer.testing import CliRunner, Result
 from trellis.auth.secrets import ADMIN_KEY_FILE, read_private_file
 from trellis.cli.main import app
 from trellis.episodic.schemas import LogFilters, LogOut
-from trellis.episodic.service import EpisodicLogService
 from trellis.runtime import build_runtime
 from trellis.settings import load_settings
 
@@ -48,7 +47,7 @@ def logged_calls() -> list[LogOut]:
             key = read_private_file(runtime.settings.data_dir / ADMIN_KEY_FILE)
             assert key is not None
             admin = await runtime.auth.authenticate_api_key(key)
-            rows, _ = await EpisodicLogService(runtime.database).list(admin, LogFilters())
+            rows, _ = await runtime.episodic.list(admin, LogFilters())
             return [LogOut.model_validate(row) for row in rows]
         finally:
             await runtime.close()

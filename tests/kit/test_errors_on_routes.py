@@ -65,6 +65,10 @@ async def test_malformed_json(harness: Harness, admin_headers: dict[str, str]) -
     )
     error = assert_error(response, 400, "validation_error")
     assert "JSON" in error["message"]
+    # The whole body is wrong, not a field; the position is the character offset of the error.
+    assert error["details"]["fields"] == [
+        {"field": "", "location": "body", "message": "JSON decode error", "type": "json_invalid", "position": 9}
+    ]
 
 
 async def test_authentication_error(harness: Harness) -> None:

@@ -211,9 +211,12 @@ class AuthService:
             if data.scopes is not None:
                 beyond = sorted(set(data.scopes) - ROLE_SCOPES[Role(owner.role)])
                 if beyond:
-                    raise ValidationFailed(
-                        "A key cannot have scopes its owner's role lacks",
-                        details={"scopes": [s.value for s in beyond]},
+                    names = [s.value for s in beyond]
+                    raise ValidationFailed.of(
+                        "scopes",
+                        f"not in the owner's role ({owner.role}): {', '.join(names)}",
+                        summary="A key cannot have scopes its owner's role lacks",
+                        scopes=names,
                     )
             # A credential cannot mint a key broader than itself (omitted scopes mean the whole role).
             granted = ROLE_SCOPES[Role(owner.role)] if data.scopes is None else frozenset(data.scopes)

@@ -131,7 +131,7 @@ def ingest(
                         await service.ingest(actor, [(source, data)], type_override=type_, index_now=True)
                     )
                 except (ValidationFailed, PayloadTooLarge, UnsupportedMediaType) as exc:
-                    if exc.details.get("fields"):  # the request itself is wrong (--type): stop
+                    if "file" not in exc.details:  # the request itself is wrong (--type), not a file: stop
                         raise
                     outcome.failed.append(
                         {"path": str(path), "reason": exc.message.removeprefix(f"{stored_source(source)}: ")}

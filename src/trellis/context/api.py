@@ -67,8 +67,7 @@ def _expected_version(if_match: str | None) -> int | None:
         return parse_version_tag(if_match)
     except ValueError as exc:
         message = str(exc)
-        field = {"field": "If-Match", "location": "header", "message": message, "type": "value_error"}
-        raise ValidationFailed(message, details={"fields": [field]}) from None
+        raise ValidationFailed.of("If-Match", message, location="header", summary=message) from None
 
 
 def _with_etag(response: Response, row: Context) -> ContextOut:

@@ -264,8 +264,7 @@ class ContextListQuery:
         cursor: str | None = None,
     ) -> ContextListQuery:
         def invalid(name: str, message: str) -> ValidationFailed:
-            entry = {"field": name, "message": message, "location": "query", "type": "value_error"}
-            return ValidationFailed(f"{name}: {message}", details={"fields": [entry]})
+            return ValidationFailed.of(name, message, location="query")
 
         wanted: list[str] = []
         for raw in types:

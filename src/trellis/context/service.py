@@ -38,7 +38,7 @@ from trellis.context.schemas import (
 )
 from trellis.kit.clock import Clock
 from trellis.kit.cursor import decode_cursor, encode_cursor, invalid_cursor
-from trellis.kit.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
+from trellis.kit.errors import Conflict, FieldError, NotFound, PayloadTooLarge, ValidationFailed
 from trellis.kit.ids import new_id
 from trellis.kit.logging import get_logger
 from trellis.kit.ownership import visible_or_404
@@ -51,14 +51,6 @@ log = get_logger("trellis.context")
 MAX_WRITE_ATTEMPTS = 8
 # Ids are ``ctx_`` + 32 hex digits; anything much longer cannot name a row.
 _MAX_ID_LENGTH = 64
-
-
-def _field_error(field: str, message: str, location: str = "body") -> ValidationFailed:
-    """A 400 naming the field, shaped like FastAPI's own validation errors."""
-    return ValidationFailed(
-        message,
-        details={"fields": [{"field": field, "location": location, "message": message, "type": "value_error"}]},
-    )
 
 
 def _stale(current_version: int, expected_version: int) -> Conflict:
@@ -120,7 +112,8 @@ class ContextService:
         for index, link in enumerate(links):
             key = (link.target_context_id, link.relationship_type)
             if key in seen:
-                raise _field_error(f"relationships.{index}", "Duplicate relationship (same target and type)")
+                message = "Duplicate relationship (same target and type)"
+                raise ValidationFailed.of(f"relationships.{index}", message, summary=message)
             seen.add(key)
         now = self._clock.now()
         context = Context(
@@ -180,11 +173,12 @@ class ContextService:
     ) -> Context:
         """Replace the fields given. ``expected_version`` (If-Match) or ``data.version``: 409 when stale."""
         if data.type is None and data.content is None and data.metadata is None:
-            raise _field_error("", "Nothing to update: give type, content or metadata")
+            raise ValidationFailed.of("", "Nothing to update: give type, content or metadata")
         if data.content is not None:
             self._check_size(data.content)
         if expected_version is not None and data.version is not None and expected_version != data.version:
-            raise _field_error("version", "version and If-Match disagree")
+            message = "version and If-Match disagree"
+            raise ValidationFailed.of("version", message, summary=message)
         expected = expected_version if expected_version is not None else data.version
         values: dict[Any, Any] = {}
         if data.type is not None:
@@ -243,7 +237,8 @@ class ContextService:
             found = await repo.contexts_by_ids(session, actor.user_id, {context_id, target_id})
         _owned(found.get(context_id), actor, context_id)
         if target_id == context_id:
-            raise _field_error("target_context_id", "A context cannot have a relationship with itself")
+            message = "A context cannot have a relationship with itself"
+            raise ValidationFailed.of("target_context_id", message, summary=message)
         if target_id not in found:
             raise NotFound("Relationship target not found", details={"id": target_id, "field": "target_context_id"})
         edge = ContextRelationship(
@@ -316,7 +311,8 @@ class ContextService:
         """
         limit = self._limits.max_graph_nodes
         if not 1 <= depth <= self._limits.max_graph_depth:
-            raise _field_error("depth", f"depth must be between 1 and {self._limits.max_graph_depth}", location="query")
+            message = f"depth must be between 1 and {self._limits.max_graph_depth}"
+            raise ValidationFailed.of("depth", message, location="query", summary=message)
         root = await self.get(actor, context_id)
         depths: dict[str, int] = {root.id: 0}
         edges: dict[str, ContextRelationship] = {}
@@ -374,7 +370,7 @@ class ContextService:
             raise PayloadTooLarge(
                 message,
                 details={
-                    "fields": [{"field": "content", "location": "body", "message": message, "type": "too_large"}],
+                    "fields": [FieldError(field="content", message=message, location="body", type="too_large")],
                     "max_bytes": limit,
                     "size_bytes": size,
                 },

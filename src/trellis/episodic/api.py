@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from trellis.auth.deps import Reader, RuntimeDep
 from trellis.episodic.schemas import CallStatus, Door, LogFilters, LogOut, LogPage
-from trellis.episodic.service import MAX_PAGE, EpisodicLogService
+from trellis.episodic.service import MAX_PAGE
 from trellis.kit.envelope import Envelope, ok
 
 router = APIRouter(prefix="/api/v1/db/logs", tags=["logs"])
@@ -42,10 +42,10 @@ async def list_logs(
         limit=limit,
         cursor=cursor,
     )
-    rows, next_cursor = await EpisodicLogService(runtime.database).list(principal, filters)
+    rows, next_cursor = await runtime.episodic.list(principal, filters)
     return ok(LogPage(items=[LogOut.model_validate(row) for row in rows], next_cursor=next_cursor))
 
 
 @router.get("/{log_id}", summary="One model call")
 async def get_log(log_id: str, principal: Reader, runtime: RuntimeDep) -> Envelope[LogOut]:
-    return ok(LogOut.model_validate(await EpisodicLogService(runtime.database).get(principal, log_id)))
+    return ok(LogOut.model_validate(await runtime.episodic.get(principal, log_id)))

@@ -18,14 +18,6 @@ from trellis.storage.database import Database
 MAX_PAGE = 200
 
 
-def _field_error(field: str, message: str) -> ValidationFailed:
-    """A 400 naming the query parameter, shaped like FastAPI's own validation errors."""
-    return ValidationFailed(
-        message,
-        details={"fields": [{"field": field, "location": "query", "message": message, "type": "value_error"}]},
-    )
-
-
 def _as_utc(moment: datetime) -> datetime:
     # A datetime without an offset is read as UTC.
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
@@ -38,7 +30,8 @@ def encode_cursor(created_at: datetime, log_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    invalid = _field_error("cursor", "Invalid cursor: pass back a next_cursor exactly as received")
+    message = "Invalid cursor: pass back a next_cursor exactly as received"
+    invalid = ValidationFailed.of("cursor", message, location="query", summary=message)
     if len(cursor) > 512:
         raise invalid
     try:
@@ -60,7 +53,8 @@ class EpisodicLogService:
     async def list(self, actor: Principal, filters: LogFilters) -> tuple[list[EpisodicLog], str | None]:
         """One page, newest first, and the cursor of the next page (None on the last)."""
         if not 1 <= filters.limit <= MAX_PAGE:
-            raise _field_error("limit", f"limit must be between 1 and {MAX_PAGE}")
+            message = f"limit must be between 1 and {MAX_PAGE}"
+            raise ValidationFailed.of("limit", message, location="query", summary=message)
         owner_id: str | None
         if actor.is_admin:
             owner_id = filters.user_id
@@ -71,7 +65,8 @@ class EpisodicLogService:
         since = _as_utc(filters.since) if filters.since is not None else None
         until = _as_utc(filters.until) if filters.until is not None else None
         if since is not None and until is not None and since > until:
-            raise _field_error("since", "since must not be later than until")
+            message = "since must not be later than until"
+            raise ValidationFailed.of("since", message, location="query", summary=message)
         text_pattern = json_pattern = None
         if filters.q:
             text_pattern = repo.like_contains(filters.q)

@@ -101,7 +101,12 @@ def _context(principal: Principal) -> CallContext:
 
 
 async def _prepare(
-    gateway: Gateway, body: CommonFields, messages: list[Message], response_format: ResponseFormat | None
+    gateway: Gateway,
+    body: CommonFields,
+    messages: list[Message],
+    response_format: ResponseFormat | None,
+    *,
+    prompt_field: str = "messages",
 ) -> tuple[str, Any, CompletionRequest]:
     name, model = gateway.resolve(body.model, "chat")
     schema: dict[str, Any] | None = None
@@ -110,9 +115,11 @@ async def _prepare(
         spec = response_format.json_schema or {}
         schema = spec.get("schema") if isinstance(spec.get("schema"), dict) else None
         if schema is None:
-            raise ValidationFailed(
-                "response_format.json_schema.schema must be a JSON schema object",
-                details={"fields": [{"field": "response_format", "message": "missing json_schema.schema"}]},
+            raise ValidationFailed.of(
+                "response_format",
+                "missing json_schema.schema",
+                type="missing",
+                summary="response_format.json_schema.schema must be a JSON schema object",
             )
     elif response_format is not None and response_format.type == "json_object":
         json_object = True
@@ -126,6 +133,7 @@ async def _prepare(
         seed=body.seed,
         json_schema=schema,
         json_object=json_object,
+        prompt_field=prompt_field,
     )
     return name, model, request
 
@@ -271,7 +279,7 @@ async def completions(
     body: CompletionRequestIn, principal: AiCaller, runtime: RuntimeDep
 ) -> dict[str, Any] | StreamingResponse:
     gateway = runtime.gateway
-    name, model, request = await _prepare(gateway, body, [Message("user", body.prompt)], None)
+    name, model, request = await _prepare(gateway, body, [Message("user", body.prompt)], None, prompt_field="prompt")
     ctx = _context(principal)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

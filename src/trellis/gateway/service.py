@@ -143,12 +143,12 @@ class Gateway:
             )
         model = self._models[canonical]
         if capability not in model.capabilities and not (capability == "code" and "chat" in model.capabilities):
-            raise ValidationFailed(
-                f"Model {canonical!r} cannot do {capability}",
-                details={
-                    "fields": [{"field": "model", "message": f"lacks capability {capability!r}"}],
-                    "capabilities": model.capabilities,
-                },
+            raise ValidationFailed.of(
+                "model",
+                f"lacks capability {capability!r}",
+                type="model_capability",
+                summary=f"Model {canonical!r} cannot do {capability}",
+                capabilities=model.capabilities,
             )
         return canonical, model
 
@@ -179,22 +179,24 @@ class Gateway:
     ) -> CompletionRequest:
         tokens = max_tokens or model.default_max_tokens
         if tokens > model.max_output_tokens:
-            raise ValidationFailed(
-                f"max_tokens {tokens} is above this model's limit of {model.max_output_tokens}",
-                details={"fields": [{"field": "max_tokens", "message": f"at most {model.max_output_tokens}"}]},
+            raise ValidationFailed.of(
+                "max_tokens",
+                f"at most {model.max_output_tokens}",
+                type="less_than_equal",
+                summary=f"max_tokens {tokens} is above this model's limit of {model.max_output_tokens}",
             )
         counted = await self.provider_for(model).count_tokens(model, messages)
         # When a provider cannot count, estimate conservatively (about 3 characters per token).
         prompt_tokens = counted if counted is not None else sum(len(m.content) for m in messages) // 3 + 4
         if prompt_tokens + tokens > model.context_window:
-            raise ValidationFailed(
-                f"The prompt ({prompt_tokens} tokens) plus max_tokens ({tokens}) exceeds the context window "
+            raise ValidationFailed.of(
+                prompt_field,
+                "too long for the model's context window",
+                type="context_window_exceeded",
+                summary=f"The prompt ({prompt_tokens} tokens) plus max_tokens ({tokens}) exceeds the context window "
                 f"of {model.context_window} tokens",
-                details={
-                    "fields": [{"field": prompt_field, "message": "too long for the model's context window"}],
-                    "prompt_tokens": prompt_tokens,
-                    "context_window": model.context_window,
-                },
+                prompt_tokens=prompt_tokens,
+                context_window=model.context_window,
             )
         return CompletionRequest(
             messages=tuple(messages),
@@ -308,9 +310,10 @@ class Gateway:
 
     @staticmethod
     def _rejected(model: ModelConfig, exc: ProviderRejected) -> TrellisError:
-        return ValidationFailed(
-            f"The model provider refused the request: {exc.message}",
-            details={"provider": model.provider, "upstream_status": exc.status_code},
+        message = f"The model provider refused the request: {exc.message}"
+        # The provider names no field we could map: the request as a whole.
+        return ValidationFailed.of(
+            "", message, type="provider_rejected", provider=model.provider, upstream_status=exc.status_code
         )
 
     def _exhausted(self, name: str, failures: list[ProviderError], retry_after: float | None) -> TrellisError:

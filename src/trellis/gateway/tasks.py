@@ -118,9 +118,11 @@ def analysis_schema(body: AnalyzeRequest) -> dict[str, Any]:
             }
         case "classification":
             if not body.labels:
-                raise ValidationFailed(
-                    "classification needs labels to choose from",
-                    details={"fields": [{"field": "labels", "message": "required for classification"}]},
+                raise ValidationFailed.of(
+                    "labels",
+                    "required for classification",
+                    type="missing",
+                    summary="classification needs labels to choose from",
                 )
             return {
                 "type": "object",
@@ -129,16 +131,17 @@ def analysis_schema(body: AnalyzeRequest) -> dict[str, Any]:
             }
         case "extraction":
             if body.json_schema is None:
-                raise ValidationFailed(
-                    "extraction needs the JSON schema of what to extract",
-                    details={"fields": [{"field": "schema", "message": "required for extraction"}]},
+                raise ValidationFailed.of(
+                    "schema",
+                    "required for extraction",
+                    type="missing",
+                    summary="extraction needs the JSON schema of what to extract",
                 )
             try:
                 jsonschema.Draft202012Validator.check_schema(body.json_schema)
             except jsonschema.SchemaError as exc:
-                raise ValidationFailed(
-                    f"schema is not a valid JSON schema: {exc.message}",
-                    details={"fields": [{"field": "schema", "message": exc.message}]},
+                raise ValidationFailed.of(
+                    "schema", exc.message, summary=f"schema is not a valid JSON schema: {exc.message}"
                 ) from None
             return body.json_schema
         case "review":

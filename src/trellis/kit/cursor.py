@@ -24,10 +24,7 @@ def encode_cursor(fields: dict[str, Any]) -> str:
 
 def invalid_cursor() -> ValidationFailed:
     message = "Invalid cursor: pass back a next_cursor exactly as received, with the same filters and sort"
-    return ValidationFailed(
-        message,
-        details={"fields": [{"field": "cursor", "message": message, "location": "query", "type": "value_error"}]},
-    )
+    return ValidationFailed.of("cursor", message, location="query", summary=message)
 
 
 def decode_cursor(cursor: str) -> dict[str, Any]:

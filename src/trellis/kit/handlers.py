@@ -6,7 +6,8 @@ under ``/v1``, the OpenAI-compatible door, which answers in OpenAI's error shape
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast, get_args
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trellis.kit.envelope import failure
-from trellis.kit.errors import TrellisError
+from trellis.kit.errors import FieldError, Location, TrellisError, ValidationFailed
 
 _HTTP_CODES: dict[int, tuple[str, str]] = {
     400: ("validation_error", "Invalid request parameters"),
@@ -66,9 +67,10 @@ def openai_error_response(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    """OpenAI's error shape, so OpenAI SDKs raise their usual exceptions."""
+    """OpenAI's error shape, so OpenAI SDKs raise their usual exceptions. ``param`` is the first
+    field a 400 names (None when it names the request as a whole, as for invalid JSON)."""
     fields = (details or {}).get("fields") or []
-    param = fields[0].get("field") if fields else None
+    param = (fields[0].get("field") or None) if fields else None
     body = {
         "error": {"message": message, "type": _OPENAI_TYPES.get(status, "server_error"), "param": param, "code": code}
     }
@@ -88,31 +90,39 @@ def respond(
     return error_response(status, code, message, details, headers)
 
 
-def _field_errors(exc: RequestValidationError) -> dict[str, Any]:
-    fields = []
-    for error in exc.errors():
-        loc = [str(part) for part in error.get("loc", ())]
-        if error.get("type") == "json_invalid":
-            # The location is a character offset, not a field.
-            fields.append(
-                {
-                    "field": "",
-                    "location": "body",
-                    "message": error.get("msg", ""),
-                    "type": "json_invalid",
-                    "position": error.get("ctx", {}).get("position"),
-                }
-            )
-            continue
-        fields.append(
-            {
-                "field": ".".join(loc[1:]) if len(loc) > 1 else ".".join(loc),
-                "location": loc[0] if loc else "body",
-                "message": error.get("msg", "invalid"),
-                "type": error.get("type", "value_error"),
-            }
-        )
-    return {"fields": fields}
+_LOCATIONS: frozenset[str] = frozenset(get_args(Location))
+
+
+def _entry(error: Mapping[str, Any]) -> FieldError:
+    """One of FastAPI's (pydantic's) errors as a ``details.fields`` entry."""
+    loc = [str(part) for part in error.get("loc", ())]
+    location = cast(Location, loc[0]) if loc and loc[0] in _LOCATIONS else "body"
+    if error.get("type") == "json_invalid":
+        # ("body", offset): the location is a character offset into the body, not a field.
+        entry = FieldError(field="", message=error.get("msg") or "invalid JSON", location="body", type="json_invalid")
+        raw = error.get("loc", ())
+        position = raw[1] if len(raw) > 1 else error.get("ctx", {}).get("position")
+        if isinstance(position, int):
+            entry["position"] = position
+        return entry
+    return FieldError(
+        field=".".join(loc[1:]) if len(loc) > 1 else ".".join(loc),
+        message=error.get("msg") or "invalid",
+        location=location,
+        type=error.get("type") or "value_error",
+    )
+
+
+def validation_failed(exc: RequestValidationError) -> ValidationFailed:
+    """FastAPI's request validation error as the product's own 400, built like every other."""
+    fields = [_entry(error) for error in exc.errors()]
+    if not fields:  # FastAPI always names at least one; never answer a 400 naming nothing
+        fields = [FieldError(field="", message="invalid request", location="body", type="value_error")]
+    if any(f["type"] == "json_invalid" for f in fields):
+        return ValidationFailed.of_fields(fields, summary="Request body is not valid JSON")
+    named = ", ".join(sorted({f["field"] for f in fields if f["field"]}))
+    message = f"Invalid request parameters: {named}" if named else "Invalid request parameters"
+    return ValidationFailed.of_fields(fields, summary=message)
 
 
 async def _handle_domain_error(request: Request, exc: Exception) -> JSONResponse:
@@ -122,12 +132,7 @@ async def _handle_domain_error(request: Request, exc: Exception) -> JSONResponse
 
 async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    details = _field_errors(exc)
-    if any(f["type"] == "json_invalid" for f in details["fields"]):
-        return respond(request, 400, "validation_error", "Request body is not valid JSON", details)
-    named = ", ".join(sorted({f["field"] for f in details["fields"] if f["field"]}))
-    message = f"Invalid request parameters: {named}" if named else "Invalid request parameters"
-    return respond(request, 400, "validation_error", message, details)
+    return await _handle_domain_error(request, validation_failed(exc))
 
 
 async def _handle_http(request: Request, exc: Exception) -> JSONResponse:

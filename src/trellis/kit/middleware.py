@@ -23,6 +23,7 @@ from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trellis.kit.envelope import failure
+from trellis.kit.errors import FieldError
 from trellis.kit.handlers import error_response, openai_error_response
 from trellis.kit.http_metrics import HttpMetrics
 from trellis.kit.logging import get_logger
@@ -259,7 +260,8 @@ def _unstorable_value(body: bytes) -> tuple[str, str, str] | None:
 
 
 async def _refuse(scope: Scope, send: Send, field: str, message: str, kind: str) -> None:
-    details = {"fields": [{"field": field, "message": message, "location": "body", "type": kind}]}
+    entry: FieldError = {"field": field, "message": message, "location": "body", "type": kind}
+    details = {"fields": [entry]}
     path = scope.get("path", "")
     response = (
         openai_error_response(400, "validation_error", message, details)

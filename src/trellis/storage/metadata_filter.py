@@ -34,36 +34,28 @@ MAX_FILTER_KEYS = 16
 MAX_FILTER_VALUES = 32
 
 
-def field_error(field: str, message: str, summary: str | None = None) -> ValidationFailed:
-    """A 400 naming the field, in the shape request validation errors have."""
-    return ValidationFailed(
-        summary or f"Invalid request parameters: {field}: {message}",
-        details={"fields": [{"field": field, "message": message}]},
-    )
-
-
 def _check_value(field: str, value: Any) -> MetadataValue:
     if value is None or isinstance(value, str | bool | int):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise field_error(field, "numbers must be finite")
+            raise ValidationFailed.of(field, "numbers must be finite")
         return value
-    raise field_error(field, "filter values are strings, numbers, booleans or null")
+    raise ValidationFailed.of(field, "filter values are strings, numbers, booleans or null")
 
 
 def check_metadata_filter(raw: Mapping[str, Any], *, field: str = "filter") -> dict[str, tuple[MetadataValue, ...]]:
-    """Validate a filter given as JSON (``{key: value}`` or ``{key: [value, ...]}``, any of)."""
+    """Validate a filter given as JSON (``{key: value}`` or ``{key: [value, ...]}``, any of) in a body."""
     if len(raw) > MAX_FILTER_KEYS:
-        raise field_error(field, f"at most {MAX_FILTER_KEYS} keys")
+        raise ValidationFailed.of(field, f"at most {MAX_FILTER_KEYS} keys", type="too_long")
     checked: dict[str, tuple[MetadataValue, ...]] = {}
     for key, value in raw.items():
         name = f"{field}.{key}"
         if not METADATA_KEY.match(key):
-            raise field_error(name, "keys are 1-64 letters, digits, '_' or '-'")
+            raise ValidationFailed.of(name, "keys are 1-64 letters, digits, '_' or '-'", type="pattern")
         values = value if isinstance(value, list) else [value]
         if not values or len(values) > MAX_FILTER_VALUES:
-            raise field_error(name, f"give 1 to {MAX_FILTER_VALUES} values")
+            raise ValidationFailed.of(name, f"give 1 to {MAX_FILTER_VALUES} values")
         checked[key] = tuple(_check_value(name, v) for v in values)
     return checked
 
@@ -89,15 +81,19 @@ def metadata_filter_from_strings(pairs: Iterable[tuple[str, str]], *, prefix: st
     for name, text in pairs:
         key = name[len(prefix) :]
         if not METADATA_KEY.match(key):
-            raise field_error(name, "keys are 1-64 letters, digits, '_' or '-'")
+            raise ValidationFailed.of(
+                name, "keys are 1-64 letters, digits, '_' or '-'", location="query", type="pattern"
+            )
         values = collected.setdefault(key, [])
         values.append(text)
         values.extend(_spelled(text))
     if len(collected) > MAX_FILTER_KEYS:
-        raise field_error("metadata", f"at most {MAX_FILTER_KEYS} keys")
+        raise ValidationFailed.of("metadata", f"at most {MAX_FILTER_KEYS} keys", location="query", type="too_long")
     for key, values in collected.items():
         if len(values) > 2 * MAX_FILTER_VALUES:
-            raise field_error(f"{prefix}{key}", f"at most {MAX_FILTER_VALUES} values")
+            raise ValidationFailed.of(
+                f"{prefix}{key}", f"at most {MAX_FILTER_VALUES} values", location="query", type="too_long"
+            )
     return {key: tuple(values) for key, values in collected.items()}
 
 
@@ -127,6 +123,8 @@ def metadata_clause(dialect: str, column: JsonColumn, filters: MetadataFilter) -
     clauses: list[ColumnElement[bool]] = []
     for key, values in filters.items():
         if not METADATA_KEY.match(key):  # checked on the way in; checked again where it meets SQL
-            raise field_error(f"metadata.{key}", "keys are 1-64 letters, digits, '_' or '-'")
+            raise ValidationFailed.of(
+                f"metadata.{key}", "keys are 1-64 letters, digits, '_' or '-'", location="query", type="pattern"
+            )
         clauses.append(or_(*(equals(column, key, value) for value in values)))
     return and_(*clauses)

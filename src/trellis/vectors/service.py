@@ -27,11 +27,11 @@ from trellis.auth.schemas import Principal
 from trellis.episodic.schemas import Door
 from trellis.gateway.service import CallContext, Gateway
 from trellis.kit.clock import Clock
-from trellis.kit.errors import Conflict, NotFound
+from trellis.kit.errors import Conflict, NotFound, ValidationFailed
 from trellis.kit.ids import new_id
 from trellis.kit.vector_math import FloatArray, as_vector, normalized, to_blob, top_k, unit_rows
 from trellis.storage.database import Database
-from trellis.storage.metadata_filter import check_metadata_filter, field_error
+from trellis.storage.metadata_filter import check_metadata_filter
 from trellis.vectors import repository as repo
 from trellis.vectors.models import VectorCollection, VectorItem
 from trellis.vectors.schemas import CollectionCreate, ItemIn, QueryIn
@@ -61,7 +61,9 @@ class VectorCollections:
             try:
                 model, _ = self._gateway.resolve(data.model, "embed")
             except NotFound:
-                raise field_error("model", f"no embedding model {data.model!r} (see GET /api/v1/ai/models)") from None
+                raise ValidationFailed.of(
+                    "model", f"no embedding model {data.model!r} (see GET /api/v1/ai/models)", type="unknown_model"
+                ) from None
         row = VectorCollection(
             id=new_id("vcol"),
             owner_id=actor.user_id,
@@ -110,7 +112,9 @@ class VectorCollections:
         ids = [item.id for item in items]
         if len(set(ids)) != len(ids):
             duplicate = next(i for i, item_id in enumerate(ids) if item_id in ids[:i])
-            raise field_error(f"items.{duplicate}.id", f"{ids[duplicate]!r} appears more than once in this request")
+            raise ValidationFailed.of(
+                f"items.{duplicate}.id", f"{ids[duplicate]!r} appears more than once in this request", type="duplicate"
+            )
         async with self._database.session() as session:
             collection = await self._owned(session, actor, name)
         vectors = await self._vectors(actor, collection, items, door=door, request_id=request_id)
@@ -160,8 +164,10 @@ class VectorCollections:
         if data.vector is not None:
             wanted = as_vector(data.vector)
             if wanted.shape[0] != collection.dimensions:
-                raise field_error(
-                    "vector", f"has {wanted.shape[0]} dimensions; collection {name!r} has {collection.dimensions}"
+                raise ValidationFailed.of(
+                    "vector",
+                    f"has {wanted.shape[0]} dimensions; collection {name!r} has {collection.dimensions}",
+                    type="dimension_mismatch",
                 )
         else:
             assert data.text is not None
@@ -190,10 +196,11 @@ class VectorCollections:
     @staticmethod
     def _require_model(collection: VectorCollection, field: str) -> str:
         if collection.model is None:
-            raise field_error(
+            raise ValidationFailed.of(
                 field,
                 f"collection {collection.name!r} has no model to embed text with; send a vector, or create the "
                 "collection with a model",
+                type="no_model",
             )
         return collection.model
 
@@ -215,10 +222,11 @@ class VectorCollections:
                 continue
             vector = as_vector(item.vector)
             if vector.shape[0] != collection.dimensions:
-                raise field_error(
+                raise ValidationFailed.of(
                     f"items.{index}.vector",
                     f"item {item.id!r} has {vector.shape[0]} dimensions; collection {collection.name!r} has "
                     f"{collection.dimensions}",
+                    type="dimension_mismatch",
                 )
             vectors[index] = vector
         if texts:
@@ -255,9 +263,10 @@ class VectorCollections:
         for position, vector in enumerate(vectors):
             if vector.shape[0] != collection.dimensions:
                 what = f"item {item_ids[position]!r}" if item_ids else "the query"
-                raise field_error(
+                raise ValidationFailed.of(
                     fields[position],
                     f"{what}: model {model!r} gives {vector.shape[0]} dimensions; collection {collection.name!r} "
                     f"has {collection.dimensions}",
+                    type="dimension_mismatch",
                 )
         return vectors

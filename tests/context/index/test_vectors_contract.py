@@ -545,7 +545,7 @@ async def _approximate_plan(conn: Any, database: Database, index: PgVectorIndex,
     await conn.execute(text("SET enable_seqscan = off"))
     await conn.execute(text("SET enable_sort = off"))
     vector = query.tolist()
-    statement = index._query(owner, MODEL, NO_FILTER, 5, exact=False).params(q=vector)
+    statement = index.search_statement(owner, MODEL, NO_FILTER, 5, exact=False).params(q=vector)
     sql = str(statement.compile(database.engine, compile_kwargs={"literal_binds": True}))
     return "\n".join(row[0] for row in await conn.execute(text("EXPLAIN " + sql)))
 
@@ -589,7 +589,9 @@ async def test_pgvector_uses_hnsw_and_fills_k_when_the_walk_under_returns(pgvect
         index = await detect_vector_index(database)
         assert isinstance(index, PgVectorIndex)
         async with database.transaction() as session:
-            walk = (await session.execute(index._query(owner, MODEL, RARE, 3, exact=False), {"q": vector})).all()
+            walk = (
+                await session.execute(index.search_statement(owner, MODEL, RARE, 3, exact=False), {"q": vector})
+            ).all()
         assert len(walk) < 3, "the HNSW walk alone should miss some rare rows here"
 
         assert index.iterative_scan, "the test server's pgvector should be 0.8 or newer"

@@ -362,6 +362,8 @@ async def test_bad_text_is_400_naming_the_file(
     assert name in error["message"]
     assert problem in error["message"]
     assert error["details"]["file"] == name
+    [entry] = error["details"]["fields"]
+    assert entry == {"field": "files", "message": error["message"], "location": "body", "type": "value_error"}
     assert await count_contexts(h) == 0
 
 
@@ -411,6 +413,8 @@ async def test_malformed_requests(h: Harness, alice: tuple[str, dict[str, str]])
     response = await h.client.post(INGEST, files=upload(("a.md", GUIDE), ("a.md", GUIDE)), headers=who)
     error = assert_error(response, 400, "validation_error")
     assert "a.md" in error["message"]
+    assert error["details"]["file"] == "a.md"
+    assert [(f["field"], f["type"]) for f in error["details"]["fields"]] == [("files", "duplicate")]
 
     response = await h.client.post(INGEST, files=upload(("", GUIDE)), headers=who)  # no file name
     assert field_names(assert_error(response, 400, "validation_error")) == {"files"}
@@ -586,3 +590,15 @@ async def test_the_rule_applies_on_the_rest_door(harness: Harness) -> None:
         await harness.client.post("/api/context/ingest", files=twice, headers=ADMIN), 400, "validation_error"
     )
     assert "more than once" in error["message"]
+
+
+def test_cli_stops_on_a_bad_type_instead_of_failing_each_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 400 about the request (--type) stops the run; a 400 about one file (details.file) only fails that file.
+    monkeypatch.setenv("TRELLIS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.md").write_text("# A\n")
+    (tmp_path / "b.md").write_text("# B\n")
+    result = _cli("a.md", "b.md", "--type", "bad type!", "--json")
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""  # no report: nothing was attempted file by file
+    assert "Invalid request parameters: type" in result.stderr

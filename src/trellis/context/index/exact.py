@@ -25,7 +25,7 @@ DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(slots=True)
-class _Matrix:
+class OwnerMatrix:
     marker: str
     ids: list[str]
     rows: dict[str, int]
@@ -42,7 +42,7 @@ class ExactVectorIndex:
     def __init__(self, database: Database, *, max_cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self._database = database
         self._max_cache_bytes = max_cache_bytes
-        self._cache: OrderedDict[tuple[str, str], _Matrix] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], OwnerMatrix] = OrderedDict()
         self._cached_bytes = 0
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         # How many times a matrix was (re)loaded from the database: a diagnostic for tests.
@@ -80,7 +80,7 @@ class ExactVectorIndex:
         # event loop serves other requests meanwhile, and concurrent searches score in parallel.
         return await asyncio.to_thread(self._score, matrix, wanted, k, allowed)
 
-    def _score(self, matrix: _Matrix, wanted: FloatArray, k: int, allowed: list[str] | None) -> list[VectorHit]:
+    def _score(self, matrix: OwnerMatrix, wanted: FloatArray, k: int, allowed: list[str] | None) -> list[VectorHit]:
         if not matrix.ids:
             return []
         if matrix.matrix.shape[1] != wanted.shape[0]:
@@ -97,9 +97,9 @@ class ExactVectorIndex:
         picked = scores[rows]
         return [VectorHit(matrix.ids[rows[i]], float(picked[i])) for i in top_k(picked, k)]
 
-    async def _matrix(self, session: AsyncSession, owner_id: str, model: str) -> _Matrix:
+    async def _matrix(self, session: AsyncSession, owner_id: str, model: str) -> OwnerMatrix:
         key = (owner_id, model)
-        marker = await self._marker(session, owner_id, model)
+        marker = await self.marker(session, owner_id, model)
         cached = self._cache.get(key)
         if cached is not None and cached.marker == marker:
             self._cache.move_to_end(key)
@@ -111,11 +111,11 @@ class ExactVectorIndex:
                 return cached
             # Read after the marker: if a write lands in between, the matrix is newer than its
             # marker, and the next search reloads. A matrix older than its marker cannot happen.
-            loaded = await self._load(session, owner_id, model, marker)
+            loaded = await self.load_matrix(session, owner_id, model, marker)
             self._store(key, loaded)
             return loaded
 
-    async def _marker(self, session: AsyncSession, owner_id: str, model: str) -> str:
+    async def marker(self, session: AsyncSession, owner_id: str, model: str) -> str:
         """The owner's vector epoch (migration 0004): it changes whenever any of their vectors do."""
         epoch = (
             await session.execute(
@@ -124,7 +124,7 @@ class ExactVectorIndex:
         ).scalar_one_or_none()
         return str(epoch or 0)
 
-    async def _load(self, session: AsyncSession, owner_id: str, model: str, marker: str) -> _Matrix:
+    async def load_matrix(self, session: AsyncSession, owner_id: str, model: str, marker: str) -> OwnerMatrix:
         self.loads += 1
         result = await session.execute(
             select(ContextEmbedding.context_id, ContextEmbedding.vector)
@@ -143,11 +143,11 @@ class ExactVectorIndex:
             ids.append(context_id)
             blobs.append(blob)
         if not ids or width is None:
-            return _Matrix(marker, [], {}, np.zeros((0, 0), dtype=np.float32))
+            return OwnerMatrix(marker, [], {}, np.zeros((0, 0), dtype=np.float32))
         matrix = unit_rows(b"".join(blobs), len(ids), width // 4)
-        return _Matrix(marker, ids, {context_id: row for row, context_id in enumerate(ids)}, matrix)
+        return OwnerMatrix(marker, ids, {context_id: row for row, context_id in enumerate(ids)}, matrix)
 
-    def _store(self, key: tuple[str, str], matrix: _Matrix) -> None:
+    def _store(self, key: tuple[str, str], matrix: OwnerMatrix) -> None:
         self._drop(key)
         if matrix.nbytes > self._max_cache_bytes:
             return

@@ -134,9 +134,9 @@ class PgVectorIndex:
             await session.execute(text("SELECT set_config('hnsw.iterative_scan', :mode, false)"), {"mode": mode})
         connection.info[_HNSW_SETTINGS] = wanted
 
-    def _query(self, owner_id: str, model: str, filters: VectorFilter, k: int, *, exact: bool) -> Select[Any]:
+    def search_statement(self, owner_id: str, model: str, filters: VectorFilter, k: int, *, exact: bool) -> Select[Any]:
         """The statement a search sends, with everything but the query vector (``q``, a list of
-        floats) bound."""
+        floats) bound: for EXPLAIN and the benchmarks."""
         return self._statement(filters, exact=exact).params(owner_id=owner_id, model=model, k=k)
 
     def _statement(self, filters: VectorFilter, *, exact: bool) -> Select[Any]:

@@ -17,7 +17,7 @@ from trellis.auth.deps import RuntimeDep, Writer
 from trellis.context.ingest.schemas import IngestResponse
 from trellis.context.ingest.service import IngestFile
 from trellis.kit.envelope import Envelope, ok
-from trellis.kit.errors import UnsupportedMediaType, ValidationFailed
+from trellis.kit.errors import FieldError, UnsupportedMediaType, ValidationFailed
 
 INGEST_PATH = "/api/context/ingest"
 MAX_FILES_PER_REQUEST = 1000
@@ -53,13 +53,6 @@ _REQUEST_BODY: dict[str, Any] = {
 }
 
 
-def _field_error(field: str, message: str, kind: str) -> ValidationFailed:
-    return ValidationFailed(
-        f"Invalid request parameters: {field} ({message})",
-        details={"fields": [{"field": field, "location": "body", "message": message, "type": kind}]},
-    )
-
-
 @router.post(
     "/ingest",
     summary="Ingest files: each becomes a document plus chunk contexts linked part_of to it",
@@ -81,16 +74,26 @@ async def ingest(request: Request, principal: Writer, runtime: RuntimeDep) -> En
     async with request.form(max_files=MAX_FILES_PER_REQUEST, max_fields=len(_FIELDS) + 10) as form:
         unknown = sorted(set(form.keys()) - _FIELDS)
         if unknown:
-            raise _field_error(", ".join(unknown), "unknown form field; send 'files' and optionally 'type'", "extra")
+            message = "unknown form field; send 'files' and optionally 'type'"
+            raise ValidationFailed.of_fields(
+                [FieldError(field=name, message=message, location="body", type="extra") for name in unknown],
+                summary=f"Invalid request parameters: {', '.join(unknown)} ({message})",
+            )
         types = form.getlist("type")
         if len(types) > 1 or any(not isinstance(t, str) for t in types):
-            raise _field_error("type", "at most one text value", "value_error")
+            raise ValidationFailed.of(
+                "type", "at most one text value", summary="Invalid request parameters: type (at most one text value)"
+            )
         type_override = types[0] if types and isinstance(types[0], str) and types[0] else None
         for part in form.getlist("files"):
             if not isinstance(part, UploadFile):
-                raise _field_error("files", "each part must be a file, with a filename", "value_error")
+                message = "each part must be a file, with a filename"
+                raise ValidationFailed.of("files", message, summary=f"Invalid request parameters: files ({message})")
             files.append((part.filename or "", await part.read()))
     if not files:
-        raise _field_error("files", "at least one file is required", "missing")
+        message = "at least one file is required"
+        raise ValidationFailed.of(
+            "files", message, type="missing", summary=f"Invalid request parameters: files ({message})"
+        )
     results = await runtime.ingest.ingest(principal, files, type_override=type_override)
     return ok(IngestResponse(files=results))

@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -51,7 +51,7 @@ from trellis.context.ingest.schemas import IngestResult, IngestStatus
 from trellis.context.repository import content_hash
 from trellis.context.schemas import NAME_MAX_LENGTH, NAME_PATTERN
 from trellis.kit.clock import Clock
-from trellis.kit.errors import PayloadTooLarge, TrellisError, UnsupportedMediaType, ValidationFailed
+from trellis.kit.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from trellis.kit.ids import new_id
 from trellis.kit.logging import get_logger
 from trellis.kit.ownership import Actor
@@ -96,11 +96,10 @@ class _Change:
     old_chunk_ids: list[str] = field(default_factory=list)
 
 
-ErrorT = TypeVar("ErrorT", bound=TrellisError)
-
-
-def _file_error(error: type[ErrorT], name: str, problem: str, **details: Any) -> ErrorT:
-    return error(f"{name or '(unnamed file)'}: {problem}", details={"file": name, **details})
+def _bad_file(name: str, problem: str, *, kind: str = "value_error", **details: Any) -> ValidationFailed:
+    """A 400 naming the file: the ``files`` field, and ``details.file``."""
+    message = f"{name or '(unnamed file)'}: {problem}"
+    return ValidationFailed.of("files", message, type=kind, summary=message, file=name, **details)
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -159,28 +158,22 @@ class IngestService:
         """Validate one file and chunk it; raises 400 / 413 / 415 naming the file."""
         name = source_name(given)
         if not name or not name.strip() or "\x00" in name or len(name) > MAX_SOURCE_LENGTH:
-            raise _file_error(
-                ValidationFailed, given[:100], f"a file name of 1-{MAX_SOURCE_LENGTH} characters is required"
-            )
+            raise _bad_file(given[:100], f"a file name of 1-{MAX_SOURCE_LENGTH} characters is required")
         kind = detect_kind(name)
         if kind is None:
-            raise _file_error(
-                UnsupportedMediaType,
-                name,
-                "unsupported file type; supported: " + ", ".join(supported_names()),
-                supported=supported_names(),
+            raise UnsupportedMediaType(
+                f"{name}: unsupported file type; supported: " + ", ".join(supported_names()),
+                details={"file": name, "supported": supported_names()},
             )
         self.check_size(name, len(data))
         try:
             content = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise _file_error(
-                ValidationFailed, name, f"not valid UTF-8 (at byte {exc.start})", offset=exc.start
-            ) from None
+            raise _bad_file(name, f"not valid UTF-8 (at byte {exc.start})", offset=exc.start) from None
         if "\x00" in content:
-            raise _file_error(ValidationFailed, name, "contains NUL characters (a binary file?)")
+            raise _bad_file(name, "contains NUL characters (a binary file?)")
         if not content.strip():
-            raise _file_error(ValidationFailed, name, "is empty")
+            raise _bad_file(name, "is empty")
         return PreparedFile(
             source=name,
             kind=kind,
@@ -196,7 +189,7 @@ class IngestService:
         for name, data in files:
             item = self.prepare(name, data)
             if item.source in seen:
-                raise _file_error(ValidationFailed, item.source, "given more than once")
+                raise _bad_file(item.source, "given more than once", kind="duplicate")
             seen.add(item.source)
             prepared.append(item)
         return prepared
@@ -207,9 +200,8 @@ class IngestService:
             return DOCUMENT_TYPE, CHUNK_TYPE
         if len(type_override) > NAME_MAX_LENGTH or not re.fullmatch(NAME_PATTERN, type_override):
             message = f"1-{NAME_MAX_LENGTH} letters, digits, '_', '-' or '.'"
-            raise ValidationFailed(
-                f"Invalid request parameters: type ({message})",
-                details={"fields": [{"field": "type", "location": "body", "message": message, "type": "pattern"}]},
+            raise ValidationFailed.of(
+                "type", message, type="pattern", summary=f"Invalid request parameters: type ({message})"
             )
         return type_override, type_override
 
@@ -226,10 +218,7 @@ class IngestService:
         """Ingest files for ``actor``: results in the order given. ``index_now`` awaits the indexer."""
         document_type, chunk_type = self._types(type_override)
         if not files:
-            raise ValidationFailed(
-                "At least one file is required",
-                details={"fields": [{"field": "files", "location": "body", "message": "required", "type": "missing"}]},
-            )
+            raise ValidationFailed.of("files", "required", type="missing", summary="At least one file is required")
         # Decoding and chunking (ast.parse) of megabytes is CPU work: off the event loop.
         prepared = await asyncio.to_thread(self._prepare_all, files)
 

@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field
 from trellis.context.index.base import VectorFilter
 from trellis.context.models import Context
 from trellis.context.schemas import NAME_MAX_LENGTH, NAME_PATTERN, ContextOut
-from trellis.storage.metadata_filter import MetadataFilter, field_error
+from trellis.kit.errors import ValidationFailed
+from trellis.storage.metadata_filter import MetadataFilter
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 10
@@ -52,18 +53,22 @@ class SearchQuery:
     ) -> SearchQuery:
         """Validate raw input from any door; a bad value is a 400 naming its field."""
         if query is None or not query.strip():
-            raise field_error("query", "must not be empty")
+            raise ValidationFailed.of("query", "must not be empty", location="query", type="missing")
         if len(query) > MAX_QUERY_CHARS:
-            raise field_error("query", f"at most {MAX_QUERY_CHARS} characters")
+            raise ValidationFailed.of(
+                "query", f"at most {MAX_QUERY_CHARS} characters", location="query", type="too_long"
+            )
         chosen = SearchMode.HYBRID
         if mode is not None:
             try:
                 chosen = SearchMode(mode)
             except ValueError:
-                raise field_error("mode", f"must be one of {', '.join(m.value for m in SearchMode)}") from None
+                raise ValidationFailed.of(
+                    "mode", f"must be one of {', '.join(m.value for m in SearchMode)}", location="query", type="enum"
+                ) from None
         size = DEFAULT_LIMIT if limit is None else limit
         if not 1 <= size <= MAX_LIMIT:
-            raise field_error("limit", f"must be between 1 and {MAX_LIMIT}")
+            raise ValidationFailed.of("limit", f"must be between 1 and {MAX_LIMIT}", location="query")
         wanted: list[str] = []
         for raw in types:
             for name in raw.split(","):
@@ -71,10 +76,15 @@ class SearchQuery:
                 if not name:
                     continue
                 if len(name) > NAME_MAX_LENGTH or not _TYPE.match(name):
-                    raise field_error("type", f"{name!r} is not a context type (1-64 letters, digits, '_', '-', '.')")
+                    raise ValidationFailed.of(
+                        "type",
+                        f"{name!r} is not a context type (1-64 letters, digits, '_', '-', '.')",
+                        location="query",
+                        type="pattern",
+                    )
                 wanted.append(name)
         if len(wanted) > MAX_TYPES:
-            raise field_error("type", f"at most {MAX_TYPES} types")
+            raise ValidationFailed.of("type", f"at most {MAX_TYPES} types", location="query", type="too_long")
         return cls(query.strip(), chosen, tuple(dict.fromkeys(wanted)), dict(metadata or {}), size)
 
     @property

@@ -173,7 +173,7 @@ class ContextSearch:
             for rank, (context_id, score) in enumerate(hits, start=1):
                 ranks.setdefault(context_id, {})[name] = RetrieverRank(rank, score)
 
-        rows = await self._contexts(owner_id, [context_id for context_id, _ in order])
+        rows = await self.fetch_contexts(owner_id, [context_id for context_id, _ in order])
         result.hits = [
             SearchHit(rows[context_id], score, ranks[context_id]) for context_id, score in order if context_id in rows
         ]
@@ -201,7 +201,7 @@ class ContextSearch:
         model, embedded = await self._gateway.embed(ctx, None, [text])
         return model, as_vector(embedded.vectors[0])
 
-    async def _contexts(self, owner_id: str, ids: Sequence[str]) -> dict[str, Context]:
+    async def fetch_contexts(self, owner_id: str, ids: Sequence[str]) -> dict[str, Context]:
         if not ids:
             return {}
         async with self._database.reader() as session:

@@ -124,6 +124,16 @@ def _positive_int(model: ModelConfig, key: str, default: int, *, minimum: int = 
     return value
 
 
+def packaged_model_file() -> Path:
+    """The built-in embedding model's ONNX file, inside its installed package."""
+    return _packaged_file(_MODEL_PACKAGE)
+
+
+def quantize_mode(model: ModelConfig) -> str:
+    """How ``model`` is run: ``dynamic`` (int8, made once) or ``none`` (the file as it is)."""
+    return _spec_for(model).quantize
+
+
 def _spec_for(model: ModelConfig) -> _Spec:
     options = model.options
     onnx_path, tokenizer_path = options.get("onnx_path"), options.get("tokenizer_path")

@@ -79,7 +79,7 @@ def quantized_model(source: Path, cache_dir: Path | None, *, remake: bool = Fals
         if cached is not None and cached.is_file() and not remake:
             model = cached.read_bytes()
         else:
-            model = _quantize(source)
+            model = quantize(source)
             if cached is not None:
                 try:
                     _write_atomically(cached, model)
@@ -89,7 +89,9 @@ def quantized_model(source: Path, cache_dir: Path | None, *, remake: bool = Fals
         return model
 
 
-def _quantize(source: Path) -> bytes:
+def quantize(source: Path) -> bytes:
+    """One dynamic int8 quantization of the ONNX model at ``source``, uncached (``quantized_model``
+    is the cached way; benchmarks time this)."""
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic  # type: ignore[import-untyped]
 
@@ -123,4 +125,4 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-__all__ = ["RECIPE", "cache_key", "quantized_model"]
+__all__ = ["RECIPE", "cache_key", "quantize", "quantized_model"]
