@@ -3,7 +3,6 @@ in-process, against a fresh embedded data directory the command migrates itself.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from trellis.auth.secrets import ADMIN_KEY_FILE, read_private_file
+from tests.episodic.support import logged_calls
+from trellis.auth.secrets import ADMIN_KEY_FILE
 from trellis.cli.main import app
-from trellis.episodic.schemas import LogFilters, LogOut
-from trellis.runtime import build_runtime
-from trellis.settings import load_settings
 
 
 @pytest.fixture
@@ -36,23 +33,6 @@ def cli(*args: str) -> Result:
 def flat(text: str) -> str:
     """Rich wraps long lines; compare messages with whitespace collapsed."""
     return " ".join(text.split())
-
-
-def logged_calls() -> list[LogOut]:
-    """The episodic log in the data directory, read as the saved admin key's owner."""
-
-    async def read() -> list[LogOut]:
-        runtime = build_runtime(load_settings())
-        try:
-            key = read_private_file(runtime.settings.data_dir / ADMIN_KEY_FILE)
-            assert key is not None
-            admin = await runtime.auth.authenticate_api_key(key)
-            rows, _ = await runtime.episodic.list(admin, LogFilters())
-            return [LogOut.model_validate(row) for row in rows]
-        finally:
-            await runtime.close()
-
-    return asyncio.run(read())
 
 
 def test_ask_in_process_with_json(data_dir: Path) -> None:

@@ -8,7 +8,6 @@ for embeddings (every context-store door embeds), SmolLM2 for ``ask`` (tests/cli
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -16,29 +15,9 @@ from httpx import AsyncClient
 
 from tests.cli.test_commands import bootstrap, cli, ok_json
 from tests.conftest import ADMIN_KEY, Harness
-from trellis.auth.secrets import ADMIN_KEY_FILE, read_private_file
-from trellis.episodic.schemas import LogFilters, LogOut
-from trellis.runtime import build_runtime
-from trellis.settings import load_settings
+from tests.episodic.support import logged_calls
 
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
-
-
-def logged_calls() -> list[LogOut]:
-    """The episodic log of the data directory in the environment, read as the saved admin key's owner."""
-
-    async def read() -> list[LogOut]:
-        runtime = build_runtime(load_settings())
-        try:
-            key = read_private_file(runtime.settings.data_dir / ADMIN_KEY_FILE)
-            assert key is not None
-            admin = await runtime.auth.authenticate_api_key(key)
-            rows, _ = await runtime.episodic.list(admin, LogFilters(limit=100))
-            return [LogOut.model_validate(row) for row in rows]
-        finally:
-            await runtime.close()
-
-    return asyncio.run(read())
 
 
 @pytest.fixture
