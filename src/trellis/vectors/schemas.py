@@ -64,7 +64,19 @@ class CollectionDeleted(BaseModel):
     items_removed: int
 
 
+# The rule _VectorOrText enforces, said in its JSON schema: a vector (an array) and no text, or a text
+# (a string) and no vector; an explicit null counts as absent.
+_VECTOR_OR_TEXT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"required": ["vector"], "properties": {"vector": {"type": "array"}, "text": {"type": "null"}}},
+        {"required": ["text"], "properties": {"text": {"type": "string"}, "vector": {"type": "null"}}},
+    ]
+}
+
+
 class _VectorOrText(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_VECTOR_OR_TEXT_SCHEMA)
+
     vector: Vector | None = None
     text: Text | None = None
 
