@@ -23,6 +23,7 @@ from trellis.kit.clock import Clock
 from trellis.kit.handlers import install_error_handlers
 from trellis.kit.http_metrics import HttpMetrics
 from trellis.kit.middleware import RequestEdgeMiddleware
+from trellis.kit.openapi import install_openapi
 from trellis.metrics.api import router as metrics_router
 from trellis.runtime import Runtime, build_runtime
 from trellis.settings import Settings, load_settings
@@ -67,6 +68,7 @@ def create_app(
     app.state.runtime = runtime
     app.state.metrics = metrics
     install_error_handlers(app)
+    install_openapi(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

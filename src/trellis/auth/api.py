@@ -20,7 +20,16 @@ from trellis.kit.envelope import Envelope, ok
 router = APIRouter(prefix="/api/v1")
 
 
-@router.post("/auth/token", tags=["auth"], summary="Exchange username and password for a JWT")
+@router.post(
+    "/auth/token",
+    tags=["auth"],
+    summary="Exchange username and password for a JWT",
+    responses={
+        401: {"description": "Unknown username, wrong password or disabled user (authentication_error)"},
+        429: {"description": "Too many attempts from this address or for this username (rate_limit_error)"},
+        503: {"description": "The rate limiter is unavailable (unavailable_error)"},
+    },
+)
 async def create_token(
     body: TokenRequest, request: Request, response: Response, runtime: RuntimeDep
 ) -> Envelope[TokenResponse]:
@@ -48,7 +57,13 @@ async def me(principal: Reader) -> Envelope[Me]:
     )
 
 
-@router.post("/users", tags=["users"], status_code=status.HTTP_201_CREATED, summary="Create a user (admin)")
+@router.post(
+    "/users",
+    tags=["users"],
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a user (admin)",
+    responses={409: {"description": "The username is taken (conflict_error)"}},
+)
 async def create_user(body: UserCreate, principal: Admin, runtime: RuntimeDep) -> Envelope[UserOut]:
     return ok(UserOut.model_validate(await runtime.auth.create_user(principal, body)))
 
@@ -58,7 +73,12 @@ async def list_users(principal: Admin, runtime: RuntimeDep) -> Envelope[list[Use
     return ok([UserOut.model_validate(u) for u in await runtime.auth.list_users(principal)])
 
 
-@router.post("/users/{user_id}/disable", tags=["users"], summary="Disable a user (admin); their keys stop working")
+@router.post(
+    "/users/{user_id}/disable",
+    tags=["users"],
+    summary="Disable a user (admin); their keys stop working",
+    responses={409: {"description": "You cannot disable your own account (conflict_error)"}},
+)
 async def disable_user(user_id: str, principal: Admin, runtime: RuntimeDep) -> Envelope[UserOut]:
     return ok(UserOut.model_validate(await runtime.auth.set_user_disabled(principal, user_id, True)))
 
@@ -68,13 +88,24 @@ async def enable_user(user_id: str, principal: Admin, runtime: RuntimeDep) -> En
     return ok(UserOut.model_validate(await runtime.auth.set_user_disabled(principal, user_id, False)))
 
 
-@router.post("/keys", tags=["keys"], status_code=status.HTTP_201_CREATED, summary="Create an API key (shown once)")
+@router.post(
+    "/keys",
+    tags=["keys"],
+    status_code=status.HTTP_201_CREATED,
+    summary="Create an API key (shown once)",
+    responses={404: {"description": "No user with this user_id (not_found_error)"}},
+)
 async def create_key(body: ApiKeyCreate, principal: Writer, runtime: RuntimeDep) -> Envelope[ApiKeyCreated]:
     key, plaintext = await runtime.auth.create_key(principal, body)
     return ok(ApiKeyCreated(**ApiKeyOut.model_validate(key).model_dump(), key=plaintext))
 
 
-@router.get("/keys", tags=["keys"], summary="List API keys: your own, or (admins) anyone's")
+@router.get(
+    "/keys",
+    tags=["keys"],
+    summary="List API keys: your own, or (admins) anyone's",
+    responses={404: {"description": "No user with this user_id (not_found_error)"}},
+)
 async def list_keys(principal: Reader, runtime: RuntimeDep, user_id: str | None = None) -> Envelope[list[ApiKeyOut]]:
     return ok([ApiKeyOut.model_validate(k) for k in await runtime.auth.list_keys(principal, user_id)])
 

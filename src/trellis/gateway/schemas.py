@@ -20,7 +20,8 @@ class SamplingFields(BaseModel):
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     stop: list[Annotated[str, StringConstraints(min_length=1)]] | None = Field(default=None, max_length=4)
     seed: int | None = None
-    stream: bool = False
+    # Strict: the schema says boolean, so "true" or 1 is a 400, not a stream.
+    stream: Annotated[bool, Field(strict=True)] = False
     cache: Literal["auto", "bypass", "force"] = Field(
         default="auto", description="auto: cache deterministic requests; bypass: never; force: cache this one."
     )

@@ -19,7 +19,15 @@ async def health() -> dict[str, Any]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/ready", responses={503: {"description": "Some dependency is failing; `failing` names it."}})
+@router.get(
+    "/ready",
+    responses={
+        503: {
+            "description": "Some dependency is failing; `failing` names it.",
+            "content": {"application/json": {"schema": {"type": "object", "required": ["status"]}}},
+        }
+    },
+)
 async def ready(runtime: RuntimeDep) -> JSONResponse:
     report = await readiness(runtime.database, runtime.redis)
     return JSONResponse(report, status_code=200 if report["status"] == "ready" else 503)

@@ -11,8 +11,9 @@ from typing import Any, cast, get_args
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from trellis.kit.envelope import failure
 from trellis.kit.errors import FieldError, Location, TrellisError, ValidationFailed
@@ -135,7 +136,28 @@ async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
     return await _handle_domain_error(request, validation_failed(exc))
 
 
-async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the request's path serves, plus OPTIONS (which every path answers).
+
+    Starlette's own 405 names only the methods of the route the path was matched to, although other
+    routes may share its template (``GET`` and ``DELETE /collections/{name}`` are two routes). The
+    OpenAPI document has them all, by template; routes left out of it (``/docs``) name their own.
+    """
+    route = request.scope.get("route")
+    if route is None:  # Starlette's own routes (/docs, /openapi.json) do not say which one matched
+        route = next((r for r in request.app.router.routes if r.matches(request.scope)[0] != Match.NONE), None)
+    template = getattr(route, "path", None)
+    methods = {method.upper() for method in getattr(route, "methods", None) or ()}
+    if isinstance(template, str):
+        documented = request.app.openapi().get("paths", {}).get(template, {})
+        methods |= {method.upper() for method in documented if method.upper() in _METHODS}
+    return [*(m for m in _METHODS if m in methods), "OPTIONS"]
+
+
+async def _handle_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code, message = _HTTP_CODES.get(exc.status_code, ("error", str(exc.detail)))
     if exc.status_code == 404:
@@ -143,6 +165,14 @@ async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     elif isinstance(exc.detail, str) and exc.status_code not in (404, 405):
         message = exc.detail
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
+        allow = ", ".join(allowed_methods(request))
+        if request.method == "OPTIONS":
+            # No route serves OPTIONS (CORS preflights, when configured, never reach here): it says
+            # which methods the path has, as RFC 9110 has it.
+            return Response(status_code=204, headers={"Allow": allow})
+        headers = {**(headers or {}), "Allow": allow}
+        message = f"{request.method} is not allowed on {request.url.path}; allowed: {allow}"
     if _is_openai_path(request):
         return openai_error_response(exc.status_code, code, message, {}, headers)
     # Every other path answers in the envelope: /api, and /health, /docs or a mistyped path alike.

@@ -91,14 +91,14 @@ router.add_api_route(
 )
 
 
-@router.get("/collections/{name}/items/{item_id}", summary="One item, with its vector", responses=NOT_FOUND)
-async def get_item(name: str, item_id: str, principal: Reader, runtime: RuntimeDep) -> Envelope[ItemOut]:
-    return ok(ItemOut.of(await runtime.vectors.get_item(principal, name, item_id)))
-
-
 @router.post("/collections/{name}/items/delete", summary="Delete items by id", responses=NOT_FOUND)
 async def delete_items(name: str, body: ItemsDelete, principal: Writer, runtime: RuntimeDep) -> Envelope[ItemsDeleted]:
     return ok(ItemsDeleted(deleted=await runtime.vectors.delete_items(principal, name, body.ids)))
+
+
+@router.get("/collections/{name}/items/{item_id}", summary="One item, with its vector", responses=NOT_FOUND)
+async def get_item(name: str, item_id: str, principal: Reader, runtime: RuntimeDep) -> Envelope[ItemOut]:
+    return ok(ItemOut.of(await runtime.vectors.get_item(principal, name, item_id)))
 
 
 @router.delete("/collections/{name}/items/{item_id}", summary="Delete one item", responses=NOT_FOUND)

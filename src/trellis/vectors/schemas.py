@@ -21,7 +21,12 @@ CollectionName = Annotated[
     Field(description="1-100 letters, digits, '_', '-' or '.'; unique among your collections."),
 ]
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=200), Field(description="Your id for the item.")]
-Vector = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=1, max_length=MAX_DIMENSIONS)]
+# Stored as float32: a number beyond its range would become infinite, so it is refused (400) here.
+FLOAT32_MAX = 3.4028234663852886e38
+Vector = Annotated[
+    list[Annotated[float, Field(allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]],
+    Field(min_length=1, max_length=MAX_DIMENSIONS),
+]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
 
 
@@ -64,7 +69,19 @@ class CollectionDeleted(BaseModel):
     items_removed: int
 
 
+# The rule _VectorOrText enforces, said in its JSON schema: a vector (an array) and no text, or a text
+# (a string) and no vector; an explicit null counts as absent.
+_VECTOR_OR_TEXT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"required": ["vector"], "properties": {"vector": {"type": "array"}, "text": {"type": "null"}}},
+        {"required": ["text"], "properties": {"text": {"type": "string"}, "vector": {"type": "null"}}},
+    ]
+}
+
+
 class _VectorOrText(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_VECTOR_OR_TEXT_SCHEMA)
+
     vector: Vector | None = None
     text: Text | None = None
 

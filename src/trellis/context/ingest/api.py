@@ -62,6 +62,10 @@ _REQUEST_BODY: dict[str, Any] = {
     "is written: 415 for an unsupported file type, 400 for a file that is not UTF-8 text, 413 for a "
     "file over the per-file limit, each naming the file.",
     openapi_extra=_REQUEST_BODY,
+    responses={
+        413: {"description": "The request, or one file, is over its limit (payload_too_large_error)"},
+        415: {"description": "Not multipart/form-data, or a file of a type that cannot be ingested"},
+    },
 )
 async def ingest(request: Request, principal: Writer, runtime: RuntimeDep) -> Envelope[IngestResponse]:
     content_type = request.headers.get("content-type", "")

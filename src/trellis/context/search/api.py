@@ -42,19 +42,27 @@ async def search_contexts(
     request: Request,
     principal: Reader,
     runtime: RuntimeDep,
+    # The rules are in the schema too: FastAPI refuses a missing, empty or blank query, an unknown
+    # mode and a limit out of range with the same 400 naming the field that SearchQuery.parse gives.
     query: Annotated[
-        str | None, Query(description=f"What to look for (1-{MAX_QUERY_CHARS} characters); any text, no syntax.")
-    ] = None,
-    mode: Annotated[str, Query(description="hybrid (default), semantic or keyword.")] = SearchMode.HYBRID.value,
+        str,
+        Query(
+            min_length=1,
+            max_length=MAX_QUERY_CHARS,
+            pattern=r"\S",
+            description=f"What to look for (1-{MAX_QUERY_CHARS} characters, not all blank); any text, no syntax.",
+        ),
+    ],
+    mode: Annotated[SearchMode, Query(description="hybrid (default), semantic or keyword.")] = SearchMode.HYBRID,
     type: Annotated[  # the seed's parameter name
         list[str] | None, Query(description="Only contexts of these types (repeat or comma-separate).")
     ] = None,
-    limit: Annotated[int, Query(description=f"How many hits, 1-{MAX_LIMIT}.")] = DEFAULT_LIMIT,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"How many hits, 1-{MAX_LIMIT}.")] = DEFAULT_LIMIT,
 ) -> Envelope[SearchOut]:
     pairs = [(k, v) for k, v in request.query_params.multi_items() if k.startswith(METADATA_PREFIX)]
     parsed = SearchQuery.parse(
         query,
-        mode=mode,
+        mode=mode.value,
         types=type or (),
         metadata=metadata_filter_from_strings(pairs, prefix=METADATA_PREFIX),
         limit=limit,
