@@ -354,6 +354,16 @@ def test_rrf_fusion() -> None:
     assert fused[1][1] == pytest.approx(1 / 61)
 
 
+@pytest.mark.parametrize("ids", [("a", "z"), ("z", "a")])
+def test_rrf_ties_follow_the_first_list_not_the_ids(ids: tuple[str, str]) -> None:
+    """First in one list and second in the other, each way round: the same score. The first list's
+    order decides (search passes keyword first), whatever the (random) ids sort like."""
+    exact, lookalike = ids
+    fused = fuse({"keyword": [(exact, 3.0), (lookalike, 1.0)], "semantic": [(lookalike, 0.9), (exact, 0.8)]})
+    assert fused[0][1] == pytest.approx(fused[1][1])
+    assert [cid for cid, _ in fused] == [exact, lookalike]
+
+
 async def test_search_is_not_taken_for_a_context_id(h: Harness, alice: dict[str, str]) -> None:
     error = assert_error(await h.client.get(SEARCH, headers=alice), 400, "validation_error")
     assert "query" in field_names(error)

@@ -86,14 +86,22 @@ def query_terms(query: str) -> list[str]:
 
 
 def fuse(ranked: dict[Retriever, Sequence[tuple[str, float]]], *, k: int = RRF_K) -> list[tuple[str, float]]:
-    """Reciprocal rank fusion: ids by ``sum 1 / (k + rank)``, best first (ties: best rank, then id)."""
+    """Reciprocal rank fusion: ids by ``sum 1 / (k + rank)``, best first.
+
+    Exact ties are common (first in one list and second in the other, or the other way round) and
+    are broken by each retriever's own order, in the order the lists are given (search gives the
+    keyword list first: an exact word match is the more specific evidence), then by id. Random ids
+    alone would make such a search answer differently from one store to the next."""
     scores: dict[str, float] = {}
     best: dict[str, int] = {}
-    for hits in ranked.values():
+    positions: dict[str, list[int]] = {}
+    unranked = 1 + max((len(hits) for hits in ranked.values()), default=0)
+    for column, hits in enumerate(ranked.values()):
         for rank, (context_id, _) in enumerate(hits, start=1):
             scores[context_id] = scores.get(context_id, 0.0) + 1.0 / (k + rank)
             best[context_id] = min(best.get(context_id, rank), rank)
-    return sorted(scores.items(), key=lambda item: (-item[1], best[item[0]], item[0]))
+            positions.setdefault(context_id, [unranked] * len(ranked))[column] = rank
+    return sorted(scores.items(), key=lambda item: (-item[1], best[item[0]], positions[item[0]], item[0]))
 
 
 class ContextSearch:
