@@ -51,7 +51,38 @@ async def test_wrong_types_and_missing_fields(harness: Harness, admin_headers: d
     error = assert_error(response, 400, "validation_error")
     fields = {f["field"]: f["type"] for f in error["details"]["fields"]}
     assert fields["name"] == "missing"
-    assert fields["expires_in_days"] == "int_parsing"
+    # Strict: a string is not a number, even one that spells it (see the next test).
+    assert fields["expires_in_days"] == "int_type"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/db/vectors/collections", {"name": "c", "dimensions": "3"}, "dimensions"),
+        ("/api/v1/keys", {"name": "k", "expires_in_days": "30"}, "expires_in_days"),
+        (
+            "/api/context",
+            {
+                "type": "note",
+                "content": "x",
+                "relationships": [{"target_context_id": "ctx_x", "relationship_type": "r", "strength": "0.5"}],
+            },
+            "relationships.0.strength",
+        ),
+        ("/api/v1/ai/generate", {"prompt": "hi", "max_tokens": "5"}, "max_tokens"),
+        ("/api/v1/ai/generate", {"prompt": "hi", "stream": 1}, "stream"),
+        ("/api/v1/users", {"username": "someone", "role": "developer", "password": 12345678}, "password"),
+    ],
+)
+async def test_request_bodies_do_not_coerce_types(
+    harness: Harness, admin_headers: dict[str, str], path: str, body: dict[str, object], field: str
+) -> None:
+    """The probe's finding: "dimensions": "3" was accepted as 3."""
+    error = assert_error(await harness.client.post(path, headers=admin_headers, json=body), 400, "validation_error")
+    assert field in {f["field"] for f in error["details"]["fields"]}, error
+    # Enums still take their JSON values.
+    ok = await harness.client.post("/api/v1/keys", headers=admin_headers, json={"name": "k", "scopes": ["read"]})
+    assert ok.status_code == 201, ok.text
 
 
 async def test_body_that_is_not_an_object(harness: Harness, admin_headers: dict[str, str]) -> None:

@@ -7,8 +7,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
+from trellis.kit.requests import RequestModel
 from trellis.settings import Role
 
 
@@ -54,8 +55,7 @@ Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{3,64}$")]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
 
 
-class TokenRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TokenRequest(RequestModel):
     username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
@@ -67,11 +67,10 @@ class TokenResponse(BaseModel):
     expires_at: datetime
 
 
-class UserCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class UserCreate(RequestModel):
     username: Username
     password: Password | None = Field(default=None, description="Omit for an API-key-only user.")
-    role: Role = Role.DEVELOPER
+    role: Annotated[Role, Strict(False)] = Role.DEVELOPER
 
 
 class UserOut(BaseModel):
@@ -83,10 +82,11 @@ class UserOut(BaseModel):
     created_at: datetime
 
 
-class ApiKeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ApiKeyCreate(RequestModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
-    scopes: list[Scope] | None = Field(default=None, description="Omit for all of the owner's permissions.")
+    scopes: list[Annotated[Scope, Strict(False)]] | None = Field(
+        default=None, description="Omit for all of the owner's permissions."
+    )
     expires_in_days: Annotated[int, Field(gt=0, le=3650)] | None = None
     user_id: str | None = Field(default=None, description="Admins only: create the key for this user.")
 

@@ -84,7 +84,10 @@ def _parse_link(spec: str) -> dict[str, Any]:
         fail(f"--link {spec!r}: expected TARGET_ID:TYPE or TARGET_ID:TYPE:STRENGTH")
     link: dict[str, Any] = {"target_context_id": parts[0], "relationship_type": parts[1]}
     if len(parts) == 3:
-        link["strength"] = parts[2]
+        try:
+            link["strength"] = float(parts[2])
+        except ValueError:
+            fail(f"--link {spec!r}: the strength must be a number from 0 to 1")
     return link
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from trellis.context.models import Context, ContextRelationship
 from trellis.kit.errors import ValidationFailed
+from trellis.kit.requests import RequestModel
 from trellis.storage.metadata_filter import MetadataFilter
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
@@ -41,17 +42,13 @@ def _not_blank(value: str) -> str:
     return value
 
 
-class RelationshipCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RelationshipCreate(RequestModel):
     target_context_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     relationship_type: RelationshipType
     strength: Strength = 1.0
 
 
-class ContextCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ContextCreate(RequestModel):
     type: ContextType
     content: Annotated[str, Field(min_length=1, description="Any text; at most [context] max_content_bytes.")]
     metadata: dict[str, Any] | None = Field(default=None, description="A JSON object.")
@@ -67,7 +64,7 @@ class ContextCreate(BaseModel):
         return _not_blank(value)
 
 
-class ContextUpdate(BaseModel):
+class ContextUpdate(RequestModel):
     """Fields given replace the stored ones (metadata as a whole); fields omitted are kept."""
 
     model_config = ConfigDict(extra="forbid")

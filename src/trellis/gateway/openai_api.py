@@ -32,7 +32,8 @@ AiCaller = Annotated[Principal, Depends(guard(Scope.AI, RouteClass.AI))]
 
 
 class OAIMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # OpenAI clients send fields Trellis does not use (name, tool_call_id, ...): kept, not refused.
+    model_config = ConfigDict(extra="allow", strict=True)
     role: Literal["system", "user", "assistant", "developer"]
     content: str | list[dict[str, Any]] | None = None
 
@@ -52,7 +53,7 @@ class StreamOptions(BaseModel):
 
 
 class CommonFields(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     model: Annotated[str, StringConstraints(min_length=1)]
     max_tokens: Annotated[int, Field(gt=0)] | None = None
     max_completion_tokens: Annotated[int, Field(gt=0)] | None = None
@@ -81,7 +82,7 @@ class CompletionRequestIn(CommonFields):
 
 
 class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     model: Annotated[str, StringConstraints(min_length=1)]
     input: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
     # The official SDKs ask for base64 unless told otherwise.

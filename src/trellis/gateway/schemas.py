@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator
+
+from trellis.kit.requests import RequestModel
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 Temperature = Annotated[float, Field(ge=0, le=2)]
 MaxTokens = Annotated[int, Field(gt=0)]
 
 
-class SamplingFields(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SamplingFields(RequestModel):
     model: str | None = Field(default=None, description="A model name or alias; default: the local chat model.")
     max_tokens: MaxTokens | None = None
     temperature: Temperature | None = None
@@ -32,8 +32,7 @@ class SamplingFields(BaseModel):
         return [value] if isinstance(value, str) else value
 
 
-class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ChatMessageIn(RequestModel):
     role: Literal["system", "user", "assistant"]
     content: str
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from trellis.kit.requests import RequestModel
 from trellis.kit.vector_math import from_blob
 from trellis.vectors.models import VectorCollection, VectorItem
 
@@ -30,9 +31,7 @@ Vector = Annotated[
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
 
 
-class CollectionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CollectionCreate(RequestModel):
     name: CollectionName
     dimensions: Annotated[int, Field(ge=1, le=MAX_DIMENSIONS)]
     model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
@@ -79,7 +78,7 @@ _VECTOR_OR_TEXT_SCHEMA: dict[str, Any] = {
 }
 
 
-class _VectorOrText(BaseModel):
+class _VectorOrText(RequestModel):
     model_config = ConfigDict(json_schema_extra=_VECTOR_OR_TEXT_SCHEMA)
 
     vector: Vector | None = None
@@ -99,9 +98,7 @@ class ItemIn(_VectorOrText):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class ItemsUpsert(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ItemsUpsert(RequestModel):
     items: list[ItemIn] = Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)
 
 
@@ -153,9 +150,7 @@ class QueryOut(BaseModel):
     hits: list[QueryHit]
 
 
-class ItemsDelete(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ItemsDelete(RequestModel):
     ids: list[ItemId] = Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)
 
 
