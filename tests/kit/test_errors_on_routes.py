@@ -209,3 +209,16 @@ async def test_errors_outside_api_are_enveloped_too(harness: Harness) -> None:
         assert set(body) == {"success", "data", "error", "timestamp", "request_id"}, body
         assert body["error"]["code"] == code
     assert "GET" in (await harness.client.post("/health")).headers["allow"]
+
+
+async def test_options_and_405_list_every_method_of_the_path(harness: Harness, admin_headers: dict[str, str]) -> None:
+    """The probe's finding: OPTIONS /api/v1/db/vectors/collections/{name} answered Allow: GET though DELETE exists."""
+    options = await harness.client.options("/api/v1/db/vectors/collections/mine", headers=admin_headers)
+    assert options.status_code == 204, options.text
+    allowed = {m.strip() for m in options.headers["allow"].split(",")}
+    assert {"GET", "DELETE"} <= allowed
+    wrong = await harness.client.patch("/api/v1/db/vectors/collections/mine", headers=admin_headers)
+    assert_error(wrong, 405, "method_not_allowed_error")
+    assert {m.strip() for m in wrong.headers["allow"].split(",")} >= {"GET", "DELETE"}
+    items = await harness.client.options("/api/v1/db/vectors/collections/mine/items", headers=admin_headers)
+    assert {m.strip() for m in items.headers["allow"].split(",")} >= {"PUT", "POST"}
