@@ -13,14 +13,24 @@ import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from trellis.auth.deps import RuntimeDep, guard
 from trellis.auth.schemas import Principal, Scope
+from trellis.gateway.openai_schemas import (
+    ChatCompletionOut,
+    ChatCompletionRequest,
+    CommonFields,
+    CompletionRequestIn,
+    EmbeddingRequest,
+    EmbeddingsOut,
+    ModelList,
+    ResponseFormat,
+    TextCompletionOut,
+)
 from trellis.gateway.service import CallContext, Gateway, StreamOutcome
 from trellis.gateway.types import CompletionRequest, Message, Usage
 from trellis.kit.errors import TrellisError, ValidationFailed
@@ -29,72 +39,6 @@ from trellis.settings import RouteClass
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 AiCaller = Annotated[Principal, Depends(guard(Scope.AI, RouteClass.AI))]
-
-
-class OAIMessage(BaseModel):
-    # OpenAI clients send fields Trellis does not use (name, tool_call_id, ...): kept, not refused.
-    model_config = ConfigDict(extra="allow", strict=True)
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[dict[str, Any]] | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
-        return self.content or ""
-
-
-class ResponseFormat(BaseModel):
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
-
-
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class CommonFields(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-    model: Annotated[str, StringConstraints(min_length=1)]
-    max_tokens: Annotated[int, Field(gt=0)] | None = None
-    max_completion_tokens: Annotated[int, Field(gt=0)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    n: Annotated[int, Field(ge=1, le=1)] = 1
-
-    @property
-    def stops(self) -> tuple[str, ...]:
-        if self.stop is None:
-            return ()
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
-
-
-class ChatCompletionRequest(CommonFields):
-    messages: Annotated[list[OAIMessage], Field(min_length=1)]
-    response_format: ResponseFormat | None = None
-
-
-class CompletionRequestIn(CommonFields):
-    prompt: Annotated[str, StringConstraints(min_length=1)]
-
-
-class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-    model: Annotated[str, StringConstraints(min_length=1)]
-    input: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
-    # The official SDKs ask for base64 unless told otherwise.
-    encoding_format: Literal["float", "base64"] = "float"
-
-    @field_validator("input")
-    @classmethod
-    def _not_empty(cls, value: str | list[str]) -> str | list[str]:
-        texts = [value] if isinstance(value, str) else value
-        if any(not t for t in texts):
-            raise ValueError("input strings must not be empty")
-        return value
 
 
 def _context(principal: Principal) -> CallContext:
@@ -237,7 +181,7 @@ async def _stream_events(
     yield b"data: [DONE]\n\n"
 
 
-@router.get("/models", summary="Models, OpenAI style")
+@router.get("/models", summary="Models, OpenAI style", response_model=None, responses={200: {"model": ModelList}})
 async def list_models(principal: AiCaller, runtime: RuntimeDep) -> dict[str, Any]:
     gateway = runtime.gateway
     names = sorted({*gateway.models, *(a for m in gateway.models.values() for a in m.aliases)})
@@ -247,7 +191,12 @@ async def list_models(principal: AiCaller, runtime: RuntimeDep) -> dict[str, Any
     }
 
 
-@router.post("/chat/completions", summary="Chat completion, OpenAI style", response_model=None)
+@router.post(
+    "/chat/completions",
+    summary="Chat completion, OpenAI style",
+    response_model=None,
+    responses={200: {"model": ChatCompletionOut, "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+)
 async def chat_completions(
     body: ChatCompletionRequest, principal: AiCaller, runtime: RuntimeDep
 ) -> dict[str, Any] | StreamingResponse:
@@ -275,7 +224,12 @@ async def chat_completions(
     }
 
 
-@router.post("/completions", summary="Text completion, OpenAI style", response_model=None)
+@router.post(
+    "/completions",
+    summary="Text completion, OpenAI style",
+    response_model=None,
+    responses={200: {"model": TextCompletionOut, "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+)
 async def completions(
     body: CompletionRequestIn, principal: AiCaller, runtime: RuntimeDep
 ) -> dict[str, Any] | StreamingResponse:
@@ -310,7 +264,9 @@ def _encode(vector: list[float], encoding_format: str) -> list[float] | str:
     return vector
 
 
-@router.post("/embeddings", summary="Embeddings, OpenAI style")
+@router.post(
+    "/embeddings", summary="Embeddings, OpenAI style", response_model=None, responses={200: {"model": EmbeddingsOut}}
+)
 async def embeddings(body: EmbeddingRequest, principal: AiCaller, runtime: RuntimeDep) -> dict[str, Any]:
     texts = [body.input] if isinstance(body.input, str) else body.input
     name, result = await runtime.gateway.embed(_context(principal), body.model, texts)
