@@ -8,6 +8,7 @@ service fails the run, loudly.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,9 +26,10 @@ from sqlalchemy import text
 
 from trellis.app import create_app
 from trellis.auth.schemas import ApiKeyCreate, Principal, UserCreate
+from trellis.cli.common import prepare_embedded
 from trellis.kit.clock import ManualClock
-from trellis.runtime import Runtime
-from trellis.settings import Role, Settings
+from trellis.runtime import Runtime, build_runtime
+from trellis.settings import Role, Settings, load_settings
 from trellis.storage import migrate
 from trellis.storage.database import Database
 
@@ -216,3 +218,31 @@ async def alice(h: Harness) -> dict[str, str]:
 @pytest.fixture
 async def bob(h: Harness) -> dict[str, str]:
     return h.auth((await h.user_with_key("bob"))[1])
+
+
+# --- a data directory for CLI commands, as `trellis serve` leaves it --------------------------------
+
+
+def bootstrap() -> str:
+    """What ``trellis serve`` does first on an embedded database: migrate, create the admin, save its key."""
+
+    async def run() -> str | None:
+        runtime = build_runtime(load_settings())
+        try:
+            return await prepare_embedded(runtime)
+        finally:
+            await runtime.close()
+
+    generated = asyncio.run(run())
+    assert generated is not None
+    return generated
+
+
+@pytest.fixture
+def cli_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``TRELLIS_DATA_DIR`` for in-process CLI commands: migrated, the admin created, its key saved."""
+    path = tmp_path / "data"
+    monkeypatch.setenv("TRELLIS_DATA_DIR", str(path))
+    monkeypatch.setenv("TRELLIS_CONFIG", str(tmp_path / "nonexistent.toml"))
+    bootstrap()
+    return path

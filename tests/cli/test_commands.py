@@ -17,6 +17,7 @@ import jwt
 import pytest
 from typer.testing import CliRunner, Result
 
+from tests.conftest import bootstrap
 from trellis import __version__
 from trellis.auth.secrets import ADMIN_KEY_FILE, JWT_SECRET_FILE
 from trellis.cli.common import prepare_embedded
@@ -51,21 +52,6 @@ def ok_json(*args: str) -> Any:
 def flat(text: str) -> str:
     """Rich wraps long lines; compare messages with whitespace collapsed."""
     return " ".join(text.split())
-
-
-def bootstrap() -> str:
-    """What ``trellis serve`` does first on an embedded database: migrate, create the admin, save its key."""
-
-    async def run() -> str | None:
-        runtime = build_runtime(load_settings())
-        try:
-            return await prepare_embedded(runtime)
-        finally:
-            await runtime.close()
-
-    generated = asyncio.run(run())
-    assert generated is not None
-    return generated
 
 
 def test_version(data_dir: Path) -> None:

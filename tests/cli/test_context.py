@@ -5,18 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.cli.test_commands import bootstrap, cli, flat, ok_json
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "data"
-    monkeypatch.setenv("TRELLIS_DATA_DIR", str(path))
-    monkeypatch.setenv("TRELLIS_CONFIG", str(tmp_path / "nonexistent.toml"))
-    bootstrap()
-    return path
+from tests.cli.test_commands import cli, flat, ok_json
 
 
 def add(*args: str) -> dict[str, Any]:
@@ -24,7 +13,7 @@ def add(*args: str) -> dict[str, Any]:
     return created
 
 
-def test_add_get_link_rm(data_dir: Path, tmp_path: Path) -> None:
+def test_add_get_link_rm(cli_data_dir: Path, tmp_path: Path) -> None:
     first = add("Use [bold]SQLite[/bold] by default", "--type", "decision", "--metadata", '{"adr": 1}')
     assert first["id"].startswith("ctx_")
     assert (first["type"], first["version"], first["metadata"]) == ("decision", 1, {"adr": 1})
@@ -64,7 +53,7 @@ def test_add_get_link_rm(data_dir: Path, tmp_path: Path) -> None:
     assert "Context not found" in flat(gone.stderr)
 
 
-def test_cli_errors_are_readable(data_dir: Path) -> None:
+def test_cli_errors_are_readable(cli_data_dir: Path) -> None:
     ctx = add("hello")
     for args, message in [
         (("context", "add", "x", "--metadata", "[1, 2]"), "--metadata must be a JSON object"),
@@ -93,7 +82,7 @@ def test_cli_errors_are_readable(data_dir: Path) -> None:
     assert "already exists" in flat(duplicate.stderr)
 
 
-def test_cli_acts_as_the_keys_owner(data_dir: Path) -> None:
+def test_cli_acts_as_the_keys_owner(cli_data_dir: Path) -> None:
     admins = add("the admin's")
     bob = ok_json("users", "create", "bob")
     bob_key = ok_json("keys", "create", "--user", bob["id"])["key"]
@@ -109,7 +98,7 @@ def test_cli_acts_as_the_keys_owner(data_dir: Path) -> None:
     assert ok_json("context", "rm", bobs["id"], "--api-key", bob_key)["deleted"] is True
 
 
-def test_list_pages_and_filters(data_dir: Path) -> None:
+def test_list_pages_and_filters(cli_data_dir: Path) -> None:
     ids = [add(f"note {n}", "--type", "note" if n % 2 else "decision")["id"] for n in range(5)]
     listed = ok_json("context", "list")
     assert {item["id"] for item in listed["items"]} == set(ids)

@@ -10,29 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from httpx import AsyncClient
 
-from tests.cli.test_commands import bootstrap, cli, ok_json
+from tests.cli.test_commands import cli, ok_json
 from tests.conftest import ADMIN_KEY, Harness
 from tests.episodic.support import logged_calls
 
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "data"
-    monkeypatch.setenv("TRELLIS_DATA_DIR", str(path))
-    monkeypatch.setenv("TRELLIS_CONFIG", str(tmp_path / "nonexistent.toml"))
-    bootstrap()
-    return path
-
-
 # --- the CLI, in process ----------------------------------------------------------------------------
 
 
-def test_cli_semantic_search_is_logged_as_cli(data_dir: Path) -> None:
+def test_cli_semantic_search_is_logged_as_cli(cli_data_dir: Path) -> None:
     """The reported defect: ``trellis context search --mode semantic`` embedded its query and no row appeared."""
     assert logged_calls() == []
     hits = ok_json("context", "search", "where are the contexts stored", "--mode", "semantic")
@@ -42,7 +32,7 @@ def test_cli_semantic_search_is_logged_as_cli(data_dir: Path) -> None:
     assert row.prompt_tokens > 0
 
 
-def test_cli_writes_are_embedded_and_logged_as_indexer(data_dir: Path, tmp_path: Path) -> None:
+def test_cli_writes_are_embedded_and_logged_as_indexer(cli_data_dir: Path, tmp_path: Path) -> None:
     created = ok_json("context", "add", "Trellis keeps its contexts in SQLite by default", "--type", "note")
     [row] = logged_calls()
     assert (row.door, row.status, row.owner_id) == ("indexer", "ok", created["owner_id"])
@@ -57,7 +47,7 @@ def test_cli_writes_are_embedded_and_logged_as_indexer(data_dir: Path, tmp_path:
     assert all(r.status == "ok" for r in rows)
 
 
-def test_a_cli_command_drains_the_log_before_it_exits(data_dir: Path) -> None:
+def test_a_cli_command_drains_the_log_before_it_exits(cli_data_dir: Path) -> None:
     """Several calls, one command each: every row is written by the time its command returns."""
     for query in ("first question", "second question", "third question"):
         ok_json("context", "search", query, "--mode", "semantic")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from trellis.context.models import Context, ContextRelationship
+from trellis.kit.clock import as_utc
 from trellis.kit.errors import ValidationFailed
 from trellis.kit.requests import RequestModel
 from trellis.storage.metadata_filter import MetadataFilter
@@ -278,20 +279,13 @@ class ContextListQuery:
         if not 1 <= limit <= MAX_PAGE:
             raise invalid("limit", f"must be between 1 and {MAX_PAGE}")
         bounds = {
-            "created_after": _utc(created_after),
-            "created_before": _utc(created_before),
-            "updated_after": _utc(updated_after),
-            "updated_before": _utc(updated_before),
+            "created_after": created_after and as_utc(created_after),
+            "created_before": created_before and as_utc(created_before),
+            "updated_after": updated_after and as_utc(updated_after),
+            "updated_before": updated_before and as_utc(updated_before),
         }
         for column in ("created", "updated"):
             after, before = bounds[f"{column}_after"], bounds[f"{column}_before"]
             if after is not None and before is not None and after >= before:
                 raise invalid(f"{column}_before", f"must be later than {column}_after")
         return cls(tuple(dict.fromkeys(wanted)), dict(metadata or {}), sort=order, limit=limit, cursor=cursor, **bounds)
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """A datetime without an offset is read as UTC."""
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -14,7 +14,6 @@ wins, nothing is lost in between). After a commit that changes content, the inde
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -37,7 +36,7 @@ from trellis.context.schemas import (
     version_etag,
 )
 from trellis.kit.clock import Clock
-from trellis.kit.cursor import decode_cursor, encode_cursor, invalid_cursor
+from trellis.kit.cursor import decode_keyset, encode_keyset
 from trellis.kit.errors import Conflict, FieldError, NotFound, PayloadTooLarge, ValidationFailed
 from trellis.kit.ids import new_id
 from trellis.kit.logging import get_logger
@@ -84,23 +83,14 @@ class ContextService:
 
     async def list_page(self, actor: Principal, query: ContextListQuery) -> tuple[list[Context], str | None]:
         """A page of the actor's own contexts (admins too: contexts are private) and the cursor of the next."""
-        after: tuple[datetime, str] | None = None
-        if query.cursor is not None:
-            fields = decode_cursor(query.cursor)
-            try:
-                if fields["s"] != query.sort.value:
-                    raise invalid_cursor()
-                after = (datetime.fromisoformat(fields["t"]).astimezone(UTC), str(fields["i"]))
-            except (KeyError, TypeError, ValueError):
-                raise invalid_cursor() from None
+        after = decode_keyset(query.cursor, s=query.sort.value) if query.cursor is not None else None
         async with self._db.reader() as session:
             rows = await repo.list_page(session, self._db.dialect, actor.user_id, query, after)
         if len(rows) < query.limit:
             return rows, None
         last = rows[-1]
         moment = last.created_at if query.sort.column == "created_at" else last.updated_at
-        cursor = encode_cursor({"s": query.sort.value, "t": moment.isoformat(timespec="microseconds"), "i": last.id})
-        return rows, cursor
+        return rows, encode_keyset(moment, last.id, s=query.sort.value)
 
     async def create(
         self, actor: Principal, data: ContextCreate, *, source: str | None = None

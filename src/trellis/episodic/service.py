@@ -2,48 +2,19 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-from datetime import UTC, datetime
 
 from trellis.auth.schemas import Principal
 from trellis.episodic import repository as repo
 from trellis.episodic.models import EpisodicLog
 from trellis.episodic.schemas import LogFilters
+from trellis.kit.clock import as_utc
+from trellis.kit.cursor import decode_keyset, encode_keyset
 from trellis.kit.errors import PermissionDenied, ValidationFailed
 from trellis.kit.ownership import visible_or_404
 from trellis.storage.database import Database
 
 MAX_PAGE = 200
-
-
-def _as_utc(moment: datetime) -> datetime:
-    # A datetime without an offset is read as UTC.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def encode_cursor(created_at: datetime, log_id: str) -> str:
-    """Opaque to clients: base64url (unpadded) of a small JSON object naming the last row seen."""
-    payload = json.dumps({"t": _as_utc(created_at).isoformat(timespec="microseconds"), "i": log_id})
-    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    message = "Invalid cursor: pass back a next_cursor exactly as received"
-    invalid = ValidationFailed.of("cursor", message, location="query", summary=message)
-    if len(cursor) > 512:
-        raise invalid
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        payload = json.loads(raw)
-        created_at = datetime.fromisoformat(payload["t"])
-        log_id = payload["i"]
-    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError):
-        raise invalid from None
-    if not isinstance(log_id, str) or created_at.tzinfo is None:
-        raise invalid
-    return created_at.astimezone(UTC), log_id
 
 
 class EpisodicLogService:
@@ -62,8 +33,8 @@ class EpisodicLogService:
             raise PermissionDenied("Only administrators may read other users' logs")
         else:
             owner_id = actor.user_id
-        since = _as_utc(filters.since) if filters.since is not None else None
-        until = _as_utc(filters.until) if filters.until is not None else None
+        since = as_utc(filters.since) if filters.since is not None else None
+        until = as_utc(filters.until) if filters.until is not None else None
         if since is not None and until is not None and since > until:
             message = "since must not be later than until"
             raise ValidationFailed.of("since", message, location="query", summary=message)
@@ -73,7 +44,7 @@ class EpisodicLogService:
             # Messages are stored as JSON text: match the text as JSON writes it (quotes, backslashes
             # and non-ASCII characters escaped), so such queries match messages too.
             json_pattern = repo.like_contains(json.dumps(filters.q)[1:-1])
-        after = decode_cursor(filters.cursor) if filters.cursor else None
+        after = decode_keyset(filters.cursor) if filters.cursor else None
         query = repo.LogQuery(
             owner_id=owner_id,
             model=filters.model,
@@ -92,7 +63,7 @@ class EpisodicLogService:
             return rows, None
         rows = rows[: filters.limit]
         last = rows[-1]
-        return rows, encode_cursor(last.created_at, last.id)
+        return rows, encode_keyset(last.created_at, last.id)
 
     async def get(self, actor: Principal, log_id: str) -> EpisodicLog:
         async with self._db.session() as session:

@@ -45,6 +45,11 @@ class ManualClock:
         self._mono += seconds
 
 
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a datetime without an offset (a client's query parameter) is read as UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def utc_timestamp(moment: datetime) -> str:
     """ISO 8601 with a Z suffix and millisecond precision, as the envelope carries it."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -56,8 +56,8 @@ _OPENAI_TYPES = {
 }
 
 
-def _is_openai_path(request: Request) -> bool:
-    path = request.url.path
+def is_openai_path(path: str) -> bool:
+    """Paths of the OpenAI-compatible door, whose errors take OpenAI's shape."""
     return path == "/v1" or path.startswith("/v1/")
 
 
@@ -86,7 +86,7 @@ def respond(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    if _is_openai_path(request):
+    if is_openai_path(request.url.path):
         return openai_error_response(status, code, message, details, headers)
     return error_response(status, code, message, details, headers)
 
@@ -173,7 +173,7 @@ async def _handle_http(request: Request, exc: Exception) -> Response:
             return Response(status_code=204, headers={"Allow": allow})
         headers = {**(headers or {}), "Allow": allow}
         message = f"{request.method} is not allowed on {request.url.path}; allowed: {allow}"
-    if _is_openai_path(request):
+    if is_openai_path(request.url.path):
         return openai_error_response(exc.status_code, code, message, {}, headers)
     # Every other path answers in the envelope: /api, and /health, /docs or a mistyped path alike.
     return error_response(exc.status_code, code, message, {}, headers)

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trellis.kit.envelope import failure
 from trellis.kit.errors import FieldError
-from trellis.kit.handlers import error_response, openai_error_response
+from trellis.kit.handlers import error_response, is_openai_path, openai_error_response
 from trellis.kit.http_metrics import HttpMetrics
 from trellis.kit.logging import get_logger
 from trellis.kit.request_id import accept_request_id, request_id_var
@@ -90,6 +90,7 @@ class RequestEdgeMiddleware:
 
         incoming = None
         content_length: int | None = None
+        json_body = False
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
@@ -98,6 +99,8 @@ class RequestEdgeMiddleware:
                     content_length = int(value)
                 except ValueError:
                     content_length = None
+            elif name == b"content-type":
+                json_body = _is_json_media(value)
         request_id = accept_request_id(incoming)
         token = request_id_var.set(request_id)
         started = time.perf_counter()
@@ -131,7 +134,7 @@ class RequestEdgeMiddleware:
             app_receive: Receive = limited_receive
             if content_length is not None and content_length > limit:
                 pass  # answered below, without reading the body
-            elif _is_json(scope) and scope.get("method") in _BODY_METHODS:
+            elif json_body and scope.get("method") in _BODY_METHODS:
                 body = await _read_body(receive, limit)
                 if body is None:
                     content_length = limit + 1  # streamed past the limit: the 413 below
@@ -188,12 +191,9 @@ class RequestEdgeMiddleware:
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def _is_json(scope: Scope) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            media: bytes = value.split(b";", 1)[0].strip().lower()
-            return media == b"application/json" or media.endswith(b"+json")
-    return False
+def _is_json_media(content_type: bytes) -> bool:
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json")
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
@@ -227,45 +227,49 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+# What the edge refuses in a JSON body: a cheap byte scan that must hit first, the walk that finds the
+# value, the message (``{where}`` is the field) and the error type.
+_UNSTORABLE = (
+    (
+        may_hold_lone_surrogates,
+        lone_surrogate_path,
+        "Invalid text in {where}: a lone UTF-16 surrogate (\\ud800-\\udfff) cannot be encoded",
+        "string_unicode",
+    ),
+    (
+        may_hold_huge_numbers,
+        non_finite_path,
+        "Invalid number in {where}: it must be finite (NaN, Infinity and overflowing values are not)",
+        "finite_number",
+    ),
+)
+
+
 def _unstorable_value(body: bytes) -> tuple[str, str, str] | None:
     """(field, message, type) for the first value in the JSON body that cannot be stored or sent: a
     string holding a lone surrogate, or a number that is not finite. None when there is none (or the
     body is not JSON: the handler says so)."""
-    surrogates, numbers = may_hold_lone_surrogates(body), may_hold_huge_numbers(body)
-    if not surrogates and not numbers:
+    suspected = [check for check in _UNSTORABLE if check[0](body)]
+    if not suspected:
         return None
     try:
         document = json.loads(body)
     except ValueError:
         return None
-    path = lone_surrogate_path(document) if surrogates else None
-    if path is not None:
-        field = ".".join(path)
-        where = f"'{field}'" if field else "the body"
-        return (
-            field,
-            f"Invalid text in {where}: a lone UTF-16 surrogate (\\ud800-\\udfff) cannot be encoded",
-            "string_unicode",
-        )
-    path = non_finite_path(document) if numbers else None
-    if path is not None:
-        field = ".".join(path)
-        where = f"'{field}'" if field else "the body"
-        return (
-            field,
-            f"Invalid number in {where}: it must be finite (NaN, Infinity and overflowing values are not)",
-            "finite_number",
-        )
+    for _, find, message, kind in suspected:
+        path = find(document)
+        if path is not None:
+            field = ".".join(path)
+            return field, message.format(where=f"'{field}'" if field else "the body"), kind
     return None
 
 
 async def _refuse(scope: Scope, send: Send, field: str, message: str, kind: str) -> None:
     entry: FieldError = {"field": field, "message": message, "location": "body", "type": kind}
     details = {"fields": [entry]}
-    path = scope.get("path", "")
     response = (
         openai_error_response(400, "validation_error", message, details)
-        if path == "/v1" or path.startswith("/v1/")
+        if is_openai_path(scope.get("path", ""))
         else error_response(400, "validation_error", message, details)
     )
 

@@ -28,6 +28,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from trellis.kit.handlers import is_openai_path
+
 ERROR_ENVELOPE = "ErrorEnvelope"
 OPENAI_ERROR = "OpenAIError"
 _DROPPED_SCHEMAS = ("HTTPValidationError", "ValidationError")
@@ -110,10 +112,6 @@ MODEL_CALLS: frozenset[tuple[str, str]] = frozenset(
 _PATH_PARAMETER = re.compile(r"\{[^}]+\}")
 
 
-def _is_openai(path: str) -> bool:
-    return path == "/v1" or path.startswith("/v1/")
-
-
 def error_statuses(method: str, path: str, operation: dict[str, Any]) -> set[int]:
     """The error statuses the rules give an operation (what its route declares comes on top)."""
     statuses = {500}
@@ -137,10 +135,6 @@ def _error_response(status: int, schema_name: str, description: str | None) -> d
     }
 
 
-def _drop_validation_error(responses: dict[str, Any]) -> None:
-    responses.pop("422", None)
-
-
 def describe_errors(schema: dict[str, Any]) -> dict[str, Any]:
     """Rewrite FastAPI's document in place (and return it): see the module's docstring."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
@@ -149,13 +143,13 @@ def describe_errors(schema: dict[str, Any]) -> dict[str, Any]:
     components[ERROR_ENVELOPE] = ERROR_ENVELOPE_SCHEMA
     components[OPENAI_ERROR] = OPENAI_ERROR_SCHEMA
     for path, item in schema.get("paths", {}).items():
-        error_schema = OPENAI_ERROR if _is_openai(path) else ERROR_ENVELOPE
+        error_schema = OPENAI_ERROR if is_openai_path(path) else ERROR_ENVELOPE
         for method in _METHODS:
             operation = item.get(method)
             if operation is None:
                 continue
             responses: dict[str, Any] = operation.setdefault("responses", {})
-            _drop_validation_error(responses)
+            responses.pop("422", None)
             for status in error_statuses(method, path, operation):
                 responses.setdefault(str(status), {})
             for key, response in list(responses.items()):

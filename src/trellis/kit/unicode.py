@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 # A JSON escape of a surrogate, or a surrogate encoded as UTF-8 bytes: only then is a body parsed
@@ -40,23 +41,6 @@ def may_hold_huge_numbers(raw: bytes) -> bool:
     return _NUMBER_HINT.search(raw) is not None
 
 
-def non_finite_path(value: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
-    """The path of the first number that is not finite (``inf``, ``nan``)."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else path
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = non_finite_path(item, (*path, key))
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = non_finite_path(item, (*path, str(index)))
-            if found is not None:
-                return found
-    return None
-
-
 def has_lone_surrogate(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -65,23 +49,45 @@ def has_lone_surrogate(text: str) -> bool:
     return False
 
 
-def lone_surrogate_path(value: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
-    """The path (keys and list indexes) of the first string, or key, holding a lone surrogate."""
-    if isinstance(value, str):
-        return path if has_lone_surrogate(value) else None
+def first_path(
+    value: Any, is_bad: Callable[[Any], bool], *, keys: bool = False, path: tuple[str, ...] = ()
+) -> tuple[str, ...] | None:
+    """The path (keys and list indexes) of the first value in a JSON document that ``is_bad``, in
+    document order; with ``keys``, a dict key that ``is_bad`` counts too (its path ends in the key,
+    lone surrogates shown as U+FFFD)."""
+    if is_bad(value):
+        return path
     if isinstance(value, dict):
         for key, item in value.items():
-            if has_lone_surrogate(key):
+            if keys and is_bad(key):
                 return (*path, replace_lone_surrogates(key))
-            found = lone_surrogate_path(item, (*path, key))
+            found = first_path(item, is_bad, keys=keys, path=(*path, key))
             if found is not None:
                 return found
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            found = lone_surrogate_path(item, (*path, str(index)))
+            found = first_path(item, is_bad, keys=keys, path=(*path, str(index)))
             if found is not None:
                 return found
     return None
+
+
+def _is_unencodable(value: Any) -> bool:
+    return isinstance(value, str) and has_lone_surrogate(value)
+
+
+def _is_non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def lone_surrogate_path(value: Any) -> tuple[str, ...] | None:
+    """The path of the first string, or key, holding a lone surrogate."""
+    return first_path(value, _is_unencodable, keys=True)
+
+
+def non_finite_path(value: Any) -> tuple[str, ...] | None:
+    """The path of the first number that is not finite (``inf``, ``nan``)."""
+    return first_path(value, _is_non_finite)
 
 
 def replace_lone_surrogates(value: Any) -> Any:

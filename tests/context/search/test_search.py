@@ -535,7 +535,8 @@ async def test_count_of_contexts_is_unchanged_by_search(h: Harness, alice: dict[
 
 
 def test_cli_search(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.cli.test_commands import bootstrap, cli
+    from tests.cli.test_commands import cli
+    from tests.conftest import bootstrap
 
     monkeypatch.setenv("TRELLIS_DATA_DIR", str(tmp_path / "data"))
     bootstrap()
