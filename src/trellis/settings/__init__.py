@@ -1,7 +1,7 @@
 """One validated settings object for the whole service, one module per section.
 
 ``core`` holds ``Settings`` (sources: keyword arguments, ``TRELLIS_*`` variables, ``trellis.toml``)
-and ``load_settings``; ``auth``, ``context`` and ``gateway`` hold the sections it is made of. This
+and ``load_settings``; ``auth``, ``context``, ``gateway`` and ``workflow`` hold the sections it is made of. This
 package imports no domain: domains import it.
 """
 
@@ -9,6 +9,7 @@ from trellis.settings.auth import RateRule, Role, RouteClass
 from trellis.settings.context import DEFAULT_CONTEXT_TYPES, ContextSettings
 from trellis.settings.core import MIN_SECRET_BYTES, Settings, SettingsError, default_data_dir, load_settings
 from trellis.settings.gateway import GatewaySettings, ModelConfig
+from trellis.settings.workflow import WorkflowSettings
 
 __all__ = [
     "DEFAULT_CONTEXT_TYPES",
@@ -21,6 +22,7 @@ __all__ = [
     "RouteClass",
     "Settings",
     "SettingsError",
+    "WorkflowSettings",
     "default_data_dir",
     "load_settings",
 ]

@@ -23,6 +23,7 @@ from pydantic_settings import (
 from trellis.settings.auth import RateRule, Role, RouteClass, default_rate_limits
 from trellis.settings.context import ContextSettings
 from trellis.settings.gateway import GatewaySettings, ModelConfig, default_models
+from trellis.settings.workflow import WorkflowSettings
 
 MIN_SECRET_BYTES = 32
 
@@ -98,6 +99,7 @@ class Settings(BaseSettings):
     include_default_models: bool = True
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     context: ContextSettings = Field(default_factory=ContextSettings)
+    workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
 
     def all_models(self) -> dict[str, ModelConfig]:
         models = default_models() if self.include_default_models else {}

@@ -12,6 +12,16 @@ from trellis.context.models import Context, ContextRelationship
 from trellis.episodic.models import EpisodicLog
 from trellis.storage.base import Base
 from trellis.vectors.models import VectorCollection, VectorItem
+from trellis.workflows.models import (
+    N8nConnection,
+    Workflow,
+    WorkflowEvent,
+    WorkflowHook,
+    WorkflowHookDelivery,
+    WorkflowRun,
+    WorkflowStep,
+    WorkflowVersion,
+)
 
 __all__ = [
     "ApiKey",
@@ -21,7 +31,15 @@ __all__ = [
     "ContextRelationship",
     "ContextVectorEpoch",
     "EpisodicLog",
+    "N8nConnection",
     "User",
     "VectorCollection",
     "VectorItem",
+    "Workflow",
+    "WorkflowEvent",
+    "WorkflowHook",
+    "WorkflowHookDelivery",
+    "WorkflowRun",
+    "WorkflowStep",
+    "WorkflowVersion",
 ]

@@ -1,0 +1,388 @@
+"""Queries for workflows, runs, steps, events, hooks and n8n connections. Functions take the session
+the caller opened; the engine's writes are fenced by the run's lease epoch (``fenced_touch``)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, and_, delete, func, insert, select, text, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from trellis.workflows.models import (
+    N8nConnection,
+    Workflow,
+    WorkflowEvent,
+    WorkflowHook,
+    WorkflowHookDelivery,
+    WorkflowRun,
+    WorkflowStep,
+    WorkflowVersion,
+)
+
+ACTIVE = ("queued", "running", "waiting")
+ENDED = ("succeeded", "failed", "cancelled")
+
+
+def _rowcount(result: Any) -> int:
+    return cast(CursorResult[Any], result).rowcount
+
+
+# Definitions ---------------------------------------------------------------------------------------
+
+
+async def live_workflow(session: AsyncSession, owner_id: str, name: str) -> Workflow | None:
+    row = await session.execute(
+        select(Workflow).where(Workflow.owner_id == owner_id, Workflow.name == name, Workflow.deleted_at.is_(None))
+    )
+    return row.scalar_one_or_none()
+
+
+async def workflow_version(session: AsyncSession, workflow_id: str, version: int) -> WorkflowVersion | None:
+    return await session.get(WorkflowVersion, (workflow_id, version))
+
+
+async def workflow_versions(session: AsyncSession, workflow_id: str) -> list[WorkflowVersion]:
+    rows = await session.execute(
+        select(WorkflowVersion).where(WorkflowVersion.workflow_id == workflow_id).order_by(WorkflowVersion.version)
+    )
+    return list(rows.scalars())
+
+
+async def live_workflows(session: AsyncSession, owner_id: str, *, limit: int, after: str | None) -> list[Workflow]:
+    statement = select(Workflow).where(Workflow.owner_id == owner_id, Workflow.deleted_at.is_(None))
+    if after is not None:
+        statement = statement.where(Workflow.name > after)
+    rows = await session.execute(statement.order_by(Workflow.name).limit(limit))
+    return list(rows.scalars())
+
+
+async def bump_version(session: AsyncSession, workflow_id: str, expected: int, now: datetime) -> bool:
+    """Compare-and-set the latest version: of two concurrent updates exactly one wins."""
+    result = await session.execute(
+        update(Workflow)
+        .where(Workflow.id == workflow_id, Workflow.latest_version == expected, Workflow.deleted_at.is_(None))
+        .values(latest_version=expected + 1, updated_at=now)
+    )
+    return _rowcount(result) == 1
+
+
+# Runs ----------------------------------------------------------------------------------------------
+
+
+async def run_by_id(session: AsyncSession, run_id: str) -> WorkflowRun | None:
+    return await session.get(WorkflowRun, run_id, populate_existing=True)
+
+
+async def run_by_idempotency_key(session: AsyncSession, owner_id: str, key: str) -> WorkflowRun | None:
+    row = await session.execute(
+        select(WorkflowRun).where(WorkflowRun.owner_id == owner_id, WorkflowRun.idempotency_key == key)
+    )
+    return row.scalar_one_or_none()
+
+
+async def steps_of(session: AsyncSession, run_id: str) -> list[WorkflowStep]:
+    rows = await session.execute(select(WorkflowStep).where(WorkflowStep.run_id == run_id))
+    return list(rows.scalars())
+
+
+async def events_after(session: AsyncSession, run_id: str, after_seq: int, limit: int) -> list[WorkflowEvent]:
+    rows = await session.execute(
+        select(WorkflowEvent)
+        .where(WorkflowEvent.run_id == run_id, WorkflowEvent.seq > after_seq)
+        .order_by(WorkflowEvent.seq)
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    owner_id: str
+    workflow: str | None
+    statuses: tuple[str, ...]
+    since: datetime | None
+    until: datetime | None
+    limit: int
+    before: tuple[datetime, str] | None  # newest first: the page continues below this (created_at, id)
+
+
+async def history(session: AsyncSession, query: HistoryQuery) -> list[WorkflowRun]:
+    statement = select(WorkflowRun).where(WorkflowRun.owner_id == query.owner_id)
+    if query.workflow is not None:
+        statement = statement.where(WorkflowRun.workflow_name == query.workflow)
+    if query.statuses:
+        statement = statement.where(WorkflowRun.status.in_(query.statuses))
+    if query.since is not None:
+        statement = statement.where(WorkflowRun.created_at >= query.since)
+    if query.until is not None:
+        statement = statement.where(WorkflowRun.created_at < query.until)
+    if query.before is not None:
+        moment, run_id = query.before
+        statement = statement.where(tuple_(WorkflowRun.created_at, WorkflowRun.id) < tuple_(moment, run_id))
+    statement = statement.order_by(WorkflowRun.created_at.desc(), WorkflowRun.id.desc()).limit(query.limit)
+    return list((await session.execute(statement)).scalars())
+
+
+async def append_events(
+    session: AsyncSession, run_id: str, first_seq: int, events: Sequence[Mapping[str, Any]]
+) -> None:
+    if events:
+        await session.execute(
+            insert(WorkflowEvent),
+            [{"run_id": run_id, "seq": first_seq + n, **event} for n, event in enumerate(events)],
+        )
+
+
+async def allocate_events(session: AsyncSession, run_id: str, count: int, values: Mapping[str, Any]) -> int | None:
+    """Bump the run's event counter by ``count`` (and write ``values``) unconditionally: for the API's
+    own writes (cancel, retry, resume). Returns the first sequence number, or None if no such run."""
+    result = await session.execute(
+        update(WorkflowRun)
+        .where(WorkflowRun.id == run_id)
+        .values({**values, "event_seq": WorkflowRun.event_seq + count})
+        .returning(WorkflowRun.event_seq)
+    )
+    last = result.scalar_one_or_none()
+    return None if last is None else last - count + 1
+
+
+async def fenced_touch(
+    session: AsyncSession, run_id: str, epoch: int, events: int, values: Mapping[str, Any]
+) -> int | None:
+    """The engine's guard: write ``values`` to the run and take ``events`` sequence numbers only if
+    the run is still held at ``epoch``. Returns the first sequence number, or None if the lease was
+    lost (the caller rolls back). The row lock it takes orders it against a concurrent claim."""
+    result = await session.execute(
+        update(WorkflowRun)
+        .where(WorkflowRun.id == run_id, WorkflowRun.lease_epoch == epoch)
+        .values({**values, "event_seq": WorkflowRun.event_seq + events})
+        .returning(WorkflowRun.event_seq)
+    )
+    last = result.scalar_one_or_none()
+    return None if last is None else last - events + 1
+
+
+async def upsert_steps(session: AsyncSession, run_id: str, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Write step states (insert or replace every given column)."""
+    for row in rows:
+        values = {key: value for key, value in row.items() if key != "key"}
+        result = await session.execute(
+            update(WorkflowStep).where(WorkflowStep.run_id == run_id, WorkflowStep.key == row["key"]).values(values)
+        )
+        if _rowcount(result) == 0:
+            defaults = {"status": "pending", "attempt": 0, "lost": 0}
+            await session.execute(insert(WorkflowStep).values({**defaults, **row, "run_id": run_id}))
+
+
+async def write_steps(
+    session: AsyncSession, run_id: str, existing: Sequence[Mapping[str, Any]], fresh: Sequence[Mapping[str, Any]]
+) -> None:
+    """Update step rows that exist (by primary key, one executemany) and insert new ones."""
+    if existing:
+        await session.execute(update(WorkflowStep), [{"run_id": run_id, **row} for row in existing])
+    if fresh:
+        await session.execute(insert(WorkflowStep), [{"run_id": run_id, **row} for row in fresh])
+
+
+async def set_resume(session: AsyncSession, run_id: str, key: str, payload: Mapping[str, Any]) -> bool:
+    result = await session.execute(
+        update(WorkflowStep)
+        .where(WorkflowStep.run_id == run_id, WorkflowStep.key == key, WorkflowStep.status.in_(("running", "waiting")))
+        .values(resume=dict(payload))
+    )
+    return _rowcount(result) == 1
+
+
+async def has_resumed_step(session: AsyncSession, run_id: str) -> bool:
+    rows = await session.execute(
+        select(WorkflowStep.key).where(
+            WorkflowStep.run_id == run_id, WorkflowStep.status == "waiting", WorkflowStep.resume.is_not(None)
+        )
+    )
+    return rows.first() is not None
+
+
+async def claim(
+    session: AsyncSession,
+    run_id: str,
+    *,
+    worker: str,
+    now: datetime,
+    lease_until: datetime,
+    max_per_user: int,
+    max_total: int,
+) -> tuple[int, int] | None:
+    """Take a due run for ``worker`` (queued, woken, retry due or its lease expired), within the
+    concurrency limits. Returns (epoch, first event sequence number for one event) or None."""
+    if session.bind.dialect.name == "postgresql":
+        # Two claimers counting at once could both see room for one more: serialise claims of
+        # one owner, and all claims against the global count, on advisory locks held to commit.
+        owner = (await session.execute(select(WorkflowRun.owner_id).where(WorkflowRun.id == run_id))).scalar()
+        if owner is None:
+            return None
+        await session.execute(text("SELECT pg_advisory_xact_lock(7215, 0)"))
+        await session.execute(text("SELECT pg_advisory_xact_lock(7216, hashtext(:owner))"), {"owner": owner})
+    held = and_(WorkflowRun.status == "running", WorkflowRun.lease_owner.is_not(None), WorkflowRun.due_at > now)
+    running_total = select(func.count()).select_from(WorkflowRun).where(held).scalar_subquery()
+    other = WorkflowRun.__table__.alias("other")
+    running_mine = (
+        select(func.count())
+        .select_from(other)
+        .where(
+            other.c.owner_id == WorkflowRun.owner_id,
+            other.c.status == "running",
+            other.c.lease_owner.is_not(None),
+            other.c.due_at > now,
+        )
+        .scalar_subquery()
+    )
+    result = await session.execute(
+        update(WorkflowRun)
+        .where(
+            WorkflowRun.id == run_id,
+            WorkflowRun.status.in_(ACTIVE),
+            WorkflowRun.due_at <= now,
+            running_total < max_total,
+            running_mine < max_per_user,
+        )
+        .values(
+            status="running",
+            lease_owner=worker,
+            lease_epoch=WorkflowRun.lease_epoch + 1,
+            due_at=lease_until,
+            started_at=func.coalesce(WorkflowRun.started_at, now),
+            updated_at=now,
+            event_seq=WorkflowRun.event_seq + 1,
+        )
+        .returning(WorkflowRun.lease_epoch, WorkflowRun.event_seq)
+        .execution_options(synchronize_session=False)
+    )
+    row = result.one_or_none()
+    return None if row is None else (row[0], row[1])
+
+
+async def due_runs(session: AsyncSession, now: datetime, limit: int) -> list[str]:
+    rows = await session.execute(
+        select(WorkflowRun.id)
+        .where(WorkflowRun.due_at <= now, WorkflowRun.status.in_(ACTIVE))
+        .order_by(WorkflowRun.due_at)
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+async def renew(
+    session: AsyncSession, worker: str, held: Mapping[str, int], now: datetime, lease_until: datetime
+) -> set[str]:
+    """Extend the leases this worker still holds; returns the run ids it no longer holds."""
+    if not held:
+        return set()
+    result = await session.execute(
+        update(WorkflowRun)
+        .where(
+            WorkflowRun.lease_owner == worker,
+            WorkflowRun.status == "running",
+            tuple_(WorkflowRun.id, WorkflowRun.lease_epoch).in_(list(held.items())),
+        )
+        .values(due_at=lease_until)
+        .returning(WorkflowRun.id)
+        .execution_options(synchronize_session=False)
+    )
+    renewed = set(result.scalars())
+    return set(held) - renewed
+
+
+async def cancel_requested(session: AsyncSession, run_ids: Collection[str]) -> set[str]:
+    if not run_ids:
+        return set()
+    rows = await session.execute(
+        select(WorkflowRun.id).where(WorkflowRun.id.in_(list(run_ids)), WorkflowRun.cancel_requested.is_(True))
+    )
+    return set(rows.scalars())
+
+
+async def children(session: AsyncSession, run_id: str) -> list[str]:
+    rows = await session.execute(
+        select(WorkflowRun.id).where(WorkflowRun.parent_run_id == run_id, WorkflowRun.status.in_(ACTIVE))
+    )
+    return list(rows.scalars())
+
+
+async def waiting_for_hook(session: AsyncSession, run_id: str, hook_id: str) -> WorkflowStep | None:
+    rows = await session.execute(
+        select(WorkflowStep).where(WorkflowStep.run_id == run_id, WorkflowStep.status == "waiting")
+    )
+    for step in rows.scalars():
+        if (step.suspend or {}).get("hook_id") == hook_id and step.resume is None:
+            return step
+    return None
+
+
+async def wake(session: AsyncSession, run_id: str, now: datetime) -> None:
+    """Make a waiting run due now (a hook arrived, a child ended)."""
+    await session.execute(
+        update(WorkflowRun)
+        .where(WorkflowRun.id == run_id, WorkflowRun.status == "waiting")
+        .values(due_at=now, updated_at=now)
+    )
+
+
+async def delete_ended_before(session: AsyncSession, moment: datetime, limit: int) -> int:
+    ids = (
+        (
+            await session.execute(
+                select(WorkflowRun.id)
+                .where(WorkflowRun.status.in_(ENDED), WorkflowRun.finished_at < moment)
+                .limit(limit)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if not ids:
+        return 0
+    await session.execute(delete(WorkflowEvent).where(WorkflowEvent.run_id.in_(ids)))
+    await session.execute(delete(WorkflowStep).where(WorkflowStep.run_id.in_(ids)))
+    await session.execute(delete(WorkflowRun).where(WorkflowRun.id.in_(ids)))
+    return len(ids)
+
+
+# Hooks and n8n connections -------------------------------------------------------------------------
+
+
+async def hooks_of(session: AsyncSession, owner_id: str) -> list[WorkflowHook]:
+    rows = await session.execute(
+        select(WorkflowHook).where(WorkflowHook.owner_id == owner_id).order_by(WorkflowHook.created_at)
+    )
+    return list(rows.scalars())
+
+
+async def record_delivery(session: AsyncSession, hook_id: str, signature: str, now: datetime) -> bool:
+    """Remember an accepted signature; False if it was seen before (a replay)."""
+    seen = await session.get(WorkflowHookDelivery, (hook_id, signature))
+    if seen is not None:
+        return False
+    session.add(WorkflowHookDelivery(hook_id=hook_id, signature=signature, received_at=now))
+    await session.flush()
+    return True
+
+
+async def forget_deliveries_before(session: AsyncSession, moment: datetime) -> None:
+    await session.execute(delete(WorkflowHookDelivery).where(WorkflowHookDelivery.received_at < moment))
+
+
+async def n8n_connection(session: AsyncSession, owner_id: str, name: str) -> N8nConnection | None:
+    rows = await session.execute(
+        select(N8nConnection).where(N8nConnection.owner_id == owner_id, N8nConnection.name == name)
+    )
+    return rows.scalar_one_or_none()
+
+
+async def n8n_connections(session: AsyncSession, owner_id: str) -> list[N8nConnection]:
+    rows = await session.execute(
+        select(N8nConnection).where(N8nConnection.owner_id == owner_id).order_by(N8nConnection.name)
+    )
+    return list(rows.scalars())
