@@ -205,7 +205,8 @@ class FakeN8n:
 
 
 def execution_body(execution: Execution, status: str, *, include_data: bool) -> dict[str, Any]:
-    """An execution as n8n 2.x's public API returns it (``GET /api/v1/executions/{id}``)."""
+    """An execution as n8n 2.8.4's public API returns it (``GET /api/v1/executions/{id}``), as a real one
+    looked (checked December 2026)."""
     ended = status in ENDED
     body: dict[str, Any] = {
         "id": execution.id,
@@ -220,9 +221,16 @@ def execution_body(execution: Execution, status: str, *, include_data: bool) -> 
         "deletedAt": None,
         "workflowId": execution.script.workflow_id,
         "waitTill": "2026-12-03T10:00:02.000Z" if status == "waiting" else None,
+        "storedAt": "db",
+        "customData": {},
     }
-    if include_data:
-        body["data"] = {"startData": {}, "resultData": _result_data(execution, status), "executionData": {}}
+    if include_data:  # n8n also sends the workflow itself as "workflowData": left out here
+        body["data"] = {
+            "version": 1,
+            "startData": {},
+            "resultData": _result_data(execution, status),
+            "executionData": {"contextData": {}, "nodeExecutionStack": [], "metadata": {}},
+        }
     return body
 
 
@@ -241,12 +249,11 @@ def _run(items: list[dict[str, Any]], source: str | None, status: str = "success
 def _result_data(execution: Execution, status: str) -> dict[str, Any]:
     webhook_item = {"headers": execution.headers, "params": {}, "query": {}, "body": execution.payload}
     run_data: dict[str, Any] = {"Webhook": [_run([webhook_item], None)]}
-    last = "Webhook"
-    if status in ("running", "waiting", "new", "unknown"):
-        if status == "waiting":
-            run_data["Wait"] = [_run([webhook_item], "Webhook", "waiting")]
-            last = "Wait"
-        return {"runData": run_data, "lastNodeExecuted": last}
+    if status == "waiting":  # put to wait (a Wait node of 65 s or more): saved up to the Wait node
+        run_data["Wait"] = [_run([webhook_item], "Webhook", "waiting")]
+        return {"runData": run_data, "lastNodeExecuted": "Wait"}
+    if status in ("new", "running", "unknown"):  # n8n saves no progress by default: nothing ran yet, as seen
+        return {"runData": {}}
     if status == "success":
         result = execution.script.result
         items = result if isinstance(result, list) else [result if result is not None else {}]
