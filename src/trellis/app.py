@@ -28,6 +28,9 @@ from trellis.metrics.api import router as metrics_router
 from trellis.runtime import Runtime, build_runtime
 from trellis.settings import Settings, load_settings
 from trellis.vectors.api import router as vectors_router
+from trellis.workflows.api import definitions as workflow_definitions_router
+from trellis.workflows.api import n8n as n8n_router
+from trellis.workflows.api import runs as workflow_runs_router
 
 DESCRIPTION = """
 Trellis is a self-hosted AI development ecosystem server.
@@ -100,6 +103,9 @@ def create_app(
     app.include_router(ingest_router)
     app.include_router(context_router)
     app.include_router(vectors_router)
+    app.include_router(workflow_definitions_router)
+    app.include_router(workflow_runs_router)
+    app.include_router(n8n_router)
     return app
 
 

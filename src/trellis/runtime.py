@@ -34,6 +34,7 @@ from trellis.gateway.providers.registry import ProviderRegistry
 from trellis.gateway.resilience import CircuitBreaker, MemoryCircuitBreaker, RedisCircuitBreaker
 from trellis.gateway.service import Gateway
 from trellis.kit.clock import Clock, SystemClock
+from trellis.kit.outbound import OutboundClient, OutboundPolicy
 from trellis.kit.vector_math import use_one_blas_thread
 from trellis.ratelimit.base import RateLimiter
 from trellis.ratelimit.memory import MemoryRateLimiter
@@ -41,6 +42,14 @@ from trellis.ratelimit.redis import RedisRateLimiter
 from trellis.settings import Settings
 from trellis.storage.database import Database
 from trellis.vectors.service import VectorCollections
+from trellis.workflows.engine import DefinitionCache, Engine
+from trellis.workflows.n8n import N8nClient
+from trellis.workflows.queue import WorkQueue, build_work_queue
+from trellis.workflows.secrets import build_secret_box
+from trellis.workflows.service import WorkflowService
+from trellis.workflows.steps.base import StepContext, StepServices
+from trellis.workflows.steps.registry import StepRegistry
+from trellis.workflows.worker import RunWaiters, WorkflowWorker, new_worker_id
 
 
 @dataclass
@@ -61,19 +70,32 @@ class Runtime:
     indexer: GatewayIndexer
     search: ContextSearch
     vectors: VectorCollections
+    workflows: WorkflowService
+    # Runs workflow steps in this process: the embedded pool of `trellis serve`, or `trellis worker`.
+    workflow_worker: WorkflowWorker | None
+    work_queue: WorkQueue | None
+    outbound: OutboundClient
 
-    def start(self, *, index_sweep: bool = True) -> None:
+    def start(self, *, index_sweep: bool = True, workflow_worker: bool = True) -> None:
         """Start the background workers (call from a running event loop): the episodic log writer,
-        then the context indexer. ``index_sweep=False`` (one-shot CLI commands) leaves the sweep for
-        contexts without a current vector to the server; what a command schedules is still embedded
-        when it closes the runtime."""
+        then the context indexer, then the workflow worker's loops. ``index_sweep=False`` (one-shot
+        CLI commands) leaves the sweep for contexts without a current vector to the server; what a
+        command schedules is still embedded when it closes the runtime. ``workflow_worker=False``
+        leaves workflow runs to the server's (or the workers') pool."""
         self.logs.start()
         if index_sweep:
             self.indexer.start()
+        if workflow_worker and self.workflow_worker is not None:
+            self.workflow_worker.start()
 
     async def close(self) -> None:
         """Stop the workers, draining them, then close the backends. Every door ends here: the app's
         lifespan and each CLI command, so no queued log row or scheduled embedding is lost."""
+        if self.workflow_worker is not None:
+            await self.workflow_worker.stop()  # finishes or hands back its runs: needs everything below
+        if self.work_queue is not None:
+            await self.work_queue.close()
+        await self.outbound.aclose()
         await self.indexer.stop()  # embeds what is still queued: needs the gateway, the log and the database
         await self.logs.stop()  # writes every queued log row (the indexer's included): needs the database
         await self.gateway.providers.aclose()
@@ -153,6 +175,7 @@ def build_runtime(
     )
     search = ContextSearch(database, gateway, vector_index, keyword_budget=settings.context.keyword_rank_budget)
     vectors = VectorCollections(database, gateway, clock)
+    workflows, worker, queue, outbound = build_workflows(settings, clock, database, gateway, context, search)
     return Runtime(
         settings,
         clock,
@@ -170,7 +193,83 @@ def build_runtime(
         indexer,
         search,
         vectors,
+        workflows,
+        worker,
+        queue,
+        outbound,
     )
+
+
+def build_workflows(
+    settings: Settings,
+    clock: Clock,
+    database: Database,
+    gateway: Gateway,
+    context: ContextService,
+    search: ContextSearch,
+    *,
+    worker: bool | None = None,
+) -> tuple[WorkflowService, WorkflowWorker | None, WorkQueue | None, OutboundClient]:
+    """The workflow service, and a worker when this process runs steps: by default when there is no
+    work queue (embedded); ``[workflow] embedded_workers`` or ``worker`` (`trellis worker`) decide
+    otherwise. Without a worker here, runs are nudged through the queue to the worker processes."""
+    tuning = settings.workflow
+    outbound = OutboundClient(
+        OutboundPolicy.from_strings(tuning.outbound_allow),
+        timeout_seconds=tuning.outbound_timeout_seconds,
+        max_response_bytes=tuning.outbound_max_response_bytes,
+    )
+    registry = StepRegistry()
+    definitions = DefinitionCache(database, registry)
+    waiters = RunWaiters()
+    queue = build_work_queue(tuning.queue_url, name=tuning.queue_name) if tuning.queue_url else None
+    wanted = worker if worker is not None else tuning.embedded_workers
+    if wanted is None:
+        wanted = queue is None
+    pool: WorkflowWorker | None = None
+
+    async def nudge(run_id: str) -> None:
+        if queue is not None:
+            await queue.submit(run_id)
+        elif pool is not None:
+            pool.spawn(run_id)
+        # else: the poll of whichever process runs workers finds it
+
+    def cancel_local(run_id: str) -> bool:
+        return pool.cancel_local(run_id) if pool is not None else False
+
+    service = WorkflowService(
+        database,
+        clock,
+        tuning,
+        registry,
+        definitions,
+        build_secret_box(settings),
+        outbound,
+        waiters,
+        nudge=nudge,
+        cancel_local=cancel_local,
+    )
+
+    async def start_child(ctx: StepContext, name: str, version: int | None, data: object) -> str:
+        return await service.start_child(ctx, name, version, data)
+
+    services = StepServices(
+        settings=tuning,
+        gateway=gateway,
+        contexts=context,
+        search=search,
+        outbound=outbound,
+        n8n=N8nClient(outbound),
+        n8n_connection=service.resolve_connection,
+        start_child=start_child,
+    )
+    if wanted:
+        engine = Engine(
+            database, clock, tuning, registry, definitions, services, worker_id=new_worker_id(), nudge=nudge
+        )
+        pool = WorkflowWorker(engine, database, clock, tuning, waiters)
+    return service, pool, queue, outbound
 
 
 def build_gateway(

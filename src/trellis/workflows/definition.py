@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 import jsonschema
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trellis.kit.errors import FieldError, ValidationFailed
@@ -357,3 +358,11 @@ def referenced_steps(values: Iterable[Any]) -> set[str]:
 
 def valid_step_id(value: str) -> bool:
     return _STEP_ID.match(value) is not None
+
+
+def load_text(text: str, *, field: str = "definition") -> Any:
+    """JSON or YAML text as data (YAML's safe loader: no Python objects), for files and uploads."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValidationFailed.of(field, f"not valid YAML or JSON: {exc}", type="yaml_invalid") from None

@@ -29,9 +29,9 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from trellis.auth.schemas import Principal, Role, Scope
+from trellis.auth.schemas import Principal, Scope
 from trellis.kit.clock import Clock
-from trellis.settings import WorkflowSettings
+from trellis.settings import Role, WorkflowSettings
 from trellis.storage.database import Database
 from trellis.workflows import repository as repo
 from trellis.workflows import templates
@@ -798,14 +798,15 @@ class RunExecution:
                         raise _MapFailed(_error(f"element {index} failed: {message}", "map_failed", index=index))
                     await self.engine._sleep(policy.delay(state.attempt))
 
+        failures: list[_MapFailed] = []
         try:
             async with asyncio.TaskGroup() as group:
                 for index, item in enumerate(items):
                     group.create_task(element(index, item))
-        except* _MapFailed as failures:
-            first = failures.exceptions[0]
-            assert isinstance(first, _MapFailed)
-            return Outcome("failed", error=first.error, retryable=False)
+        except* _MapFailed as group_error:
+            failures = [error for error in group_error.exceptions if isinstance(error, _MapFailed)]
+        if failures:
+            return Outcome("failed", error=failures[0].error, retryable=False)
         return Outcome("succeeded", output=outputs)
 
 

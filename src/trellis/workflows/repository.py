@@ -217,7 +217,7 @@ async def claim(
 ) -> tuple[int, int] | None:
     """Take a due run for ``worker`` (queued, woken, retry due or its lease expired), within the
     concurrency limits. Returns (epoch, first event sequence number for one event) or None."""
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         # Two claimers counting at once could both see room for one more: serialise claims of
         # one owner, and all claims against the global count, on advisory locks held to commit.
         owner = (await session.execute(select(WorkflowRun.owner_id).where(WorkflowRun.id == run_id))).scalar()

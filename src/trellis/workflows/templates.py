@@ -89,12 +89,13 @@ def references(source: str) -> tuple[set[str], set[str]]:
 
 def _step_accesses(tree: nodes.Node) -> Iterator[str]:
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        target = node.node
-        if isinstance(target, nodes.Name) and target.name == "steps":
-            if isinstance(node, nodes.Getattr):
-                yield node.attr
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                yield node.arg.value
+        target = getattr(node, "node", None)
+        if not (isinstance(target, nodes.Name) and target.name == "steps"):
+            continue
+        if isinstance(node, nodes.Getattr):
+            yield node.attr
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            yield node.arg.value
 
 
 def locally_bound(source: str) -> set[str]:

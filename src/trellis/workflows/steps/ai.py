@@ -63,7 +63,9 @@ class GenerateStep:
         gateway = ctx.services.gateway
         try:
             body = _body(GenerateRequest, config)
-            out = await tasks.run(gateway, _call_context(ctx, config.cache), await tasks.prepare_generate(gateway, body))
+            out = await tasks.run(
+                gateway, _call_context(ctx, config.cache), await tasks.prepare_generate(gateway, body)
+            )
         except TrellisError as exc:
             raise failed_from(exc) from None
         return out.model_dump()

@@ -41,7 +41,9 @@ class WaitStep:
     async def run(self, ctx: StepContext, config: WaitConfig) -> Any:
         now = ctx.clock.now()
         if config.seconds is not None:
-            return Suspend(until=now + timedelta(seconds=config.seconds), timeout_output={"waited_seconds": config.seconds})
+            return Suspend(
+                until=now + timedelta(seconds=config.seconds), timeout_output={"waited_seconds": config.seconds}
+            )
         if config.hook is None:
             raise StepFailed("wait: no hook", retryable=False)
         until = now + timedelta(seconds=config.timeout_seconds) if config.timeout_seconds else None

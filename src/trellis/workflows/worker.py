@@ -1,0 +1,240 @@
+"""The worker: runs due workflow runs in this process, whether it is `trellis serve` (the embedded
+pool) or a `trellis worker` process fed by a task queue.
+
+Work arrives two ways. A nudge (a run id) from the work queue starts a new run at once; a poll of
+the database every ``poll_seconds`` finds everything else that is due — woken waits, retries whose
+backoff passed, runs whose worker died (their lease expired: this is the reaper) and nudges a
+broker lost. Either way the claim in the database decides who runs it, so duplicates are harmless.
+
+While runs execute, a heartbeat renews their leases every third of the lease; a run whose lease
+could not be renewed (another worker took it over) is stopped without writing. A cancel check
+stops runs whose cancel flag was set (in this process the service tells the worker at once).
+``stop`` finishes or hands back what is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import structlog
+
+from trellis.kit.clock import Clock
+from trellis.settings import WorkflowSettings
+from trellis.storage.database import Database
+from trellis.workflows import repository as repo
+from trellis.workflows.engine import Engine, RunExecution, StopReason
+
+log = structlog.get_logger(__name__)
+
+ENDED = frozenset(repo.ENDED)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class RunWaiters:
+    """In-process notification of runs that ended, for ``execute`` with ``wait`` (a waiter in another
+    process polls the database instead)."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, list[asyncio.Future[str]]] = {}
+
+    def register(self, run_id: str) -> asyncio.Future[str]:
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(run_id, []).append(future)
+        return future
+
+    def discard(self, run_id: str, future: asyncio.Future[str]) -> None:
+        waiting = self._waiters.get(run_id)
+        if waiting and future in waiting:
+            waiting.remove(future)
+            if not waiting:
+                del self._waiters[run_id]
+
+    def notify(self, run_id: str, status: str) -> None:
+        for future in self._waiters.pop(run_id, []):
+            if not future.done():
+                future.set_result(status)
+
+
+class WorkflowWorker:
+    def __init__(
+        self,
+        engine: Engine,
+        database: Database,
+        clock: Clock,
+        settings: WorkflowSettings,
+        waiters: RunWaiters,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.engine = engine
+        self._database = database
+        self._clock = clock
+        self._settings = settings
+        self._waiters = waiters
+        self._sleep = sleep
+        self._slots = asyncio.Semaphore(settings.worker_concurrency)
+        self._active: dict[str, tuple[asyncio.Task[str], RunExecution]] = {}
+        self._pending: set[str] = set()  # nudged or polled, waiting for a slot
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._poll_now = asyncio.Event()
+
+    @property
+    def worker_id(self) -> str:
+        return self.engine.worker_id
+
+    @property
+    def active(self) -> set[str]:
+        return set(self._active)
+
+    def start(self) -> None:
+        """Start the poll, heartbeat and cancel-check loops (from a running event loop)."""
+        self._loops = [
+            asyncio.create_task(
+                self._every(self._settings.poll_seconds, self.poll, wake=self._poll_now), name="wf-poll"
+            ),
+            asyncio.create_task(self._every(self._settings.lease_seconds / 3, self.heartbeat), name="wf-heartbeat"),
+            asyncio.create_task(self._every(self._settings.cancel_check_seconds, self.check_cancels), name="wf-cancel"),
+        ]
+
+    async def _every(
+        self, seconds: float, action: Callable[[], Awaitable[object]], *, wake: asyncio.Event | None = None
+    ) -> None:
+        while not self._stopping:
+            try:
+                await action()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a database blip must not end the loop
+                log.warning("workflow.worker_loop_error", action=action.__name__, error=repr(exc))
+            if wake is None:
+                await self._sleep(seconds)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(seconds):
+                        await wake.wait()
+                wake.clear()
+
+    # -- taking work ---------------------------------------------------------------------------------
+
+    async def handle(self, run_id: str) -> None:
+        """A nudge: try to claim the run and drive it. Returns when this worker lets go of it."""
+        if self._stopping or run_id in self._active or run_id in self._pending:
+            return
+        self._pending.add(run_id)
+        try:
+            async with self._slots:
+                self._pending.discard(run_id)
+                if self._stopping:
+                    return
+                execution = await self.engine.claim(run_id)
+                if execution is None:
+                    return
+                task = asyncio.create_task(execution.drive(), name=f"workflow-run:{run_id}")
+                self._active[run_id] = (task, execution)
+                try:
+                    status = await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    if not task.done():
+                        raise
+                    status = "running" if task.cancelled() else task.result()
+                finally:
+                    self._active.pop(run_id, None)
+        finally:
+            self._pending.discard(run_id)
+        if status in ENDED:
+            self._waiters.notify(run_id, status)
+            self._poll_now.set()  # a slot (and maybe the owner's concurrency) is free
+
+    def spawn(self, run_id: str) -> None:
+        """Handle a run in the background (the poll, and the embedded queue's consumer)."""
+        task = asyncio.create_task(self.handle(run_id), name=f"workflow-nudge:{run_id}")
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    async def poll(self) -> int:
+        """Start every due run this worker has room for; returns how many were started."""
+        free = self._settings.worker_concurrency - len(self._active) - len(self._pending)
+        if free <= 0 or self._stopping:
+            return 0
+        async with self._database.reader() as session:
+            due = await repo.due_runs(session, self._clock.now(), free * 2)
+        started = 0
+        for run_id in due:
+            if run_id not in self._active and run_id not in self._pending:
+                self.spawn(run_id)
+                started += 1
+        return started
+
+    async def drain(self) -> None:
+        """Burst mode (tests, one-shot commands): run due work until none is left or running."""
+        while True:
+            await self.poll()
+            busy = [task for task in self._handlers if not task.done()]
+            if not busy:
+                return
+            await asyncio.wait(busy)
+
+    # -- keeping and stopping work -------------------------------------------------------------------
+
+    async def heartbeat(self) -> None:
+        held = {run_id: execution.epoch for run_id, (_, execution) in self._active.items()}
+        if not held:
+            return
+        now = self._clock.now()
+        async with self._database.transaction() as session:
+            lost = await repo.renew(
+                session, self.worker_id, held, now, now + timedelta(seconds=self._settings.lease_seconds)
+            )
+        for run_id in lost:
+            self._stop(run_id, StopReason.LEASE_LOST)
+
+    async def check_cancels(self) -> None:
+        if not self._active:
+            return
+        async with self._database.reader() as session:
+            cancelled = await repo.cancel_requested(session, list(self._active))
+        for run_id in cancelled:
+            self._stop(run_id, StopReason.CANCEL)
+
+    def cancel_local(self, run_id: str) -> bool:
+        """The service's fast path: stop a run this process executes. False if it is not here."""
+        return self._stop(run_id, StopReason.CANCEL)
+
+    def _stop(self, run_id: str, reason: StopReason) -> bool:
+        found = self._active.get(run_id)
+        if found is None:
+            return False
+        task, execution = found
+        if execution.stop_reason is None:
+            execution.stop_reason = reason
+            task.cancel()
+        return True
+
+    async def stop(self) -> None:
+        """Take no more work; give running runs ``shutdown_grace_seconds`` to finish, then hand the
+        rest back to the database (due at once, for another worker)."""
+        self._stopping = True
+        for loop in self._loops:
+            loop.cancel()
+        for loop in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        tasks = [task for task, _ in self._active.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self._settings.shutdown_grace_seconds)
+        for run_id in list(self._active):
+            self._stop(run_id, StopReason.SHUTDOWN)
+        remaining = [task for task, _ in self._active.values()] + list(self._handlers)
+        if remaining:
+            await asyncio.gather(*remaining, return_exceptions=True)
