@@ -37,6 +37,8 @@ POSTGRES_SERVER = os.environ.get("TRELLIS_TEST_POSTGRES", "postgres@127.0.0.1:54
 REDIS_URL = os.environ.get("TRELLIS_TEST_REDIS", "redis://127.0.0.1:6379/0")
 ADMIN_KEY = "trl_test-admin-key-0123456789abcdefghijklmnopqrstuvwxyz"
 JWT_SECRET = "test-secret-0123456789-0123456789-0123456789"
+# A fixed Fernet key: processes sharing a PostgreSQL database must share the workflow secret keys.
+WORKFLOW_SECRET_KEY = "k0GzQ1bUoZqW7m5bX4JYc3o8a9vQe3kq2oH5sQxG9yA="
 
 
 @pytest.fixture(autouse=True)
@@ -117,6 +119,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "log_json": True,
         }
         values.update(overrides)
+        values["workflow"] = {"secret_keys": [WORKFLOW_SECRET_KEY], **values.get("workflow", {})}
         return Settings(**values)
 
     return factory

@@ -33,7 +33,17 @@ class TemplateProblem(ValueError):
     """A template that does not parse, or failed when evaluated; the message says why."""
 
 
-_environment = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+class _DataEnvironment(ImmutableSandboxedEnvironment):
+    """Dotted access reads a mapping's key before a method of the same name: templates read JSON,
+    and ``input.items`` must be the input's ``items``, not ``dict.items``."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+_environment = _DataEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
 def has_template(value: str) -> bool:
