@@ -524,7 +524,7 @@ async def test_events_stream_as_server_sent_events_and_resume(h: Harness) -> Non
             elif not line and "data" in event:
                 received.append((event["id"], event["event"], json.loads(event["data"])))
                 event = {}
-    assert [r[1] for r in received][0] == "run.queued"
+    assert received[0][1] == "run.queued"
     assert received[-1][1] == "run.succeeded"
     last_seen = received[3][0]
     resumed: list[str] = []
