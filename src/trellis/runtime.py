@@ -47,7 +47,7 @@ from trellis.workflows.n8n import N8nClient
 from trellis.workflows.queue import WorkQueue, build_work_queue
 from trellis.workflows.secrets import build_secret_box
 from trellis.workflows.service import WorkflowService
-from trellis.workflows.steps.base import StepContext, StepServices
+from trellis.workflows.steps.base import StepServices
 from trellis.workflows.steps.registry import StepRegistry
 from trellis.workflows.worker import RunWaiters, WorkflowWorker, new_worker_id
 
@@ -70,11 +70,25 @@ class Runtime:
     indexer: GatewayIndexer
     search: ContextSearch
     vectors: VectorCollections
-    workflows: WorkflowService
+    workflow_parts: WorkflowParts
     # Runs workflow steps in this process: the embedded pool of `trellis serve`, or `trellis worker`.
     workflow_worker: WorkflowWorker | None
-    work_queue: WorkQueue | None
-    outbound: OutboundClient
+
+    @property
+    def workflows(self) -> WorkflowService:
+        return self.workflow_parts.service
+
+    @property
+    def work_queue(self) -> WorkQueue | None:
+        return self.workflow_parts.queue
+
+    @property
+    def outbound(self) -> OutboundClient:
+        return self.workflow_parts.outbound
+
+    def new_workflow_worker(self, worker_id: str | None = None) -> WorkflowWorker:
+        """A worker for this process (`trellis worker`; tests make several to play several processes)."""
+        return self.workflow_parts.new_worker(worker_id)
 
     def start(self, *, index_sweep: bool = True, workflow_worker: bool = True) -> None:
         """Start the background workers (call from a running event loop): the episodic log writer,
@@ -175,7 +189,7 @@ def build_runtime(
     )
     search = ContextSearch(database, gateway, vector_index, keyword_budget=settings.context.keyword_rank_budget)
     vectors = VectorCollections(database, gateway, clock)
-    workflows, worker, queue, outbound = build_workflows(settings, clock, database, gateway, context, search)
+    workflow_parts = build_workflows(settings, clock, database, gateway, context, search)
     return Runtime(
         settings,
         clock,
@@ -193,11 +207,49 @@ def build_runtime(
         indexer,
         search,
         vectors,
-        workflows,
-        worker,
-        queue,
-        outbound,
+        workflow_parts,
+        workflow_parts.worker,
     )
+
+
+@dataclass
+class WorkflowParts:
+    """What durable workflows are made of in one process (see ``build_workflows``)."""
+
+    settings: Settings
+    clock: Clock
+    database: Database
+    service: WorkflowService
+    services: StepServices
+    registry: StepRegistry
+    definitions: DefinitionCache
+    waiters: RunWaiters
+    queue: WorkQueue | None
+    outbound: OutboundClient
+    worker: WorkflowWorker | None = None
+
+    def new_worker(self, worker_id: str | None = None) -> WorkflowWorker:
+        engine = Engine(
+            self.database,
+            self.clock,
+            self.settings.workflow,
+            self.registry,
+            self.definitions,
+            self.services,
+            worker_id=worker_id or new_worker_id(),
+            nudge=self.nudge,
+        )
+        return WorkflowWorker(engine, self.database, self.clock, self.settings.workflow, self.waiters)
+
+    async def nudge(self, run_id: str) -> None:
+        if self.queue is not None:
+            await self.queue.submit(run_id)
+        elif self.worker is not None:
+            self.worker.spawn(run_id)
+        # else: the poll of whichever process runs workers finds it
+
+    def cancel_local(self, run_id: str) -> bool:
+        return self.worker.cancel_local(run_id) if self.worker is not None else False
 
 
 def build_workflows(
@@ -209,7 +261,7 @@ def build_workflows(
     search: ContextSearch,
     *,
     worker: bool | None = None,
-) -> tuple[WorkflowService, WorkflowWorker | None, WorkQueue | None, OutboundClient]:
+) -> WorkflowParts:
     """The workflow service, and a worker when this process runs steps: by default when there is no
     work queue (embedded); ``[workflow] embedded_workers`` or ``worker`` (`trellis worker`) decide
     otherwise. Without a worker here, runs are nudged through the queue to the worker processes."""
@@ -226,17 +278,10 @@ def build_workflows(
     wanted = worker if worker is not None else tuning.embedded_workers
     if wanted is None:
         wanted = queue is None
-    pool: WorkflowWorker | None = None
+    parts: WorkflowParts
 
     async def nudge(run_id: str) -> None:
-        if queue is not None:
-            await queue.submit(run_id)
-        elif pool is not None:
-            pool.spawn(run_id)
-        # else: the poll of whichever process runs workers finds it
-
-    def cancel_local(run_id: str) -> bool:
-        return pool.cancel_local(run_id) if pool is not None else False
+        await parts.nudge(run_id)
 
     service = WorkflowService(
         database,
@@ -248,12 +293,8 @@ def build_workflows(
         outbound,
         waiters,
         nudge=nudge,
-        cancel_local=cancel_local,
+        cancel_local=lambda run_id: parts.cancel_local(run_id),
     )
-
-    async def start_child(ctx: StepContext, name: str, version: int | None, data: object) -> str:
-        return await service.start_child(ctx, name, version, data)
-
     services = StepServices(
         settings=tuning,
         gateway=gateway,
@@ -262,14 +303,12 @@ def build_workflows(
         outbound=outbound,
         n8n=N8nClient(outbound),
         n8n_connection=service.resolve_connection,
-        start_child=start_child,
+        start_child=service.start_child,
     )
+    parts = WorkflowParts(settings, clock, database, service, services, registry, definitions, waiters, queue, outbound)
     if wanted:
-        engine = Engine(
-            database, clock, tuning, registry, definitions, services, worker_id=new_worker_id(), nudge=nudge
-        )
-        pool = WorkflowWorker(engine, database, clock, tuning, waiters)
-    return service, pool, queue, outbound
+        parts.worker = parts.new_worker()
+    return parts
 
 
 def build_gateway(

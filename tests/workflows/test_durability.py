@@ -1,0 +1,228 @@
+"""Leases, the reaper, fencing and hand-back, with several workers on one database (each worker plays
+a process: its own id, its own engine), on SQLite and PostgreSQL. Time is the injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pytest
+
+from tests.conftest import Harness
+from tests.workflows.support import events, execute, save, status, steps_by_key
+from trellis.workflows.steps.base import StepConfig, StepContext
+from trellis.workflows.worker import WorkflowWorker
+
+
+@dataclass
+class Gate:
+    """A step type that blocks until released, recording who ran it."""
+
+    entered: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    release: dict[str, asyncio.Event] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+
+    def step_type(self) -> Any:
+        gate = self
+
+        class BlockConfig(StepConfig):
+            label: str = ""
+
+        class BlockStep:
+            name: ClassVar[str] = "test.block"
+            Config: ClassVar[type[StepConfig]] = BlockConfig
+            side_effects: ClassVar[bool] = False
+            description: ClassVar[str] = "blocks until the test releases it"
+
+            async def run(self, ctx: StepContext, config: BlockConfig) -> Any:
+                call = f"{ctx.run_id}:{len(gate.calls)}"
+                gate.calls.append(call)
+                event = gate.release.setdefault(call, asyncio.Event())
+                await gate.entered.put(call)
+                await event.wait()
+                return {"call": call}
+
+        return BlockStep
+
+    def open(self, call: str) -> None:
+        self.release.setdefault(call, asyncio.Event()).set()
+
+
+BLOCKING = {
+    "steps": [
+        {"id": "block", "type": "test.block"},
+        {"id": "after", "type": "transform", "with": {"value": "{{ steps.block.output.call }}"}},
+    ]
+}
+
+
+@pytest.fixture
+async def h(make_harness: Callable[..., Any], database_url: str) -> AsyncIterator[Harness]:
+    # No embedded pool: the test's own workers are the only ones.
+    async with make_harness(database_url=database_url, workflow={"embedded_workers": False}) as harness:
+        yield harness
+
+
+@pytest.fixture
+def gate(h: Harness) -> Gate:
+    found = Gate()
+    h.runtime.workflows.registry.register("test.block", found.step_type())
+    return found
+
+
+async def entered(gate: Gate) -> str:
+    return await asyncio.wait_for(gate.entered.get(), 5)
+
+
+async def stop(*workers: WorkflowWorker) -> None:
+    for worker in workers:
+        await worker.stop()
+
+
+async def test_a_dead_workers_run_is_taken_over_and_the_zombie_writes_nothing(h: Harness, gate: Gate) -> None:
+    await save(h, "blocking", BLOCKING)
+    run = await execute(h, "blocking", wait=0)
+    a, b = h.runtime.new_workflow_worker("A"), h.runtime.new_workflow_worker("B")
+    try:
+        await a.poll()
+        first = await entered(gate)
+        assert (await status(h, run["id"]))["status"] == "running"
+        # A stops renewing (stalled, or dead): once the lease has passed, B's poll (the reaper) takes over.
+        h.clock.advance(h.runtime.settings.workflow.lease_seconds + 1)
+        await b.poll()
+        second = await entered(gate)
+        # The zombie wakes up and finishes its attempt: its writes are refused.
+        gate.open(first)
+        await asyncio.sleep(0)
+        while a.active:
+            await asyncio.sleep(0.01)
+        detail = await status(h, run["id"])
+        assert detail["status"] == "running"
+        assert steps_by_key(detail)["block"]["status"] == "running"
+        gate.open(second)
+        await b.drain()
+        while b.active:
+            await asyncio.sleep(0.01)
+        done = await status(h, run["id"])
+        assert done["status"] == "succeeded"
+        assert done["result"] == second  # the newer attempt's output, recorded once
+        kinds = [e["type"] for e in await events(h, run["id"])]
+        assert kinds.count("step.succeeded") == 2  # block (B's) and after
+        assert "step.lost" in kinds
+        assert [
+            e["data"]["epoch"]
+            for e in await events(h, run["id"])
+            if e["type"].startswith("run.") and "epoch" in e["data"]
+        ] == [1, 2]
+    finally:
+        await stop(a, b)
+
+
+async def test_a_heartbeat_keeps_the_lease(h: Harness, gate: Gate) -> None:
+    await save(h, "blocking", BLOCKING)
+    run = await execute(h, "blocking", wait=0)
+    a, b = h.runtime.new_workflow_worker("A"), h.runtime.new_workflow_worker("B")
+    lease = h.runtime.settings.workflow.lease_seconds
+    try:
+        await a.poll()
+        call = await entered(gate)
+        for _ in range(4):  # well past one lease in all, renewed every half lease
+            h.clock.advance(lease / 2)
+            await a.heartbeat()
+            assert await b.poll() == 0
+        gate.open(call)
+        while a.active:
+            await asyncio.sleep(0.01)
+        done = await status(h, run["id"])
+        assert done["status"] == "succeeded"
+        assert steps_by_key(done)["block"]["attempt"] == 1
+    finally:
+        await stop(a, b)
+
+
+async def test_a_step_that_keeps_losing_its_worker_ends_failed(make_harness: Callable[..., Any]) -> None:
+    async with make_harness(workflow={"embedded_workers": False, "max_lost_attempts": 2}) as h:
+        gate = Gate()
+        h.runtime.workflows.registry.register("test.block", gate.step_type())
+        await save(h, "blocking", BLOCKING)
+        run = await execute(h, "blocking", wait=0)
+        workers = [h.runtime.new_workflow_worker(f"W{n}") for n in range(4)]
+        try:
+            for worker in workers[:3]:
+                await worker.poll()
+                await entered(gate)
+                h.clock.advance(h.runtime.settings.workflow.lease_seconds + 1)
+            await workers[3].drain()
+            done = await status(h, run["id"])
+            assert done["status"] == "failed"
+            assert done["error"]["cause"]["type"] == "worker_lost"
+            assert "lost with its worker 3 times" in done["error"]["message"]
+        finally:
+            for call in gate.calls:
+                gate.open(call)
+            await stop(*workers)
+
+
+async def test_shutdown_hands_the_run_back_at_once(make_harness: Callable[..., Any], database_url: str) -> None:
+    async with make_harness(
+        database_url=database_url, workflow={"embedded_workers": False, "shutdown_grace_seconds": 0}
+    ) as h:
+        gate = Gate()
+        h.runtime.workflows.registry.register("test.block", gate.step_type())
+        await save(h, "blocking", BLOCKING)
+        run = await execute(h, "blocking", wait=0)
+        a, b = h.runtime.new_workflow_worker("A"), h.runtime.new_workflow_worker("B")
+        await a.poll()
+        await entered(gate)
+        await a.stop()  # no clock movement: B may take it at once, not after the lease
+        handed = await status(h, run["id"])
+        assert handed["status"] == "running"
+        assert steps_by_key(handed)["block"]["status"] == "pending"
+        await b.poll()
+        gate.open(await entered(gate))
+        await b.drain()
+        while b.active:
+            await asyncio.sleep(0.01)
+        done = await status(h, run["id"])
+        assert done["status"] == "succeeded"
+        assert steps_by_key(done)["block"]["attempt"] == 1
+        assert "run.handed_back" in [e["type"] for e in await events(h, run["id"])]
+        await b.stop()
+
+
+async def test_concurrency_per_user_holds_across_workers(make_harness: Callable[..., Any], database_url: str) -> None:
+    async with make_harness(
+        database_url=database_url, workflow={"embedded_workers": False, "max_running_per_user": 1}
+    ) as h:
+        gate = Gate()
+        h.runtime.workflows.registry.register("test.block", gate.step_type())
+        await save(h, "blocking", BLOCKING)
+        runs = [await execute(h, "blocking", wait=0) for _ in range(2)]
+        a, b = h.runtime.new_workflow_worker("A"), h.runtime.new_workflow_worker("B")
+        try:
+            await asyncio.gather(a.poll(), b.poll())
+            first = await entered(gate)
+            await a.poll()
+            await b.poll()
+            assert gate.entered.empty()
+            states = sorted([(await status(h, r["id"]))["status"] for r in runs])
+            assert states == ["queued", "running"]
+            gate.open(first)
+            while a.active or b.active:
+                await asyncio.sleep(0.01)
+            await a.poll()  # the user's slot is free again: the other run is taken now
+            second = await entered(gate)
+            gate.open(second)
+            for run in runs:
+                for _ in range(500):
+                    if (await status(h, run["id"]))["status"] == "succeeded":
+                        break
+                    await b.poll()
+                    await asyncio.sleep(0.01)
+                assert (await status(h, run["id"]))["status"] == "succeeded"
+        finally:
+            for call in gate.calls:
+                gate.open(call)
+            await stop(a, b)
