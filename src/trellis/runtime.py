@@ -301,7 +301,11 @@ def build_workflows(
         contexts=context,
         search=search,
         outbound=outbound,
-        n8n=N8nClient(outbound),
+        n8n=N8nClient(
+            outbound,
+            poll_interval_seconds=tuning.n8n_poll_seconds,
+            max_poll_interval_seconds=tuning.n8n_max_poll_seconds,
+        ),
         n8n_connection=service.resolve_connection,
         start_child=service.start_child,
     )

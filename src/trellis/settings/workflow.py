@@ -52,6 +52,10 @@ class WorkflowSettings(BaseModel):
     outbound_allow: list[str] = Field(default_factory=list)
     outbound_max_response_bytes: Annotated[int, Field(gt=0)] = 1_048_576
     outbound_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # n8n.trigger follows an execution by polling n8n's API: first after this long, then doubling up
+    # to the maximum (back to the first interval when the status changes).
+    n8n_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    n8n_max_poll_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
     # Inbound hooks: how old a signed timestamp may be.
     hook_tolerance_seconds: Annotated[int, Field(ge=1, le=3600)] = 300
     # Encrypts n8n API keys and hook secrets at rest (Fernet keys, newest first, comma-separated in
