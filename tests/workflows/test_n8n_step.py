@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from tests.conftest import Harness
 from tests.workflows.fake_n8n import FakeN8n
-from tests.workflows.support import ADMIN, events, execute, local_outbound, save, steps_by_key, status
+from tests.workflows.support import ADMIN, events, execute, local_outbound, save, status, steps_by_key
 from trellis.workflows.models import N8nConnection
 
 
