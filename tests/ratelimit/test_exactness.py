@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +19,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.conftest import ADMIN_KEY, JWT_SECRET, REDIS_URL, delete_prefixed
+from tests.processes import Process, start_server, wait_ready
 from trellis.runtime import build_runtime
 from trellis.settings import Settings
 from trellis.storage import migrate
@@ -82,51 +80,15 @@ async def test_burst_in_one_process_is_exact(make_harness: Callable[..., Any], r
 # --- two real server processes ---------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return f"--- server {self.url} (exit {self.process.poll()}) output ---\n{self.log.read_text(errors='replace')}"
-
-
 @dataclass
 class Cluster:
-    servers: list[Server]
+    servers: list[Process]
 
     def output(self) -> str:
         return "\n".join(server.output() for server in self.servers)
 
 
 CLUSTER_CAPACITY, CLUSTER_PERIOD = 40, 3600
-
-
-async def wait_ready(server: Server, deadline_seconds: float = 30.0) -> None:
-    """Poll GET /ready until the server says ready; fail early if the process dies."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + deadline_seconds
-    async with httpx.AsyncClient(base_url=server.url, timeout=2.0) as client:
-        while True:
-            if server.process.poll() is not None:
-                pytest.fail(f"server exited before becoming ready\n{server.output()}")
-            try:
-                response = await client.get("/ready")
-                if response.status_code == 200 and response.json()["status"] == "ready":
-                    return
-            except httpx.TransportError:
-                pass
-            if loop.time() > deadline:
-                pytest.fail(f"server not ready after {deadline_seconds} s\n{server.output()}")
-            await asyncio.sleep(0.05)  # poll interval while the process starts up
 
 
 @pytest.fixture
@@ -157,34 +119,15 @@ async def cluster(tmp_path: Path, redis_prefix: str) -> AsyncIterator[Cluster]:
     finally:
         await runtime.close()
 
-    trellis = Path(sys.executable).with_name("trellis")
-    servers: list[Server] = []
+    servers: list[Process] = []
     try:
         for index in range(2):
-            port = free_port()
-            log = tmp_path / f"server-{index}.log"
-            with log.open("wb") as sink:
-                process = subprocess.Popen(
-                    [str(trellis), "serve", "--host", "127.0.0.1", "--port", str(port)],
-                    env=env,
-                    cwd=tmp_path,
-                    stdin=subprocess.DEVNULL,
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                )
-            servers.append(Server(f"http://127.0.0.1:{port}", process, log))
+            servers.append(start_server(f"server-{index}", env, tmp_path))
         await asyncio.gather(*(wait_ready(server) for server in servers))
         yield Cluster(servers)
     finally:
         for server in servers:
-            if server.process.poll() is None:
-                server.process.terminate()
-        for server in servers:
-            try:
-                server.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
-                server.process.wait(timeout=10)
+            server.stop()
         client = Redis.from_url(REDIS_URL)
         try:
             await delete_prefixed(client, redis_prefix)
