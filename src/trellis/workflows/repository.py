@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, delete, func, insert, select, text, tuple_, update
+from sqlalchemy import CursorResult, and_, case, delete, func, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trellis.workflows.models import (
@@ -165,6 +165,36 @@ async def fenced_touch(
     return None if last is None else last - events + 1
 
 
+async def fence_many(session: AsyncSession, held: Sequence[tuple[str, int, int]], now: datetime) -> dict[str, int]:
+    """The group commit's guard: for each (run id, epoch, events) still held at that epoch, take that
+    many event numbers (summed per run) in one statement. Returns run id → first new number; a run
+    missing from it has lost its lease."""
+    counts: dict[str, int] = {}
+    epochs: dict[str, int] = {}
+    for run_id, epoch, events in held:
+        counts[run_id] = counts.get(run_id, 0) + events
+        epochs[run_id] = epoch
+    result = await session.execute(
+        update(WorkflowRun)
+        .where(tuple_(WorkflowRun.id, WorkflowRun.lease_epoch).in_(list(epochs.items())))
+        .values(event_seq=WorkflowRun.event_seq + case(counts, value=WorkflowRun.id, else_=0), updated_at=now)
+        .returning(WorkflowRun.id, WorkflowRun.event_seq)
+        .execution_options(synchronize_session=False)
+    )
+    return {run_id: last - counts[run_id] + 1 for run_id, last in result.all()}
+
+
+async def update_runs(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write run columns by primary key (``id`` in each row), one executemany per set of columns."""
+    if rows:
+        await session.execute(update(WorkflowRun), list(rows))
+
+
+async def insert_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(WorkflowEvent), list(rows))
+
+
 async def upsert_steps(session: AsyncSession, run_id: str, rows: Iterable[Mapping[str, Any]]) -> None:
     """Write step states (insert or replace every given column)."""
     for row in rows:
@@ -178,13 +208,13 @@ async def upsert_steps(session: AsyncSession, run_id: str, rows: Iterable[Mappin
 
 
 async def write_steps(
-    session: AsyncSession, run_id: str, existing: Sequence[Mapping[str, Any]], fresh: Sequence[Mapping[str, Any]]
+    session: AsyncSession, existing: Sequence[Mapping[str, Any]], fresh: Sequence[Mapping[str, Any]]
 ) -> None:
-    """Update step rows that exist (by primary key, one executemany) and insert new ones."""
+    """Update step rows that exist (by primary key: run_id and key in each row) and insert new ones."""
     if existing:
-        await session.execute(update(WorkflowStep), [{"run_id": run_id, **row} for row in existing])
+        await session.execute(update(WorkflowStep), list(existing))
     if fresh:
-        await session.execute(insert(WorkflowStep), [{"run_id": run_id, **row} for row in fresh])
+        await session.execute(insert(WorkflowStep), list(fresh))
 
 
 async def set_resume(session: AsyncSession, run_id: str, key: str, payload: Mapping[str, Any]) -> bool:

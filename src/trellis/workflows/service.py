@@ -286,7 +286,7 @@ class WorkflowService:
             async with self._database.transaction() as session:
                 session.add(run)
                 await session.flush()
-                await repo.write_steps(session, run.id, [], steps)
+                await repo.write_steps(session, [], [{"run_id": run.id, **step} for step in steps])
                 await repo.append_events(
                     session,
                     run.id,
