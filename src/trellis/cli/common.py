@@ -69,13 +69,18 @@ def answer_stream() -> TextIO:
     return _answer.get() or sys.stdout
 
 
-def run(work: Callable[[Runtime], Awaitable[T]]) -> T:
-    """Build a runtime, start its log writer, run ``work``, close the runtime; errors become readable lines."""
+def run(work: Callable[[Runtime], Awaitable[T]], *, workflow_worker: bool = False) -> T:
+    """Build a runtime, start its log writer, run ``work``, close the runtime; errors become readable lines.
+
+    ``workflow_worker=True`` also starts this process's workflow worker, if it has one (embedded: no
+    ``[workflow] queue_url``), for commands that wait for a run: the run then executes even when no
+    server runs on this data directory (when one does, the claim in the database decides who runs it).
+    """
     loaded = settings()
 
     async def main() -> T:
         runtime = build_runtime(loaded)
-        runtime.start(index_sweep=False)
+        runtime.start(index_sweep=False, workflow_worker=workflow_worker)
         try:
             return await work(runtime)
         finally:

@@ -1,6 +1,6 @@
 """The ``trellis`` command line: the root Typer app and the only module that imports the command
-groups (``auth``, ``gateway``, ``context``, ``search``, ``ingest``), which register nothing by
-themselves. Server commands (``serve``, ``migrate``, ``version``) live here.
+groups (``auth``, ``gateway``, ``context``, ``search``, ``ingest``, ``workflow``), which register
+nothing by themselves. Server commands (``serve``, ``migrate``, ``version``) live here.
 
 Management commands run the same services the REST door runs, in-process against the configured
 database, acting as the owner of an API key: ``--api-key``, else ``TRELLIS_API_KEY``, else the
@@ -17,7 +17,7 @@ import typer
 
 from trellis import __version__
 from trellis.auth.secrets import ADMIN_KEY_FILE
-from trellis.cli import auth, context, gateway, ingest, search
+from trellis.cli import auth, context, gateway, ingest, search, workflow
 from trellis.cli.common import console, fail, prepare_embedded, redact_url, run, settings
 from trellis.runtime import Runtime
 from trellis.storage import migrate as migrations
@@ -38,6 +38,7 @@ app.command()(gateway.models)
 context.context_app.command("search")(search.context_search)
 context.context_app.command("ingest")(ingest.ingest)
 app.add_typer(context.context_app, name="context")
+app.add_typer(workflow.workflow_app, name="workflow")
 
 
 @app.command()
