@@ -244,7 +244,7 @@ class WorkflowParts:
     async def nudge(self, run_id: str) -> None:
         if self.queue is not None:
             await self.queue.submit(run_id)
-        elif self.worker is not None:
+        elif self.worker is not None and self.worker.started:
             self.worker.spawn(run_id)
         # else: the poll of whichever process runs workers finds it
 
@@ -294,6 +294,7 @@ def build_workflows(
         waiters,
         nudge=nudge,
         cancel_local=lambda run_id: parts.cancel_local(run_id),
+        local_worker=lambda: parts.worker,
     )
     services = StepServices(
         settings=tuning,

@@ -144,6 +144,11 @@ def test_a_wait_over_the_maximum_is_refused_on_save() -> None:
     assert "over the maximum wait of 60 seconds" in found[0][2]
 
 
+def test_jinja_builtins_and_loops_are_known_names() -> None:
+    value = "{% for x in range(3) %}{{ loop.index }}{% endfor %}{% set ns = namespace(n=1) %}{{ ns.n }}"
+    parse_definition({"steps": [step("a", with_={"value": value})]}, REGISTRY)
+
+
 def test_templated_values_are_left_to_run_time() -> None:
     # seconds is a template here: its type cannot be known before the run renders it.
     parse_definition({"steps": [step("w", "wait", with_={}) | {"with": {"seconds": "{{ input.s }}"}}]}, REGISTRY)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextvars import ContextVar
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 

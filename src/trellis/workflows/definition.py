@@ -320,7 +320,7 @@ def _check_templates(
         field = f"{where}.{path}" if path else where
         try:
             roots, step_ids = templates.references(source)
-            bound = templates.locally_bound(source)
+            bound = templates.locally_bound(source) | templates.builtin_names()
         except templates.TemplateProblem as exc:
             problems.add(field, f"{label}: {exc}", "template_syntax")
             continue

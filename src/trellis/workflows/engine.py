@@ -24,7 +24,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import structlog
 from pydantic import ValidationError
@@ -41,6 +41,8 @@ from trellis.workflows.steps.base import StepContext, StepFailed, StepServices, 
 from trellis.workflows.steps.registry import MAP_STEP, StepRegistry
 
 log = structlog.get_logger(__name__)
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
 
 DONE = frozenset({"succeeded", "skipped", "failed"})  # "failed" counts as done only with on_error: continue
 INLINE_BACKOFF_SECONDS = 5.0  # a retry waiting longer than this lets go of the run meanwhile
@@ -195,7 +197,6 @@ class DefinitionCache:
 class _Pending:
     execution: RunExecution
     batch: Batch
-    result: asyncio.Future[None]
 
 
 def _last_per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -203,37 +204,49 @@ def _last_per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list({(row["run_id"], row["key"]): row for row in rows}.values())
 
 
-class GroupCommit:
-    """Queues the engine's writes and commits them in groups, in order, one transaction at a time.
+class GroupCommit(Generic[ItemT, ResultT]):
+    """Queues writes and commits them in groups, in order, one group at a time: while one group's
+    transaction runs, the next gathers. ``write(items)`` returns one result (or exception) per item.
 
-    Hand-written: what it batches is the engine's own fenced write (``Engine.write_group``); no
-    library offers group commit over SQLAlchemy sessions."""
+    Hand-written: what it batches are Trellis's own writes (the engine's fenced step writes, new
+    runs); no library offers group commit over SQLAlchemy sessions. A caller cancelled while
+    waiting does not undo its write: it lands, in order, before anything queued after it."""
 
-    def __init__(self, write: Callable[[list[_Pending]], Awaitable[None]], *, max_group: int = 256) -> None:
+    def __init__(
+        self, write: Callable[[list[ItemT]], Awaitable[list[ResultT | BaseException]]], *, max_group: int = 256
+    ) -> None:
         self._write = write
         self._max_group = max_group
-        self._queue: list[_Pending] = []
+        self._queue: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def commit(self, execution: RunExecution, batch: Batch) -> None:
-        result: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(execution, batch, result))
+    async def submit(self, item: ItemT) -> ResultT:
+        result: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, result))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="workflow-group-commit")
-        await asyncio.shield(result)
+            self._flusher = asyncio.create_task(self._flush(), name="group-commit")
+        return await asyncio.shield(result)
 
     async def _flush(self) -> None:
         while self._queue:
             group, self._queue = self._queue[: self._max_group], self._queue[self._max_group :]
             try:
-                await self._write(group)
+                outcomes = await self._write([item for item, _ in group])
             except Exception as exc:  # noqa: BLE001 - every waiter learns why its write failed
-                for item in group:
-                    if not item.result.done():
-                        item.result.set_exception(exc)
-            for item in group:  # a waiter that was cancelled never reads its result: mark it read
-                if item.result.done() and not item.result.cancelled():
-                    item.result.exception()
+                outcomes = [exc] * len(group)
+            for (_, result), outcome in zip(group, outcomes, strict=True):
+                if result.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    result.set_exception(outcome)
+                    result.add_done_callback(_read_exception)  # a cancelled waiter never reads it
+                else:
+                    result.set_result(outcome)
+
+
+def _read_exception(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class Engine:
@@ -261,7 +274,7 @@ class Engine:
         self.worker_id = worker_id
         self._nudge = nudge
         self._sleep = sleep
-        self._group = GroupCommit(self.write_group)
+        self._group: GroupCommit[_Pending, None] = GroupCommit(self.write_group)
 
     @property
     def lease(self) -> timedelta:
@@ -302,6 +315,10 @@ class Engine:
         definition = await self._definitions.get(run.workflow_id, run.version)
         return RunExecution(self, run, epoch, definition, {row.key: StepState.of(row) for row in rows})
 
+    def adopt(self, run: WorkflowRun, definition: WorkflowDefinition, steps: list[StepState]) -> RunExecution:
+        """The execution of a run created already claimed by this worker (epoch 1)."""
+        return RunExecution(self, run, run.lease_epoch, definition, {step.key: step for step in steps})
+
     async def commit(self, execution: RunExecution, batch: Batch) -> None:
         """Write ``batch`` fenced by the run's lease; ``LeaseLost`` if the run is no longer ours.
 
@@ -309,9 +326,9 @@ class Engine:
         transaction takes whatever is waiting, so a busy worker writes many runs' steps and events
         in a handful of statements instead of a transaction each. A caller cancelled while waiting
         does not undo its write: it lands, in order, before anything queued after it."""
-        await self._group.commit(execution, batch)
+        await self._group.submit(_Pending(execution, batch))
 
-    async def write_group(self, items: list[_Pending]) -> None:
+    async def write_group(self, items: list[_Pending]) -> list[BaseException | None]:
         now = self._clock.now()
         async with self._database.transaction() as session:
             held = await repo.fence_many(
@@ -345,12 +362,14 @@ class Engine:
             await repo.write_steps(session, [], _last_per_key(fresh))
             await repo.write_steps(session, existing, [])
             await repo.insert_events(session, events)
+        outcomes: list[BaseException | None] = []
         for item in items:
             if item.execution.run_id in held:
                 item.execution.persisted.update(item.batch.steps)
-                item.result.set_result(None)
+                outcomes.append(None)
             else:
-                item.result.set_exception(LeaseLost(item.execution.run_id))
+                outcomes.append(LeaseLost(item.execution.run_id))
+        return outcomes
 
     async def _resume_parent(
         self, session: Any, execution: RunExecution, ended: Mapping[str, Any], now: datetime
@@ -413,6 +432,8 @@ class RunExecution:
         self.stop_reason: StopReason | None = None
         self.wake_after_commit: list[str] = []
         self._relaunch: list[str] = []
+        # When this worker let go of a parked run: when it is due again (None: ended, or no timer).
+        self.parked_until: datetime | None = None
         self._settings = engine._settings
         self._clock = engine._clock
 
@@ -482,7 +503,8 @@ class RunExecution:
             state.status, state.attempt = "pending", state.attempt - 1
             batch.steps[key] = state
         delay = min(delay for _, delay in launch)
-        batch.run.update(lease_owner=None, due_at=self._clock.now() + timedelta(seconds=delay))
+        self.parked_until = self._clock.now() + timedelta(seconds=delay)
+        batch.run.update(lease_owner=None, due_at=self.parked_until)
 
     async def _commit(self, batch: Batch) -> None:
         await self.engine.commit(self, batch)
@@ -668,7 +690,8 @@ class RunExecution:
             times = [
                 datetime.fromisoformat(s.suspend["until"]) for s in waiting if s.suspend and s.suspend.get("until")
             ]
-            batch.run.update(status="waiting", lease_owner=None, due_at=min(times) if times else None)
+            self.parked_until = min(times) if times else None
+            batch.run.update(status="waiting", lease_owner=None, due_at=self.parked_until)
             batch.event("run.waiting", None, steps=[s.key for s in waiting])
             return "waiting"
         if all(self._done(key) for key in self.scheduled):

@@ -235,6 +235,30 @@ async def has_resumed_step(session: AsyncSession, run_id: str) -> bool:
     return rows.first() is not None
 
 
+async def lock_claims(session: AsyncSession, owner_id: str) -> None:
+    """On PostgreSQL, serialise claims of one owner, and all claims against the global count, on
+    advisory locks held to commit: two claimers counting at once could both see room for one more.
+    (SQLite has one writer at a time anyway.)"""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(7215, 0)"))
+        await session.execute(text("SELECT pg_advisory_xact_lock(7216, hashtext(:owner))"), {"owner": owner_id})
+
+
+async def running_counts(
+    session: AsyncSession, owner_ids: Collection[str], now: datetime
+) -> tuple[dict[str, int], int]:
+    """Runs held by a worker right now: per owner (of these) and in all."""
+    held = and_(WorkflowRun.status == "running", WorkflowRun.lease_owner.is_not(None), WorkflowRun.due_at > now)
+    rows = await session.execute(select(WorkflowRun.owner_id, func.count()).where(held).group_by(WorkflowRun.owner_id))
+    counts = {owner: int(count) for owner, count in rows.all()}
+    return {owner: counts.get(owner, 0) for owner in owner_ids}, sum(counts.values())
+
+
+async def insert_runs(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(WorkflowRun), list(rows))
+
+
 async def claim(
     session: AsyncSession,
     run_id: str,
@@ -248,13 +272,10 @@ async def claim(
     """Take a due run for ``worker`` (queued, woken, retry due or its lease expired), within the
     concurrency limits. Returns (epoch, first event sequence number for one event) or None."""
     if session.get_bind().dialect.name == "postgresql":
-        # Two claimers counting at once could both see room for one more: serialise claims of
-        # one owner, and all claims against the global count, on advisory locks held to commit.
         owner = (await session.execute(select(WorkflowRun.owner_id).where(WorkflowRun.id == run_id))).scalar()
         if owner is None:
             return None
-        await session.execute(text("SELECT pg_advisory_xact_lock(7215, 0)"))
-        await session.execute(text("SELECT pg_advisory_xact_lock(7216, hashtext(:owner))"), {"owner": owner})
+        await lock_claims(session, owner)
     held = and_(WorkflowRun.status == "running", WorkflowRun.lease_owner.is_not(None), WorkflowRun.due_at > now)
     running_total = select(func.count()).select_from(WorkflowRun).where(held).scalar_subquery()
     other = WorkflowRun.__table__.alias("other")

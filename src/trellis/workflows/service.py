@@ -35,12 +35,12 @@ from trellis.settings import Role, WorkflowSettings
 from trellis.storage.database import Database
 from trellis.workflows import repository as repo
 from trellis.workflows.definition import WorkflowDefinition, parse_definition
-from trellis.workflows.engine import DefinitionCache, json_size, principal_record
+from trellis.workflows.engine import DefinitionCache, GroupCommit, StepState, json_size, principal_record
 from trellis.workflows.models import N8nConnection, Workflow, WorkflowHook, WorkflowRun, WorkflowStep, WorkflowVersion
 from trellis.workflows.schemas import ExecuteRequest, HookCreate, N8nConnectionIn, StepTypeOut
 from trellis.workflows.steps.base import StepContext
 from trellis.workflows.steps.registry import MAP_STEP, StepRegistry
-from trellis.workflows.worker import RunWaiters
+from trellis.workflows.worker import RunWaiters, WorkflowWorker
 
 SIGNATURE_HEADER = "X-Trellis-Signature"
 TIMESTAMP_HEADER = "X-Trellis-Timestamp"
@@ -86,6 +86,7 @@ class WorkflowService:
         *,
         nudge: Callable[[str], Awaitable[None]],
         cancel_local: Callable[[str], bool] = lambda run_id: False,
+        local_worker: Callable[[], WorkflowWorker | None] = lambda: None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._database = database
@@ -98,6 +99,8 @@ class WorkflowService:
         self._waiters = waiters
         self._nudge = nudge
         self.cancel_local = cancel_local
+        self._local_worker = local_worker
+        self._creations: GroupCommit[_NewRun, bool] = GroupCommit(self._create_group)
         self._sleep = sleep
 
     # -- definitions ---------------------------------------------------------------------------------
@@ -269,37 +272,27 @@ class WorkflowService:
             version=version,
             status="queued",
             input=request.input,
+            result=None,
+            error=None,
             progress=0.0,
+            current_step=None,
             idempotency_key=request.idempotency_key,
             principal=principal_record(actor),
             cancel_requested=False,
             parent_run_id=parent[0] if parent else None,
             parent_step=parent[1] if parent else None,
+            lease_owner=None,
             lease_epoch=0,
             due_at=now,
             event_seq=1,
             created_at=now,
+            started_at=None,
+            finished_at=None,
             updated_at=now,
         )
-        steps = [{"key": spec.id, "status": "pending", "attempt": 0, "lost": 0} for spec in definition.scheduled()]
+        new = _NewRun(run, [spec.id for spec in definition.scheduled()], definition)
         try:
-            async with self._database.transaction() as session:
-                session.add(run)
-                await session.flush()
-                await repo.write_steps(session, [], [{"run_id": run.id, **step} for step in steps])
-                await repo.append_events(
-                    session,
-                    run.id,
-                    1,
-                    [
-                        {
-                            "type": "run.queued",
-                            "step": None,
-                            "at": now,
-                            "data": {"workflow": row.name, "version": version, "parent_run_id": run.parent_run_id},
-                        }
-                    ],
-                )
+            adopted = await self._creations.submit(new)
         except IntegrityError:
             if request.idempotency_key is None:
                 raise
@@ -307,8 +300,76 @@ class WorkflowService:
             if existing is None:
                 raise
             return existing, False
-        await self._nudge(run.id)
+        local = self._local_worker()
+        if adopted and local is not None:
+            local.adopt(local.engine.adopt(run, definition, [StepState(key) for key in new.keys]))
+        else:
+            await self._nudge(run.id)
         return run, True
+
+    async def _create_group(self, items: list[_NewRun]) -> list[bool | BaseException]:
+        """Write new runs, many in one transaction (see ``GroupCommit``). Returns for each whether this
+        process's worker took it at once (the embedded fast path: no nudge, no claim transaction)."""
+        try:
+            async with self._database.transaction() as session:
+                return list(await self._insert_runs(session, items))
+        except IntegrityError:
+            # One of them collided (the same idempotency key twice): write each alone.
+            results: list[bool | BaseException] = []
+            for item in items:
+                try:
+                    async with self._database.transaction() as session:
+                        results += await self._insert_runs(session, [item])
+                except IntegrityError as exc:
+                    results.append(exc)
+            return results
+
+    async def _insert_runs(self, session: Any, items: list[_NewRun]) -> list[bool]:
+        now = self._clock.now()
+        local = self._local_worker()
+        room = local.room() if local is not None else 0
+        adopted = [False] * len(items)
+        if room and local is not None:
+            owners = sorted({item.run.owner_id for item in items})
+            for owner in owners:
+                await repo.lock_claims(session, owner)
+            mine, total = await repo.running_counts(session, owners, now)
+            for index, item in enumerate(items):
+                owner = item.run.owner_id
+                if (
+                    room
+                    and mine[owner] < self.settings.max_running_per_user
+                    and total < self.settings.max_running_total
+                ):
+                    adopted[index] = True
+                    room, total, mine[owner] = room - 1, total + 1, mine[owner] + 1
+                    run = item.run
+                    run.status, run.lease_owner, run.lease_epoch = "running", local.worker_id, 1
+                    run.due_at = now + timedelta(seconds=self.settings.lease_seconds)
+                    run.started_at, run.event_seq = now, 2
+        columns = [column.key for column in WorkflowRun.__table__.columns]
+        await repo.insert_runs(session, [{key: getattr(item.run, key) for key in columns} for item in items])
+        await repo.write_steps(
+            session,
+            [],
+            [
+                {"run_id": item.run.id, "key": key, "status": "pending", "attempt": 0, "lost": 0}
+                for item in items
+                for key in item.keys
+            ],
+        )
+        events: list[dict[str, Any]] = []
+        for item, taken in zip(items, adopted, strict=True):
+            run = item.run
+            data = {"workflow": run.workflow_name, "version": run.version, "parent_run_id": run.parent_run_id}
+            events.append({"run_id": run.id, "seq": 1, "type": "run.queued", "step": None, "data": data, "at": now})
+            if taken and local is not None:
+                started = {"worker": local.worker_id, "epoch": 1}
+                events.append(
+                    {"run_id": run.id, "seq": 2, "type": "run.started", "step": None, "data": started, "at": now}
+                )
+        await repo.insert_events(session, events)
+        return adopted
 
     async def _by_key(self, owner_id: str, key: str) -> WorkflowRun | None:
         async with self._database.reader() as session:
@@ -343,25 +404,32 @@ class WorkflowService:
         return row, sorted(steps, key=position)
 
     async def wait_for(self, run_id: str, seconds: float) -> WorkflowRun:
-        """The run once it ended or ``seconds`` passed. In-process ends are signalled at once; ends in
-        another process are seen by polling the database (every 20 ms rising to 250 ms)."""
+        """The run once it ended or ``seconds`` passed. A run this process executes signals its end
+        at once (the database is read then, and every second as a safety net); one executed
+        elsewhere is seen by polling the database, every 20 ms rising to 250 ms."""
         # Real time, not the injected clock: this bounds how long a request is held open.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(seconds, self.settings.max_execute_wait_seconds)
         future = self._waiters.register(run_id)
-        interval = 0.02
+        local = self._local_worker()
+        here = local is not None and local.started
+        interval = 1.0 if here else 0.02
         try:
             while True:
+                remaining = deadline - loop.time()
+                if not future.done() and remaining > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(min(interval, remaining)):
+                            await asyncio.shield(future)
                 async with self._database.reader() as session:
                     row = await repo.run_by_id(session, run_id)
                 assert row is not None
-                remaining = deadline - loop.time()
-                if row.status in repo.ENDED or remaining <= 0:
+                if row.status in repo.ENDED or deadline - loop.time() <= 0:
                     return row
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(interval, remaining)):
-                        await asyncio.shield(future)
-                interval = min(interval * 2, 0.25)
+                if future.done():  # ended, then moved on (a retry): wait for the next end
+                    self._waiters.discard(run_id, future)
+                    future = self._waiters.register(run_id)
+                interval = 1.0 if here else min(interval * 2, 0.25)
         finally:
             self._waiters.discard(run_id, future)
 
@@ -654,3 +722,10 @@ class WorkflowService:
 
 class _Retry(Exception):
     pass
+
+
+@dataclass
+class _NewRun:
+    run: WorkflowRun
+    keys: list[str]
+    definition: WorkflowDefinition

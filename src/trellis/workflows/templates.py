@@ -82,6 +82,12 @@ def _compiled(source: str) -> Any:
         raise TemplateProblem(f"template syntax error: {exc.message}") from None
 
 
+def builtin_names() -> frozenset[str]:
+    """Names every template may use without declaring them: Jinja's globals (range, dict, namespace,
+    ...) and the loop variable of a for block."""
+    return frozenset(_environment.globals) | {"loop"}
+
+
 def check(source: str) -> None:
     """Raise ``TemplateProblem`` if ``source`` does not parse."""
     _parse(source)

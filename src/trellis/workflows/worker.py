@@ -20,7 +20,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -87,7 +87,9 @@ class WorkflowWorker:
         self._handlers: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._started = False
         self._poll_now = asyncio.Event()
+        self._timers: set[asyncio.Task[None]] = set()
 
     @property
     def worker_id(self) -> str:
@@ -97,8 +99,19 @@ class WorkflowWorker:
     def active(self) -> set[str]:
         return set(self._active)
 
+    @property
+    def started(self) -> bool:
+        return self._started and not self._stopping
+
+    def room(self) -> int:
+        """How many more runs this worker would take now (0 unless started)."""
+        if not self.started:
+            return 0
+        return max(0, self._settings.worker_concurrency - len(self._active) - len(self._pending))
+
     def start(self) -> None:
         """Start the poll, heartbeat and cancel-check loops (from a running event loop)."""
+        self._started = True
         self._loops = [
             asyncio.create_task(
                 self._every(self._settings.poll_seconds, self.poll, wake=self._poll_now), name="wf-poll"
@@ -140,21 +153,59 @@ class WorkflowWorker:
                 execution = await self.engine.claim(run_id)
                 if execution is None:
                     return
-                task = asyncio.create_task(execution.drive(), name=f"workflow-run:{run_id}")
-                self._active[run_id] = (task, execution)
-                try:
-                    status = await asyncio.shield(task)
-                except asyncio.CancelledError:
-                    if not task.done():
-                        raise
-                    status = "running" if task.cancelled() else task.result()
-                finally:
-                    self._active.pop(run_id, None)
+                await self._drive(execution)
         finally:
             self._pending.discard(run_id)
+
+    def adopt(self, execution: RunExecution) -> None:
+        """Drive a run the service created already claimed for this worker (the embedded fast path:
+        no nudge, no claim transaction). The caller checked ``has_room``."""
+        self._pending.add(execution.run_id)
+
+        async def drive() -> None:
+            try:
+                async with self._slots:
+                    self._pending.discard(execution.run_id)
+                    await self._drive(execution)
+            finally:
+                self._pending.discard(execution.run_id)
+
+        task = asyncio.create_task(drive(), name=f"workflow-adopt:{execution.run_id}")
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    async def _drive(self, execution: RunExecution) -> None:
+        run_id = execution.run_id
+        task = asyncio.create_task(execution.drive(), name=f"workflow-run:{run_id}")
+        self._active[run_id] = (task, execution)
+        try:
+            status = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                raise
+            status = "running" if task.cancelled() else task.result()
+        finally:
+            self._active.pop(run_id, None)
         if status in ENDED:
             self._waiters.notify(run_id, status)
             self._poll_now.set()  # a slot (and maybe the owner's concurrency) is free
+        elif execution.parked_until is not None:
+            self._wake_at(run_id, execution.parked_until)
+
+    def _wake_at(self, run_id: str, moment: datetime) -> None:
+        """A run parked until soon (a short wait, a retry's backoff) is taken again on time, not at
+        the next poll. Later ones are left to the poll."""
+        delay = (moment - self._clock.now()).total_seconds()
+        if self._stopping or delay > 60 * self._settings.poll_seconds:
+            return
+
+        async def wake() -> None:
+            await self._sleep(max(0.0, delay))
+            self.spawn(run_id)
+
+        timer = asyncio.create_task(wake(), name=f"workflow-wake:{run_id}")
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
 
     def spawn(self, run_id: str) -> None:
         """Handle a run in the background (the poll, and the embedded queue's consumer)."""
@@ -225,6 +276,8 @@ class WorkflowWorker:
         """Take no more work; give running runs ``shutdown_grace_seconds`` to finish, then hand the
         rest back to the database (due at once, for another worker)."""
         self._stopping = True
+        for timer in list(self._timers):
+            timer.cancel()
         for loop in self._loops:
             loop.cancel()
         for loop in self._loops:
