@@ -71,8 +71,11 @@ class Runtime:
     search: ContextSearch
     vectors: VectorCollections
     workflow_parts: WorkflowParts
-    # Runs workflow steps in this process: the embedded pool of `trellis serve`, or `trellis worker`.
-    workflow_worker: WorkflowWorker | None
+
+    @property
+    def workflow_worker(self) -> WorkflowWorker | None:
+        """Runs workflow steps in this process: the embedded pool of `trellis serve`, or `trellis worker`."""
+        return self.workflow_parts.worker
 
     @property
     def workflows(self) -> WorkflowService:
@@ -87,8 +90,14 @@ class Runtime:
         return self.workflow_parts.outbound
 
     def new_workflow_worker(self, worker_id: str | None = None) -> WorkflowWorker:
-        """A worker for this process (`trellis worker`; tests make several to play several processes)."""
+        """A worker (tests make several to play several processes)."""
         return self.workflow_parts.new_worker(worker_id)
+
+    def own_workflow_worker(self) -> WorkflowWorker:
+        """This process's worker, made if it has none (`trellis worker` in a distributed setup)."""
+        if self.workflow_parts.worker is None:
+            self.workflow_parts.worker = self.workflow_parts.new_worker()
+        return self.workflow_parts.worker
 
     def start(self, *, index_sweep: bool = True, workflow_worker: bool = True) -> None:
         """Start the background workers (call from a running event loop): the episodic log writer,
@@ -208,7 +217,6 @@ def build_runtime(
         search,
         vectors,
         workflow_parts,
-        workflow_parts.worker,
     )
 
 

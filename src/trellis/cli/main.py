@@ -9,6 +9,7 @@ admin key saved in the data directory on first start (see ``trellis.cli.common``
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from typing import Annotated
@@ -96,6 +97,55 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Runs executed at once (default [workflow] worker_concurrency).")
+    ] = None,
+) -> None:
+    """Run workflow steps in this process, next to the API servers.
+
+    Takes the runs the API queues on `[workflow] queue_url` (Redis Streams `redis://`, NATS `nats://`,
+    RabbitMQ `amqp://`) and, from the database, everything else that is due: waits that ended,
+    retries, and runs whose worker died (their lease expired). Run as many as you like; the
+    database decides who runs what. Ctrl+C or SIGTERM stops it: running steps get
+    `[workflow] shutdown_grace_seconds` to finish, then go back to the database for another worker.
+
+    Example: `TRELLIS_WORKFLOW__QUEUE_URL=redis://127.0.0.1:6379/0 trellis worker` (with the API's
+    TRELLIS_DATABASE_URL, TRELLIS_JWT_SECRET and TRELLIS_WORKFLOW__SECRET_KEYS).
+    """
+    import signal
+
+    from trellis.kit.logging import configure_logging
+
+    loaded = settings()
+    if concurrency is not None:
+        loaded.workflow.worker_concurrency = concurrency
+    configure_logging(loaded.log_level, loaded.log_json if loaded.log_json is not None else not sys.stderr.isatty())
+
+    async def work(runtime: Runtime) -> None:
+        pool = runtime.own_workflow_worker()
+        pool.start()
+        queue = runtime.work_queue
+        if queue is not None:
+            await queue.consume(pool.handle, concurrency=loaded.workflow.worker_concurrency)
+        source = (
+            redact_url(loaded.workflow.queue_url) if loaded.workflow.queue_url else "the database only (no queue_url)"
+        )
+        console.print(f"[bold]Trellis worker[/bold] {pool.worker_id}", highlight=False)
+        console.print(f"  database  {redact_url(loaded.resolved_database_url)}", highlight=False)
+        console.print(f"  queue     {source}", highlight=False)
+        console.print(f"  runs      {loaded.workflow.worker_concurrency} at once · Ctrl+C stops", highlight=False)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        console.print("Stopping: finishing or handing back running steps ...")
+
+    run(work)
 
 
 @app.command()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, case, delete, func, insert, select, text, tuple_, update
+from sqlalchemy import CursorResult, Table, and_, bindparam, case, delete, func, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trellis.workflows.models import (
@@ -22,6 +22,10 @@ from trellis.workflows.models import (
     WorkflowVersion,
 )
 
+# The tables as Core objects, for the executemany statements of the hot path.
+RUNS = cast(Table, WorkflowRun.__table__)
+STEPS = cast(Table, WorkflowStep.__table__)
+EVENTS = cast(Table, WorkflowEvent.__table__)
 ACTIVE = ("queued", "running", "waiting")
 ENDED = ("succeeded", "failed", "cancelled")
 
@@ -38,6 +42,21 @@ async def live_workflow(session: AsyncSession, owner_id: str, name: str) -> Work
         select(Workflow).where(Workflow.owner_id == owner_id, Workflow.name == name, Workflow.deleted_at.is_(None))
     )
     return row.scalar_one_or_none()
+
+
+async def resolve(
+    session: AsyncSession, owner_id: str, name: str, version: int | None
+) -> tuple[Workflow | None, int | None]:
+    """The live workflow and, if it exists, the version asked for (default the latest), in one query."""
+    wanted = WorkflowVersion.version == (version if version is not None else Workflow.latest_version)
+    row = (
+        await session.execute(
+            select(Workflow, WorkflowVersion.version)
+            .outerjoin(WorkflowVersion, and_(WorkflowVersion.workflow_id == Workflow.id, wanted))
+            .where(Workflow.owner_id == owner_id, Workflow.name == name, Workflow.deleted_at.is_(None))
+        )
+    ).one_or_none()
+    return (None, None) if row is None else (row[0], row[1])
 
 
 async def workflow_version(session: AsyncSession, workflow_id: str, version: int) -> WorkflowVersion | None:
@@ -187,12 +206,12 @@ async def fence_many(session: AsyncSession, held: Sequence[tuple[str, int, int]]
 async def update_runs(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     """Write run columns by primary key (``id`` in each row), one executemany per set of columns."""
     if rows:
-        await session.execute(update(WorkflowRun), list(rows))
+        await _update_by_key(session, RUNS, ("id",), rows)
 
 
 async def insert_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     if rows:
-        await session.execute(insert(WorkflowEvent), list(rows))
+        await session.execute(EVENTS.insert(), list(rows))
 
 
 async def upsert_steps(session: AsyncSession, run_id: str, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -207,14 +226,32 @@ async def upsert_steps(session: AsyncSession, run_id: str, rows: Iterable[Mappin
             await session.execute(insert(WorkflowStep).values({**defaults, **row, "run_id": run_id}))
 
 
+async def _update_by_key(
+    session: AsyncSession, table: Table, keys: tuple[str, ...], rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Core executemany UPDATE by primary key, one statement per set of columns (the hot path: the
+    ORM's bulk update costs several times more Python per row)."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        columns = tuple(sorted(k for k in row if k not in keys))
+        groups.setdefault(columns, []).append({f"k_{k}" if k in keys else k: v for k, v in row.items()})
+    for columns, params in groups.items():
+        statement = (
+            table.update()
+            .where(*(table.c[k] == bindparam(f"k_{k}") for k in keys))
+            .values({c: bindparam(c) for c in columns})
+        )
+        await session.execute(statement, params)
+
+
 async def write_steps(
     session: AsyncSession, existing: Sequence[Mapping[str, Any]], fresh: Sequence[Mapping[str, Any]]
 ) -> None:
     """Update step rows that exist (by primary key: run_id and key in each row) and insert new ones."""
     if existing:
-        await session.execute(update(WorkflowStep), list(existing))
+        await _update_by_key(session, STEPS, ("run_id", "key"), existing)
     if fresh:
-        await session.execute(insert(WorkflowStep), list(fresh))
+        await session.execute(STEPS.insert(), list(fresh))
 
 
 async def set_resume(session: AsyncSession, run_id: str, key: str, payload: Mapping[str, Any]) -> bool:
@@ -256,7 +293,7 @@ async def running_counts(
 
 async def insert_runs(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     if rows:
-        await session.execute(insert(WorkflowRun), list(rows))
+        await session.execute(RUNS.insert(), list(rows))
 
 
 async def claim(

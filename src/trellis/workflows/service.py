@@ -245,7 +245,19 @@ class WorkflowService:
             existing = await self._by_key(actor.user_id, request.idempotency_key)
             if existing is not None:
                 return existing, False
-        row, version, _ = await self.get(actor, request.workflow, request.version)
+        async with self._database.reader() as session:
+            row, version = await repo.resolve(session, actor.user_id, request.workflow, request.version)
+        if row is None:
+            raise _workflow_not_found(request.workflow)
+        if version is None:
+            raise NotFound(
+                f"workflow {request.workflow!r} has no version {request.version}",
+                details={
+                    "workflow": request.workflow,
+                    "version": request.version,
+                    "latest_version": row.latest_version,
+                },
+            )
         definition = await self._definitions.get(row.id, version)
         if definition.input_schema is not None:
             validator = jsonschema.validators.validator_for(definition.input_schema)(definition.input_schema)
