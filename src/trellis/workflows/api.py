@@ -222,6 +222,7 @@ async def history(
     "hooks wake the run named by the body's `run_id` whose `wait` step waits on this hook, with the body's "
     f"`data` as that step's output. Deliveries carry `{TIMESTAMP_HEADER}` (Unix seconds) and "
     f"`{SIGNATURE_HEADER}: sha256=<hex HMAC-SHA256 of '<timestamp>.<body>' with the secret>`.",
+    responses={404: {"description": "A start hook naming a workflow you do not have (not_found_error)"}},
 )
 async def create_hook(body: HookCreate, principal: Writer, runtime: RuntimeDep) -> Envelope[HookCreated]:
     hook, secret = await runtime.workflows.create_hook(principal, body)

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import jsonschema
+import structlog
 from sqlalchemy.exc import IntegrityError
 
 from trellis.auth.models import User
@@ -41,6 +42,8 @@ from trellis.workflows.schemas import ExecuteRequest, HookCreate, N8nConnectionI
 from trellis.workflows.steps.base import StepContext
 from trellis.workflows.steps.registry import MAP_STEP, StepRegistry
 from trellis.workflows.worker import RunWaiters, WorkflowWorker
+
+log = structlog.get_logger(__name__)
 
 SIGNATURE_HEADER = "X-Trellis-Signature"
 TIMESTAMP_HEADER = "X-Trellis-Timestamp"
@@ -97,11 +100,19 @@ class WorkflowService:
         self._box = secrets_box
         self._outbound = outbound
         self._waiters = waiters
-        self._nudge = nudge
+        self._nudge_now = nudge
         self.cancel_local = cancel_local
         self._local_worker = local_worker
         self._creations: GroupCommit[_NewRun, bool] = GroupCommit(self._create_group)
         self._sleep = sleep
+
+    async def _nudge(self, run_id: str) -> None:
+        """Tell a worker; if the queue is unreachable the run still starts: workers poll the database
+        (within [workflow] poll_seconds), the source of truth. A nudge is an accelerator."""
+        try:
+            await self._nudge_now(run_id)
+        except Exception as exc:  # noqa: BLE001 - whatever the broker raised, the run is safe
+            log.warning("workflow.nudge_failed", run_id=run_id, error=repr(exc))
 
     # -- definitions ---------------------------------------------------------------------------------
 

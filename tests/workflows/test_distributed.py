@@ -1,0 +1,172 @@
+"""The distributed setup for real: PostgreSQL, Redis Streams, two `trellis worker` processes, and this
+test as the API. Workers are killed with SIGKILL in the middle of a step, again and again; every
+run still ends succeeded, each step's success recorded once, nothing left running."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from sqlalchemy import func, select
+
+from tests.conftest import JWT_SECRET, REDIS_URL, WORKFLOW_SECRET_KEY, Harness
+from tests.processes import Process, start
+from tests.workflows.support import execute, save
+from trellis.workflows.models import WorkflowEvent, WorkflowRun
+
+KILLS = int(os.environ.get("TRELLIS_TEST_WORKER_KILLS", "50"))
+LEASE_SECONDS = 2.0
+POLL_SECONDS = 0.2
+
+
+class Hold:
+    """An HTTP endpoint that answers after a moment, announcing each request as it arrives."""
+
+    def __init__(self) -> None:
+        self.arrived: asyncio.Queue[str] = asyncio.Queue()
+        self.keys: dict[str, list[str]] = {}
+        self.base_url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        run = request.query["run"]
+        self.keys.setdefault(run, []).append(request.headers["Idempotency-Key"])
+        await self.arrived.put(run)
+        await asyncio.sleep(0.3)
+        return web.json_response({"run": run, "seen": len(self.keys[run])})
+
+
+@pytest.fixture
+async def hold() -> AsyncIterator[Hold]:
+    server = Hold()
+    app = web.Application()
+    app.router.add_get("/hold", server.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        yield server
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def queue_name() -> str:
+    return f"trellis-test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def api(make_harness: Callable[..., Any], postgres_url: str, queue_name: str) -> AsyncIterator[Harness]:
+    """This test process plays the API: it queues runs on Redis and runs no steps itself."""
+    workflow = {
+        "queue_url": REDIS_URL,
+        "queue_name": queue_name,
+        "embedded_workers": False,
+        "lease_seconds": LEASE_SECONDS,
+        "outbound_allow": ["127.0.0.1/32"],
+    }
+    async with make_harness(database_url=postgres_url, workflow=workflow) as harness:
+        yield harness
+
+
+def worker_env(postgres_url: str, queue_name: str, data_dir: Path) -> dict[str, str]:
+    return {
+        "TRELLIS_DATA_DIR": str(data_dir),
+        "TRELLIS_DATABASE_URL": postgres_url,
+        "TRELLIS_JWT_SECRET": JWT_SECRET,
+        "TRELLIS_WORKFLOW__SECRET_KEYS": f'["{WORKFLOW_SECRET_KEY}"]',
+        "TRELLIS_WORKFLOW__QUEUE_URL": REDIS_URL,
+        "TRELLIS_WORKFLOW__QUEUE_NAME": queue_name,
+        "TRELLIS_WORKFLOW__LEASE_SECONDS": str(LEASE_SECONDS),
+        "TRELLIS_WORKFLOW__POLL_SECONDS": str(POLL_SECONDS),
+        "TRELLIS_WORKFLOW__OUTBOUND_ALLOW": '["127.0.0.1/32"]',
+        "TRELLIS_LOG_LEVEL": "WARNING",
+    }
+
+
+async def holder_pid(h: Harness, run_id: str) -> int | None:
+    """The process id of the worker holding the run (worker ids are host:pid:random)."""
+    async with h.runtime.database.reader() as session:
+        owner = (await session.execute(select(WorkflowRun.lease_owner).where(WorkflowRun.id == run_id))).scalar()
+    return int(owner.split(":")[1]) if owner else None
+
+
+async def test_killing_workers_mid_step_loses_nothing(
+    api: Harness, hold: Hold, postgres_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    definition = {
+        "steps": [
+            {"id": "first", "type": "transform", "with": {"value": "{{ input.n }}"}},
+            {"id": "call", "type": "http.request", "with": {"url": hold.base_url + "/hold?run={{ run.id }}"}},
+            {"id": "last", "type": "transform", "with": {"value": "{{ steps.first.output }}:{{ steps.call.output.body.run }}"}},
+        ]
+    }
+    await save(api, "durable", definition)
+    env = worker_env(postgres_url, queue_name, tmp_path / "worker-data")
+    workers: dict[int, Process] = {}
+
+    def spawn(name: str) -> None:
+        process = start(name, ["worker", "--concurrency", "8"], env, tmp_path)
+        workers[process.process.pid] = process
+
+    spawn("worker-0")
+    spawn("worker-1")
+    runs: list[str] = []
+    kills = 0
+    try:
+        while kills < KILLS:
+            run = await execute(api, "durable", {"n": len(runs)}, wait=0)
+            runs.append(run["id"])
+            while True:  # the run's /hold request is in flight on some worker: kill that worker
+                arrived = await asyncio.wait_for(hold.arrived.get(), 60)
+                if arrived == run["id"]:
+                    break
+            pid = await holder_pid(api, run["id"])
+            victim = workers.pop(pid) if pid in workers else None
+            if victim is None:
+                continue  # already handed over between the request and the read
+            victim.kill()
+            kills += 1
+            spawn(f"worker-{kills + 1}")
+        # Every run ends, well within a lease plus the poll after the last kill.
+        deadline = asyncio.get_running_loop().time() + LEASE_SECONDS * 3 + 30
+        while True:
+            async with api.runtime.database.reader() as session:
+                states = Counter(
+                    (await session.execute(select(WorkflowRun.status).where(WorkflowRun.id.in_(runs)))).scalars()
+                )
+            if states == Counter({"succeeded": len(runs)}):
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                pytest.fail(f"runs not all succeeded: {states}\n" + "\n".join(w.output() for w in workers.values()))
+            await asyncio.sleep(0.1)
+        async with api.runtime.database.reader() as session:
+            successes = (
+                await session.execute(
+                    select(WorkflowEvent.run_id, WorkflowEvent.step, func.count())
+                    .where(WorkflowEvent.run_id.in_(runs), WorkflowEvent.type == "step.succeeded")
+                    .group_by(WorkflowEvent.run_id, WorkflowEvent.step)
+                )
+            ).all()
+            results = dict(
+                (await session.execute(select(WorkflowRun.id, WorkflowRun.result).where(WorkflowRun.id.in_(runs)))).all()
+            )
+        assert all(count == 1 for _, _, count in successes), [s for s in successes if s[2] != 1]
+        assert len(successes) == 3 * len(runs)
+        for n, run_id in enumerate(runs):
+            assert results[run_id] == f"{n}:{run_id}"
+            keys = hold.keys[run_id]
+            # At least once: a killed attempt ran again, with the same idempotency key.
+            assert set(keys) == {f"{run_id}:call:1"}, keys
+        assert sum(len(keys) > 1 for keys in hold.keys.values()) >= KILLS // 2
+    finally:
+        for process in workers.values():
+            process.stop()
