@@ -106,7 +106,11 @@ async def test_killing_workers_mid_step_loses_nothing(
         "steps": [
             {"id": "first", "type": "transform", "with": {"value": "{{ input.n }}"}},
             {"id": "call", "type": "http.request", "with": {"url": hold.base_url + "/hold?run={{ run.id }}"}},
-            {"id": "last", "type": "transform", "with": {"value": "{{ steps.first.output }}:{{ steps.call.output.body.run }}"}},
+            {
+                "id": "last",
+                "type": "transform",
+                "with": {"value": "{{ steps.first.output }}:{{ steps.call.output.body.run }}"},
+            },
         ]
     }
     await save(api, "durable", definition)
@@ -157,7 +161,9 @@ async def test_killing_workers_mid_step_loses_nothing(
                 )
             ).all()
             results = dict(
-                (await session.execute(select(WorkflowRun.id, WorkflowRun.result).where(WorkflowRun.id.in_(runs)))).all()
+                (
+                    await session.execute(select(WorkflowRun.id, WorkflowRun.result).where(WorkflowRun.id.in_(runs)))
+                ).all()
             )
         assert all(count == 1 for _, _, count in successes), [s for s in successes if s[2] != 1]
         assert len(successes) == 3 * len(runs)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import Harness
 from tests.workflows.support import events, execute, save, status, steps_by_key
@@ -226,3 +227,62 @@ async def test_concurrency_per_user_holds_across_workers(make_harness: Callable[
             for call in gate.calls:
                 gate.open(call)
             await stop(a, b)
+
+
+async def test_the_database_dropping_every_connection_mid_run_loses_nothing(
+    make_harness: Callable[..., Any], postgres_url: str
+) -> None:
+    """PostgreSQL restarted (every connection cut) while a step runs: the worker cannot record the
+    step's end and lets go; once the lease has passed the run is taken again and ends."""
+    async with make_harness(database_url=postgres_url, workflow={"embedded_workers": False}) as h:
+        gate = Gate()
+        h.runtime.workflows.registry.register("test.block", gate.step_type())
+        await save(h, "blocking", BLOCKING)
+        run = await execute(h, "blocking", wait=0)
+        a = h.runtime.new_workflow_worker("A")
+        try:
+            await a.poll()
+            first = await entered(gate)
+            async with h.runtime.database.transaction() as session:
+                await session.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+            gate.open(first)  # the step ends; recording it fails on a dead connection
+            while a.active:
+                await asyncio.sleep(0.01)
+            h.clock.advance(h.runtime.settings.workflow.lease_seconds + 1)
+            await a.poll()
+            gate.open(await entered(gate))
+            await a.drain()
+            while a.active:
+                await asyncio.sleep(0.01)
+            done = await status(h, run["id"])
+            assert done["status"] == "succeeded"
+            assert steps_by_key(done)["block"]["status"] == "succeeded"
+        finally:
+            for call in gate.calls:
+                gate.open(call)
+            await a.stop()
+
+
+async def test_runs_started_in_process_respect_the_per_user_limit(make_harness: Callable[..., Any]) -> None:
+    async with make_harness(workflow={"max_running_per_user": 1}) as h:  # the embedded pool, fast path
+        gate = Gate()
+        h.runtime.workflows.registry.register("test.block", gate.step_type())
+        await save(h, "blocking", BLOCKING)
+        runs = [await execute(h, "blocking", wait=0) for _ in range(3)]
+        first = await entered(gate)
+        states = sorted([(await status(h, r["id"]))["status"] for r in runs])
+        assert states == ["queued", "queued", "running"]
+        gate.open(first)
+        for _ in range(2):
+            gate.open(await entered(gate))  # the next starts only when the one before has ended
+        for run in runs:
+            for _ in range(500):
+                if (await status(h, run["id"]))["status"] == "succeeded":
+                    break
+                await asyncio.sleep(0.01)
+            assert (await status(h, run["id"]))["status"] == "succeeded"

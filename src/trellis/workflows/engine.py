@@ -469,6 +469,12 @@ class RunExecution:
             self._cancel_tasks()
             log.warning("workflow.lease_lost", run_id=self.run_id, worker=self.engine.worker_id)
             return "lost"
+        except Exception as exc:  # noqa: BLE001 - the database went away, most likely
+            # Nothing more can be recorded: stop the steps and let go. The lease runs out and a
+            # worker's poll takes the run over from its last recorded state.
+            self._cancel_tasks()
+            log.warning("workflow.run_interrupted", run_id=self.run_id, worker=self.engine.worker_id, error=repr(exc))
+            return "lost"
 
     async def _step_forward(self, batch: Batch, launch: list[tuple[str, float]]) -> str | None:
         """Commit what happened and start what is ready; a status once this worker lets go."""
