@@ -124,3 +124,28 @@ async def test_private_n8n_base_urls_are_refused(make_harness: Callable[..., Any
         )
         assert response.status_code == 400
         assert response.json()["error"]["details"]["fields"][0]["field"] == "base_url"
+
+
+async def test_a_retry_follows_the_execution_it_already_started(h: Harness, n8n: FakeN8n) -> None:
+    # n8n's API fails for longer than the client tolerates: the attempt fails, retryable. The
+    # retry must follow the execution already started, not trigger the n8n workflow a second time.
+    n8n.script("long", statuses=["running", "success"], result={"done": True}, poll_http_statuses=[503] * 6)
+    definition = trigger("long")
+    definition["steps"][0]["retry"] = {"attempts": 2, "backoff_seconds": 0}
+    await save(h, "via-n8n", definition)
+    run = await execute(h, "via-n8n", {"name": "Ada"})
+    assert run["status"] == "succeeded", run["error"]
+    assert run["result"]["result"] == {"done": True}
+    assert len(n8n.webhook_calls("long")) == 1
+    assert steps_by_key(await status(h, run["id"]))["n8n"]["attempt"] == 2
+
+
+async def test_a_retry_after_a_failed_execution_triggers_again(h: Harness, n8n: FakeN8n) -> None:
+    n8n.script("flaky", statuses=["error"], error="first time fails")
+    definition = trigger("flaky")
+    definition["steps"][0]["retry"] = {"attempts": 2, "backoff_seconds": 0}
+    await save(h, "via-n8n", definition)
+    run = await execute(h, "via-n8n", {"name": "Ada"})
+    # n8n's error is not retryable (the workflow ran and failed): one trigger, the run fails.
+    assert run["status"] == "failed"
+    assert len(n8n.webhook_calls("flaky")) == 1

@@ -816,6 +816,10 @@ class RunExecution:
         async def emit(kind_: str, data: Mapping[str, Any]) -> None:
             await self.engine.commit(self, Batch(events=[{"type": kind_, "step": key, "data": dict(data)}]))
 
+        async def recall(kind_: str) -> list[dict[str, Any]]:
+            async with self.engine._database.reader() as session:
+                return await repo.step_events(session, self.run_id, key, kind_)
+
         ctx = StepContext(
             run_id=self.run_id,
             workflow=self.run.workflow_name,
@@ -826,6 +830,7 @@ class RunExecution:
             services=self.engine._services,
             idempotency_key=idempotency_key(self.run_id, key, attempt),
             emit=emit,
+            recall=recall,
         )
         limits = self._settings
         seconds = min(timeout_seconds or limits.default_step_timeout_seconds, limits.max_step_timeout_seconds)

@@ -117,6 +117,15 @@ async def events_after(session: AsyncSession, run_id: str, after_seq: int, limit
     return list(rows.scalars())
 
 
+async def step_events(session: AsyncSession, run_id: str, step: str, kind: str) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(WorkflowEvent.data)
+        .where(WorkflowEvent.run_id == run_id, WorkflowEvent.step == step, WorkflowEvent.type == kind)
+        .order_by(WorkflowEvent.seq)
+    )
+    return [dict(data) for data in rows.scalars()]
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryQuery:
     owner_id: str

@@ -18,7 +18,7 @@ other exception is a retryable failure with its type and message recorded; cance
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -90,8 +90,10 @@ class StepServices:
 
 @dataclass
 class StepContext:
-    """One attempt of one step. ``resumed`` carries what woke a suspended step (a hook's payload, a
-    child run's result); ``emit`` appends a progress event to the run's event log."""
+    """One attempt of one step. ``emit`` appends an event to the run's log (durably, fenced like every
+    write of the run); ``recall(type)`` reads back the data of this step's earlier events of that
+    type, from every attempt — how a step resumes what a lost attempt started (``n8n.trigger``
+    follows the execution it already triggered instead of triggering another)."""
 
     run_id: str
     workflow: str
@@ -102,8 +104,7 @@ class StepContext:
     services: StepServices
     idempotency_key: str
     emit: Callable[[str, Mapping[str, Any]], Awaitable[None]]
-    resumed: Mapping[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    recall: Callable[[str], Awaitable[list[dict[str, Any]]]]
 
 
 class StepType(Protocol):

@@ -5,6 +5,10 @@ URL and API key, stored per user, the key encrypted) is one of the owner's
 idempotency_key}`` so the n8n workflow can call back (a ``resume`` hook). Output:
 ``{execution_id, status, result}``, or the webhook's own answer when it returns no execution id
 or ``wait`` is false. n8n's ``error``/``crashed``/``canceled`` fail the step.
+
+n8n does not deduplicate webhook calls, so an attempt that finds an execution an earlier attempt
+started (the worker died while following it, or following it failed for a while) follows that one
+instead of triggering again, unless it has ended in failure.
 """
 
 from __future__ import annotations
@@ -45,12 +49,14 @@ class N8nTriggerStep:
         }
         payload = {**config.payload, "trellis": trellis} if isinstance(config.payload, dict) else config.payload
         try:
-            execution_id, answer = await services.n8n.trigger(
-                base_url, config.path, payload, idempotency_key=ctx.idempotency_key
-            )
-            if execution_id is None or not config.wait:
-                return {"execution_id": execution_id, "status": None, "result": answer}
-            await ctx.emit("n8n.started", {"execution_id": execution_id})
+            execution_id = await self._started_before(ctx, base_url, api_key) if config.wait else None
+            if execution_id is None:
+                execution_id, answer = await services.n8n.trigger(
+                    base_url, config.path, payload, idempotency_key=ctx.idempotency_key
+                )
+                if execution_id is None or not config.wait:
+                    return {"execution_id": execution_id, "status": None, "result": answer}
+                await ctx.emit("n8n.started", {"execution_id": execution_id})
 
             async def seen(execution: N8nExecution) -> None:
                 await ctx.emit("n8n.status", {"execution_id": execution.id, "status": execution.status})
@@ -65,3 +71,19 @@ class N8nTriggerStep:
         except TrellisError as exc:
             raise failed_from(exc) from None
         return {"execution_id": done.id, "status": done.status, "result": done.result}
+
+    @staticmethod
+    async def _started_before(ctx: StepContext, base_url: str, api_key: str) -> str | None:
+        """The execution an earlier attempt of this step started, if it is still worth following."""
+        earlier = await ctx.recall("n8n.started")
+        if not earlier:
+            return None
+        execution_id = str(earlier[-1]["execution_id"])
+        try:
+            current = await ctx.services.n8n.execution(base_url, api_key, execution_id)
+        except N8nError as exc:
+            # Not found (or the key refused): start afresh. A passing failure: follow it, riding it out.
+            return execution_id if exc.retryable else None
+        if current.finished and current.status != "success":
+            return None  # it failed: this attempt is the retry
+        return execution_id
