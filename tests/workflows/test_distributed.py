@@ -1,6 +1,8 @@
-"""The distributed setup for real: PostgreSQL, Redis Streams, two `trellis worker` processes, and this
-test as the API. Workers are killed with SIGKILL in the middle of a step, again and again; every
-run still ends succeeded, each step's success recorded once, nothing left running."""
+"""Processes killed with SIGKILL in the middle of a step, again and again, in both setups: embedded
+(a SQLite file, two `trellis serve` processes running steps in their in-process pools) and
+distributed (PostgreSQL, Redis Streams, two `trellis worker` processes). This test plays the API
+(it queues runs and runs no steps). Every run still ends succeeded, each step's success recorded
+once, nothing left running."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +19,8 @@ import pytest
 from aiohttp import web
 from sqlalchemy import func, select
 
-from tests.conftest import JWT_SECRET, REDIS_URL, WORKFLOW_SECRET_KEY, Harness
-from tests.processes import Process, start
+from tests.conftest import ADMIN_KEY, JWT_SECRET, REDIS_URL, WORKFLOW_SECRET_KEY, Harness
+from tests.processes import Process, free_port, start
 from tests.workflows.support import execute, save
 from trellis.workflows.models import WorkflowEvent, WorkflowRun
 
@@ -63,33 +66,54 @@ def queue_name() -> str:
     return f"trellis-test-{uuid.uuid4().hex[:10]}"
 
 
+@dataclass
+class Setup:
+    name: str
+    database_url: str
+    queue_url: str | None
+    command: list[str]  # what runs steps
+
+    def env(self, queue_name: str, data_dir: Path) -> dict[str, str]:
+        values = {
+            "TRELLIS_DATA_DIR": str(data_dir),
+            "TRELLIS_DATABASE_URL": self.database_url,
+            "TRELLIS_JWT_SECRET": JWT_SECRET,
+            "TRELLIS_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+            "TRELLIS_WORKFLOW__SECRET_KEYS": f'["{WORKFLOW_SECRET_KEY}"]',
+            "TRELLIS_WORKFLOW__QUEUE_NAME": queue_name,
+            "TRELLIS_WORKFLOW__LEASE_SECONDS": str(LEASE_SECONDS),
+            "TRELLIS_WORKFLOW__POLL_SECONDS": str(POLL_SECONDS),
+            "TRELLIS_WORKFLOW__OUTBOUND_ALLOW": '["127.0.0.1/32"]',
+            "TRELLIS_LOG_LEVEL": "WARNING",
+        }
+        if self.queue_url:
+            values["TRELLIS_WORKFLOW__QUEUE_URL"] = self.queue_url
+        return values
+
+
+@pytest.fixture(params=["embedded", "distributed"])
+def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Setup:
+    if request.param == "embedded":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'shared' / 'trellis.db'}"
+        return Setup("embedded", url, None, ["serve", "--host", "127.0.0.1"])
+    postgres: str = request.getfixturevalue("postgres_url")
+    return Setup("distributed", postgres, REDIS_URL, ["worker", "--concurrency", "8"])
+
+
 @pytest.fixture
-async def api(make_harness: Callable[..., Any], postgres_url: str, queue_name: str) -> AsyncIterator[Harness]:
-    """This test process plays the API: it queues runs on Redis and runs no steps itself."""
-    workflow = {
-        "queue_url": REDIS_URL,
+async def api(make_harness: Callable[..., Any], setup: Setup, queue_name: str) -> AsyncIterator[Harness]:
+    """This test process plays the API: it queues runs (on Redis, or in the database) and runs no
+    steps itself."""
+    workflow: dict[str, Any] = {
         "queue_name": queue_name,
         "embedded_workers": False,
         "lease_seconds": LEASE_SECONDS,
         "outbound_allow": ["127.0.0.1/32"],
     }
-    async with make_harness(database_url=postgres_url, workflow=workflow) as harness:
+    if setup.queue_url:
+        workflow["queue_url"] = setup.queue_url
+    async with make_harness(database_url=setup.database_url, workflow=workflow) as harness:
         yield harness
-
-
-def worker_env(postgres_url: str, queue_name: str, data_dir: Path) -> dict[str, str]:
-    return {
-        "TRELLIS_DATA_DIR": str(data_dir),
-        "TRELLIS_DATABASE_URL": postgres_url,
-        "TRELLIS_JWT_SECRET": JWT_SECRET,
-        "TRELLIS_WORKFLOW__SECRET_KEYS": f'["{WORKFLOW_SECRET_KEY}"]',
-        "TRELLIS_WORKFLOW__QUEUE_URL": REDIS_URL,
-        "TRELLIS_WORKFLOW__QUEUE_NAME": queue_name,
-        "TRELLIS_WORKFLOW__LEASE_SECONDS": str(LEASE_SECONDS),
-        "TRELLIS_WORKFLOW__POLL_SECONDS": str(POLL_SECONDS),
-        "TRELLIS_WORKFLOW__OUTBOUND_ALLOW": '["127.0.0.1/32"]',
-        "TRELLIS_LOG_LEVEL": "WARNING",
-    }
 
 
 async def holder_pid(h: Harness, run_id: str) -> int | None:
@@ -100,7 +124,7 @@ async def holder_pid(h: Harness, run_id: str) -> int | None:
 
 
 async def test_killing_workers_mid_step_loses_nothing(
-    api: Harness, hold: Hold, postgres_url: str, queue_name: str, tmp_path: Path
+    api: Harness, setup: Setup, hold: Hold, queue_name: str, tmp_path: Path
 ) -> None:
     definition = {
         "steps": [
@@ -114,11 +138,12 @@ async def test_killing_workers_mid_step_loses_nothing(
         ]
     }
     await save(api, "durable", definition)
-    env = worker_env(postgres_url, queue_name, tmp_path / "worker-data")
+    env = setup.env(queue_name, tmp_path / "worker-data")
     workers: dict[int, Process] = {}
 
     def spawn(name: str) -> None:
-        process = start(name, ["worker", "--concurrency", "8"], env, tmp_path)
+        command = [*setup.command, "--port", str(free_port())] if setup.name == "embedded" else setup.command
+        process = start(name, command, env, tmp_path)
         workers[process.process.pid] = process
 
     spawn("worker-0")

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import Harness
-from tests.workflows.support import events, execute, save, status, steps_by_key
+from tests.workflows.support import ADMIN, events, execute, save, status, steps_by_key
 from trellis.workflows.steps.base import StepConfig, StepContext
 from trellis.workflows.worker import WorkflowWorker
 
@@ -286,3 +286,18 @@ async def test_runs_started_in_process_respect_the_per_user_limit(make_harness: 
                     break
                 await asyncio.sleep(0.01)
             assert (await status(h, run["id"]))["status"] == "succeeded"
+
+
+async def test_ended_runs_past_retention_are_purged(make_harness: Callable[..., Any], database_url: str) -> None:
+    async with make_harness(database_url=database_url, workflow={"retention_days": 7}) as h:
+        await save(h, "quick", {"steps": [{"id": "a", "type": "transform", "with": {"value": 1}}]})
+        old = await execute(h, "quick")
+        h.clock.advance(8 * 86_400)
+        recent = await execute(h, "quick")
+        worker = h.runtime.workflow_worker
+        assert worker is not None
+        assert await worker.purge() == 1
+        gone = await h.client.get(f"/api/v1/workflow/status/{old['id']}", headers=ADMIN)
+        assert gone.status_code == 404
+        assert (await status(h, recent["id"]))["status"] == "succeeded"
+        assert await events(h, recent["id"])

@@ -33,6 +33,8 @@ from trellis.workflows.engine import Engine, RunExecution, StopReason
 log = structlog.get_logger(__name__)
 
 ENDED = frozenset(repo.ENDED)
+PURGE_EVERY_SECONDS = 3600.0
+PURGE_BATCH = 500
 
 
 def new_worker_id() -> str:
@@ -118,6 +120,7 @@ class WorkflowWorker:
             ),
             asyncio.create_task(self._every(self._settings.lease_seconds / 3, self.heartbeat), name="wf-heartbeat"),
             asyncio.create_task(self._every(self._settings.cancel_check_seconds, self.check_cancels), name="wf-cancel"),
+            asyncio.create_task(self._every(PURGE_EVERY_SECONDS, self.purge), name="wf-purge"),
         ]
 
     async def _every(
@@ -237,6 +240,19 @@ class WorkflowWorker:
             await asyncio.wait(busy)
 
     # -- keeping and stopping work -------------------------------------------------------------------
+
+    async def purge(self) -> int:
+        """Delete runs that ended more than ``retention_days`` ago, with their steps and events, a
+        batch at a time (any worker may do it; several doing it at once is harmless)."""
+        cutoff = self._clock.now() - timedelta(days=self._settings.retention_days)
+        deleted = 0
+        while not self._stopping:
+            async with self._database.transaction() as session:
+                count = await repo.delete_ended_before(session, cutoff, PURGE_BATCH)
+            deleted += count
+            if count < PURGE_BATCH:
+                break
+        return deleted
 
     async def heartbeat(self) -> None:
         held = {run_id: execution.epoch for run_id, (_, execution) in self._active.items()}
