@@ -43,6 +43,7 @@ from trellis.settings import Settings
 from trellis.storage.database import Database
 from trellis.vectors.service import VectorCollections
 from trellis.workflows.engine import DefinitionCache, Engine
+from trellis.workflows.metrics import WorkflowMetrics
 from trellis.workflows.n8n import N8nClient
 from trellis.workflows.queue import WorkQueue, build_work_queue
 from trellis.workflows.secrets import build_secret_box
@@ -198,7 +199,7 @@ def build_runtime(
     )
     search = ContextSearch(database, gateway, vector_index, keyword_budget=settings.context.keyword_rank_budget)
     vectors = VectorCollections(database, gateway, clock)
-    workflow_parts = build_workflows(settings, clock, database, gateway, context, search)
+    workflow_parts = build_workflows(settings, clock, database, gateway, context, search, registry)
     return Runtime(
         settings,
         clock,
@@ -234,6 +235,7 @@ class WorkflowParts:
     waiters: RunWaiters
     queue: WorkQueue | None
     outbound: OutboundClient
+    metrics: WorkflowMetrics
     worker: WorkflowWorker | None = None
 
     def new_worker(self, worker_id: str | None = None) -> WorkflowWorker:
@@ -246,6 +248,7 @@ class WorkflowParts:
             self.services,
             worker_id=worker_id or new_worker_id(),
             nudge=self.nudge,
+            metrics=self.metrics,
         )
         return WorkflowWorker(engine, self.database, self.clock, self.settings.workflow, self.waiters)
 
@@ -267,6 +270,7 @@ def build_workflows(
     gateway: Gateway,
     context: ContextService,
     search: ContextSearch,
+    registry: CollectorRegistry,
     *,
     worker: bool | None = None,
 ) -> WorkflowParts:
@@ -279,8 +283,8 @@ def build_workflows(
         timeout_seconds=tuning.outbound_timeout_seconds,
         max_response_bytes=tuning.outbound_max_response_bytes,
     )
-    registry = StepRegistry()
-    definitions = DefinitionCache(database, registry)
+    steps = StepRegistry()
+    definitions = DefinitionCache(database, steps)
     waiters = RunWaiters()
     queue = build_work_queue(tuning.queue_url, name=tuning.queue_name) if tuning.queue_url else None
     wanted = worker if worker is not None else tuning.embedded_workers
@@ -295,7 +299,7 @@ def build_workflows(
         database,
         clock,
         tuning,
-        registry,
+        steps,
         definitions,
         build_secret_box(settings),
         outbound,
@@ -318,7 +322,19 @@ def build_workflows(
         n8n_connection=service.resolve_connection,
         start_child=service.start_child,
     )
-    parts = WorkflowParts(settings, clock, database, service, services, registry, definitions, waiters, queue, outbound)
+    parts = WorkflowParts(
+        settings,
+        clock,
+        database,
+        service,
+        services,
+        steps,
+        definitions,
+        waiters,
+        queue,
+        outbound,
+        WorkflowMetrics(registry),
+    )
     if wanted:
         parts.worker = parts.new_worker()
     return parts

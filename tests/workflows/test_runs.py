@@ -557,3 +557,14 @@ async def test_step_types_are_listed_with_their_schemas(h: Harness) -> None:
     } <= set(names)
     assert names["http.request"]["side_effects"] is True
     assert "url" in names["http.request"]["config_schema"]["properties"]
+
+
+async def test_runs_and_steps_are_counted_in_the_metrics(h: Harness) -> None:
+    await save(h, "hello", HELLO)
+    await execute(h, "hello", {"name": "A"})
+    refused = await h.client.post("/api/v1/workflow/execute", json={"workflow": "hello", "input": {}}, headers=ADMIN)
+    assert refused.status_code == 400  # no run, nothing counted
+    text = (await h.client.get("/metrics", headers=ADMIN)).text
+    assert 'trellis_workflow_runs_total{status="succeeded"} 1.0' in text
+    assert 'trellis_workflow_steps_total{outcome="succeeded",type="transform"} 3.0' in text
+    assert "trellis_workflow_runs_active 0.0" in text

@@ -21,12 +21,14 @@ import asyncio
 import contextlib
 import enum
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import structlog
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from trellis.auth.schemas import Principal, Scope
@@ -36,8 +38,9 @@ from trellis.storage.database import Database
 from trellis.workflows import repository as repo
 from trellis.workflows import templates
 from trellis.workflows.definition import RetryPolicy, StepSpec, WorkflowDefinition
+from trellis.workflows.metrics import WorkflowMetrics
 from trellis.workflows.models import WorkflowRun, WorkflowStep
-from trellis.workflows.steps.base import StepContext, StepFailed, StepServices, Suspend
+from trellis.workflows.steps.base import StepContext, StepFailed, StepServices, StepType, Suspend
 from trellis.workflows.steps.registry import MAP_STEP, StepRegistry
 
 log = structlog.get_logger(__name__)
@@ -263,8 +266,10 @@ class Engine:
         *,
         worker_id: str,
         nudge: Callable[[str], Awaitable[None]],
+        metrics: WorkflowMetrics | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        self.metrics = metrics or WorkflowMetrics(CollectorRegistry())
         self._database = database
         self._clock = clock
         self._settings = settings
@@ -834,6 +839,20 @@ class RunExecution:
         )
         limits = self._settings
         seconds = min(timeout_seconds or limits.default_step_timeout_seconds, limits.max_step_timeout_seconds)
+        outcome = await self._timed_run(kind, ctx, config, seconds)
+        metrics = self.engine.metrics
+        metrics.steps.labels(step_type, outcome.status).inc()
+        return outcome
+
+    async def _timed_run(self, kind: StepType, ctx: StepContext, config: Any, seconds: float) -> Outcome:
+        started = time.perf_counter()
+        try:
+            return await self._run_kind(kind, ctx, config, seconds)
+        finally:
+            self.engine.metrics.step_seconds.labels(kind.name).observe(time.perf_counter() - started)
+
+    async def _run_kind(self, kind: StepType, ctx: StepContext, config: Any, seconds: float) -> Outcome:
+        key = ctx.step_id
         try:
             async with asyncio.timeout(seconds):
                 output = await kind.run(ctx, config)

@@ -181,6 +181,8 @@ class WorkflowWorker:
         run_id = execution.run_id
         task = asyncio.create_task(execution.drive(), name=f"workflow-run:{run_id}")
         self._active[run_id] = (task, execution)
+        metrics = self.engine.metrics
+        metrics.active.inc()
         try:
             status = await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -189,6 +191,11 @@ class WorkflowWorker:
             status = "running" if task.cancelled() else task.result()
         finally:
             self._active.pop(run_id, None)
+            metrics.active.dec()
+        if status == "lost":
+            metrics.lost.inc()
+        elif status in ENDED or status == "waiting":
+            metrics.runs.labels(status).inc()
         if status in ENDED:
             self._waiters.notify(run_id, status)
             self._poll_now.set()  # a slot (and maybe the owner's concurrency) is free
