@@ -16,6 +16,9 @@
 5. Triggers both with ``trellis.workflows.n8n.N8nClient`` (through the SSRF guard, 127.0.0.1 allowlisted),
    follows the executions printing each status, checks the result, the failure's message, that a wrong
    API key is refused, and that n8n lists the execution that was followed.
+6. Runs the greeting workflow as an ``n8n.trigger`` step of a Trellis workflow: an embedded Trellis in
+   this process saves the connection and the workflow through its REST API, executes it with ``wait``,
+   and checks the run's result is n8n's and its events show the execution followed.
 
 Exits 0 when every check holds, 1 otherwise (n8n's log tail printed). n8n is stopped either way.
 """
@@ -424,6 +427,68 @@ async def check_with_client(http: httpx.AsyncClient, base_url: str, key: str, wo
         await outbound.aclose()
 
 
+async def check_through_trellis(base_url: str, key: str) -> None:
+    """The same n8n workflow as a step of a Trellis workflow: an embedded Trellis in this process (a
+    temporary data directory), the connection saved through the REST API, `n8n.trigger` run with
+    POST /api/v1/workflow/execute."""
+    import tempfile
+
+    from trellis.app import create_app
+    from trellis.settings import Settings
+    from trellis.storage import migrate
+
+    admin_key = "trl_e2e-" + "k" * 40
+    with tempfile.TemporaryDirectory(prefix="trellis-n8n-e2e-") as data_dir:
+        settings = Settings(
+            data_dir=Path(data_dir),
+            bootstrap_admin_key=admin_key,
+            log_level="WARNING",
+            workflow={"outbound_allow": ["127.0.0.1/32"], "n8n_poll_seconds": 0.25, "n8n_max_poll_seconds": 1.0},
+        )
+        app = create_app(settings)
+        runtime = app.state.runtime
+        await migrate.upgrade(runtime.database)
+        await runtime.auth.bootstrap_admin()
+        headers = {"Authorization": f"Bearer {admin_key}"}
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://trellis", headers=headers) as api:
+                say("==> Through Trellis: saving the n8n connection and a workflow with an n8n.trigger step")
+                saved = await api.put("/api/v1/n8n/connections/local", json={"base_url": base_url, "api_key": key})
+                if saved.status_code != 200:
+                    raise Failed(f"saving the connection: {saved.status_code} {saved.text}")
+                definition = {
+                    "steps": [
+                        {
+                            "id": "greet",
+                            "type": "n8n.trigger",
+                            "with": {
+                                "connection": "local",
+                                "path": WEBHOOK_PATH,
+                                "payload": {"name": "{{ input.name }}"},
+                            },
+                        },
+                        {"id": "shape", "type": "transform", "with": {"value": "{{ steps.greet.output.result }}"}},
+                    ]
+                }
+                await api.put("/api/v1/workflows/via-n8n", json={"definition": definition})
+                started = time.monotonic()
+                response = await api.post(
+                    "/api/v1/workflow/execute", json={"workflow": "via-n8n", "input": {"name": "Trellis"}, "wait": 60}
+                )
+                run = response.json()["data"]
+                say(
+                    f"    run {run['id']}: {run['status']} in {time.monotonic() - started:.2f} s, "
+                    f"result {json.dumps(run['result'])}"
+                )
+                events = (await api.get(f"/api/v1/workflow/{run['id']}/events")).json()["data"]["items"]
+                for event in events:
+                    if event["type"].startswith("n8n."):
+                        say(f"    event {event['type']}: {json.dumps(event['data'])}")
+                if run["status"] != "succeeded" or run["result"] != {"greeting": "hello Trellis"}:
+                    raise Failed(f"the Trellis run did not give n8n's result: {run}")
+
+
 async def scenario(base_url: str, process: subprocess.Popen[bytes]) -> None:
     async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as http:
         say("==> Waiting for n8n to be ready")
@@ -434,6 +499,7 @@ async def scenario(base_url: str, process: subprocess.Popen[bytes]) -> None:
         workflow_id = await create_active(http, key, greeting_workflow())
         await create_active(http, key, failing_workflow())
         await check_with_client(http, base_url, key, workflow_id)
+        await check_through_trellis(base_url, key)
 
 
 def main() -> int:
