@@ -1,8 +1,10 @@
 """The work-queue contract, run against every implementation on a real broker (see conftest.py).
 
-Handlers are held and released with asyncio events; the only timeouts are guards against a hang
-(``GUARD``), except where the scenario itself is about time: a handler that runs longer than the
-redelivery timeout, and the short window in which ``close`` must still be waiting.
+Handlers are held and released with asyncio events; the timeouts are guards against a hang
+(``GUARD``), except where the scenario itself is about time (a handler that runs longer than the
+redelivery timeout) and two short windows in which nothing may happen (no fourth call while three
+are held; ``close`` still waiting for held calls): those detect a failure, a correct queue passes
+whatever their length.
 """
 
 from __future__ import annotations
@@ -69,12 +71,16 @@ async def test_at_most_concurrency_handler_calls_run_at_once(queues: Queues) -> 
     await consumer.consume(hold, concurrency=3)
     await submit_all(producer, run_ids)
 
-    # Seven nudges wait in the broker while three calls are held; release them one at a time, each
-    # release letting exactly one more start.
     def more_than(count: int) -> Callable[[], bool]:
         return lambda: len(handled.order) > count
 
     await handled.until(more_than(2))
+    # Seven nudges wait in the broker while three calls are held: a consumer that admitted more
+    # would start a fourth within milliseconds. (A window to detect a failure, not to synchronize:
+    # a correct consumer passes however long it is.)
+    with pytest.raises(TimeoutError):
+        await handled.until(more_than(3), timeout=0.2)
+    # Then release them one at a time, each release letting exactly one more start.
     for started in range(3, len(run_ids)):
         assert running == 3
         release[handled.order[started - 3]].set()
