@@ -6,13 +6,15 @@ REST door's body (``prompt`` / ``messages`` / ``content`` + ``analysis_type``, `
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError
 
+from trellis.auth.schemas import Scope
 from trellis.gateway import tasks
-from trellis.gateway.schemas import AnalyzeRequest, ChatRequest, GenerateRequest, SamplingFields
-from trellis.gateway.service import CallContext
+from trellis.gateway.schemas import AnalyzeRequest, ChatRequest, GenerateRequest, GenerationOut, SamplingFields
+from trellis.gateway.service import CallContext, Gateway
 from trellis.kit.errors import TrellisError
 from trellis.workflows.steps.base import StepConfig, StepContext, StepFailed, failed_from
 
@@ -53,6 +55,24 @@ def _body(model: type[SamplingFields], config: StepConfig) -> Any:
         raise StepFailed(f"with.{where}: {first['msg']}", retryable=False) from None
 
 
+async def _call(
+    ctx: StepContext,
+    config: _Sampling,
+    request: type[SamplingFields],
+    prepare: Callable[[Gateway, Any], Awaitable[Any]],
+) -> tuple[Any, Any, GenerationOut]:
+    """(request body, prepared call, answer) of one model call as the run's owner."""
+    if Scope.AI not in ctx.owner.scopes:
+        raise StepFailed("the credential that started this run has no 'ai' scope", retryable=False)
+    body = _body(request, config)
+    gateway = ctx.services.gateway
+    try:
+        prepared = await prepare(gateway, body)
+        return body, prepared, await tasks.run(gateway, _call_context(ctx, config.cache), prepared)
+    except TrellisError as exc:
+        raise failed_from(exc) from None
+
+
 class GenerateStep:
     name: ClassVar[str] = "ai.generate"
     Config: ClassVar[type[StepConfig]] = GenerateConfig
@@ -60,14 +80,7 @@ class GenerateStep:
     description: ClassVar[str] = "Generate text from a prompt through the gateway."
 
     async def run(self, ctx: StepContext, config: GenerateConfig) -> Any:
-        gateway = ctx.services.gateway
-        try:
-            body = _body(GenerateRequest, config)
-            out = await tasks.run(
-                gateway, _call_context(ctx, config.cache), await tasks.prepare_generate(gateway, body)
-            )
-        except TrellisError as exc:
-            raise failed_from(exc) from None
+        _, _, out = await _call(ctx, config, GenerateRequest, tasks.prepare_generate)
         return out.model_dump()
 
 
@@ -78,12 +91,7 @@ class ChatStep:
     description: ClassVar[str] = "Chat with a model through the gateway."
 
     async def run(self, ctx: StepContext, config: ChatConfig) -> Any:
-        gateway = ctx.services.gateway
-        try:
-            body = _body(ChatRequest, config)
-            out = await tasks.run(gateway, _call_context(ctx, config.cache), await tasks.prepare_chat(gateway, body))
-        except TrellisError as exc:
-            raise failed_from(exc) from None
+        _, _, out = await _call(ctx, config, ChatRequest, tasks.prepare_chat)
         return out.model_dump()
 
 
@@ -94,11 +102,8 @@ class AnalyzeStep:
     description: ClassVar[str] = "Structured analysis (sentiment, classification, extraction, ...) through the gateway."
 
     async def run(self, ctx: StepContext, config: AnalyzeConfig) -> Any:
-        gateway = ctx.services.gateway
+        body, prepared, out = await _call(ctx, config, AnalyzeRequest, tasks.prepare_analyze)
         try:
-            body = _body(AnalyzeRequest, config)
-            prepared = await tasks.prepare_analyze(gateway, body)
-            out = await tasks.run(gateway, _call_context(ctx, config.cache), prepared)
             return tasks.as_analysis(out, body, prepared).model_dump()
         except TrellisError as exc:
             raise failed_from(exc) from None
