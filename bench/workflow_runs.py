@@ -261,7 +261,8 @@ def distributed_setup(args: argparse.Namespace, trellis: Path, lease_s: float | 
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="trellis-bench-")))
         env = child_env(tmp / "api-data", admin_key, **settings)
         if queue:
-            stack.callback(delete_redis_prefix, args.queue_url, queue_name)
+            # Whatever keys the queue made carry its (unique) name: delete every key that has it.
+            stack.callback(delete_redis_prefix, args.queue_url, f"*{queue_name}")
         lease_text = "default" if lease_s is None else f"{lease_s:g} s"
         broker = f"queue {queue_name} on {args.queue_url}" if queue else "no queue: workers poll the database"
         print(f"\n== distributed: PostgreSQL, {broker}, lease {lease_text}", flush=True)
