@@ -22,7 +22,7 @@ benchmark serves, which holds the first request open; the worker holding the run
 until the step's request arrives again (from the other worker) is printed next to the configured
 lease: the default one, then a shorter one.
 
-    .venv/bin/python bench/workflow_runs.py                     # about 3-4 minutes
+    .venv/bin/python bench/workflow_runs.py                     # 2-3 minutes on a quiet machine
     .venv/bin/python bench/workflow_runs.py --modes embedded    # no PostgreSQL, Redis or recovery
     .venv/bin/python bench/workflow_runs.py --duration 2 --warmup 1 --leases 5 --recovery-trials 1
 
