@@ -301,3 +301,19 @@ async def test_ended_runs_past_retention_are_purged(make_harness: Callable[..., 
         assert gone.status_code == 404
         assert (await status(h, recent["id"]))["status"] == "succeeded"
         assert await events(h, recent["id"])
+
+
+async def test_runs_start_while_the_broker_is_down(make_harness: Callable[..., Any]) -> None:
+    """The queue only accelerates: with the broker unreachable, execute still answers and the run
+    starts from the workers' poll of the database."""
+    workflow = {"embedded_workers": False, "queue_url": "redis://127.0.0.1:1/0", "poll_seconds": 0.05}
+    async with make_harness(workflow=workflow) as h:
+        await save(h, "quick", {"steps": [{"id": "a", "type": "transform", "with": {"value": "{{ input.n }}"}}]})
+        worker = h.runtime.new_workflow_worker("W")
+        worker.start()
+        try:
+            run = await execute(h, "quick", {"n": 7}, wait=10)
+            assert run["status"] == "succeeded"
+            assert run["result"] == 7
+        finally:
+            await worker.stop()

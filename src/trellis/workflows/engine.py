@@ -606,7 +606,7 @@ class RunExecution:
             batch.event("step.started", key, attempt=state.attempt)
             starting.append(key)
         if starting:
-            batch.run["current_step"] = starting[-1]
+            batch.run["current_step"] = self.run.current_step = starting[-1]
         return starting
 
     def _launch(self, keys: list[str], *, delay: float = 0.0) -> None:
@@ -738,6 +738,9 @@ class RunExecution:
             progress=1.0 if status == "succeeded" else self._progress(),
         )
         batch.event(f"run.{status}", None, **({"error": error} if error else {}))
+        for name, value in batch.run.items():  # the run as written: what a waiter in this process gets
+            setattr(self.run, name, value)
+        self.run.updated_at = now
 
     def _progress(self) -> float:
         return round(sum(1 for key in self.scheduled if self._done(key)) / len(self.scheduled), 4)

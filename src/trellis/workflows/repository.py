@@ -44,19 +44,27 @@ async def live_workflow(session: AsyncSession, owner_id: str, name: str) -> Work
     return row.scalar_one_or_none()
 
 
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    id: str
+    name: str
+    latest_version: int
+
+
 async def resolve(
     session: AsyncSession, owner_id: str, name: str, version: int | None
-) -> tuple[Workflow | None, int | None]:
-    """The live workflow and, if it exists, the version asked for (default the latest), in one query."""
+) -> tuple[Resolved | None, int | None]:
+    """The live workflow and, if it exists, the version asked for (default the latest), in one query
+    (columns only: it runs for every execute)."""
     wanted = WorkflowVersion.version == (version if version is not None else Workflow.latest_version)
     row = (
         await session.execute(
-            select(Workflow, WorkflowVersion.version)
+            select(Workflow.id, Workflow.name, Workflow.latest_version, WorkflowVersion.version)
             .outerjoin(WorkflowVersion, and_(WorkflowVersion.workflow_id == Workflow.id, wanted))
             .where(Workflow.owner_id == owner_id, Workflow.name == name, Workflow.deleted_at.is_(None))
         )
     ).one_or_none()
-    return (None, None) if row is None else (row[0], row[1])
+    return (None, None) if row is None else (Resolved(row[0], row[1], row[2]), row[3])
 
 
 async def workflow_version(session: AsyncSession, workflow_id: str, version: int) -> WorkflowVersion | None:

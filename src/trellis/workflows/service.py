@@ -444,6 +444,9 @@ class WorkflowService:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(min(interval, remaining)):
                             await asyncio.shield(future)
+                ended = future.result() if future.done() else None
+                if ended is not None and ended.status in repo.ENDED:
+                    return ended  # as this process's worker wrote it
                 async with self._database.reader() as session:
                     row = await repo.run_by_id(session, run_id)
                 assert row is not None
@@ -539,7 +542,7 @@ class WorkflowService:
             await repo.append_events(
                 session, run_id, seq, [{"type": "run.cancelled", "step": None, "data": {}, "at": now}]
             )
-        self._waiters.notify(run_id, "cancelled")
+        self._waiters.notify(run_id)
 
     async def retry(self, actor: Principal, run_id: str) -> WorkflowRun:
         """Re-run a failed or cancelled run from the steps that did not succeed, keeping the outputs

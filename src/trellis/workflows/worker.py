@@ -29,6 +29,7 @@ from trellis.settings import WorkflowSettings
 from trellis.storage.database import Database
 from trellis.workflows import repository as repo
 from trellis.workflows.engine import Engine, RunExecution, StopReason
+from trellis.workflows.models import WorkflowRun
 
 log = structlog.get_logger(__name__)
 
@@ -43,27 +44,28 @@ def new_worker_id() -> str:
 
 class RunWaiters:
     """In-process notification of runs that ended, for ``execute`` with ``wait`` (a waiter in another
-    process polls the database instead)."""
+    process polls the database instead). The worker hands over the run as it wrote it (None when it
+    does not have it), so the waiter need not read it back."""
 
     def __init__(self) -> None:
-        self._waiters: dict[str, list[asyncio.Future[str]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[WorkflowRun | None]]] = {}
 
-    def register(self, run_id: str) -> asyncio.Future[str]:
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    def register(self, run_id: str) -> asyncio.Future[WorkflowRun | None]:
+        future: asyncio.Future[WorkflowRun | None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(run_id, []).append(future)
         return future
 
-    def discard(self, run_id: str, future: asyncio.Future[str]) -> None:
+    def discard(self, run_id: str, future: asyncio.Future[WorkflowRun | None]) -> None:
         waiting = self._waiters.get(run_id)
         if waiting and future in waiting:
             waiting.remove(future)
             if not waiting:
                 del self._waiters[run_id]
 
-    def notify(self, run_id: str, status: str) -> None:
+    def notify(self, run_id: str, run: WorkflowRun | None = None) -> None:
         for future in self._waiters.pop(run_id, []):
             if not future.done():
-                future.set_result(status)
+                future.set_result(run)
 
 
 class WorkflowWorker:
@@ -197,7 +199,7 @@ class WorkflowWorker:
         elif status in ENDED or status == "waiting":
             metrics.runs.labels(status).inc()
         if status in ENDED:
-            self._waiters.notify(run_id, status)
+            self._waiters.notify(run_id, execution.run)
             self._poll_now.set()  # a slot (and maybe the owner's concurrency) is free
         elif execution.parked_until is not None:
             self._wake_at(run_id, execution.parked_until)

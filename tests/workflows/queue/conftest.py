@@ -97,13 +97,33 @@ class Queues:
         await remover.close()
 
 
-@pytest.fixture(params=list(BROKER_URLS))
-async def queues(request: pytest.FixtureRequest) -> AsyncIterator[Queues]:
-    made = Queues(request.param, BROKER_URLS[request.param])
+async def _queues_of(kind: str) -> AsyncIterator[Queues]:
+    made = Queues(kind, BROKER_URLS[kind])
     try:
         yield made
     finally:
         await made.cleanup()
+
+
+@pytest.fixture(params=list(BROKER_URLS))
+async def queues(request: pytest.FixtureRequest) -> AsyncIterator[Queues]:
+    async for made in _queues_of(request.param):
+        yield made
+
+
+@pytest.fixture(params=[kind for kind in BROKER_URLS if kind != "memory"])
+async def broker_queues(request: pytest.FixtureRequest) -> AsyncIterator[Queues]:
+    """The queues that outlive a consumer process (every broker; not the in-process queue)."""
+    async for made in _queues_of(request.param):
+        yield made
+
+
+@pytest.fixture(params=[kind for kind in BROKER_URLS if kind not in ("memory", "rabbitmq")])
+async def timeout_queues(request: pytest.FixtureRequest) -> AsyncIterator[Queues]:
+    """The queues that redeliver after a timeout (Redis, NATS); RabbitMQ redelivers only when the
+    consumer's connection drops."""
+    async for made in _queues_of(request.param):
+        yield made
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -248,12 +248,11 @@ async def test_a_call_cut_short_by_close_is_handed_to_another_consumer(queues: Q
     await successor.until(lambda: "run-1" in successor.calls)
 
 
-async def test_a_dead_consumers_nudge_is_redelivered(queues: Queues) -> None:
+async def test_a_dead_consumers_nudge_is_redelivered(broker_queues: Queues) -> None:
     """A consumer process killed while holding a nudge: another consumer gets it after the
     redelivery timeout (Redis: XAUTOCLAIM of idle entries; NATS: ack_wait; RabbitMQ: at once, when
     the dead connection drops). The in-process queue dies with its process: nothing to redeliver."""
-    if queues.kind == "memory":
-        pytest.skip("an in-process queue dies with its process")
+    queues = broker_queues
     redeliver_after = 0.5
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(REPO)])}
     process = await asyncio.create_subprocess_exec(
@@ -283,11 +282,10 @@ async def test_a_dead_consumers_nudge_is_redelivered(queues: Queues) -> None:
     await successor.until(lambda: "run-1" in successor.calls)
 
 
-async def test_a_long_call_is_not_redelivered_while_its_consumer_lives(queues: Queues) -> None:
+async def test_a_long_call_is_not_redelivered_while_its_consumer_lives(timeout_queues: Queues) -> None:
     """A live consumer keeps the nudge it works on: a call three times longer than the redelivery
     timeout is not given to an idle peer."""
-    if queues.kind in ("memory", "rabbitmq"):
-        pytest.skip("no redelivery timeout: redelivery only when the consumer's connection drops")
+    queues = timeout_queues
     redeliver_after = 0.3
     producer = queues()
     worker, peer = queues(redeliver_after=redeliver_after), queues(redeliver_after=redeliver_after)
