@@ -59,6 +59,7 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/auth_overhead.py
+	$(BIN)/python bench/workflow_runs.py
 
 # Outside `make test`: it needs npm and the network the first time (scripts/n8n/e2e.py says what it does).
 test-n8n: $(STAMP)
