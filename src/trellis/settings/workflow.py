@@ -20,7 +20,7 @@ class WorkflowSettings(BaseModel):
     # Run workflow steps inside `trellis serve`. Default: only when queue_url is unset.
     embedded_workers: bool | None = None
     # Runs one worker process (or the embedded pool) executes at once.
-    worker_concurrency: Annotated[int, Field(ge=1, le=1024)] = 32
+    worker_concurrency: Annotated[int, Field(ge=1, le=1024)] = 64
     # Runs executing at once, across every worker: per user, and in all.
     max_running_per_user: Annotated[int, Field(ge=1)] = 64
     max_running_total: Annotated[int, Field(ge=1)] = 1024

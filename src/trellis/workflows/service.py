@@ -355,7 +355,13 @@ class WorkflowService:
         if room and local is not None:
             owners = sorted({item.run.owner_id for item in items})
             for owner in owners:
-                await repo.lock_claims(session, owner)
+                await repo.lock_claims(
+                    session,
+                    owner,
+                    now,
+                    max_per_user=self.settings.max_running_per_user,
+                    max_total=self.settings.max_running_total,
+                )
             mine, total = await repo.running_counts(session, owners, now)
             for index, item in enumerate(items):
                 owner = item.run.owner_id
@@ -429,14 +435,14 @@ class WorkflowService:
     async def wait_for(self, run_id: str, seconds: float) -> WorkflowRun:
         """The run once it ended or ``seconds`` passed. A run this process executes signals its end
         at once (the database is read then, and every second as a safety net); one executed
-        elsewhere is seen by polling the database, every 20 ms rising to 250 ms."""
+        elsewhere is seen by polling the database, every 10 ms rising to 100 ms."""
         # Real time, not the injected clock: this bounds how long a request is held open.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(seconds, self.settings.max_execute_wait_seconds)
         future = self._waiters.register(run_id)
         local = self._local_worker()
         here = local is not None and local.started
-        interval = 1.0 if here else 0.02
+        interval = 1.0 if here else 0.01
         try:
             while True:
                 remaining = deadline - loop.time()
@@ -455,7 +461,7 @@ class WorkflowService:
                 if future.done():  # ended, then moved on (a retry): wait for the next end
                     self._waiters.discard(run_id, future)
                     future = self._waiters.register(run_id)
-                interval = 1.0 if here else min(interval * 2, 0.25)
+                interval = 1.0 if here else min(interval * 1.5, 0.1)
         finally:
             self._waiters.discard(run_id, future)
 

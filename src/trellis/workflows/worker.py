@@ -204,6 +204,18 @@ class WorkflowWorker:
         elif execution.parked_until is not None:
             self._wake_at(run_id, execution.parked_until)
 
+    def _poll_at(self, delay: float) -> None:
+        if self._stopping:
+            return
+
+        async def poll_soon() -> None:
+            await self._sleep(delay)
+            self._poll_now.set()
+
+        timer = asyncio.create_task(poll_soon(), name="workflow-poll-soon")
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
+
     def _wake_at(self, run_id: str, moment: datetime) -> None:
         """A run parked until soon (a short wait, a retry's backoff) is taken again on time, not at
         the next poll. Later ones are left to the poll."""
@@ -230,8 +242,16 @@ class WorkflowWorker:
         free = self._settings.worker_concurrency - len(self._active) - len(self._pending)
         if free <= 0 or self._stopping:
             return 0
+        now = self._clock.now()
         async with self._database.reader() as session:
-            due = await repo.due_runs(session, self._clock.now(), free * 2)
+            due = await repo.due_runs(session, now, free * 2)
+            upcoming = None if due else await repo.next_due(session)
+        if upcoming is not None:
+            # A lease running out (a dead worker's run) or a wait ending before the next poll: poll
+            # then, so a run is taken over as its lease ends, not up to a poll later.
+            delay = (upcoming - now).total_seconds()
+            if 0 < delay < self._settings.poll_seconds:
+                self._poll_at(delay)
         started = 0
         for run_id in due:
             if run_id not in self._active and run_id not in self._pending:
