@@ -482,14 +482,24 @@ class RunExecution:
             return "lost"
 
     async def _step_forward(self, batch: Batch, launch: list[tuple[str, float]]) -> str | None:
-        """Commit what happened and start what is ready; a status once this worker lets go."""
-        failed = self._failure()
-        if failed:
-            self._cancel_tasks()
-            self._end(batch, "failed", error=failed)
-            await self._commit(batch)
-            return "failed"
-        starting = self._start_ready(batch)
+        """Commit what happened and start what is ready; a status once this worker lets go.
+
+        Ready steps of inline types (quick and deterministic, like ``transform``) run here and now,
+        their outcomes joining the same batch: a chain of them costs one commit, not one each. That
+        keeps at-least-once intact: if this worker dies before the commit, none of the chain was
+        recorded and the next holder runs it again with the same inputs."""
+        while True:
+            failed = self._failure()
+            if failed:
+                self._cancel_tasks()
+                self._end(batch, "failed", error=failed)
+                await self._commit(batch)
+                return "failed"
+            starting = self._start_ready(batch)
+            if not starting or not all(self._inline(key) for key in starting):
+                break
+            for key in starting:
+                launch += self._apply(key, await self._run_step(key, 0.0), batch)
         status: str | None = None
         if not self.tasks and not starting:
             if launch and min(delay for _, delay in launch) > INLINE_BACKOFF_SECONDS:
@@ -536,6 +546,16 @@ class RunExecution:
 
     def _spec(self, key: str) -> StepSpec:
         return self.definition.step(key)
+
+    def _inline(self, key: str) -> bool:
+        spec = self._spec(key)
+        if spec.type == MAP_STEP:
+            return False
+        try:
+            kind = self.engine._registry.get(spec.type)
+        except LookupError:
+            return False
+        return bool(getattr(kind, "inline", False))
 
     def _done(self, key: str) -> bool:
         state = self.states.get(key)
