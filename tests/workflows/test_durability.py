@@ -4,6 +4,7 @@ a process: its own id, its own engine), on SQLite and PostgreSQL. Time is the in
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -11,7 +12,7 @@ from typing import Any, ClassVar
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import Harness
+from tests.conftest import REDIS_URL, Harness
 from tests.workflows.support import ADMIN, events, execute, save, status, steps_by_key
 from trellis.workflows.steps.base import StepConfig, StepContext
 from trellis.workflows.worker import WorkflowWorker
@@ -301,6 +302,25 @@ async def test_ended_runs_past_retention_are_purged(make_harness: Callable[..., 
         assert gone.status_code == 404
         assert (await status(h, recent["id"]))["status"] == "succeeded"
         assert await events(h, recent["id"])
+
+
+async def test_a_poll_leaves_a_new_run_to_its_nudge_for_the_grace_period(make_harness: Callable[..., Any]) -> None:
+    """With a queue, a poll racing the nudge of a run just created would only cost a failed claim:
+    polls take a never-claimed run once [workflow] nudge_grace_seconds have passed (a nudge the
+    broker lost), not before."""
+    workflow = {"embedded_workers": False, "queue_url": REDIS_URL, "queue_name": f"grace-{uuid.uuid4().hex[:8]}"}
+    async with make_harness(workflow=workflow) as h:
+        await save(h, "quick", {"steps": [{"id": "a", "type": "transform", "with": {"value": "{{ input.n }}"}}]})
+        run = await execute(h, "quick", {"n": 7}, wait=0)
+        worker = h.runtime.new_workflow_worker("W")
+        try:
+            assert await worker.poll() == 0
+            h.clock.advance(h.runtime.settings.workflow.nudge_grace_seconds + 0.001)
+            assert await worker.poll() == 1
+            await worker.drain()
+            assert (await status(h, run["id"]))["status"] == "succeeded"
+        finally:
+            await worker.stop()
 
 
 async def test_runs_start_while_the_broker_is_down(make_harness: Callable[..., Any]) -> None:

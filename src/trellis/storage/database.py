@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -91,8 +91,11 @@ def create_engine(
     engine = create_async_engine(
         url,
         echo=echo,
-        pool_size=10,
-        max_overflow=20,
+        # A steady pool: an overflow connection is closed when returned, so a pool smaller than the
+        # steady concurrency reconnects all the time (measured: 10 % of an API's CPU in asyncpg's
+        # connect at 64 concurrent workflow executes with 10 + 20). At most 30 per process, as before.
+        pool_size=20,
+        max_overflow=10,
         pool_timeout=5,
         connect_args={
             "timeout": 5,
@@ -108,6 +111,12 @@ def create_engine(
     )
     _ping_idle_connections(engine, idle_ping_seconds, clock)
     return engine
+
+
+def asyncpg_dsn(url: URL) -> str:
+    """asyncpg's own DSN for a PostgreSQL URL (a connection of one's own, for ``LISTEN``): the same
+    server, user, database and options, without SQLAlchemy's driver name."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class Database:

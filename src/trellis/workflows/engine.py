@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,6 +39,7 @@ from trellis.storage.database import Database
 from trellis.workflows import repository as repo
 from trellis.workflows import templates
 from trellis.workflows.definition import RetryPolicy, StepSpec, WorkflowDefinition
+from trellis.workflows.ended import announce
 from trellis.workflows.metrics import WorkflowMetrics
 from trellis.workflows.models import WorkflowRun, WorkflowStep
 from trellis.workflows.steps.base import StepContext, StepFailed, StepServices, StepType, Suspend
@@ -286,39 +288,46 @@ class Engine:
         return timedelta(seconds=self._settings.lease_seconds)
 
     async def claim(self, run_id: str) -> RunExecution | None:
-        """Take the run if it is due and within the limits; None if another worker has it."""
+        """Take the run if it is due and within the limits; None if another worker has it.
+
+        On PostgreSQL, while the limits are far away, the claim is one statement in autocommit (one
+        round trip); near a limit, or when that statement took nothing, it is redone under the claim
+        locks (``repo.lock_claims``). A first claim (epoch 1) knows its steps without reading them:
+        all pending, as the run was created. The ``run.started`` event is written with the run's
+        first commit."""
         now = self._clock.now()
-        async with self._database.transaction() as session:
-            claimed = await repo.claim(
-                session,
-                run_id,
-                worker=self.worker_id,
-                now=now,
-                lease_until=now + self.lease,
-                max_per_user=self._settings.max_running_per_user,
-                max_total=self._settings.max_running_total,
-            )
-            if claimed is None:
-                return None
-            epoch, seq = claimed
-            run = await repo.run_by_id(session, run_id)
-            assert run is not None
-            rows = await repo.steps_of(session, run_id)
-            await repo.append_events(
-                session,
-                run_id,
-                seq,
-                [
-                    {
-                        "type": "run.started" if epoch == 1 else "run.resumed",
-                        "step": None,
-                        "data": {"worker": self.worker_id, "epoch": epoch},
-                        "at": now,
-                    }
-                ],
-            )
+        max_per_user, max_total = self._settings.max_running_per_user, self._settings.max_running_total
+        claim = functools.partial(
+            repo.claim,
+            run_id=run_id,
+            worker=self.worker_id,
+            now=now,
+            lease_until=now + self.lease,
+            max_per_user=max_per_user,
+            max_total=max_total,
+        )
+        run: WorkflowRun | None = None
+        if self._database.dialect == "postgresql":
+            async with self._database.reader() as session:
+                run = await claim(session, margin=repo.CLAIM_LOCK_MARGIN)
+        if run is None:
+            async with self._database.transaction() as session:
+                owner = await repo.owner_of(session, run_id)
+                if owner is None:
+                    return None
+                await repo.lock_claims(session, owner, now, max_per_user=max_per_user, max_total=max_total)
+                run = await claim(session)
+        if run is None:
+            return None
         definition = await self._definitions.get(run.workflow_id, run.version)
-        return RunExecution(self, run, epoch, definition, {row.key: StepState.of(row) for row in rows})
+        if run.lease_epoch == 1:
+            states = {spec.id: StepState(spec.id) for spec in definition.scheduled()}
+        else:
+            async with self._database.reader() as session:
+                states = {row.key: StepState.of(row) for row in await repo.steps_of(session, run_id)}
+        execution = RunExecution(self, run, run.lease_epoch, definition, states)
+        execution.opening = "run.started" if run.lease_epoch == 1 else "run.resumed"
+        return execution
 
     def adopt(self, run: WorkflowRun, definition: WorkflowDefinition, steps: list[StepState]) -> RunExecution:
         """The execution of a run created already claimed by this worker (epoch 1)."""
@@ -367,6 +376,7 @@ class Engine:
             await repo.write_steps(session, [], _last_per_key(fresh))
             await repo.write_steps(session, existing, [])
             await repo.insert_events(session, events)
+            await announce(session, [row["id"] for row in runs if row.get("status") in repo.ENDED])
         outcomes: list[BaseException | None] = []
         for item in items:
             if item.execution.run_id in held:
@@ -436,6 +446,9 @@ class RunExecution:
         self.tasks: dict[asyncio.Task[Outcome], str] = {}
         self.stop_reason: StopReason | None = None
         self.wake_after_commit: list[str] = []
+        # The event a claim opens the run's first commit with (run.started / run.resumed); None when
+        # the run was created already started (adopted).
+        self.opening: str | None = None
         self._relaunch: list[str] = []
         # When this worker let go of a parked run: when it is due again (None: ended, or no timer).
         self.parked_until: datetime | None = None
@@ -449,6 +462,8 @@ class RunExecution:
         (``lost`` if another worker took it over)."""
         try:
             batch = Batch()
+            if self.opening is not None:
+                batch.event(self.opening, None, worker=self.engine.worker_id, epoch=self.epoch)
             self._recover_lost(batch)
             launch = self._check_waiting(batch)
             status = await self._step_forward(batch, launch)

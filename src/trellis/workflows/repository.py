@@ -326,6 +326,55 @@ async def insert_runs(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) 
         await session.execute(RUNS.insert(), list(rows))
 
 
+def _claim_statement(*, margin: bool) -> Any:
+    """``UPDATE workflow_runs`` taking one due run for a worker within the concurrency limits,
+    returning the whole row. Built once: a statement object reused keeps SQLAlchemy's compiled form
+    and cache key, which the claim of every run would otherwise rebuild."""
+    now = bindparam("claim_now", type_=RUNS.c.due_at.type)
+    held_all, held_mine = RUNS.alias("held_all"), RUNS.alias("held_mine")
+    running_total = (
+        select(func.count())
+        .select_from(held_all)
+        .where(held_all.c.status == "running", held_all.c.lease_owner.is_not(None), held_all.c.due_at > now)
+        .scalar_subquery()
+    )
+    running_mine = (
+        select(func.count())
+        .select_from(held_mine)
+        .where(
+            held_mine.c.owner_id == RUNS.c.owner_id,
+            held_mine.c.status == "running",
+            held_mine.c.lease_owner.is_not(None),
+            held_mine.c.due_at > now,
+        )
+        .scalar_subquery()
+    )
+    slack: Any = bindparam("claim_margin") if margin else 0
+    return (
+        update(RUNS)
+        .where(
+            RUNS.c.id == bindparam("claim_run_id"),
+            RUNS.c.status.in_(ACTIVE),
+            RUNS.c.due_at <= now,
+            running_total + slack < bindparam("claim_max_total"),
+            running_mine + slack < bindparam("claim_max_per_user"),
+        )
+        .values(
+            status="running",
+            lease_owner=bindparam("claim_worker"),
+            lease_epoch=RUNS.c.lease_epoch + 1,
+            due_at=bindparam("claim_lease_until", type_=RUNS.c.due_at.type),
+            started_at=func.coalesce(RUNS.c.started_at, now),
+            updated_at=now,
+        )
+        .returning(*RUNS.c)
+    )
+
+
+CLAIM = _claim_statement(margin=False)
+CLAIM_FAR_FROM_LIMITS = _claim_statement(margin=True)
+
+
 async def claim(
     session: AsyncSession,
     run_id: str,
@@ -335,51 +384,41 @@ async def claim(
     lease_until: datetime,
     max_per_user: int,
     max_total: int,
-) -> tuple[int, int] | None:
+    margin: int = 0,
+) -> WorkflowRun | None:
     """Take a due run for ``worker`` (queued, woken, retry due or its lease expired), within the
-    concurrency limits. Returns (epoch, first event sequence number for one event) or None."""
-    if session.get_bind().dialect.name == "postgresql":
-        owner = (await session.execute(select(WorkflowRun.owner_id).where(WorkflowRun.id == run_id))).scalar()
-        if owner is None:
-            return None
-        await lock_claims(session, owner, now, max_per_user=max_per_user, max_total=max_total)
-    held = and_(WorkflowRun.status == "running", WorkflowRun.lease_owner.is_not(None), WorkflowRun.due_at > now)
-    running_total = select(func.count()).select_from(WorkflowRun).where(held).scalar_subquery()
-    other = WorkflowRun.__table__.alias("other")
-    running_mine = (
-        select(func.count())
-        .select_from(other)
-        .where(
-            other.c.owner_id == WorkflowRun.owner_id,
-            other.c.status == "running",
-            other.c.lease_owner.is_not(None),
-            other.c.due_at > now,
-        )
-        .scalar_subquery()
-    )
-    result = await session.execute(
+    concurrency limits; the run as claimed (a detached row), or None.
+
+    ``margin``: claim only while at least that many more runs would still fit under each limit.
+    Counting the runs held is not exact while other claims are in flight (uncommitted claims are not
+    counted): with a margin wider than the claims ever in flight at once, the limits hold without a
+    lock. Near a limit, call with no margin after ``lock_claims``."""
+    params: dict[str, Any] = {
+        "claim_run_id": run_id,
+        "claim_now": now,
+        "claim_worker": worker,
+        "claim_lease_until": lease_until,
+        "claim_max_total": max_total,
+        "claim_max_per_user": max_per_user,
+    }
+    statement = CLAIM
+    if margin:
+        statement, params["claim_margin"] = CLAIM_FAR_FROM_LIMITS, margin
+    row = (await session.execute(statement, params)).one_or_none()
+    return None if row is None else WorkflowRun(**row._mapping)
+
+
+async def backdate_new_run(session: AsyncSession, run_id: str, due_at: datetime) -> None:
+    """Make a run that was never claimed due from ``due_at`` (see ``due_runs``' ``nudged_after``)."""
+    await session.execute(
         update(WorkflowRun)
-        .where(
-            WorkflowRun.id == run_id,
-            WorkflowRun.status.in_(ACTIVE),
-            WorkflowRun.due_at <= now,
-            running_total < max_total,
-            running_mine < max_per_user,
-        )
-        .values(
-            status="running",
-            lease_owner=worker,
-            lease_epoch=WorkflowRun.lease_epoch + 1,
-            due_at=lease_until,
-            started_at=func.coalesce(WorkflowRun.started_at, now),
-            updated_at=now,
-            event_seq=WorkflowRun.event_seq + 1,
-        )
-        .returning(WorkflowRun.lease_epoch, WorkflowRun.event_seq)
-        .execution_options(synchronize_session=False)
+        .where(WorkflowRun.id == run_id, WorkflowRun.status == "queued", WorkflowRun.lease_epoch == 0)
+        .values(due_at=due_at)
     )
-    row = result.one_or_none()
-    return None if row is None else (row[0], row[1])
+
+
+async def owner_of(session: AsyncSession, run_id: str) -> str | None:
+    return (await session.execute(select(WorkflowRun.owner_id).where(WorkflowRun.id == run_id))).scalar()
 
 
 async def next_due(session: AsyncSession) -> datetime | None:
@@ -388,13 +427,18 @@ async def next_due(session: AsyncSession) -> datetime | None:
     return row.scalar()
 
 
-async def due_runs(session: AsyncSession, now: datetime, limit: int) -> list[str]:
-    rows = await session.execute(
-        select(WorkflowRun.id)
-        .where(WorkflowRun.due_at <= now, WorkflowRun.status.in_(ACTIVE))
-        .order_by(WorkflowRun.due_at)
-        .limit(limit)
-    )
+async def due_runs(
+    session: AsyncSession, now: datetime, limit: int, *, nudged_after: datetime | None = None
+) -> list[str]:
+    """Runs due now, oldest first. ``nudged_after``: leave out runs never claimed yet that were
+    queued after it (their nudge is on its way to a worker; a poll taking them too would only race
+    it)."""
+    due = select(WorkflowRun.id).where(WorkflowRun.due_at <= now, WorkflowRun.status.in_(ACTIVE))
+    if nudged_after is not None:
+        due = due.where(
+            ~and_(WorkflowRun.status == "queued", WorkflowRun.lease_epoch == 0, WorkflowRun.due_at > nudged_after)
+        )
+    rows = await session.execute(due.order_by(WorkflowRun.due_at).limit(limit))
     return list(rows.scalars())
 
 

@@ -36,6 +36,7 @@ log = structlog.get_logger(__name__)
 ENDED = frozenset(repo.ENDED)
 PURGE_EVERY_SECONDS = 3600.0
 PURGE_BATCH = 500
+WAKE_COALESCE_SECONDS = 0.05
 
 
 def new_worker_id() -> str:
@@ -141,6 +142,10 @@ class WorkflowWorker:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(seconds):
                         await wake.wait()
+                if wake.is_set():
+                    # Woken (a run ended, a lease runs out): wake-ups during the next moment join
+                    # this one, so a busy worker polls a few times a second, not once per run.
+                    await self._sleep(WAKE_COALESCE_SECONDS)
                 wake.clear()
 
     # -- taking work ---------------------------------------------------------------------------------
@@ -243,8 +248,11 @@ class WorkflowWorker:
         if free <= 0 or self._stopping:
             return 0
         now = self._clock.now()
+        nudged_after = None
+        if self._settings.queue_url is not None:
+            nudged_after = now - timedelta(seconds=self._settings.nudge_grace_seconds)
         async with self._database.reader() as session:
-            due = await repo.due_runs(session, now, free * 2)
+            due = await repo.due_runs(session, now, free * 2, nudged_after=nudged_after)
             upcoming = None if due else await repo.next_due(session)
         if upcoming is not None:
             # A lease running out (a dead worker's run) or a wait ending before the next poll: poll
