@@ -194,6 +194,35 @@ async def test_shutdown_hands_the_run_back_at_once(make_harness: Callable[..., A
         await b.stop()
 
 
+@pytest.mark.parametrize(("per_user", "total"), [(3, 1000), (100, 3)], ids=["per-user", "global"])
+async def test_limits_hold_when_many_workers_claim_at_once(
+    make_harness: Callable[..., Any], database_url: str, per_user: int, total: int
+) -> None:
+    """Twelve due runs, four workers polling at the same moment: exactly the limit's worth start
+    (on PostgreSQL the claims race in separate connections: the claim locks make the count exact)."""
+    workflow = {"embedded_workers": False, "max_running_per_user": per_user, "max_running_total": total}
+    async with make_harness(database_url=database_url, workflow=workflow) as h:
+        gate = Gate()
+        h.runtime.workflows.registry.register("test.block", gate.step_type())
+        await save(h, "blocking", BLOCKING)
+        runs = [await execute(h, "blocking", wait=0) for _ in range(12)]
+        workers = [h.runtime.new_workflow_worker(name) for name in "ABCD"]
+        try:
+            await asyncio.gather(*(worker.poll() for worker in workers))
+            for _ in range(3):
+                await entered(gate)
+            await asyncio.gather(*(worker.poll() for worker in workers))
+            await asyncio.gather(*(worker.settled() for worker in workers))
+            assert gate.entered.empty()
+            states = [(await status(h, run["id"]))["status"] for run in runs]
+            assert states.count("running") == 3
+            assert states.count("queued") == 9
+        finally:
+            for call in gate.calls:
+                gate.open(call)
+            await stop(*workers)
+
+
 async def test_concurrency_per_user_holds_across_workers(make_harness: Callable[..., Any], database_url: str) -> None:
     async with make_harness(
         database_url=database_url, workflow={"embedded_workers": False, "max_running_per_user": 1}

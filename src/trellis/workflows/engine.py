@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import functools
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -282,52 +281,48 @@ class Engine:
         self._nudge = nudge
         self._sleep = sleep
         self._group: GroupCommit[_Pending, None] = GroupCommit(self.write_group)
+        self._claims: GroupCommit[str, RunExecution | None] = GroupCommit(
+            self.claim_group, max_group=repo.CLAIM_GROUP_MAX
+        )
 
     @property
     def lease(self) -> timedelta:
         return timedelta(seconds=self._settings.lease_seconds)
 
     async def claim(self, run_id: str) -> RunExecution | None:
-        """Take the run if it is due and within the limits; None if another worker has it.
+        """Take the run if it is due and within the limits; None if another worker has it (or a
+        limit is reached). Claims made at the same moment share one transaction
+        (``claim_group``)."""
+        return await self._claims.submit(run_id)
 
-        On PostgreSQL, while the limits are far away, the claim is one statement in autocommit (one
-        round trip); near a limit, or when that statement took nothing, it is redone under the claim
-        locks (``repo.lock_claims``). A first claim (epoch 1) knows its steps without reading them:
-        all pending, as the run was created. The ``run.started`` event is written with the run's
-        first commit."""
+    async def claim_group(self, run_ids: list[str]) -> list[RunExecution | BaseException | None]:
+        """One transaction claims every run asked for (``repo.claim_many``); a first claim (epoch 1)
+        knows its steps without reading them: all pending, as the run was created. The
+        ``run.started`` (or ``run.resumed``) event is written with the run's first commit."""
         now = self._clock.now()
-        max_per_user, max_total = self._settings.max_running_per_user, self._settings.max_running_total
-        claim = functools.partial(
-            repo.claim,
-            run_id=run_id,
-            worker=self.worker_id,
-            now=now,
-            lease_until=now + self.lease,
-            max_per_user=max_per_user,
-            max_total=max_total,
-        )
-        run: WorkflowRun | None = None
-        if self._database.dialect == "postgresql":
-            async with self._database.reader() as session:
-                run = await claim(session, margin=repo.CLAIM_LOCK_MARGIN)
-        if run is None:
-            async with self._database.transaction() as session:
-                owner = await repo.owner_of(session, run_id)
-                if owner is None:
-                    return None
-                await repo.lock_claims(session, owner, now, max_per_user=max_per_user, max_total=max_total)
-                run = await claim(session)
-        if run is None:
-            return None
-        definition = await self._definitions.get(run.workflow_id, run.version)
-        if run.lease_epoch == 1:
-            states = {spec.id: StepState(spec.id) for spec in definition.scheduled()}
-        else:
-            async with self._database.reader() as session:
-                states = {row.key: StepState.of(row) for row in await repo.steps_of(session, run_id)}
-        execution = RunExecution(self, run, run.lease_epoch, definition, states)
-        execution.opening = "run.started" if run.lease_epoch == 1 else "run.resumed"
-        return execution
+        async with self._database.transaction() as session:
+            claimed = await repo.claim_many(
+                session,
+                list(dict.fromkeys(run_ids)),
+                worker=self.worker_id,
+                now=now,
+                lease_until=now + self.lease,
+                max_per_user=self._settings.max_running_per_user,
+                max_total=self._settings.max_running_total,
+            )
+            resumed = await repo.steps_of_runs(session, [run.id for run in claimed if run.lease_epoch > 1])
+        executions: dict[str, RunExecution] = {}
+        for run in claimed:
+            definition = await self._definitions.get(run.workflow_id, run.version)
+            if run.id in resumed:
+                states = {row.key: StepState.of(row) for row in resumed[run.id]}
+            else:
+                states = {spec.id: StepState(spec.id) for spec in definition.scheduled()}
+            execution = RunExecution(self, run, run.lease_epoch, definition, states)
+            execution.opening = "run.started" if run.lease_epoch == 1 else "run.resumed"
+            executions[run.id] = execution
+        # A run asked for twice in one group is given once.
+        return [executions.pop(run_id, None) for run_id in run_ids]
 
     def adopt(self, run: WorkflowRun, definition: WorkflowDefinition, steps: list[StepState]) -> RunExecution:
         """The execution of a run created already claimed by this worker (epoch 1)."""

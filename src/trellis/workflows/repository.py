@@ -293,6 +293,10 @@ async def has_resumed_step(session: AsyncSession, run_id: str) -> bool:
 # counting at once could both see room for one more. Far from the limits, counting is exact enough
 # without them: even this many claims at once cannot cross a limit, and no lock is taken.
 CLAIM_LOCK_MARGIN = 64
+CLAIM_GROUP_MAX = 16
+# PostgreSQL advisory lock keys (first of the two int4 keys) of the claim locks.
+ALL_CLAIMS_LOCK = 7215
+OWNER_CLAIMS_LOCK = 7216
 
 
 async def lock_claims(
@@ -305,10 +309,14 @@ async def lock_claims(
     if session.get_bind().dialect.name != "postgresql":
         return
     mine, total = await running_counts(session, [owner_id], now)
-    if total >= max_total - CLAIM_LOCK_MARGIN:
-        await session.execute(text("SELECT pg_advisory_xact_lock(7215, 0)"))
+    # Always the owner's lock before the global one (as the engine's claim takes them): no deadlock.
     if mine[owner_id] >= max_per_user - CLAIM_LOCK_MARGIN:
-        await session.execute(text("SELECT pg_advisory_xact_lock(7216, hashtext(:owner))"), {"owner": owner_id})
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:lock, hashtext(:owner))"),
+            {"lock": OWNER_CLAIMS_LOCK, "owner": owner_id},
+        )
+    if total >= max_total - CLAIM_LOCK_MARGIN:
+        await lock_all_claims(session)
 
 
 async def running_counts(
@@ -326,86 +334,80 @@ async def insert_runs(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) 
         await session.execute(RUNS.insert(), list(rows))
 
 
-def _claim_statement(*, margin: bool) -> Any:
-    """``UPDATE workflow_runs`` taking one due run for a worker within the concurrency limits,
-    returning the whole row. Built once: a statement object reused keeps SQLAlchemy's compiled form
-    and cache key, which the claim of every run would otherwise rebuild."""
-    now = bindparam("claim_now", type_=RUNS.c.due_at.type)
-    held_all, held_mine = RUNS.alias("held_all"), RUNS.alias("held_mine")
-    running_total = (
-        select(func.count())
-        .select_from(held_all)
-        .where(held_all.c.status == "running", held_all.c.lease_owner.is_not(None), held_all.c.due_at > now)
-        .scalar_subquery()
-    )
-    running_mine = (
-        select(func.count())
-        .select_from(held_mine)
-        .where(
-            held_mine.c.owner_id == RUNS.c.owner_id,
-            held_mine.c.status == "running",
-            held_mine.c.lease_owner.is_not(None),
-            held_mine.c.due_at > now,
-        )
-        .scalar_subquery()
-    )
-    slack: Any = bindparam("claim_margin") if margin else 0
-    return (
-        update(RUNS)
-        .where(
-            RUNS.c.id == bindparam("claim_run_id"),
-            RUNS.c.status.in_(ACTIVE),
-            RUNS.c.due_at <= now,
-            running_total + slack < bindparam("claim_max_total"),
-            running_mine + slack < bindparam("claim_max_per_user"),
-        )
-        .values(
-            status="running",
-            lease_owner=bindparam("claim_worker"),
-            lease_epoch=RUNS.c.lease_epoch + 1,
-            due_at=bindparam("claim_lease_until", type_=RUNS.c.due_at.type),
-            started_at=func.coalesce(RUNS.c.started_at, now),
-            updated_at=now,
-        )
-        .returning(*RUNS.c)
-    )
-
-
-CLAIM = _claim_statement(margin=False)
-CLAIM_FAR_FROM_LIMITS = _claim_statement(margin=True)
-
-
-async def claim(
+async def claim_many(
     session: AsyncSession,
-    run_id: str,
+    run_ids: Sequence[str],
     *,
     worker: str,
     now: datetime,
     lease_until: datetime,
     max_per_user: int,
     max_total: int,
-    margin: int = 0,
-) -> WorkflowRun | None:
-    """Take a due run for ``worker`` (queued, woken, retry due or its lease expired), within the
-    concurrency limits; the run as claimed (a detached row), or None.
+) -> list[WorkflowRun]:
+    """Take those of ``run_ids`` that are due (queued, woken, retry due or lease expired) for
+    ``worker``, oldest first, as far as the concurrency limits allow; the runs as claimed.
 
-    ``margin``: claim only while at least that many more runs would still fit under each limit.
-    Counting the runs held is not exact while other claims are in flight (uncommitted claims are not
-    counted): with a margin wider than the claims ever in flight at once, the limits hold without a
-    lock. Near a limit, call with no margin after ``lock_claims``."""
-    params: dict[str, Any] = {
-        "claim_run_id": run_id,
-        "claim_now": now,
-        "claim_worker": worker,
-        "claim_lease_until": lease_until,
-        "claim_max_total": max_total,
-        "claim_max_per_user": max_per_user,
-    }
-    statement = CLAIM
-    if margin:
-        statement, params["claim_margin"] = CLAIM_FAR_FROM_LIMITS, margin
-    row = (await session.execute(statement, params)).one_or_none()
-    return None if row is None else WorkflowRun(**row._mapping)
+    Counting the runs held is exact for an owner whose claim lock is held: on PostgreSQL every claim
+    takes its owners' locks (in a fixed order), and the global lock when the total is within
+    ``CLAIM_LOCK_MARGIN`` of its limit (uncommitted claims of other owners are not counted: the
+    margin must exceed the claims in flight at once, which claim groups of at most
+    ``CLAIM_GROUP_MAX`` keep small). On SQLite this process is the one writer."""
+    due = (
+        await session.execute(
+            select(RUNS.c.id, RUNS.c.owner_id)
+            .where(RUNS.c.id.in_(run_ids), RUNS.c.status.in_(ACTIVE), RUNS.c.due_at <= now)
+            .order_by(RUNS.c.due_at, RUNS.c.id)
+        )
+    ).all()
+    if not due:
+        return []
+    owners = sorted({owner for _, owner in due})
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        for owner in owners:
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(:lock, hashtext(:owner))"),
+                {"lock": OWNER_CLAIMS_LOCK, "owner": owner},
+            )
+    mine, total = await running_counts(session, owners, now)
+    if postgres and total + len(due) + CLAIM_LOCK_MARGIN >= max_total:
+        await lock_all_claims(session)
+        mine, total = await running_counts(session, owners, now)
+    chosen: list[str] = []
+    for run_id, owner in due:
+        if mine[owner] < max_per_user and total < max_total:
+            chosen.append(run_id)
+            mine[owner] += 1
+            total += 1
+    if not chosen:
+        return []
+    rows = await session.execute(
+        update(RUNS)
+        .where(RUNS.c.id.in_(chosen), RUNS.c.status.in_(ACTIVE), RUNS.c.due_at <= now)
+        .values(
+            status="running",
+            lease_owner=worker,
+            lease_epoch=RUNS.c.lease_epoch + 1,
+            due_at=lease_until,
+            started_at=func.coalesce(RUNS.c.started_at, now),
+            updated_at=now,
+        )
+        .returning(*RUNS.c)
+    )
+    return [WorkflowRun(**row._mapping) for row in rows]
+
+
+async def steps_of_runs(session: AsyncSession, run_ids: Collection[str]) -> dict[str, list[WorkflowStep]]:
+    found: dict[str, list[WorkflowStep]] = {run_id: [] for run_id in run_ids}
+    if run_ids:
+        for step in (await session.execute(select(WorkflowStep).where(WorkflowStep.run_id.in_(run_ids)))).scalars():
+            found[step.run_id].append(step)
+    return found
+
+
+async def lock_all_claims(session: AsyncSession) -> None:
+    """PostgreSQL: the global claim lock, for claims near ``max_running_total``."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(:lock, 0)"), {"lock": ALL_CLAIMS_LOCK})
 
 
 async def backdate_new_run(session: AsyncSession, run_id: str, due_at: datetime) -> None:
@@ -415,10 +417,6 @@ async def backdate_new_run(session: AsyncSession, run_id: str, due_at: datetime)
         .where(WorkflowRun.id == run_id, WorkflowRun.status == "queued", WorkflowRun.lease_epoch == 0)
         .values(due_at=due_at)
     )
-
-
-async def owner_of(session: AsyncSession, run_id: str) -> str | None:
-    return (await session.execute(select(WorkflowRun.owner_id).where(WorkflowRun.id == run_id))).scalar()
 
 
 async def next_due(session: AsyncSession) -> datetime | None:

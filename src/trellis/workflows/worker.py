@@ -89,7 +89,7 @@ class WorkflowWorker:
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._active: dict[str, tuple[asyncio.Task[str], RunExecution]] = {}
         self._pending: set[str] = set()  # nudged or polled, waiting for a slot
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._handlers: dict[asyncio.Task[None], str] = {}  # handling a nudge or an adopted run: which
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._started = False
@@ -181,8 +181,7 @@ class WorkflowWorker:
                 self._pending.discard(execution.run_id)
 
         task = asyncio.create_task(drive(), name=f"workflow-adopt:{execution.run_id}")
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
+        self._track(task, execution.run_id)
 
     async def _drive(self, execution: RunExecution) -> None:
         run_id = execution.run_id
@@ -239,8 +238,11 @@ class WorkflowWorker:
     def spawn(self, run_id: str) -> None:
         """Handle a run in the background (the poll, and the embedded queue's consumer)."""
         task = asyncio.create_task(self.handle(run_id), name=f"workflow-nudge:{run_id}")
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
+        self._track(task, run_id)
+
+    def _track(self, task: asyncio.Task[None], run_id: str) -> None:
+        self._handlers[task] = run_id
+        task.add_done_callback(lambda done: self._handlers.pop(done, None))
 
     async def poll(self) -> int:
         """Start every due run this worker has room for; returns how many were started."""
@@ -266,6 +268,15 @@ class WorkflowWorker:
                 self.spawn(run_id)
                 started += 1
         return started
+
+    async def settled(self) -> None:
+        """Wait until every run this worker was asked to take is running here or was let go (its
+        claim refused, or it ended or parked): no claim of this worker is still in flight."""
+        while True:
+            deciding = [task for task, run_id in self._handlers.items() if run_id not in self._active]
+            if not deciding:
+                return
+            await asyncio.wait(deciding, timeout=0.01, return_when=asyncio.FIRST_COMPLETED)
 
     async def drain(self) -> None:
         """Burst mode (tests, one-shot commands): run due work until none is left or running."""
