@@ -27,6 +27,9 @@ from trellis.context.search.service import ContextSearch
 from trellis.context.service import ContextService
 from trellis.episodic.service import EpisodicLogService
 from trellis.episodic.writer import EpisodicLogWriter
+from trellis.events.base import EventBus
+from trellis.events.memory import MemoryEventBus
+from trellis.events.redis import RedisEventBus
 from trellis.gateway.cache import EmbeddingCache, ResponseCache
 from trellis.gateway.metrics import GatewayMetrics
 from trellis.gateway.providers.base import ProviderContext
@@ -72,6 +75,7 @@ class Runtime:
     search: ContextSearch
     vectors: VectorCollections
     workflow_parts: WorkflowParts
+    bus: EventBus
 
     @property
     def workflow_worker(self) -> WorkflowWorker | None:
@@ -107,6 +111,7 @@ class Runtime:
         command schedules is still embedded when it closes the runtime. ``workflow_worker=False``
         leaves workflow runs to the server's (or the workers') pool."""
         self.logs.start()
+        self.bus.start()
         if index_sweep:
             self.indexer.start()
         if workflow_worker and self.workflow_worker is not None:
@@ -119,6 +124,7 @@ class Runtime:
             await self.workflow_worker.stop()  # finishes or hands back its runs: needs everything below
         if self.work_queue is not None:
             await self.work_queue.close()
+        await self.bus.close()
         await self.outbound.aclose()
         await self.indexer.stop()  # embeds what is still queued: needs the gateway, the log and the database
         await self.logs.stop()  # writes every queued log row (the indexer's included): needs the database
@@ -200,6 +206,7 @@ def build_runtime(
     search = ContextSearch(database, gateway, vector_index, keyword_budget=settings.context.keyword_rank_budget)
     vectors = VectorCollections(database, gateway, clock)
     workflow_parts = build_workflows(settings, clock, database, gateway, context, search, registry)
+    bus = build_bus(settings, redis)
     return Runtime(
         settings,
         clock,
@@ -218,6 +225,25 @@ def build_runtime(
         search,
         vectors,
         workflow_parts,
+        bus,
+    )
+
+
+def build_bus(settings: Settings, redis: Redis | None) -> EventBus:
+    """The event bus live doors listen to: Redis pub/sub when Redis is configured, else in-process."""
+    tuning = settings.events
+    if redis is None or settings.redis_url is None:
+        return MemoryEventBus(queue_size=tuning.queue_size)
+    return RedisEventBus(
+        redis,
+        settings.redis_url,
+        prefix=settings.redis_key_prefix,
+        queue_size=tuning.queue_size,
+        ping_seconds=tuning.ping_seconds,
+        reconnect_seconds=tuning.reconnect_seconds,
+        max_reconnect_seconds=tuning.max_reconnect_seconds,
+        id_ttl_seconds=tuning.id_ttl_seconds,
+        timeout_seconds=settings.redis_timeout_seconds,
     )
 
 
