@@ -30,6 +30,8 @@ from trellis.episodic.writer import EpisodicLogWriter
 from trellis.events.base import EventBus
 from trellis.events.memory import MemoryEventBus
 from trellis.events.redis import RedisEventBus
+from trellis.events.runs import RunEventPublisher
+from trellis.events.service import LiveEvents
 from trellis.gateway.cache import EmbeddingCache, ResponseCache
 from trellis.gateway.metrics import GatewayMetrics
 from trellis.gateway.providers.base import ProviderContext
@@ -45,7 +47,7 @@ from trellis.ratelimit.redis import RedisRateLimiter
 from trellis.settings import Settings
 from trellis.storage.database import Database
 from trellis.vectors.service import VectorCollections
-from trellis.workflows.engine import DefinitionCache, Engine
+from trellis.workflows.engine import DefinitionCache, Engine, EventSink
 from trellis.workflows.metrics import WorkflowMetrics
 from trellis.workflows.n8n import N8nClient
 from trellis.workflows.queue import WorkQueue, build_work_queue
@@ -76,6 +78,8 @@ class Runtime:
     vectors: VectorCollections
     workflow_parts: WorkflowParts
     bus: EventBus
+    run_events: RunEventPublisher
+    live: LiveEvents
 
     @property
     def workflow_worker(self) -> WorkflowWorker | None:
@@ -124,6 +128,7 @@ class Runtime:
             await self.workflow_worker.stop()  # finishes or hands back its runs: needs everything below
         if self.work_queue is not None:
             await self.work_queue.close()
+        await self.run_events.close()  # publishes what the workers' last commits wrote
         await self.bus.close()
         await self.outbound.aclose()
         await self.indexer.stop()  # embeds what is still queued: needs the gateway, the log and the database
@@ -205,8 +210,11 @@ def build_runtime(
     )
     search = ContextSearch(database, gateway, vector_index, keyword_budget=settings.context.keyword_rank_budget)
     vectors = VectorCollections(database, gateway, clock)
-    workflow_parts = build_workflows(settings, clock, database, gateway, context, search, registry)
     bus = build_bus(settings, redis)
+    run_events = RunEventPublisher(bus)
+    workflow_parts = build_workflows(
+        settings, clock, database, gateway, context, search, registry, on_events=run_events
+    )
     return Runtime(
         settings,
         clock,
@@ -226,6 +234,15 @@ def build_runtime(
         vectors,
         workflow_parts,
         bus,
+        run_events,
+        # An in-process bus hears runs only where they execute: an API without the workers polls.
+        LiveEvents(
+            bus,
+            workflow_parts.service,
+            settings.events,
+            clock,
+            runs_on_bus=bus.backend != "memory" or workflow_parts.worker is not None,
+        ),
     )
 
 
@@ -263,6 +280,7 @@ class WorkflowParts:
     outbound: OutboundClient
     metrics: WorkflowMetrics
     worker: WorkflowWorker | None = None
+    on_events: EventSink | None = None
 
     def new_worker(self, worker_id: str | None = None) -> WorkflowWorker:
         engine = Engine(
@@ -275,6 +293,7 @@ class WorkflowParts:
             worker_id=worker_id or new_worker_id(),
             nudge=self.nudge,
             metrics=self.metrics,
+            on_events=self.on_events,
         )
         return WorkflowWorker(engine, self.database, self.clock, self.settings.workflow, self.waiters)
 
@@ -299,6 +318,7 @@ def build_workflows(
     registry: CollectorRegistry,
     *,
     worker: bool | None = None,
+    on_events: EventSink | None = None,
 ) -> WorkflowParts:
     """The workflow service, and a worker when this process runs steps: by default when there is no
     work queue (embedded); ``[workflow] embedded_workers`` or ``worker`` (`trellis worker`) decide
@@ -333,6 +353,7 @@ def build_workflows(
         nudge=nudge,
         cancel_local=lambda run_id: parts.cancel_local(run_id),
         local_worker=lambda: parts.worker,
+        on_events=on_events,
     )
     services = StepServices(
         settings=tuning,
@@ -360,6 +381,7 @@ def build_workflows(
         queue,
         outbound,
         WorkflowMetrics(registry),
+        on_events=on_events,
     )
     if wanted:
         parts.worker = parts.new_worker()

@@ -52,6 +52,11 @@ INLINE_BACKOFF_SECONDS = 5.0  # a retry waiting longer than this lets go of the 
 EVENT_OUTPUT_MAX_CHARS = 2_000
 
 
+# Called after a commit with the events it wrote, each with its run's owner: (owner id, event row
+# {run_id, seq, type, step, data, at}). Must not block or raise (the live-events publisher queues).
+EventSink = Callable[[list[tuple[str, dict[str, Any]]]], None]
+
+
 class StopReason(enum.Enum):
     CANCEL = "cancel"
     SHUTDOWN = "shutdown"
@@ -268,8 +273,10 @@ class Engine:
         nudge: Callable[[str], Awaitable[None]],
         metrics: WorkflowMetrics | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_events: EventSink | None = None,
     ) -> None:
         self.metrics = metrics or WorkflowMetrics(CollectorRegistry())
+        self.on_events = on_events
         self._database = database
         self._clock = clock
         self._settings = settings
@@ -317,6 +324,10 @@ class Engine:
                     }
                 ],
             )
+        if self.on_events is not None:
+            kind, data = "run.started" if epoch == 1 else "run.resumed", {"worker": self.worker_id, "epoch": epoch}
+            event = {"run_id": run_id, "seq": seq, "type": kind, "step": None, "data": data, "at": now}
+            self.on_events([(run.owner_id, event)])
         definition = await self._definitions.get(run.workflow_id, run.version)
         return RunExecution(self, run, epoch, definition, {row.key: StepState.of(row) for row in rows})
 
@@ -367,6 +378,9 @@ class Engine:
             await repo.write_steps(session, [], _last_per_key(fresh))
             await repo.write_steps(session, existing, [])
             await repo.insert_events(session, events)
+        if self.on_events is not None and events:
+            owners = {item.execution.run_id: item.execution.run.owner_id for item in items}
+            self.on_events([(owners[event["run_id"]], event) for event in events])
         outcomes: list[BaseException | None] = []
         for item in items:
             if item.execution.run_id in held:
