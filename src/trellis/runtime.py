@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from trellis.auth.cache import AuthEpoch, FileAuthEpoch, NoAuthEpoch, PostgresAuthEpoch, RedisAuthEpoch
 from trellis.auth.secrets import resolve_jwt_secret
 from trellis.auth.service import AuthService
+from trellis.auth.watch import AccessWatch
 from trellis.context.index.auto import AutoVectorIndex
 from trellis.context.index.base import VectorIndex
 from trellis.context.index.service import GatewayIndexer
@@ -80,6 +81,7 @@ class Runtime:
     bus: EventBus
     run_events: RunEventPublisher
     live: LiveEvents
+    access_watch: AccessWatch
 
     @property
     def workflow_worker(self) -> WorkflowWorker | None:
@@ -135,6 +137,7 @@ class Runtime:
         await self.logs.stop()  # writes every queued log row (the indexer's included): needs the database
         await self.gateway.providers.aclose()
         await self.limiter.close()
+        await self.access_watch.aclose()
         await self.auth.aclose()
         if self.redis is not None:
             await self.redis.aclose()
@@ -243,6 +246,7 @@ def build_runtime(
             clock,
             runs_on_bus=bus.backend != "memory" or workflow_parts.worker is not None,
         ),
+        AccessWatch(auth, interval_seconds=settings.ws.credential_check_seconds),
     )
 
 
