@@ -286,13 +286,22 @@ class RedisEventBus:
         self._sub_client = client
         pubsub = client.pubsub(ignore_subscribe_messages=False)
         self._pubsub = pubsub
-        topics = list(self._fanout.topics)
-        waiting = {self._control, *(self._channels + topic for topic in topics)}
         self._confirms.clear()
-        await pubsub.subscribe(*waiting)
+        # Subscribe to every followed topic, and again to those followed meanwhile, until none is new.
+        subscribed: set[str] = set()
+        waiting = {self._control}
+        await pubsub.subscribe(self._control)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._confirm_timeout
-        while waiting:
+        while True:
+            new = set(self._fanout.topics) - subscribed
+            if new:
+                subscribed |= new
+                channels = {self._channels + topic for topic in new}
+                waiting |= channels
+                await pubsub.subscribe(*channels)
+            if not waiting:
+                break
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TimeoutError("SUBSCRIBE not confirmed")
@@ -303,6 +312,7 @@ class RedisEventBus:
                 waiting.discard(_text(received["channel"]))
             else:
                 self._handle(received)
+        topics = subscribed
         self.connections += 1
         missed = self._outage & set(self._fanout.topics)
         self._outage.clear()
