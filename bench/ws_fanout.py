@@ -130,8 +130,10 @@ class Fanout:
         self.record = False
 
     def expect(self, keys: Sequence[tuple[str, int]]) -> None:
-        self.waiting |= set(keys)
-        self.all_arrived.clear()
+        """Wait for these too (some may have reached every client already: execute answers late)."""
+        self.waiting |= {key for key in keys if self.reached.get(key, 0) < self.expected_clients}
+        if self.waiting:
+            self.all_arrived.clear()
 
     def delivered(self, key: tuple[str, int], latency: float) -> None:
         if self.record:

@@ -246,7 +246,7 @@ def build_runtime(
             clock,
             runs_on_bus=bus.backend != "memory" or workflow_parts.worker is not None,
         ),
-        AccessWatch(auth, interval_seconds=settings.ws.credential_check_seconds),
+        AccessWatch(auth, clock, interval_seconds=settings.ws.credential_check_seconds),
     )
 
 

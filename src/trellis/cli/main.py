@@ -101,6 +101,7 @@ def serve(
         # /ws answers a message over [ws] max_message_bytes with an error and closes (1009); one far
         # bigger is not even read into memory: uvicorn closes the socket (1009) itself.
         ws_max_size=2 * loaded.ws.max_message_bytes,
+        ws_per_message_deflate=loaded.ws.compression,
     )
 
 

@@ -20,6 +20,9 @@ class WsSettings(BaseModel):
     ticket_ttl_seconds: Annotated[int, Field(ge=1, le=600)] = 30
     # Without a ticket, the first message must authenticate within this long.
     auth_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    # permessage-deflate on /ws (`trellis serve`). Off: live messages are small JSON, and compressing
+    # one frame for each of a thousand subscribers cost a fifth of the server's CPU in bench/ws_fanout.py.
+    compression: bool = False
     # The largest client message; a bigger one is answered with an error and the socket closed (1009).
     max_message_bytes: Annotated[int, Field(ge=256, le=16 * 1_048_576)] = 65_536
     # Client messages per second, with a burst; over it each message is refused, and after

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from trellis.auth.schemas import Principal, Scope
-from trellis.events.base import Gap, SubscriptionClosed
+from trellis.events.base import Delivery, Gap, SubscriptionClosed
 from trellis.events.runs import RunFeed
 from trellis.events.service import GENERATION_COMPLETE
 from trellis.gateway import tasks
@@ -411,27 +411,33 @@ class Connection:
     async def _pump(self) -> None:
         try:
             async for item in self.subscription:
-                if item.topic not in self.subscription.topics:
-                    continue  # unsubscribed while it waited in the queue
-                async with self._lock:
-                    feed = self.feeds.get(item.topic)
-                    if isinstance(item, Gap):
-                        if feed is not None:  # a run: what was lost is in the database
-                            for delivery in await feed.catch_up():
-                                await self._send_locked(delivery.frame)
-                        else:
-                            last = await self.live.bus.last_id(item.topic)
-                            await self._send_locked(self._gap(item.topic, {"reason": item.reason, "last_id": last}))
-                        continue
-                    if feed is not None:
-                        for delivery in await feed.offer(item):
-                            await self._send_locked(delivery.frame)
-                        continue
-                    await self._send_locked(item.frame)
-                if item.topic.startswith("generation:") and _GENERATION_DONE in item.frame[:80]:
-                    await self.subscription.remove(item.topic)  # its last message went out
+                async with self._lock:  # what queued meanwhile goes out under the same lock
+                    await self._forward(item)
+                    while (more := self.subscription.get_nowait()) is not None:
+                        await self._forward(more)
         except SubscriptionClosed as exc:
             raise Closing(CLOSE_TRY_AGAIN, exc.detail) from None
+
+    async def _forward(self, item: Delivery | Gap) -> None:
+        """One delivery or gap to the client (the send lock held)."""
+        if item.topic not in self.subscription.topics:
+            return  # unsubscribed while it waited in the queue
+        feed = self.feeds.get(item.topic)
+        if isinstance(item, Gap):
+            if feed is not None:  # a run: what was lost is in the database
+                for delivery in await feed.catch_up():
+                    await self._send_locked(delivery.frame)
+            else:
+                last = await self.live.bus.last_id(item.topic)
+                await self._send_locked(self._gap(item.topic, {"reason": item.reason, "last_id": last}))
+            return
+        if feed is not None:
+            for delivery in await feed.offer(item):
+                await self._send_locked(delivery.frame)
+            return
+        await self._send_locked(item.frame)
+        if item.topic.startswith("generation:") and _GENERATION_DONE in item.frame[:80]:
+            await self.subscription.remove(item.topic)  # its last message went out
 
     def _gap(self, topic: str, data: dict[str, Any]) -> str:
         component = (
@@ -451,11 +457,10 @@ class Connection:
     async def _guard(self) -> None:
         """Close (4401) once the credential has expired, or was revoked or its user disabled."""
         watch = self.runtime.access_watch
-        interval = self.settings.credential_check_seconds
         seen = watch.generation
         while True:
-            latest = await watch.wait(seen, interval)
             assert self.principal is not None
+            latest = await watch.wait(seen, self.principal.expires_at)
             try:
                 expires = self.principal.expires_at
                 if expires is not None and expires <= self.runtime.clock.now():
