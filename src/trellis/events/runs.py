@@ -134,6 +134,7 @@ def publications(events: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Public
         out.append((user_topic(owner_id), msg, None))
         if row["type"] == "run.queued" or row["type"] in TERMINAL:
             data = {"run_id": row["run_id"], "owner_id": owner_id, "seq": row["seq"], "type": row["type"]}
+            data["at"] = msg["data"]["at"]
             out.append((DASHBOARD, {**msg, "component": "dashboard", "data": data}, None))
     return out
 
