@@ -31,6 +31,7 @@ from trellis.vectors.api import router as vectors_router
 from trellis.workflows.api import definitions as workflow_definitions_router
 from trellis.workflows.api import n8n as n8n_router
 from trellis.workflows.api import runs as workflow_runs_router
+from trellis.ws.api import router as ws_router
 
 DESCRIPTION = """
 Trellis is a self-hosted AI development ecosystem server.
@@ -106,6 +107,7 @@ def create_app(
     app.include_router(workflow_definitions_router)
     app.include_router(workflow_runs_router)
     app.include_router(n8n_router)
+    app.include_router(ws_router)
     return app
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from trellis.auth.cache import AuthEpoch, FileAuthEpoch, NoAuthEpoch, PostgresAuthEpoch, RedisAuthEpoch
 from trellis.auth.secrets import resolve_jwt_secret
 from trellis.auth.service import AuthService
+from trellis.auth.watch import AccessWatch
 from trellis.context.index.auto import AutoVectorIndex
 from trellis.context.index.base import VectorIndex
 from trellis.context.index.service import GatewayIndexer
@@ -27,6 +28,11 @@ from trellis.context.search.service import ContextSearch
 from trellis.context.service import ContextService
 from trellis.episodic.service import EpisodicLogService
 from trellis.episodic.writer import EpisodicLogWriter
+from trellis.events.base import EventBus
+from trellis.events.memory import MemoryEventBus
+from trellis.events.redis import RedisEventBus
+from trellis.events.runs import RunEventPublisher
+from trellis.events.service import LiveEvents
 from trellis.gateway.cache import EmbeddingCache, ResponseCache
 from trellis.gateway.metrics import GatewayMetrics
 from trellis.gateway.providers.base import ProviderContext
@@ -43,7 +49,7 @@ from trellis.settings import Settings
 from trellis.storage.database import Database, asyncpg_dsn
 from trellis.vectors.service import VectorCollections
 from trellis.workflows.ended import RunEndListener
-from trellis.workflows.engine import DefinitionCache, Engine
+from trellis.workflows.engine import DefinitionCache, Engine, EventSink
 from trellis.workflows.metrics import WorkflowMetrics
 from trellis.workflows.n8n import N8nClient
 from trellis.workflows.queue import WorkQueue, build_work_queue
@@ -73,6 +79,10 @@ class Runtime:
     search: ContextSearch
     vectors: VectorCollections
     workflow_parts: WorkflowParts
+    bus: EventBus
+    run_events: RunEventPublisher
+    live: LiveEvents
+    access_watch: AccessWatch
 
     @property
     def workflow_worker(self) -> WorkflowWorker | None:
@@ -108,6 +118,7 @@ class Runtime:
         command schedules is still embedded when it closes the runtime. ``workflow_worker=False``
         leaves workflow runs to the server's (or the workers') pool."""
         self.logs.start()
+        self.bus.start()
         if index_sweep:
             self.indexer.start()
         if workflow_worker and self.workflow_worker is not None:
@@ -122,11 +133,14 @@ class Runtime:
             await self.work_queue.close()
         if self.workflow_parts.run_ends is not None:
             await self.workflow_parts.run_ends.aclose()
+        await self.run_events.close()  # publishes what the workers' last commits wrote
+        await self.bus.close()
         await self.outbound.aclose()
         await self.indexer.stop()  # embeds what is still queued: needs the gateway, the log and the database
         await self.logs.stop()  # writes every queued log row (the indexer's included): needs the database
         await self.gateway.providers.aclose()
         await self.limiter.close()
+        await self.access_watch.aclose()
         await self.auth.aclose()
         if self.redis is not None:
             await self.redis.aclose()
@@ -200,7 +214,11 @@ def build_runtime(
     )
     search = ContextSearch(database, gateway, vector_index, keyword_budget=settings.context.keyword_rank_budget)
     vectors = VectorCollections(database, gateway, clock)
-    workflow_parts = build_workflows(settings, clock, database, gateway, context, search, registry)
+    bus = build_bus(settings, redis)
+    run_events = RunEventPublisher(bus)
+    workflow_parts = build_workflows(
+        settings, clock, database, gateway, context, search, registry, on_events=run_events
+    )
     return Runtime(
         settings,
         clock,
@@ -219,6 +237,35 @@ def build_runtime(
         search,
         vectors,
         workflow_parts,
+        bus,
+        run_events,
+        # An in-process bus hears runs only where they execute: an API without the workers polls.
+        LiveEvents(
+            bus,
+            workflow_parts.service,
+            settings.events,
+            clock,
+            runs_on_bus=bus.backend != "memory" or workflow_parts.worker is not None,
+        ),
+        AccessWatch(auth, clock, interval_seconds=settings.ws.credential_check_seconds),
+    )
+
+
+def build_bus(settings: Settings, redis: Redis | None) -> EventBus:
+    """The event bus live doors listen to: Redis pub/sub when Redis is configured, else in-process."""
+    tuning = settings.events
+    if redis is None or settings.redis_url is None:
+        return MemoryEventBus(queue_size=tuning.queue_size)
+    return RedisEventBus(
+        redis,
+        settings.redis_url,
+        prefix=settings.redis_key_prefix,
+        queue_size=tuning.queue_size,
+        ping_seconds=tuning.ping_seconds,
+        reconnect_seconds=tuning.reconnect_seconds,
+        max_reconnect_seconds=tuning.max_reconnect_seconds,
+        id_ttl_seconds=tuning.id_ttl_seconds,
+        timeout_seconds=settings.redis_timeout_seconds,
     )
 
 
@@ -239,6 +286,7 @@ class WorkflowParts:
     metrics: WorkflowMetrics
     run_ends: RunEndListener | None = None
     worker: WorkflowWorker | None = None
+    on_events: EventSink | None = None
 
     def new_worker(self, worker_id: str | None = None) -> WorkflowWorker:
         engine = Engine(
@@ -251,6 +299,7 @@ class WorkflowParts:
             worker_id=worker_id or new_worker_id(),
             nudge=self.nudge,
             metrics=self.metrics,
+            on_events=self.on_events,
         )
         return WorkflowWorker(engine, self.database, self.clock, self.settings.workflow, self.waiters)
 
@@ -275,6 +324,7 @@ def build_workflows(
     registry: CollectorRegistry,
     *,
     worker: bool | None = None,
+    on_events: EventSink | None = None,
 ) -> WorkflowParts:
     """The workflow service, and a worker when this process runs steps: by default when there is no
     work queue (embedded); ``[workflow] embedded_workers`` or ``worker`` (`trellis worker`) decide
@@ -314,6 +364,7 @@ def build_workflows(
         cancel_local=lambda run_id: parts.cancel_local(run_id),
         local_worker=lambda: parts.worker,
         run_ends=run_ends,
+        on_events=on_events,
     )
     services = StepServices(
         settings=tuning,
@@ -342,6 +393,7 @@ def build_workflows(
         outbound,
         WorkflowMetrics(registry),
         run_ends,
+        on_events=on_events,
     )
     if wanted:
         parts.worker = parts.new_worker()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,11 +19,11 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
-import uvicorn
 from openai import AsyncOpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ADMIN_KEY, Harness
+from tests.live_server import real_server as serve
 from trellis.gateway.providers.llamacpp import model_path
 from trellis.gateway.tasks import extract_code_blocks
 from trellis.gateway.types import Message
@@ -517,26 +516,9 @@ async def test_other_users_do_not_see_my_calls(harness: Harness) -> None:
 
 @asynccontextmanager
 async def real_server(h: Harness) -> AsyncIterator[str]:
-    """The harness's app behind a real uvicorn socket (httpx's ASGITransport runs an app to the
-    end before it returns a response, so it can never deliver a disconnect)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(h.app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert not task.done(), "uvicorn did not start"
-            assert time.monotonic() < deadline, "uvicorn did not start in time"
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    """The harness's app behind a real uvicorn socket (ASGITransport cannot deliver a disconnect)."""
+    async with serve(h.app) as url:
+        yield url
 
 
 async def test_client_disconnect_cancels_the_generation(harness: Harness) -> None:

@@ -73,3 +73,14 @@ async def test_unmigrated_database_is_not_ready(make_settings: Any, tmp_path: An
         response = await client.get("/ready")
     assert response.status_code == 503
     assert "trellis migrate" in response.json()["checks"]["database"]["error"]
+
+
+async def test_ready_reports_the_event_bus(make_harness: Any) -> None:
+    async with make_harness() as h:
+        body = (await h.client.get("/ready")).json()
+        assert body["checks"]["events"] == {"ok": True, "backend": "memory", "state": "in-process"}
+        assert body["degraded"] == []
+    async with make_harness(redis_url=REDIS_URL) as h:
+        body = (await h.client.get("/ready")).json()
+        assert body["status"] == "ready"
+        assert body["checks"]["events"] == {"ok": True, "backend": "redis", "state": "connected"}

@@ -13,8 +13,8 @@ from fastapi import Depends, Request, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from trellis.auth.schemas import Principal, Scope
-from trellis.kit.errors import AuthenticationFailed, PermissionDenied, RateLimited
-from trellis.ratelimit.base import Decision
+from trellis.kit.errors import AuthenticationFailed, PermissionDenied
+from trellis.ratelimit.base import Decision, take_or_refuse
 from trellis.runtime import Runtime
 from trellis.settings import RateRule, RouteClass
 
@@ -32,12 +32,7 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 
 
 async def enforce_rate_limit(runtime: Runtime, response: Response, key: str, rule: RateRule, policy: str) -> Decision:
-    decision = await runtime.limiter.acquire(key, rule, policy=policy)
-    if not decision.allowed:
-        raise RateLimited(
-            details={"policy": policy, "limit": decision.limit, "retry_after_seconds": round(decision.retry_after, 3)},
-            headers=decision.headers(),
-        )
+    decision = await take_or_refuse(runtime.limiter, key, rule, policy)
     response.headers.update(decision.headers())
     return decision
 

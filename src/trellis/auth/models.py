@@ -39,3 +39,20 @@ class ApiKey(TimestampMixin, Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     owner: Mapped[User] = relationship(back_populates="keys")
+
+
+class WsTicket(Base):
+    """A single-use, short-lived credential for opening ``/ws`` (``POST /api/v1/ws/ticket``): what it
+    stands for (the user, the key or token and its scopes), stored by hash."""
+
+    __tablename__ = "ws_tickets"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    via: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[list[str]] = mapped_column(SafeJSON)
+    # When the credential it was issued for expires (the connection closes then).
+    credential_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

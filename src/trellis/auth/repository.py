@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from trellis.auth.models import ApiKey, User
+from trellis.auth.models import ApiKey, User, WsTicket
 
 
 class KeyCredential(NamedTuple):
@@ -60,6 +60,23 @@ async def user_state(conn: AsyncConnection, user_id: str) -> UserState | None:
 async def key_credential(conn: AsyncConnection, key_hash: str) -> KeyCredential | None:
     row = (await conn.execute(_KEY_LOOKUP, {"key_hash": key_hash})).first()
     return None if row is None else KeyCredential(*row)
+
+
+async def key_credential_by_id(conn: AsyncConnection, key_id: str) -> KeyCredential | None:
+    """The same as ``key_credential``, by the key's id (checking a credential already accepted)."""
+    query = select(*_KEY_LOOKUP.selected_columns).join(User, ApiKey.owner_id == User.id).where(ApiKey.id == key_id)
+    row = (await conn.execute(query)).first()
+    return None if row is None else KeyCredential(*row)
+
+
+async def take_ticket(session: AsyncSession, token_hash: str) -> WsTicket | None:
+    """Remove the ticket and return what it was, in one statement: a ticket is used once."""
+    result = await session.execute(delete(WsTicket).where(WsTicket.token_hash == token_hash).returning(WsTicket))
+    return result.scalar_one_or_none()
+
+
+async def purge_tickets(session: AsyncSession, before: datetime) -> None:
+    await session.execute(delete(WsTicket).where(WsTicket.expires_at < before))
 
 
 async def user_by_id(session: AsyncSession, user_id: str) -> User | None:

@@ -39,6 +39,8 @@ class Principal:
     via: Literal["api_key", "jwt"]
     scopes: frozenset[Scope] = field(default_factory=frozenset)
     key_id: str | None = None
+    # When the credential stops being valid (a key's expiry, a token's exp); None: not by itself.
+    expires_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -105,6 +107,12 @@ class ApiKeyOut(BaseModel):
 
 class ApiKeyCreated(ApiKeyOut):
     key: str = Field(description="The key itself. Shown once: it is stored only as a hash.")
+
+
+class WsTicketOut(BaseModel):
+    ticket: str = Field(description="Pass as /ws?ticket=...; it works once, until expires_at.")
+    expires_at: datetime
+    expires_in: int = Field(description="Seconds.")
 
 
 class Me(BaseModel):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import jwt
 from argon2 import PasswordHasher
@@ -15,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from trellis.auth import repository as repo
 from trellis.auth.cache import AuthEpoch, EpochCache, NoAuthEpoch
-from trellis.auth.models import ApiKey, User
+from trellis.auth.models import ApiKey, User, WsTicket
 from trellis.auth.schemas import (
     ROLE_SCOPES,
     ApiKeyCreate,
@@ -23,6 +24,7 @@ from trellis.auth.schemas import (
     Scope,
     TokenResponse,
     UserCreate,
+    WsTicketOut,
 )
 from trellis.kit.clock import Clock
 from trellis.kit.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
@@ -32,6 +34,7 @@ from trellis.settings import Role, Settings
 from trellis.storage.database import Database
 
 API_KEY_PREFIX = "trl_"
+TICKET_PREFIX = "wst_"
 _VISIBLE_PREFIX_LEN = 12
 
 
@@ -70,6 +73,8 @@ class AuthService:
         self._hasher = PasswordHasher()
         # Verified against when the username is unknown, so timing does not reveal which users exist.
         self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
+        # Counts this process's own changes that took access away (long-lived connections watch it).
+        self.changes = 0
 
     # --- credentials -------------------------------------------------------------------------
 
@@ -91,6 +96,9 @@ class AuthService:
                 self._key_cache.put(key_hash, found, epoch)
         if found is None:
             raise AuthenticationFailed("Invalid API key")
+        return self._key_principal(found)
+
+    def _key_principal(self, found: repo.KeyCredential) -> Principal:
         if found.revoked_at is not None:
             raise AuthenticationFailed("API key has been revoked")
         if found.expires_at is not None and found.expires_at <= self._clock.now():
@@ -101,7 +109,7 @@ class AuthService:
         scopes = ROLE_SCOPES[role]
         if found.scopes is not None:
             scopes = scopes & frozenset(Scope(s) for s in found.scopes)
-        return Principal(found.user_id, found.username, role, "api_key", scopes, found.key_id)
+        return Principal(found.user_id, found.username, role, "api_key", scopes, found.key_id, found.expires_at)
 
     async def authenticate_jwt(self, token: str) -> Principal:
         try:
@@ -117,7 +125,10 @@ class AuthService:
             raise AuthenticationFailed("Token has expired") from None
         except jwt.InvalidTokenError:
             raise AuthenticationFailed("Invalid token") from None
-        user_id = str(claims["sub"])
+        expires_at = datetime.fromtimestamp(int(claims["exp"]), UTC)
+        return await self._jwt_principal(str(claims["sub"]), expires_at)
+
+    async def _jwt_principal(self, user_id: str, expires_at: datetime | None) -> Principal:
         epoch = await self._epoch.current()
         user = None if epoch is None else self._user_cache.get(user_id, epoch)
         if user is None:
@@ -128,7 +139,71 @@ class AuthService:
         if user is None or user.disabled:
             raise AuthenticationFailed("User is disabled or no longer exists")
         role = Role(user.role)
-        return Principal(user.user_id, user.username, role, "jwt", ROLE_SCOPES[role])
+        return Principal(user.user_id, user.username, role, "jwt", ROLE_SCOPES[role], expires_at=expires_at)
+
+    async def revalidate(self, principal: Principal) -> Principal:
+        """The principal as it stands now, for a connection that authenticated a while ago: its key
+        revoked or expired, its token expired, its user disabled → ``AuthenticationFailed``. Reads go
+        through the epoch-tagged cache, so this costs a database read only after access changed.
+        Scopes are never widened beyond those the connection was opened with."""
+        if principal.expires_at is not None and principal.expires_at <= self._clock.now():
+            raise AuthenticationFailed("Token has expired" if principal.via == "jwt" else "API key has expired")
+        if principal.via == "api_key":
+            if principal.key_id is None:
+                raise AuthenticationFailed("Invalid API key")
+            epoch = await self._epoch.current()
+            cache_key = f"id:{principal.key_id}"
+            found = None if epoch is None else self._key_cache.get(cache_key, epoch)
+            if found is None:
+                async with self._db.engine.connect() as conn:
+                    found = await repo.key_credential_by_id(conn, principal.key_id)
+                if found is not None and epoch is not None:
+                    self._key_cache.put(cache_key, found, epoch)
+            if found is None:
+                raise AuthenticationFailed("API key has been deleted")
+            now = self._key_principal(found)
+        else:
+            now = await self._jwt_principal(principal.user_id, principal.expires_at)
+        return replace(now, scopes=now.scopes & principal.scopes)
+
+    # --- WebSocket tickets -------------------------------------------------------------------
+
+    async def issue_ticket(self, actor: Principal) -> WsTicketOut:
+        """A single-use credential standing for ``actor``, valid ``[ws] ticket_ttl_seconds``: the only
+        credential ``/ws`` takes in its URL (``?ticket=``), where a browser cannot set headers."""
+        plaintext = TICKET_PREFIX + secrets.token_urlsafe(32)
+        now = self._clock.now()
+        ttl = self._settings.ws.ticket_ttl_seconds
+        ticket = WsTicket(
+            token_hash=hash_api_key(plaintext),
+            user_id=actor.user_id,
+            key_id=actor.key_id,
+            via=actor.via,
+            scopes=sorted(s.value for s in actor.scopes),
+            credential_expires_at=actor.expires_at,
+            expires_at=now + timedelta(seconds=ttl),
+            created_at=now,
+        )
+        async with self._db.transaction() as session:
+            await repo.purge_tickets(session, now)
+            session.add(ticket)
+        return WsTicketOut(ticket=plaintext, expires_at=ticket.expires_at, expires_in=ttl)
+
+    async def redeem_ticket(self, plaintext: str) -> Principal:
+        """Use a ticket (once: it is gone afterwards, used or refused) and return whom it stands for,
+        as that credential stands now."""
+        if not plaintext.startswith(TICKET_PREFIX) or len(plaintext) > 100:
+            raise AuthenticationFailed("Invalid ticket")
+        async with self._db.transaction() as session:
+            ticket = await repo.take_ticket(session, hash_api_key(plaintext))
+        if ticket is None:
+            raise AuthenticationFailed("Invalid ticket, or already used")
+        if ticket.expires_at <= self._clock.now():
+            raise AuthenticationFailed("Ticket has expired")
+        via: Literal["api_key", "jwt"] = "api_key" if ticket.via == "api_key" else "jwt"
+        granted = frozenset(Scope(s) for s in ticket.scopes)
+        issued = Principal(ticket.user_id, "", Role.VIEWER, via, granted, ticket.key_id, ticket.credential_expires_at)
+        return await self.revalidate(issued)
 
     async def login(self, username: str, password: str) -> TokenResponse:
         async with self._db.session() as session:
@@ -267,6 +342,7 @@ class AuthService:
 
     async def _access_changed(self) -> None:
         """After a commit that takes access away: no cache anywhere may keep serving it."""
+        self.changes += 1
         self._key_cache.clear()
         self._user_cache.clear()
         await self._epoch.bump()

@@ -75,6 +75,8 @@ def serve(
     console.print(f"  database        {redact_url(loaded.resolved_database_url)}", highlight=False)
     redis = redact_url(loaded.redis_url) if loaded.redis_url else "off (in-process cache, limits and breakers)"
     console.print(f"  redis           {redis}", highlight=False)
+    bus = "Redis bus" if loaded.redis_url else "in-process bus"
+    console.print(f"  live events     ws://{bind_host}:{bind_port}/ws  ({bus})", highlight=False)
     if generated:
         console.print(
             f"\n[bold yellow]First start: created user '{loaded.bootstrap_admin_username}'. Its API key, shown "
@@ -96,6 +98,10 @@ def serve(
         # Forwarded headers are believed only from [trusted_proxies], by the app (create_app).
         proxy_headers=False,
         server_header=False,
+        # /ws answers a message over [ws] max_message_bytes with an error and closes (1009); one far
+        # bigger is not even read into memory: uvicorn closes the socket (1009) itself.
+        ws_max_size=2 * loaded.ws.max_message_bytes,
+        ws_per_message_deflate=loaded.ws.compression,
     )
 
 

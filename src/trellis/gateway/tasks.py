@@ -6,9 +6,10 @@ executes it; ``as_code`` / ``as_analysis`` shape the result; ``sse_events`` stre
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -236,10 +237,15 @@ def _event(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-async def sse_events(
-    gateway: Gateway, ctx: CallContext, call: PreparedCall, is_disconnected: Callable[[], Awaitable[bool]] | None = None
-) -> EventStream:
-    """``delta`` events, then ``done`` (the non-streamed data) or ``error`` (never a silent cut)."""
+StreamEventName = Literal["delta", "done", "error"]
+
+
+async def stream_events(
+    gateway: Gateway, ctx: CallContext, call: PreparedCall
+) -> AsyncGenerator[tuple[StreamEventName, dict[str, Any]], None]:
+    """A streamed call as events, for every streaming door: ``("delta", {"text"})`` per chunk, then
+    ``("done", <the non-streamed data>)`` or ``("error", <the envelope's error>)`` (never a silent
+    cut). Closing the iterator (the client went away) closes the model's stream, which stops it."""
     import time
 
     started = time.perf_counter()
@@ -248,18 +254,18 @@ async def sse_events(
     try:
         async for chunk in stream:
             if chunk.delta:
-                yield _event("delta", {"text": chunk.delta})
+                yield "delta", {"text": chunk.delta}
     except TrellisError as exc:
-        yield _event("error", {"code": exc.code, "message": exc.message, "details": exc.details})
+        yield "error", {"code": exc.code, "message": exc.message, "details": exc.details}
         return
     except Exception as exc:  # noqa: BLE001 - the client learns the stream failed, not why internally
         message = getattr(exc, "message", None) or "The model stream failed"
-        yield _event("error", {"code": "upstream_error", "message": str(message), "details": {}})
+        yield "error", {"code": "upstream_error", "message": str(message), "details": {}}
         return
     finally:
         await stream.aclose()
     usage = outcome.usage
-    yield _event(
+    yield (
         "done",
         GenerationOut(
             response="".join(outcome.text_parts),
@@ -275,6 +281,15 @@ async def sse_events(
             fallback_from=call.model_name if outcome.served_model != call.model_name else None,
         ).model_dump(),
     )
+
+
+async def sse_events(
+    gateway: Gateway, ctx: CallContext, call: PreparedCall, is_disconnected: Callable[[], Awaitable[bool]] | None = None
+) -> EventStream:
+    """``delta`` events, then ``done`` (the non-streamed data) or ``error`` (never a silent cut)."""
+    async with contextlib.aclosing(stream_events(gateway, ctx, call)) as events:
+        async for name, data in events:
+            yield _event(name, data)
 
 
 async def list_models(gateway: Gateway) -> list[ModelOut]:

@@ -23,11 +23,12 @@ async def health() -> dict[str, Any]:
     "/ready",
     responses={
         503: {
-            "description": "Some dependency is failing; `failing` names it.",
+            "description": "Some dependency is failing; `failing` names it (`degraded` names parts that work "
+            "in a reduced way, such as an event bus that lost Redis).",
             "content": {"application/json": {"schema": {"type": "object", "required": ["status"]}}},
         }
     },
 )
 async def ready(runtime: RuntimeDep) -> JSONResponse:
-    report = await readiness(runtime.database, runtime.redis)
-    return JSONResponse(report, status_code=200 if report["status"] == "ready" else 503)
+    report = await readiness(runtime.database, runtime.redis, runtime.bus)
+    return JSONResponse(report, status_code=503 if report["failing"] else 200)

@@ -1,4 +1,6 @@
-"""Readiness: can this replica serve? Checks the database (reachable, schema current) and Redis."""
+"""Readiness: can this replica serve? Checks the database (reachable, schema current) and Redis, and
+reports the event bus: a bus that lost Redis is *degraded* (live events reach only this replica's
+clients until it is back), named in ``degraded`` without failing the probe by itself."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from trellis.events.base import EventBus
 from trellis.storage.database import Database
 from trellis.storage.migrate import current_revision, head_revision
 
@@ -27,7 +30,7 @@ async def _timed(check: Any) -> dict[str, Any]:
     return result
 
 
-async def readiness(database: Database, redis: Redis | None) -> dict[str, Any]:
+async def readiness(database: Database, redis: Redis | None, bus: EventBus | None = None) -> dict[str, Any]:
     async def schema() -> dict[str, Any]:
         revision = await current_revision(database)
         head = head_revision()
@@ -45,4 +48,11 @@ async def readiness(database: Database, redis: Redis | None) -> dict[str, Any]:
 
         checks["redis"] = await _timed(ping)
     failing = sorted(name for name, check in checks.items() if not check["ok"])
-    return {"status": "not_ready" if failing else "ready", "failing": failing, "checks": checks}
+    degraded: list[str] = []
+    if bus is not None:
+        health = await bus.probe()
+        checks["events"] = health.report()
+        if not health.ok:
+            degraded.append("events")
+    status = "not_ready" if failing else "degraded" if degraded else "ready"
+    return {"status": status, "failing": failing, "degraded": degraded, "checks": checks}

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+from trellis.kit.errors import RateLimited
 from trellis.settings import RateRule
 
 MICROS = 1_000_000
@@ -71,3 +72,15 @@ class RateLimiter(Protocol):
     async def acquire(self, key: str, rule: RateRule, *, policy: str) -> Decision: ...
 
     async def close(self) -> None: ...
+
+
+async def take_or_refuse(limiter: RateLimiter, key: str, rule: RateRule, policy: str) -> Decision:
+    """One request from the bucket, or ``RateLimited`` (429, with the headers) when it is empty:
+    what every door does before serving a request."""
+    decision = await limiter.acquire(key, rule, policy=policy)
+    if not decision.allowed:
+        raise RateLimited(
+            details={"policy": policy, "limit": decision.limit, "retry_after_seconds": round(decision.retry_after, 3)},
+            headers=decision.headers(),
+        )
+    return decision

@@ -1,20 +1,23 @@
 """One validated settings object for the whole service, one module per section.
 
 ``core`` holds ``Settings`` (sources: keyword arguments, ``TRELLIS_*`` variables, ``trellis.toml``)
-and ``load_settings``; ``auth``, ``context``, ``gateway`` and ``workflow`` hold the sections it is made of. This
-package imports no domain: domains import it.
+and ``load_settings``; ``auth``, ``context``, ``events``, ``gateway``, ``workflow`` and ``ws`` hold the
+sections it is made of. This package imports no domain: domains import it.
 """
 
 from trellis.settings.auth import RateRule, Role, RouteClass
 from trellis.settings.context import DEFAULT_CONTEXT_TYPES, ContextSettings
 from trellis.settings.core import MIN_SECRET_BYTES, Settings, SettingsError, default_data_dir, load_settings
+from trellis.settings.events import EventsSettings
 from trellis.settings.gateway import GatewaySettings, ModelConfig
 from trellis.settings.workflow import WorkflowSettings
+from trellis.settings.ws import WsSettings
 
 __all__ = [
     "DEFAULT_CONTEXT_TYPES",
     "MIN_SECRET_BYTES",
     "ContextSettings",
+    "EventsSettings",
     "GatewaySettings",
     "ModelConfig",
     "RateRule",
@@ -23,6 +26,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "WorkflowSettings",
+    "WsSettings",
     "default_data_dir",
     "load_settings",
 ]

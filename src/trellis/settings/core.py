@@ -22,8 +22,10 @@ from pydantic_settings import (
 
 from trellis.settings.auth import RateRule, Role, RouteClass, default_rate_limits
 from trellis.settings.context import ContextSettings
+from trellis.settings.events import EventsSettings
 from trellis.settings.gateway import GatewaySettings, ModelConfig, default_models
 from trellis.settings.workflow import WorkflowSettings
+from trellis.settings.ws import WsSettings
 
 MIN_SECRET_BYTES = 32
 
@@ -100,6 +102,8 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     context: ContextSettings = Field(default_factory=ContextSettings)
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    events: EventsSettings = Field(default_factory=EventsSettings)
+    ws: WsSettings = Field(default_factory=WsSettings)
 
     def all_models(self) -> dict[str, ModelConfig]:
         models = default_models() if self.include_default_models else {}

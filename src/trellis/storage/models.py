@@ -6,7 +6,7 @@ it at run time, so a domain never learns about another through it. A new domain 
 its ``models`` here.
 """
 
-from trellis.auth.models import ApiKey, User
+from trellis.auth.models import ApiKey, User, WsTicket
 from trellis.context.index.models import ContextEmbedding, ContextVectorEpoch
 from trellis.context.models import Context, ContextRelationship
 from trellis.episodic.models import EpisodicLog
@@ -42,4 +42,5 @@ __all__ = [
     "WorkflowRun",
     "WorkflowStep",
     "WorkflowVersion",
+    "WsTicket",
 ]

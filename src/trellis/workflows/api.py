@@ -11,7 +11,6 @@ n8n connections: ``/api/v1/n8n/connections/{name}``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -22,6 +21,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from trellis.auth.deps import Reader, RuntimeDep, Writer
+from trellis.events.runs import event_out
 from trellis.kit.clock import as_utc
 from trellis.kit.envelope import Envelope, ok
 from trellis.kit.errors import ValidationFailed
@@ -61,7 +61,6 @@ n8n = APIRouter(prefix="/api/v1/n8n", tags=["n8n"])
 
 Responses = dict[int | str, dict[str, Any]]
 NOT_FOUND: Responses = {404: {"description": "No such workflow, version or run, or another user's (not_found_error)"}}
-EVENTS_POLL_SECONDS = 0.25
 EVENTS_PAGE = 500
 
 
@@ -306,24 +305,10 @@ async def events(
         return ok(EventPage(items=items, last_seq=items[-1].seq if items else after))
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
-        seen = after
-        batch = rows
-        while True:
-            for row in batch:
-                seen = row.seq
-                data = EventOut.of(row).model_dump(mode="json")
-                yield ServerSentEvent(data=json.dumps(data), event=row.type, id=str(row.seq))
-            if len(batch) == EVENTS_PAGE:
-                batch = await runtime.workflows.events(principal, run_id, after=seen, limit=EVENTS_PAGE)
-                continue
-            run = await runtime.workflows.run(principal, run_id)
-            if run.status in ("succeeded", "failed", "cancelled"):
-                batch = await runtime.workflows.events(principal, run_id, after=seen, limit=EVENTS_PAGE)
-                if not batch:
-                    return
-                continue
-            await asyncio.sleep(EVENTS_POLL_SECONDS)
-            batch = await runtime.workflows.events(principal, run_id, after=seen, limit=EVENTS_PAGE)
+        # Driven by the event bus (the database first, then live; see LiveEvents.follow_run).
+        async for delivery in runtime.live.follow_run(principal, run_id, after):
+            out = event_out(delivery)
+            yield ServerSentEvent(data=json.dumps(out.model_dump(mode="json")), event=out.type, id=str(out.seq))
 
     return EventSourceResponse(stream(), ping=15, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

@@ -53,6 +53,11 @@ INLINE_BACKOFF_SECONDS = 5.0  # a retry waiting longer than this lets go of the 
 EVENT_OUTPUT_MAX_CHARS = 2_000
 
 
+# Called after a commit with the events it wrote, each with its run's owner: (owner id, event row
+# {run_id, seq, type, step, data, at}). Must not block or raise (the live-events publisher queues).
+EventSink = Callable[[list[tuple[str, dict[str, Any]]]], None]
+
+
 class StopReason(enum.Enum):
     CANCEL = "cancel"
     SHUTDOWN = "shutdown"
@@ -269,8 +274,10 @@ class Engine:
         nudge: Callable[[str], Awaitable[None]],
         metrics: WorkflowMetrics | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_events: EventSink | None = None,
     ) -> None:
         self.metrics = metrics or WorkflowMetrics(CollectorRegistry())
+        self.on_events = on_events
         self._database = database
         self._clock = clock
         self._settings = settings
@@ -372,6 +379,9 @@ class Engine:
             await repo.write_steps(session, existing, [])
             await repo.insert_events(session, events)
             await announce(session, [row["id"] for row in runs if row.get("status") in repo.ENDED])
+        if self.on_events is not None and events:
+            owners = {item.execution.run_id: item.execution.run.owner_id for item in items}
+            self.on_events([(owners[event["run_id"]], event) for event in events])
         outcomes: list[BaseException | None] = []
         for item in items:
             if item.execution.run_id in held:

@@ -15,7 +15,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,7 +37,14 @@ from trellis.storage.database import Database
 from trellis.workflows import repository as repo
 from trellis.workflows.definition import WorkflowDefinition, parse_definition
 from trellis.workflows.ended import RunEndListener, announce
-from trellis.workflows.engine import DefinitionCache, GroupCommit, StepState, json_size, principal_record
+from trellis.workflows.engine import (
+    DefinitionCache,
+    EventSink,
+    GroupCommit,
+    StepState,
+    json_size,
+    principal_record,
+)
 from trellis.workflows.models import N8nConnection, Workflow, WorkflowHook, WorkflowRun, WorkflowStep, WorkflowVersion
 from trellis.workflows.schemas import ExecuteRequest, HookCreate, N8nConnectionIn, StepTypeOut
 from trellis.workflows.steps.base import StepContext
@@ -93,7 +100,9 @@ class WorkflowService:
         local_worker: Callable[[], WorkflowWorker | None] = lambda: None,
         run_ends: RunEndListener | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_events: EventSink | None = None,
     ) -> None:
+        self.on_events = on_events
         self._database = database
         self._run_ends = run_ends
         self._clock = clock
@@ -343,7 +352,9 @@ class WorkflowService:
         process's worker took it at once (the embedded fast path: no nudge, no claim transaction)."""
         try:
             async with self._database.transaction() as session:
-                return list(await self._insert_runs(session, items))
+                adopted: list[bool | BaseException] = list(await self._insert_runs(session, items))
+            self._published(items)
+            return adopted
         except IntegrityError:
             # One of them collided (the same idempotency key twice): write each alone.
             results: list[bool | BaseException] = []
@@ -351,9 +362,15 @@ class WorkflowService:
                 try:
                     async with self._database.transaction() as session:
                         results += await self._insert_runs(session, [item])
+                    self._published([item])
                 except IntegrityError as exc:
                     results.append(exc)
             return results
+
+    def _published(self, items: list[_NewRun]) -> None:
+        """After the commit: the new runs' first events to the live-events sink."""
+        if self.on_events is not None:
+            self.on_events([(item.run.owner_id, event) for item in items for event in item.events])
 
     async def _insert_runs(self, session: Any, items: list[_NewRun]) -> list[bool]:
         now = self._clock.now()
@@ -399,12 +416,13 @@ class WorkflowService:
         for item, taken in zip(items, adopted, strict=True):
             run = item.run
             data = {"workflow": run.workflow_name, "version": run.version, "parent_run_id": run.parent_run_id}
-            events.append({"run_id": run.id, "seq": 1, "type": "run.queued", "step": None, "data": data, "at": now})
+            item.events = [{"run_id": run.id, "seq": 1, "type": "run.queued", "step": None, "data": data, "at": now}]
             if taken and local is not None:
                 started = {"worker": local.worker_id, "epoch": 1}
-                events.append(
+                item.events.append(
                     {"run_id": run.id, "seq": 2, "type": "run.started", "step": None, "data": started, "at": now}
                 )
+            events += item.events
         await repo.insert_events(session, events)
         return adopted
 
@@ -514,24 +532,30 @@ class WorkflowService:
                 f"the run is {row.status}; only queued, running or waiting runs can be cancelled",
                 details={"run_id": run_id, "status": row.status},
             )
-        await self._cancel(run_id)
+        await self._cancel(run_id, row.owner_id)
         return await self.run(actor, run_id)
 
-    async def _cancel(self, run_id: str) -> None:
+    def _appended(self, owner_id: str, run_id: str, seq: int, event: dict[str, Any]) -> None:
+        """After the commit: one event the service appended, to the live-events sink."""
+        if self.on_events is not None:
+            self.on_events([(owner_id, {"run_id": run_id, "seq": seq, **event})])
+
+    async def _cancel(self, run_id: str, owner_id: str) -> None:
         now = self._clock.now()
+        requested: dict[str, Any] = {"type": "run.cancel_requested", "step": None, "data": {}, "at": now}
         async with self._database.transaction() as session:
             seq = await repo.allocate_events(session, run_id, 1, {"cancel_requested": True, "updated_at": now})
             if seq is not None:
-                await repo.append_events(
-                    session, run_id, seq, [{"type": "run.cancel_requested", "step": None, "data": {}, "at": now}]
-                )
+                await repo.append_events(session, run_id, seq, [requested])
             children = await repo.children(session, run_id)
+        if seq is not None:
+            self._appended(owner_id, run_id, seq, requested)
         # Nobody holds a queued or waiting run (or a running one between attempts): end it here.
         # A run a worker holds is ended by that worker (told at once if it is this process).
         if not self.cancel_local(run_id):
             await self._end_unheld(run_id)
         for child in children:
-            await self._cancel(child)
+            await self._cancel(child, owner_id)  # a sub-run has its parent's owner
 
     async def _end_unheld(self, run_id: str) -> None:
         now = self._clock.now()
@@ -563,10 +587,10 @@ class WorkflowService:
                 },
             )
             assert seq is not None
-            await repo.append_events(
-                session, run_id, seq, [{"type": "run.cancelled", "step": None, "data": {}, "at": now}]
-            )
+            cancelled: dict[str, Any] = {"type": "run.cancelled", "step": None, "data": {}, "at": now}
+            await repo.append_events(session, run_id, seq, [cancelled])
             await announce(session, [run_id])
+        self._appended(row.owner_id, run_id, seq, cancelled)
         self._waiters.notify(run_id)
 
     async def retry(self, actor: Principal, run_id: str) -> WorkflowRun:
@@ -608,9 +632,9 @@ class WorkflowService:
                 },
             )
             assert seq is not None
-            await repo.append_events(
-                session, run_id, seq, [{"type": "run.retried", "step": None, "data": {"steps": reset}, "at": now}]
-            )
+            retried = {"type": "run.retried", "step": None, "data": {"steps": reset}, "at": now}
+            await repo.append_events(session, run_id, seq, [retried])
+        self._appended(row.owner_id, run_id, seq, retried)
         await self._nudge(run_id)
         return await self.run(actor, run_id)
 
@@ -780,3 +804,4 @@ class _NewRun:
     run: WorkflowRun
     keys: list[str]
     definition: WorkflowDefinition
+    events: list[dict[str, Any]] = field(default_factory=list)  # written with the run
