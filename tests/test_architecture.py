@@ -107,7 +107,7 @@ def foundation_violations(imports: list[Import]) -> list[str]:
 
 
 def is_door(module: str) -> bool:
-    if module == "trellis.app" or _within(module, "trellis.cli"):
+    if module == "trellis.app" or _within(module, "trellis.cli") or _within(module, "trellis.graphql"):
         return True
     return module.rpartition(".")[2] + ".py" in DOOR_FILES
 

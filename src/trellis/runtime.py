@@ -36,6 +36,7 @@ from trellis.gateway.service import Gateway
 from trellis.kit.clock import Clock, SystemClock
 from trellis.kit.outbound import OutboundClient, OutboundPolicy
 from trellis.kit.vector_math import use_one_blas_thread
+from trellis.metrics.service import SystemMetricsService
 from trellis.ratelimit.base import RateLimiter
 from trellis.ratelimit.memory import MemoryRateLimiter
 from trellis.ratelimit.redis import RedisRateLimiter
@@ -72,6 +73,7 @@ class Runtime:
     search: ContextSearch
     vectors: VectorCollections
     workflow_parts: WorkflowParts
+    system_metrics: SystemMetricsService
 
     @property
     def workflow_worker(self) -> WorkflowWorker | None:
@@ -218,6 +220,7 @@ def build_runtime(
         search,
         vectors,
         workflow_parts,
+        SystemMetricsService(registry, clock),
     )
 
 

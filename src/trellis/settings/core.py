@@ -23,6 +23,7 @@ from pydantic_settings import (
 from trellis.settings.auth import RateRule, Role, RouteClass, default_rate_limits
 from trellis.settings.context import ContextSettings
 from trellis.settings.gateway import GatewaySettings, ModelConfig, default_models
+from trellis.settings.graphql import GraphQLSettings
 from trellis.settings.workflow import WorkflowSettings
 
 MIN_SECRET_BYTES = 32
@@ -100,6 +101,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     context: ContextSettings = Field(default_factory=ContextSettings)
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    graphql: GraphQLSettings = Field(default_factory=GraphQLSettings)
 
     def all_models(self) -> dict[str, ModelConfig]:
         models = default_models() if self.include_default_models else {}

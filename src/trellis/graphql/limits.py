@@ -1,0 +1,173 @@
+"""What one GraphQL document may ask for, checked before anything runs (``[graphql]`` settings).
+
+- **Depth** (``max_depth``): Strawberry's ``QueryDepthLimiter`` rule; fragments count where they
+  are spread, introspection fields are not counted.
+- **Cost** (``max_cost``): every field costs 1, and what a list field selects is paid once per item
+  it can return: its page size (``first`` or ``limit``, given literally or as a variable) or
+  ``default_list_cost``. A connection's ``first`` sizes its ``edges``. Nested lists multiply, so
+  ``contexts(first: 50) { edges { node { relationships { other { id } } } } }`` costs about
+  ``50 * (relationships' 20 * 2)``. Introspection fields are free.
+- **Size** (``max_tokens``): graphql-core stops parsing a document longer than this many tokens.
+- **Aliases** (``max_aliases``): so one document cannot repeat an expensive field a thousand times.
+
+Each refusal is a ``validation_error`` naming the document (``trellis.graphql.errors``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLInterfaceType,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLSchema,
+    InlineFragmentNode,
+    IntValueNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    ValidationContext,
+    ValidationRule,
+    VariableNode,
+    get_nullable_type,
+    is_list_type,
+)
+from graphql.language import OperationType as AstOperationType
+from strawberry.extensions import SchemaExtension
+from strawberry.extensions.max_aliases import create_validator as aliases_rule
+from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
+
+from trellis.graphql.errors import document_error
+from trellis.settings.graphql import GraphQLSettings
+
+PAGE_ARGUMENTS = ("first", "limit")
+
+
+class CostEstimate:
+    """The cost of one operation, as the module docstring counts it."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        fragments: Mapping[str, FragmentDefinitionNode],
+        variables: Mapping[str, Any],
+        default_list_cost: int,
+    ) -> None:
+        self._schema = schema
+        self._fragments = fragments
+        self._variables = variables
+        self._default = default_list_cost
+        self._memo: dict[tuple[str, str, int | None], int] = {}
+
+    def operation(self, node: OperationDefinitionNode) -> int:
+        root = {
+            AstOperationType.QUERY: self._schema.query_type,
+            AstOperationType.MUTATION: self._schema.mutation_type,
+            AstOperationType.SUBSCRIPTION: self._schema.subscription_type,
+        }.get(node.operation)
+        return self._selections(node.selection_set, root, None, frozenset())
+
+    def _page_size(self, node: FieldNode) -> int | None:
+        for argument in node.arguments or ():
+            if argument.name.value not in PAGE_ARGUMENTS:
+                continue
+            value = argument.value
+            if isinstance(value, IntValueNode):
+                return max(0, int(value.value))
+            if isinstance(value, VariableNode):
+                given = self._variables.get(value.name.value)
+                if isinstance(given, int) and not isinstance(given, bool):
+                    return max(0, given)
+        return None
+
+    def _selections(
+        self,
+        selection_set: SelectionSetNode | None,
+        parent: Any,
+        pending: int | None,
+        visiting: frozenset[str],
+    ) -> int:
+        if selection_set is None:
+            return 0
+        total = 0
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                total += self._field(selection, parent, pending, visiting)
+            elif isinstance(selection, InlineFragmentNode):
+                condition = selection.type_condition
+                target = self._schema.get_type(condition.name.value) if condition is not None else parent
+                total += self._selections(selection.selection_set, target, pending, visiting)
+            elif isinstance(selection, FragmentSpreadNode):
+                total += self._spread(selection.name.value, pending, visiting)
+        return total
+
+    def _spread(self, name: str, pending: int | None, visiting: frozenset[str]) -> int:
+        fragment = self._fragments.get(name)
+        if fragment is None or name in visiting:  # unknown or cyclic: validation reports it
+            return 0
+        target = self._schema.get_type(fragment.type_condition.name.value)
+        key = (name, getattr(target, "name", ""), pending)
+        if key not in self._memo:
+            self._memo[key] = self._selections(fragment.selection_set, target, pending, visiting | {name})
+        return self._memo[key]
+
+    def _field(self, node: FieldNode, parent: Any, pending: int | None, visiting: frozenset[str]) -> int:
+        name = node.name.value
+        if name.startswith("__"):
+            return 0
+        definition = parent.fields.get(name) if isinstance(parent, (GraphQLObjectType, GraphQLInterfaceType)) else None
+        if definition is None:  # an unknown field: validation reports it
+            return 1
+        own = self._page_size(node)
+        field_type: GraphQLOutputType = get_nullable_type(definition.type)
+        if is_list_type(field_type):
+            items = own if own is not None else pending if pending is not None else self._default
+            inner: Any = field_type
+            while is_list_type(inner := get_nullable_type(inner)):
+                inner = inner.of_type
+            return 1 + items * self._selections(node.selection_set, inner, None, visiting)
+        return 1 + self._selections(node.selection_set, field_type, own, visiting)
+
+
+def cost_rule(max_cost: int, default_list_cost: int, variables: Mapping[str, Any]) -> type[ValidationRule]:
+    class CostLimit(ValidationRule):
+        def __init__(self, context: ValidationContext) -> None:
+            super().__init__(context)
+            document = context.document
+            fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+            estimate = CostEstimate(context.schema, fragments, variables, default_list_cost)
+            for definition in document.definitions:
+                if not isinstance(definition, OperationDefinitionNode):
+                    continue
+                cost = estimate.operation(definition)
+                if cost > max_cost:
+                    name = definition.name.value if definition.name else "anonymous"
+                    message = (
+                        f"'{name}' costs {cost}, over the limit of {max_cost}: ask for smaller pages "
+                        "(first / limit) or fewer nested lists"
+                    )
+                    extensions = document_error(message, "query_too_costly")
+                    extensions["details"] = {"cost": cost, "max_cost": max_cost}
+                    context.report_error(GraphQLError(message, definition, extensions=extensions))
+
+    return CostLimit
+
+
+def limits_extension(settings: GraphQLSettings) -> Callable[[], SchemaExtension]:
+    """A factory of the extension that adds the rules above to each operation's validation."""
+    fixed = (depth_rule(settings.max_depth, None, None), aliases_rule(settings.max_aliases))
+
+    class DocumentLimits(SchemaExtension):
+        def on_operation(self) -> Iterator[None]:
+            context = self.execution_context
+            context.parse_options["max_tokens"] = settings.max_tokens
+            cost = cost_rule(settings.max_cost, settings.default_list_cost, context.variables or {})
+            context.validation_rules = (*context.validation_rules, *fixed, cost)
+            yield
+
+    return DocumentLimits
