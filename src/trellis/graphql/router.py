@@ -18,6 +18,7 @@ from typing import Any
 
 import strawberry
 from cross_web import HTTPException
+from fastapi.routing import APIRoute
 from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -49,6 +50,23 @@ GRAPHIQL_POLICY = (
     "style-src 'self' 'unsafe-inline' https://unpkg.com; font-src https://unpkg.com data:; img-src 'self' data:; "
     "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
+
+_ERRORS = "GraphQL's shape: {data, errors: [{message, path, extensions: {code, status, fields?, details?}}]}"
+GRAPHQL_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["data", "errors"],
+    "properties": {"data": {"type": "null"}, "errors": {"type": "array", "items": {"type": "object"}}},
+}
+ANSWER: dict[str, Any] = {
+    "description": f"A GraphQL answer (errors, if any, in {_ERRORS}); GraphiQL (HTML) for a browser's GET",
+    "content": {"application/json": {}, "text/html": {}},
+}
+REFUSED: dict[str, Any] = {"content": {"application/json": {"schema": GRAPHQL_ERROR_SCHEMA}}}
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: ANSWER,
+    400: {"description": f"Not a GraphQL request (no query, a body that is not JSON), in {_ERRORS}", **REFUSED},
+}
+
 
 _HTTP_CODES = {
     400: "validation_error",
@@ -134,7 +152,7 @@ def refused(status: int, reason: str) -> JSONResponse:
 
 def graphql_router(settings: Settings) -> TrellisGraphQLRouter:
     tuning = settings.graphql
-    return TrellisGraphQLRouter(
+    router = TrellisGraphQLRouter(
         build_schema(tuning),
         path=PATH,
         graphql_ide="graphiql" if tuning.graphiql else None,
@@ -142,5 +160,12 @@ def graphql_router(settings: Settings) -> TrellisGraphQLRouter:
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         connection_init_wait_timeout=timedelta(seconds=tuning.connection_init_wait_seconds),
         allowed_origins=settings.cors_origins,
-        include_in_schema=False,
+        tags=["graphql"],
+        responses=RESPONSES,
     )
+    for route in router.routes:
+        if isinstance(route, APIRoute) and "GET" in route.methods:
+            # Strawberry documents its GET as JSON only; it is GraphiQL's page too, or a 404 without it.
+            route.responses[200] = ANSWER
+            route.responses[404] = {"description": f"GET without a query when GraphiQL is off, in {_ERRORS}", **REFUSED}
+    return router
