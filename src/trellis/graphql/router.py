@@ -164,7 +164,7 @@ def graphql_router(settings: Settings) -> TrellisGraphQLRouter:
         responses=RESPONSES,
     )
     for route in router.routes:
-        if isinstance(route, APIRoute) and "GET" in route.methods:
+        if isinstance(route, APIRoute) and "GET" in (route.methods or ()):
             # Strawberry documents its GET as JSON only; it is GraphiQL's page too, or a 404 without it.
             route.responses[200] = ANSWER
             route.responses[404] = {"description": f"GET without a query when GraphiQL is off, in {_ERRORS}", **REFUSED}
