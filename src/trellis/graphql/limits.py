@@ -6,7 +6,7 @@
   it can return: its page size (``first`` or ``limit``, given literally or as a variable) or
   ``default_list_cost``. A connection's ``first`` sizes its ``edges``. Nested lists multiply, so
   ``contexts(first: 50) { edges { node { relationships { other { id } } } } }`` costs about
-  ``50 * (relationships' 20 * 2)``. Introspection fields are free.
+  ``50 * (relationships' 10 * 2)``. Introspection fields are free.
 - **Size** (``max_tokens``): graphql-core stops parsing a document longer than this many tokens.
 - **Aliases** (``max_aliases``): so one document cannot repeat an expensive field a thousand times.
 
