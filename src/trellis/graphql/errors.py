@@ -11,8 +11,10 @@ Where they come from:
 - a service raised a ``kit.errors.TrellisError``: its code, status, message and details, as REST;
 - the document does not parse (``graphql_syntax``), asks for unknown fields or mistyped arguments
   (``graphql_validation``), nests too deep (``query_too_deep``), costs too much
-  (``query_too_costly``), is too long (``query_too_large``) or has too many aliases
-  (``too_many_aliases``): a ``validation_error`` whose one field entry names the kind as its ``type``;
+  (``query_too_costly``), is too long (``query_too_large``), has too many aliases
+  (``too_many_aliases``) or asks for the schema when introspection is off
+  (``introspection_disabled``): a ``validation_error`` whose one field entry names the kind as its
+  ``type``;
 - anything else: ``internal_error`` with a fixed message; the exception is logged, never shown.
 """
 
@@ -43,6 +45,7 @@ _LIMIT_KINDS = (
     ("exceeds maximum operation depth", "query_too_deep"),
     ("aliases found. Allowed:", "too_many_aliases"),
     ("Document contains more than", "query_too_large"),
+    ("introspection has been disabled", "introspection_disabled"),
 )
 
 
