@@ -92,7 +92,9 @@ def domain_extensions(exc: TrellisError) -> dict[str, Any]:
 
 
 def translate(error: GraphQLError) -> GraphQLError:
-    """One error as the client sees it (see the module docstring)."""
+    """One error as the client sees it (see the module docstring). Rewritten in place, so its class
+    stays what graphql-core made it (the socket protocol closes on a ``GraphQLSyntaxError``); only
+    ``message``, ``extensions`` and ``path`` are ever shown, never the original exception."""
     original = error.original_error
     while isinstance(original, GraphQLError) and original.original_error is not None:
         original = original.original_error
@@ -107,15 +109,9 @@ def translate(error: GraphQLError) -> GraphQLError:
     request_id = current_request_id()
     if request_id:
         extensions["request_id"] = request_id
-    return GraphQLError(
-        message,
-        nodes=error.nodes,
-        source=error.source,
-        positions=error.positions,
-        path=error.path,
-        original_error=None,
-        extensions=extensions,
-    )
+    error.message = message
+    error.extensions = extensions
+    return error
 
 
 def log_errors(errors: list[GraphQLError], execution_context: ExecutionContext | None) -> None:
