@@ -7,10 +7,11 @@ runs → steps + the workflow version they ran, for a few items and for many.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from tests.conftest import Harness
@@ -33,6 +34,13 @@ NESTED_RUNS = """query($n: Int!) {
     edges { node { id status steps { key status } definition { name version description } } }
   }
 }"""
+
+
+@pytest.fixture
+async def h(make_harness: Callable[..., Any], database_url: str) -> AsyncIterator[Harness]:
+    """The workers' database poll is slowed down so that it does not run while statements are counted."""
+    async with make_harness(database_url=database_url, workflow={"poll_seconds": 60}) as harness:
+        yield harness
 
 
 @contextmanager
@@ -75,6 +83,8 @@ async def test_nested_contexts_take_the_same_statements_for_3_or_12(h: Harness, 
         deep = [await create(h, alice, "leaf2", f"deep {i}.{j}", []) for j in range(2)]
         leaves = [await create(h, alice, "leaf", f"leaf {i}.{j}", [deep[j]]) for j in range(2)]
         hubs.append(await create(h, alice, "hub", f"hub {i}", leaves))
+    await h.runtime.indexer.wait_idle()  # its embedding writes would be counted too
+    await h.runtime.logs.flush()
     await statements_for(h, NESTED_CONTEXTS, 12, alice)  # warm the credential cache and the pool
 
     small, few = await statements_for(h, NESTED_CONTEXTS, 3, alice)
@@ -109,6 +119,8 @@ async def test_nested_runs_take_the_same_statements_for_2_or_8(h: Harness, alice
         await save(h, name, definition, headers=alice)
     for i in range(8):
         await execute(h, "first" if i % 2 else "second", {}, headers=alice)
+    await h.runtime.indexer.wait_idle()
+    await h.runtime.logs.flush()
     await statements_for(h, NESTED_RUNS, 8, alice)  # warm the credential cache and the pool
 
     small, few = await statements_for(h, NESTED_RUNS, 2, alice)

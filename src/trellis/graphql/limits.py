@@ -15,10 +15,13 @@ Each refusal is a ``validation_error`` naming the document (``trellis.graphql.er
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -31,21 +34,22 @@ from graphql import (
     IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    ValidationContext,
-    ValidationRule,
     VariableNode,
     get_nullable_type,
     is_list_type,
+    parse,
 )
 from graphql.language import OperationType as AstOperationType
 from strawberry.extensions import SchemaExtension
 from strawberry.extensions.max_aliases import create_validator as aliases_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
+from strawberry.schema.schema import validate_document
 
 from trellis.graphql.errors import document_error
 from trellis.settings.graphql import GraphQLSettings
 
 PAGE_ARGUMENTS = ("first", "limit")
+CACHED_DOCUMENTS = 256
 
 
 class CostEstimate:
@@ -134,40 +138,73 @@ class CostEstimate:
         return 1 + self._selections(node.selection_set, field_type, own, visiting)
 
 
-def cost_rule(max_cost: int, default_list_cost: int, variables: Mapping[str, Any]) -> type[ValidationRule]:
-    class CostLimit(ValidationRule):
-        def __init__(self, context: ValidationContext) -> None:
-            super().__init__(context)
-            document = context.document
-            fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-            estimate = CostEstimate(context.schema, fragments, variables, default_list_cost)
-            for definition in document.definitions:
-                if not isinstance(definition, OperationDefinitionNode):
-                    continue
-                cost = estimate.operation(definition)
-                if cost > max_cost:
-                    name = definition.name.value if definition.name else "anonymous"
-                    message = (
-                        f"'{name}' costs {cost}, over the limit of {max_cost}: ask for smaller pages "
-                        "(first / limit) or fewer nested lists"
-                    )
-                    extensions = document_error(message, "query_too_costly")
-                    extensions["details"] = {"cost": cost, "max_cost": max_cost}
-                    context.report_error(GraphQLError(message, definition, extensions=extensions))
+def cost_errors(
+    schema: GraphQLSchema, document: DocumentNode, variables: Mapping[str, Any], max_cost: int, default_list_cost: int
+) -> list[GraphQLError]:
+    """The operations of ``document`` that cost more than ``max_cost`` with these variables."""
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    estimate = CostEstimate(schema, fragments, variables, default_list_cost)
+    errors = []
+    for definition in document.definitions:
+        if not isinstance(definition, OperationDefinitionNode):
+            continue
+        cost = estimate.operation(definition)
+        if cost > max_cost:
+            name = definition.name.value if definition.name else "anonymous"
+            message = (
+                f"'{name}' costs {cost}, over the limit of {max_cost}: ask for smaller pages "
+                "(first / limit) or fewer nested lists"
+            )
+            extensions = document_error(message, "query_too_costly")
+            extensions["details"] = {"cost": cost, "max_cost": max_cost}
+            errors.append(GraphQLError(message, definition, extensions=extensions))
+    return errors
 
-    return CostLimit
+
+# Validation depends only on the document (one object per query text, from the parser cache) and
+# the rules: graphql-core's validation is most of what a small query costs, so it runs once per text.
+_parse = functools.lru_cache(maxsize=CACHED_DOCUMENTS)(parse)
+_validate = functools.lru_cache(maxsize=CACHED_DOCUMENTS)(validate_document)
+
+
+def _fresh(error: GraphQLError) -> GraphQLError:
+    """A copy of a cached error, so rewriting it for one answer (``errors.translate``) leaves the cache alone."""
+    return GraphQLError(
+        error.message, error.nodes, error.source, error.positions, error.path, error.original_error, error.extensions
+    )
 
 
 def limits_extension(settings: GraphQLSettings) -> Callable[[], SchemaExtension]:
-    """A factory of the extension that adds the rules above to each operation's validation."""
+    """A factory of the extension that parses (cached by text), validates (cached by document, with
+    the depth and alias rules) and checks the cost (every time: it depends on the variables)."""
     fixed = (depth_rule(settings.max_depth, None, None), aliases_rule(settings.max_aliases))
 
-    class DocumentLimits(SchemaExtension):
+    class DocumentChecks(SchemaExtension):
         def on_operation(self) -> Iterator[None]:
             context = self.execution_context
             context.parse_options["max_tokens"] = settings.max_tokens
-            cost = cost_rule(settings.max_cost, settings.default_list_cost, context.variables or {})
-            context.validation_rules = (*context.validation_rules, *fixed, cost)
+            context.validation_rules = (*context.validation_rules, *fixed)
             yield
 
-    return DocumentLimits
+        def on_parse(self) -> Iterator[None]:
+            context = self.execution_context
+            if context.graphql_document is None and context.query:
+                # A document that does not parse is parsed again by Strawberry, which reports it.
+                with contextlib.suppress(GraphQLError):
+                    context.graphql_document = _parse(context.query, max_tokens=settings.max_tokens)
+            yield
+
+        def on_validate(self) -> Iterator[None]:
+            context = self.execution_context
+            document = context.graphql_document
+            assert document is not None
+            schema = context.schema._schema
+            errors = [_fresh(error) for error in _validate(schema, document, context.validation_rules)]
+            if not errors:
+                errors = cost_errors(
+                    schema, document, context.variables or {}, settings.max_cost, settings.default_list_cost
+                )
+            context.pre_execution_errors = errors
+            yield
+
+    return DocumentChecks

@@ -35,6 +35,7 @@ from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
+from strawberry.types.nodes import SelectedField
 
 from trellis.auth.schemas import Principal, Scope
 from trellis.context.schemas import ContextCreate, ContextListQuery, ContextUpdate, RelationshipCreate
@@ -169,6 +170,15 @@ class ExecuteWorkflowInput:
 # --- queries --------------------------------------------------------------------------------------
 
 
+def _selects(info: Info, name: str) -> bool:
+    """Whether the field's selection may include ``name`` (fragments count as yes)."""
+    for field in info.selected_fields:
+        for selection in getattr(field, "selections", ()):
+            if not isinstance(selection, SelectedField) or selection.name == name:
+                return True
+    return False
+
+
 def _page(first: int, maximum: int) -> int:
     """A page size, checked as the REST door checks its ``limit`` (the 400 names ``limit``)."""
     if not 1 <= first <= maximum:
@@ -201,7 +211,10 @@ class Query:
     @strawberry.field(description="A workflow run: status, progress, result (the seed's workflowStatus).")
     async def workflow_status(self, info: Info, id: strawberry.ID) -> WorkflowStatus | None:
         principal = await info.context.admit(Scope.READ)
-        return WorkflowStatus.of(await info.context.runtime.workflows.run(principal, str(id)))
+        service = info.context.runtime.workflows
+        if _selects(info, "steps"):  # as REST's status: the run and its steps in one session
+            return WorkflowStatus.of(*await service.detail(principal, str(id)))
+        return WorkflowStatus.of(await service.run(principal, str(id)))
 
     @strawberry.field(description="Your runs, newest first, a page at a time (Relay connection).")
     async def workflow_runs(
