@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from graphql import (
+    ArgumentNode,
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
@@ -138,17 +139,52 @@ class CostEstimate:
         return 1 + self._selections(node.selection_set, field_type, own, visiting)
 
 
+@functools.lru_cache(maxsize=CACHED_DOCUMENTS)
+def page_variables(document: DocumentNode) -> tuple[str, ...]:
+    """The variables a document passes as page sizes: all the cost depends on besides the document."""
+    found = {
+        argument.value.name.value
+        for argument in _arguments(document)
+        if argument.name.value in PAGE_ARGUMENTS and isinstance(argument.value, VariableNode)
+    }
+    return tuple(sorted(found))
+
+
+def _arguments(node: Any) -> Iterator[ArgumentNode]:
+    yield from getattr(node, "arguments", None) or ()
+    for key in ("definitions", "selection_set"):
+        child = getattr(node, key, None)
+        if child is None:
+            continue
+        for item in child if isinstance(child, tuple | list) else child.selections:
+            yield from _arguments(item)
+
+
+@functools.lru_cache(maxsize=CACHED_DOCUMENTS)
+def operation_costs(
+    schema: GraphQLSchema, document: DocumentNode, pages: tuple[tuple[str, Any], ...], default_list_cost: int
+) -> tuple[tuple[OperationDefinitionNode, int], ...]:
+    """Each operation of ``document`` with its cost, given the page-size variables ``pages``."""
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    estimate = CostEstimate(schema, fragments, dict(pages), default_list_cost)
+    return tuple(
+        (definition, estimate.operation(definition))
+        for definition in document.definitions
+        if isinstance(definition, OperationDefinitionNode)
+    )
+
+
 def cost_errors(
     schema: GraphQLSchema, document: DocumentNode, variables: Mapping[str, Any], max_cost: int, default_list_cost: int
 ) -> list[GraphQLError]:
     """The operations of ``document`` that cost more than ``max_cost`` with these variables."""
-    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-    estimate = CostEstimate(schema, fragments, variables, default_list_cost)
+    pages = tuple((name, variables.get(name)) for name in page_variables(document))
+    try:
+        costs = operation_costs(schema, document, pages, default_list_cost)
+    except TypeError:  # a page variable that is not hashable (a list): not an int anyway
+        costs = operation_costs.__wrapped__(schema, document, (), default_list_cost)
     errors = []
-    for definition in document.definitions:
-        if not isinstance(definition, OperationDefinitionNode):
-            continue
-        cost = estimate.operation(definition)
+    for definition, cost in costs:
         if cost > max_cost:
             name = definition.name.value if definition.name else "anonymous"
             message = (

@@ -34,8 +34,8 @@ from datetime import datetime
 from typing import Any
 
 import strawberry
+from graphql import FieldNode
 from strawberry.scalars import JSON
-from strawberry.types.nodes import SelectedField
 
 from trellis.auth.schemas import Principal, Scope
 from trellis.context.schemas import ContextCreate, ContextListQuery, ContextUpdate, RelationshipCreate
@@ -171,10 +171,11 @@ class ExecuteWorkflowInput:
 
 
 def _selects(info: Info, name: str) -> bool:
-    """Whether the field's selection may include ``name`` (fragments count as yes)."""
-    for field in info.selected_fields:
-        for selection in getattr(field, "selections", ()):
-            if not isinstance(selection, SelectedField) or selection.name == name:
+    """Whether the field's selection may include ``name`` (fragments count as yes). Reads the AST:
+    ``info.selected_fields`` converts the whole selection first, a tenth of a millisecond."""
+    for node in info._raw_info.field_nodes:  # the field's AST, as graphql-core gives it to Strawberry
+        for selection in node.selection_set.selections if node.selection_set is not None else ():
+            if not isinstance(selection, FieldNode) or selection.name.value == name:
                 return True
     return False
 
