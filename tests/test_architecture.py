@@ -3,8 +3,8 @@
 1. ``settings``, ``kit`` and ``storage`` import no domain (``storage/models.py``, the table
    registry, excepted): the layers every domain stands on know none of them.
 2. Only doors import ``trellis.runtime``: ``app.py``, the REST modules (``api.py``, ``openai_api.py``,
-   and ``auth/deps.py``, the REST doors' dependencies) and ``cli/``. Services get what they need
-   through their constructors.
+   and ``auth/deps.py``, the REST doors' dependencies), ``graphql/`` and ``cli/``. Services get what
+   they need through their constructors.
 3. Nobody imports another package's private names (``_name``): a name with an underscore is private
    to the package (folder) that defines it.
 4. No import cycles between modules.
