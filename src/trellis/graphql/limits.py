@@ -139,17 +139,6 @@ class CostEstimate:
         return 1 + self._selections(node.selection_set, field_type, own, visiting)
 
 
-@functools.lru_cache(maxsize=CACHED_DOCUMENTS)
-def page_variables(document: DocumentNode) -> tuple[str, ...]:
-    """The variables a document passes as page sizes: all the cost depends on besides the document."""
-    found = {
-        argument.value.name.value
-        for argument in _arguments(document)
-        if argument.name.value in PAGE_ARGUMENTS and isinstance(argument.value, VariableNode)
-    }
-    return tuple(sorted(found))
-
-
 def _arguments(node: Any) -> Iterator[ArgumentNode]:
     yield from getattr(node, "arguments", None) or ()
     for key in ("definitions", "selection_set"):
@@ -160,29 +149,66 @@ def _arguments(node: Any) -> Iterator[ArgumentNode]:
             yield from _arguments(item)
 
 
+class Prepared:
+    """One query text, parsed, with what was learned about it: its validation errors (per set of
+    rules) and its operations' costs (per page-size variables). Cached by text: graphql-core's
+    nodes hash their whole tree, so documents are never used as cache keys themselves."""
+
+    MAX_COSTS = 64
+
+    def __init__(self, document: DocumentNode) -> None:
+        self.document = document
+        found = {
+            argument.value.name.value
+            for argument in _arguments(document)
+            if argument.name.value in PAGE_ARGUMENTS and isinstance(argument.value, VariableNode)
+        }
+        self.page_variables = tuple(sorted(found))
+        self._validated: dict[tuple[int, tuple[Any, ...]], list[GraphQLError]] = {}
+        self._costs: dict[tuple[int, tuple[Any, ...], int], list[tuple[OperationDefinitionNode, int]]] = {}
+
+    def validate(self, schema: GraphQLSchema, rules: tuple[Any, ...]) -> list[GraphQLError]:
+        """Fresh copies of the validation errors (an answer rewrites its errors in place)."""
+        key = (id(schema), rules)
+        if key not in self._validated:
+            self._validated[key] = validate_document(schema, self.document, rules)
+        return [_fresh(error) for error in self._validated[key]]
+
+    def costs(
+        self, schema: GraphQLSchema, variables: Mapping[str, Any], default_list_cost: int
+    ) -> list[tuple[OperationDefinitionNode, int]]:
+        pages = tuple(variables.get(name) for name in self.page_variables)
+        try:
+            key = (id(schema), pages, default_list_cost)
+            cached = self._costs.get(key)
+        except TypeError:  # a page variable that is not hashable (a list): it is not a page size anyway
+            key, cached = None, None
+        if cached is not None:
+            return cached
+        fragments = {d.name.value: d for d in self.document.definitions if isinstance(d, FragmentDefinitionNode)}
+        estimate = CostEstimate(
+            schema, fragments, dict(zip(self.page_variables, pages, strict=True)), default_list_cost
+        )
+        found = [
+            (definition, estimate.operation(definition))
+            for definition in self.document.definitions
+            if isinstance(definition, OperationDefinitionNode)
+        ]
+        if key is not None:
+            if len(self._costs) >= self.MAX_COSTS:
+                self._costs.clear()
+            self._costs[key] = found
+        return found
+
+
 @functools.lru_cache(maxsize=CACHED_DOCUMENTS)
-def operation_costs(
-    schema: GraphQLSchema, document: DocumentNode, pages: tuple[tuple[str, Any], ...], default_list_cost: int
-) -> tuple[tuple[OperationDefinitionNode, int], ...]:
-    """Each operation of ``document`` with its cost, given the page-size variables ``pages``."""
-    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-    estimate = CostEstimate(schema, fragments, dict(pages), default_list_cost)
-    return tuple(
-        (definition, estimate.operation(definition))
-        for definition in document.definitions
-        if isinstance(definition, OperationDefinitionNode)
-    )
+def prepare(query: str, max_tokens: int) -> Prepared:
+    """The query text parsed (a ``GraphQLSyntaxError`` is raised, and not cached)."""
+    return Prepared(parse(query, max_tokens=max_tokens))
 
 
-def cost_errors(
-    schema: GraphQLSchema, document: DocumentNode, variables: Mapping[str, Any], max_cost: int, default_list_cost: int
-) -> list[GraphQLError]:
-    """The operations of ``document`` that cost more than ``max_cost`` with these variables."""
-    pages = tuple((name, variables.get(name)) for name in page_variables(document))
-    try:
-        costs = operation_costs(schema, document, pages, default_list_cost)
-    except TypeError:  # a page variable that is not hashable (a list): not an int anyway
-        costs = operation_costs.__wrapped__(schema, document, (), default_list_cost)
+def cost_errors(costs: list[tuple[OperationDefinitionNode, int]], max_cost: int) -> list[GraphQLError]:
+    """The operations that cost more than ``max_cost``."""
     errors = []
     for definition, cost in costs:
         if cost > max_cost:
@@ -197,12 +223,6 @@ def cost_errors(
     return errors
 
 
-# Validation depends only on the document (one object per query text, from the parser cache) and
-# the rules: graphql-core's validation is most of what a small query costs, so it runs once per text.
-_parse = functools.lru_cache(maxsize=CACHED_DOCUMENTS)(parse)
-_validate = functools.lru_cache(maxsize=CACHED_DOCUMENTS)(validate_document)
-
-
 def _fresh(error: GraphQLError) -> GraphQLError:
     """A copy of a cached error, so rewriting it for one answer (``errors.translate``) leaves the cache alone."""
     return GraphQLError(
@@ -211,11 +231,13 @@ def _fresh(error: GraphQLError) -> GraphQLError:
 
 
 def limits_extension(settings: GraphQLSettings) -> Callable[[], SchemaExtension]:
-    """A factory of the extension that parses (cached by text), validates (cached by document, with
-    the depth and alias rules) and checks the cost (every time: it depends on the variables)."""
+    """A factory of the extension that parses and validates each query text once (cached by text,
+    with the depth and alias rules) and checks the cost (once per text and page-size variables)."""
     fixed = (depth_rule(settings.max_depth, None, None), aliases_rule(settings.max_aliases))
 
     class DocumentChecks(SchemaExtension):
+        prepared: Prepared | None = None
+
         def on_operation(self) -> Iterator[None]:
             context = self.execution_context
             context.parse_options["max_tokens"] = settings.max_tokens
@@ -227,7 +249,8 @@ def limits_extension(settings: GraphQLSettings) -> Callable[[], SchemaExtension]
             if context.graphql_document is None and context.query:
                 # A document that does not parse is parsed again by Strawberry, which reports it.
                 with contextlib.suppress(GraphQLError):
-                    context.graphql_document = _parse(context.query, max_tokens=settings.max_tokens)
+                    self.prepared = prepare(context.query, settings.max_tokens)
+                    context.graphql_document = self.prepared.document
             yield
 
         def on_validate(self) -> Iterator[None]:
@@ -235,11 +258,11 @@ def limits_extension(settings: GraphQLSettings) -> Callable[[], SchemaExtension]
             document = context.graphql_document
             assert document is not None
             schema = context.schema._schema
-            errors = [_fresh(error) for error in _validate(schema, document, context.validation_rules)]
+            prepared = self.prepared if self.prepared is not None else Prepared(document)
+            errors = prepared.validate(schema, context.validation_rules)
             if not errors:
-                errors = cost_errors(
-                    schema, document, context.variables or {}, settings.max_cost, settings.default_list_cost
-                )
+                costs = prepared.costs(schema, context.variables or {}, settings.default_list_cost)
+                errors = cost_errors(costs, settings.max_cost)
             context.pre_execution_errors = errors
             yield
 
