@@ -3,8 +3,8 @@
 1. ``settings``, ``kit`` and ``storage`` import no domain (``storage/models.py``, the table
    registry, excepted): the layers every domain stands on know none of them.
 2. Only doors import ``trellis.runtime``: ``app.py``, the REST modules (``api.py``, ``openai_api.py``,
-   and ``auth/deps.py``, the REST doors' dependencies), ``cli/`` and ``ws/`` (the WebSocket door).
-   Services get what they need through their constructors.
+   and ``auth/deps.py``, the REST doors' dependencies), ``cli/``, ``graphql/`` and ``ws/`` (the GraphQL
+   and WebSocket doors). Services get what they need through their constructors.
 3. Nobody imports another package's private names (``_name``): a name with an underscore is private
    to the package (folder) that defines it.
 4. No import cycles between modules.
@@ -107,7 +107,9 @@ def foundation_violations(imports: list[Import]) -> list[str]:
 
 
 def is_door(module: str) -> bool:
-    if module == "trellis.app" or _within(module, "trellis.cli") or _within(module, "trellis.ws"):
+    if module == "trellis.app" or any(
+        _within(module, door) for door in ("trellis.cli", "trellis.graphql", "trellis.ws")
+    ):
         return True
     return module.rpartition(".")[2] + ".py" in DOOR_FILES
 

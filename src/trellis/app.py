@@ -18,6 +18,7 @@ from trellis.context.search.api import router as search_router
 from trellis.episodic.api import router as logs_router
 from trellis.gateway.api import router as gateway_router
 from trellis.gateway.openai_api import router as openai_router
+from trellis.graphql.router import graphql_router
 from trellis.health.api import router as health_router
 from trellis.kit.clock import Clock
 from trellis.kit.handlers import install_error_handlers
@@ -108,6 +109,8 @@ def create_app(
     app.include_router(workflow_runs_router)
     app.include_router(n8n_router)
     app.include_router(ws_router)
+    if settings.graphql.enabled:
+        app.include_router(graphql_router(settings))
     return app
 
 

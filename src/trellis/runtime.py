@@ -42,6 +42,7 @@ from trellis.gateway.service import Gateway
 from trellis.kit.clock import Clock, SystemClock
 from trellis.kit.outbound import OutboundClient, OutboundPolicy
 from trellis.kit.vector_math import use_one_blas_thread
+from trellis.metrics.service import SystemMetricsService
 from trellis.ratelimit.base import RateLimiter
 from trellis.ratelimit.memory import MemoryRateLimiter
 from trellis.ratelimit.redis import RedisRateLimiter
@@ -83,6 +84,7 @@ class Runtime:
     run_events: RunEventPublisher
     live: LiveEvents
     access_watch: AccessWatch
+    system_metrics: SystemMetricsService
 
     @property
     def workflow_worker(self) -> WorkflowWorker | None:
@@ -248,6 +250,7 @@ def build_runtime(
             runs_on_bus=bus.backend != "memory" or workflow_parts.worker is not None,
         ),
         AccessWatch(auth, clock, interval_seconds=settings.ws.credential_check_seconds),
+        SystemMetricsService(registry, clock),
     )
 
 

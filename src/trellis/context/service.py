@@ -13,7 +13,7 @@ wins, nothing is lost in between). After a commit that changes content, the inde
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +26,7 @@ from trellis.context.schemas import (
     ContextCreate,
     ContextDeleted,
     ContextListQuery,
+    ContextSort,
     ContextUpdate,
     Direction,
     GraphEdge,
@@ -88,9 +89,7 @@ class ContextService:
             rows = await repo.list_page(session, self._db.dialect, actor.user_id, query, after)
         if len(rows) < query.limit:
             return rows, None
-        last = rows[-1]
-        moment = last.created_at if query.sort.column == "created_at" else last.updated_at
-        return rows, encode_keyset(moment, last.id, s=query.sort.value)
+        return rows, page_cursor(rows[-1], query.sort)
 
     async def create(
         self, actor: Principal, data: ContextCreate, *, source: str | None = None
@@ -157,6 +156,15 @@ class ContextService:
             raise _context_not_found(context_id)
         async with self._db.session() as session:
             return _owned(await repo.context_by_id(session, context_id), actor, context_id)
+
+    async def get_many(self, actor: Principal, context_ids: Collection[str]) -> dict[str, Context]:
+        """The actor's own contexts among these ids, in one query; missing and other users' ids are
+        simply absent (a door that batches reads, GraphQL's loaders, answers them as not found)."""
+        wanted = {i for i in context_ids if len(i) <= _MAX_ID_LENGTH}
+        if not wanted:
+            return {}
+        async with self._db.reader() as session:
+            return await repo.contexts_by_ids(session, actor.user_id, wanted)
 
     async def update(
         self, actor: Principal, context_id: str, data: ContextUpdate, *, expected_version: int | None = None
@@ -276,6 +284,32 @@ class ContextService:
             )
         return [RelationshipOut.of(row, context_id) for row in rows]
 
+    async def relationships_of_many(
+        self,
+        actor: Principal,
+        context_ids: Collection[str],
+        *,
+        relationship_type: str | None = None,
+        direction: Direction | None = None,
+    ) -> dict[str, list[RelationshipOut]]:
+        """``list_relationships`` for many contexts in one query, each context's list oldest first.
+        Ids that are not the actor's contexts get an empty list: only the actor's edges are read."""
+        ids = list(dict.fromkeys(context_ids))
+        out: dict[str, list[RelationshipOut]] = {context_id: [] for context_id in ids}
+        if not ids:
+            return out
+        outgoing, incoming = direction in (None, "outgoing"), direction in (None, "incoming")
+        async with self._db.reader() as session:
+            rows = await repo.relationships_touching(
+                session, actor.user_id, ids, relationship_type=relationship_type, outgoing=outgoing, incoming=incoming
+            )
+        for row in rows:
+            if outgoing and row.source_id in out:
+                out[row.source_id].append(RelationshipOut.of(row, row.source_id))
+            if incoming and row.target_id in out and row.target_id != row.source_id:
+                out[row.target_id].append(RelationshipOut.of(row, row.target_id))
+        return out
+
     async def delete_relationship(self, actor: Principal, context_id: str, relationship_id: str) -> RelationshipOut:
         await self.get(actor, context_id)
         async with self._db.transaction() as session:
@@ -371,6 +405,12 @@ class ContextService:
             await self.indexer.index(owner_id, context_ids)
         except Exception:  # committed already; keyword search works until it is re-indexed
             log.exception("context_index_failed", context_ids=list(context_ids))
+
+
+def page_cursor(row: Context, sort: ContextSort) -> str:
+    """The cursor of the page that starts after ``row`` in ``sort`` order (each listed row has one)."""
+    moment = row.created_at if sort.column == "created_at" else row.updated_at
+    return encode_keyset(moment, row.id, s=sort.value)
 
 
 def _duplicate(existing: ContextRelationship) -> Conflict:

@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict
 
 # "indexer": embeddings the context store computes for semantic search (trellis.context.index.service).
 # Which door a model call came through; the one definition (the gateway and every service take it).
-Door = Literal["rest", "openai", "cli", "workflow", "dspy", "indexer", "ws"]
+Door = Literal["rest", "openai", "graphql", "cli", "workflow", "dspy", "indexer", "ws"]
 CallStatus = Literal["ok", "error", "cancelled"]
 
-DOORS: tuple[Door, ...] = ("rest", "openai", "cli", "workflow", "dspy", "indexer", "ws")
+DOORS: tuple[Door, ...] = ("rest", "openai", "graphql", "cli", "workflow", "dspy", "indexer", "ws")
 CALL_STATUSES: tuple[CallStatus, ...] = ("ok", "error", "cancelled")
 
 

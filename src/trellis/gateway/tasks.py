@@ -264,22 +264,24 @@ async def stream_events(
         return
     finally:
         await stream.aclose()
+    yield "done", as_streamed_generation(call, outcome, time.perf_counter() - started).model_dump()
+
+
+def as_streamed_generation(call: PreparedCall, outcome: StreamOutcome, seconds: float) -> GenerationOut:
+    """What a finished stream adds up to: the same data a non-streamed call answers."""
     usage = outcome.usage
-    yield (
-        "done",
-        GenerationOut(
-            response="".join(outcome.text_parts),
-            model=outcome.served_model,
-            requested_model=call.model_name,
-            provider=outcome.provider,
-            tokens_used=usage.total_tokens if usage else 0,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            response_time=round(time.perf_counter() - started, 6),
-            finish_reason=outcome.finish_reason or "stop",
-            cached=False,
-            fallback_from=call.model_name if outcome.served_model != call.model_name else None,
-        ).model_dump(),
+    return GenerationOut(
+        response="".join(outcome.text_parts),
+        model=outcome.served_model,
+        requested_model=call.model_name,
+        provider=outcome.provider,
+        tokens_used=usage.total_tokens if usage else 0,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+        response_time=round(seconds, 6),
+        finish_reason=outcome.finish_reason or "stop",
+        cached=False,
+        fallback_from=call.model_name if outcome.served_model != call.model_name else None,
     )
 
 

@@ -24,6 +24,7 @@ from trellis.settings.auth import RateRule, Role, RouteClass, default_rate_limit
 from trellis.settings.context import ContextSettings
 from trellis.settings.events import EventsSettings
 from trellis.settings.gateway import GatewaySettings, ModelConfig, default_models
+from trellis.settings.graphql import GraphQLSettings
 from trellis.settings.workflow import WorkflowSettings
 from trellis.settings.ws import WsSettings
 
@@ -104,6 +105,7 @@ class Settings(BaseSettings):
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
     ws: WsSettings = Field(default_factory=WsSettings)
+    graphql: GraphQLSettings = Field(default_factory=GraphQLSettings)
 
     def all_models(self) -> dict[str, ModelConfig]:
         models = default_models() if self.include_default_models else {}

@@ -552,3 +552,36 @@ async def n8n_connections(session: AsyncSession, owner_id: str) -> list[N8nConne
         select(N8nConnection).where(N8nConnection.owner_id == owner_id).order_by(N8nConnection.name)
     )
     return list(rows.scalars())
+
+
+# Batched reads (doors that load many runs' parts at once: GraphQL's loaders) -----------------------
+
+
+async def versions_by_keys(
+    session: AsyncSession, owner_id: str, keys: Collection[tuple[str, int]]
+) -> list[tuple[Workflow, WorkflowVersion]]:
+    """The owner's workflows (deleted ones included: runs keep their version) with the versions
+    named by ``(workflow_id, version)``, in one query."""
+    if not keys:
+        return []
+    statement = (
+        select(Workflow, WorkflowVersion)
+        .join(WorkflowVersion, WorkflowVersion.workflow_id == Workflow.id)
+        .where(
+            Workflow.owner_id == owner_id,
+            tuple_(WorkflowVersion.workflow_id, WorkflowVersion.version).in_(list(keys)),
+        )
+    )
+    return [(row[0], row[1]) for row in (await session.execute(statement)).all()]
+
+
+async def owned_steps_of_runs(session: AsyncSession, owner_id: str, run_ids: Collection[str]) -> list[WorkflowStep]:
+    """The steps of the owner's runs among ``run_ids``, in one query."""
+    if not run_ids:
+        return []
+    statement = (
+        select(WorkflowStep)
+        .join(WorkflowRun, WorkflowRun.id == WorkflowStep.run_id)
+        .where(WorkflowRun.owner_id == owner_id, WorkflowStep.run_id.in_(list(run_ids)))
+    )
+    return list((await session.execute(statement)).scalars())

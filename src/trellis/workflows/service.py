@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,6 +65,11 @@ def _run_not_found(run_id: str) -> NotFound:
 
 def _workflow_not_found(name: str) -> NotFound:
     return NotFound(f"no workflow named {name!r}", details={"workflow": name})
+
+
+def run_cursor(row: WorkflowRun) -> str:
+    """The history cursor of the page that starts after ``row`` (each listed run has one)."""
+    return encode_keyset(row.created_at, row.id, order="runs")
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -449,14 +454,42 @@ class WorkflowService:
             visible_or_404(row, actor, what="workflow run", object_id=run_id, admin_sees_all=False)
             steps = await repo.steps_of(session, run_id)
         assert row is not None
-        definition = await self._definitions.get(row.workflow_id, row.version)
+        return row, await self._in_definition_order(row.workflow_id, row.version, steps)
+
+    async def _in_definition_order(
+        self, workflow_id: str, version: int, steps: list[WorkflowStep]
+    ) -> list[WorkflowStep]:
+        """A run's steps as its definition lists them (a map step's items after it, by index)."""
+        definition = await self._definitions.get(workflow_id, version)
         order = {spec.id: n for n, spec in enumerate(definition.steps)}
 
         def position(step: WorkflowStep) -> tuple[int, int]:
             base, _, index = step.key.partition("[")
             return order.get(base, len(order)), int(index.rstrip("]") or -1) if index else -1
 
-        return row, sorted(steps, key=position)
+        return sorted(steps, key=position)
+
+    async def steps_of_runs(self, actor: Principal, runs: Sequence[WorkflowRun]) -> dict[str, list[WorkflowStep]]:
+        """``detail``'s steps for many of the actor's runs in one query (others' runs get none)."""
+        async with self._database.reader() as session:
+            rows = await repo.owned_steps_of_runs(session, actor.user_id, {run.id for run in runs})
+        by_run: dict[str, list[WorkflowStep]] = {run.id: [] for run in runs}
+        for step in rows:
+            by_run[step.run_id].append(step)
+        return {
+            run.id: await self._in_definition_order(run.workflow_id, run.version, by_run[run.id])
+            for run in runs
+            if run.owner_id == actor.user_id
+        }
+
+    async def versions_of(
+        self, actor: Principal, keys: Collection[tuple[str, int]]
+    ) -> dict[tuple[str, int], tuple[Workflow, WorkflowVersion]]:
+        """The workflow and version each ``(workflow_id, version)`` names (what a run ran), one query;
+        keys that are not the actor's are absent. Deleted workflows are included: runs keep them."""
+        async with self._database.reader() as session:
+            rows = await repo.versions_by_keys(session, actor.user_id, set(keys))
+        return {(workflow.id, version.version): (workflow, version) for workflow, version in rows}
 
     async def wait_for(self, run_id: str, seconds: float) -> WorkflowRun:
         """The run once it ended or ``seconds`` passed. A run this process executes signals its end
@@ -515,10 +548,7 @@ class WorkflowService:
         async with self._database.reader() as session:
             rows = await repo.history(session, query)
         page = rows[: filters.limit]
-        next_cursor = (
-            encode_keyset(page[-1].created_at, page[-1].id, order="runs") if len(rows) > filters.limit else None
-        )
-        return page, next_cursor
+        return page, (run_cursor(page[-1]) if len(rows) > filters.limit else None)
 
     async def events(self, actor: Principal, run_id: str, *, after: int, limit: int) -> list[Any]:
         await self.run(actor, run_id)
