@@ -2,9 +2,9 @@
 event bus (``trellis.events``) without touching the schema.
 
 ``follow_run``: a run's event log, replayed from the database after ``after`` and then followed
-until the run ends, through the same ``WorkflowService`` calls the REST door's Server-Sent Events
-stream makes (``events`` then ``run``): the database is the source of truth, so nothing is missed
-and a client resumes with the last ``seq`` it saw. The ownership check (a missing run, or another
+live until the run ends, through ``LiveEvents.follow_run`` as the REST door's Server-Sent Events
+stream does (the database first, then the event bus; holes and gaps read back from the database),
+so nothing is missed and a client resumes with the last ``seq`` it saw. The ownership check (a missing run, or another
 user's: ``not_found_error``) happens before the first event, so the subscription fails as a whole.
 
 ``generation``: a streamed model call through ``Gateway.stream``, the call the REST door streams
@@ -13,47 +13,26 @@ with; closing the subscription closes the provider stream (llama.cpp stops withi
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
 from trellis.auth.schemas import Principal
+from trellis.events.runs import event_out
 from trellis.gateway import tasks
 from trellis.gateway.schemas import GenerationOut
 from trellis.gateway.service import BadGateway, CallContext, StreamOutcome
 from trellis.kit.errors import TrellisError
 from trellis.runtime import Runtime
-from trellis.workflows.repository import ENDED
 from trellis.workflows.schemas import EventOut
 
-POLL_SECONDS = 0.25  # as the SSE stream polls (workflows/api.py)
-PAGE = 500
 
-
-async def follow_run(
-    runtime: Runtime, principal: Principal, run_id: str, *, after: int = 0, poll_seconds: float = POLL_SECONDS
-) -> AsyncIterator[EventOut]:
+async def follow_run(runtime: Runtime, principal: Principal, run_id: str, *, after: int = 0) -> AsyncIterator[EventOut]:
     """The run's events after ``after``, live until the run has ended and every event is out."""
-    service = runtime.workflows
-    first = await service.events(principal, run_id, after=after, limit=PAGE)  # raises for another's run
+    await runtime.workflows.run(principal, run_id)  # raises for a missing run or another user's
 
     async def events() -> AsyncIterator[EventOut]:
-        seen, batch = after, first
-        while True:
-            for row in batch:
-                seen = row.seq
-                yield EventOut.of(row)
-            if len(batch) == PAGE:
-                batch = await service.events(principal, run_id, after=seen, limit=PAGE)
-                continue
-            run = await service.run(principal, run_id)
-            if run.status in ENDED:
-                batch = await service.events(principal, run_id, after=seen, limit=PAGE)
-                if not batch:
-                    return
-                continue
-            await asyncio.sleep(poll_seconds)
-            batch = await service.events(principal, run_id, after=seen, limit=PAGE)
+        async for delivery in runtime.live.follow_run(principal, run_id, after):
+            yield event_out(delivery)
 
     return events()
 

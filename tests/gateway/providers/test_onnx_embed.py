@@ -253,6 +253,22 @@ def catalog_queries() -> dict[str, list[str]]:
     return {benchmark: entry["queries"] for benchmark, entry in queries.items()}
 
 
+def has_vnni() -> bool:
+    """Whether this CPU has VNNI (AVX-512 or AVX), which onnxruntime's int8 kernels use for exact
+    int32 sums; without it (AVX2 only) they use VPMADDUBSW, whose 16-bit sums can saturate."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+# Cosine of the int8 model's centroids to the fp32 PyTorch model's: above 0.99 measured on Intel
+# Xeons with VNNI; 0.9878 at worst on an AMD EPYC with AVX2 only (2026-12-03), the kernel's
+# saturation. Both bounds still catch a broken quantization (a wrong scale gives far less).
+INT8_BOUND = 0.99 if has_vnni() else 0.985
+
+
 async def test_agrees_with_sentence_transformers_fp32_reference(provider: OnnxEmbeddingProvider) -> None:
     fp32 = json.loads((CATALOG / "centroids.json").read_text())
     int8 = json.loads((CATALOG / "centroids.all-MiniLM-L6-v2-onnx-int8.json").read_text())
@@ -261,7 +277,7 @@ async def test_agrees_with_sentence_transformers_fp32_reference(provider: OnnxEm
     for benchmark, queries in catalog_queries().items():
         as_is = np.asarray((await provider.embed(AS_IS, queries)).vectors)
         quantized = np.asarray((await provider.embed(MODEL, queries)).vectors)
-        for vectors, bound in ((as_is, 0.998), (quantized, 0.99)):
+        for vectors, bound in ((as_is, 0.998), (quantized, INT8_BOUND)):
             centroid = vectors.mean(axis=0)
             centroid /= np.linalg.norm(centroid)
             # The fp32 PyTorch model: int8 weights cost under 0.2% of cosine, int8 products under 1%.
