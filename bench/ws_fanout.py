@@ -231,7 +231,12 @@ async def measure(mode: str, servers: list[Server], key: str, args: argparse.Nam
             except TimeoutError:
                 behind = [c for c in clients if c.received < bench.expected]
                 closed = [c.ws.close_code for c in behind if c.ws.close_code is not None]
-                tails = "\n".join(server.log_tail(15) for server in servers)
+                tails = "\n".join(
+                    line
+                    for server in servers
+                    for line in server.log_tail(100_000).splitlines()
+                    if '"level": "warning"' in line or '"level": "error"' in line
+                )[-6_000:]
                 raise BenchError(
                     f"{len(behind)} clients still waiting for messages after {seconds:g} s "
                     f"(expected {bench.expected}; closed: {closed[:10]}):\n{tails}"
