@@ -224,6 +224,24 @@ async def measure(mode: str, servers: list[Server], key: str, args: argparse.Nam
                 return await open_client(f"ws://127.0.0.1:{server.port}/ws", key, bench)
 
         clients = await asyncio.gather(*(one(n) for n in range(args.clients)))
+
+        async def arrived(seconds: float) -> None:
+            try:
+                await asyncio.wait_for(bench.all_arrived.wait(), seconds)
+            except TimeoutError:
+                behind = [c for c in clients if c.received < bench.expected]
+                closed = [c.ws.close_code for c in behind if c.ws.close_code is not None]
+                tails = "\n".join(
+                    line
+                    for server in servers
+                    for line in server.log_tail(100_000).splitlines()
+                    if '"level": "warning"' in line or '"level": "error"' in line
+                )[-6_000:]
+                raise BenchError(
+                    f"{len(behind)} clients still waiting for messages after {seconds:g} s "
+                    f"(expected {bench.expected}; closed: {closed[:10]}):\n{tails}"
+                ) from None
+
         connect_s = time.monotonic() - started
         print(f"   {args.clients} clients connected in {connect_s:.1f} s", flush=True)
         readers = [asyncio.create_task(client.read()) for client in clients]
@@ -234,14 +252,14 @@ async def measure(mode: str, servers: list[Server], key: str, args: argparse.Nam
             for n in range(3):
                 await execute(http, n)
                 bench.expect(DASHBOARD_PER_RUN)
-            await asyncio.wait_for(bench.all_arrived.wait(), 60)
+            await arrived(60)
             await switch(clients, bench, DASHBOARD, DASHBOARD)  # counts from zero
             client_cpu, wall = own_cpu_seconds(), time.monotonic()
             for n in range(args.latency_runs):
                 await execute(http, n)
                 bench.expect(DASHBOARD_PER_RUN)
                 await asyncio.sleep(1 / args.rate)  # the pace of the load, not a synchronisation
-            await asyncio.wait_for(bench.all_arrived.wait(), 120)
+            await arrived(120)
             latency_client_pct = 100 * (own_cpu_seconds() - client_cpu) / (time.monotonic() - wall)
             first = [x * 1000 for x in bench.first_latencies]
             latencies = [x * 1000 for x in bench.latencies]
@@ -261,7 +279,7 @@ async def measure(mode: str, servers: list[Server], key: str, args: argparse.Nam
                 bench.expect(EVENTS_PER_RUN)
 
             await asyncio.gather(*(submit_one(n) for n in range(args.burst_runs)))
-            await asyncio.wait_for(bench.all_arrived.wait(), 600)
+            await arrived(600)
             elapsed = bench.last_arrival - burst_started
             burst_client_pct = 100 * (own_cpu_seconds() - client_cpu) / elapsed
             cpu_after = sum(process_cpu_seconds(s.process.pid) or 0.0 for s in servers if s.process)
@@ -316,7 +334,14 @@ def run_mode(mode: str, args: argparse.Namespace, trellis: Path) -> Point:
         if mode == "redis":
             prefix = f"bench-ws-{uuid.uuid4().hex[:8]}:"
             stack.callback(delete_redis_prefix, args.redis_url, prefix)
-            settings |= {"redis_url": args.redis_url, "redis_key_prefix": prefix}
+            from cryptography.fernet import Fernet
+
+            settings |= {
+                "redis_url": args.redis_url,
+                "redis_key_prefix": prefix,
+                # Replicas sharing a PostgreSQL database share the workflow secret keys.
+                "workflow__secret_keys": [Fernet.generate_key().decode()],
+            }
             env = server_env(workdir / "data", key, **settings)
             database = stack.enter_context(migrated_postgres_database(args.postgres, trellis, env))
             settings["database_url"] = database

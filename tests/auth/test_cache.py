@@ -247,3 +247,32 @@ async def test_unreachable_postgres_epoch_is_unknown() -> None:
     finally:
         await epoch.aclose()
         await database.dispose()
+
+
+async def test_concurrent_loads_of_one_key_share_one_call() -> None:
+    import asyncio
+
+    from trellis.auth.cache import SingleFlight
+
+    flight: SingleFlight[int] = SingleFlight()
+    calls: list[str] = []
+    release = asyncio.Event()
+
+    async def load(key: str) -> int:
+        calls.append(key)
+        await release.wait()
+        if key == "bad":
+            raise RuntimeError("the database is away")
+        return len(calls)
+
+    waiting = [
+        asyncio.create_task(flight.load(key, lambda key=key: load(key))) for key in ["a"] * 50 + ["b", "bad", "bad"]
+    ]
+    await asyncio.sleep(0)  # let every task start waiting (a yield, not a timed wait)
+    release.set()
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert sorted(calls) == ["a", "b", "bad"]  # one call per key, however many asked
+    assert len({r for r in results[:50]}) == 1
+    assert all(isinstance(r, RuntimeError) for r in results[51:])
+    # Once done, the next load calls again.
+    assert await flight.load("a", lambda: load("a")) == 4

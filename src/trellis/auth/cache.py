@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -213,6 +214,37 @@ class _Entry(Generic[ValueT]):
     value: ValueT
     epoch: str
     loaded_at: float
+
+
+class SingleFlight(Generic[ValueT]):
+    """Concurrent loads of one key share one call: a thousand sockets opening (or re-checking) with
+    one credential at once make one database read, not a thousand that exhaust the pool."""
+
+    def __init__(self) -> None:
+        self._inflight: dict[str, asyncio.Future[ValueT]] = {}
+
+    async def load(self, key: str, load: Callable[[], Awaitable[ValueT]]) -> ValueT:
+        running = self._inflight.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[ValueT] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            value = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.add_done_callback(_retrieved)
+            raise
+        else:
+            future.set_result(value)
+            return value
+        finally:
+            del self._inflight[key]
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class EpochCache(Generic[ValueT]):

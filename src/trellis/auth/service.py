@@ -15,7 +15,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.exc import IntegrityError
 
 from trellis.auth import repository as repo
-from trellis.auth.cache import AuthEpoch, EpochCache, NoAuthEpoch
+from trellis.auth.cache import AuthEpoch, EpochCache, NoAuthEpoch, SingleFlight
 from trellis.auth.models import ApiKey, User, WsTicket
 from trellis.auth.schemas import (
     ROLE_SCOPES,
@@ -67,6 +67,8 @@ class AuthService:
         self._epoch = epoch or NoAuthEpoch()
         self._key_cache: EpochCache[repo.KeyCredential] = EpochCache(clock)
         self._user_cache: EpochCache[repo.UserState] = EpochCache(clock)
+        self._key_loads: SingleFlight[repo.KeyCredential | None] = SingleFlight()
+        self._user_loads: SingleFlight[repo.UserState | None] = SingleFlight()
         self._settings = settings
         self._secret = jwt_secret
         self._clock = clock
@@ -90,8 +92,12 @@ class AuthService:
         epoch = await self._epoch.current()
         found = None if epoch is None else self._key_cache.get(key_hash, epoch)
         if found is None:
-            async with self._db.engine.connect() as conn:
-                found = await repo.key_credential(conn, key_hash)
+
+            async def load() -> repo.KeyCredential | None:
+                async with self._db.engine.connect() as conn:
+                    return await repo.key_credential(conn, key_hash)
+
+            found = await self._key_loads.load(f"{epoch}:{key_hash}", load)
             if found is not None and epoch is not None:
                 self._key_cache.put(key_hash, found, epoch)
         if found is None:
@@ -132,8 +138,12 @@ class AuthService:
         epoch = await self._epoch.current()
         user = None if epoch is None else self._user_cache.get(user_id, epoch)
         if user is None:
-            async with self._db.engine.connect() as conn:
-                user = await repo.user_state(conn, user_id)
+
+            async def load() -> repo.UserState | None:
+                async with self._db.engine.connect() as conn:
+                    return await repo.user_state(conn, user_id)
+
+            user = await self._user_loads.load(f"{epoch}:{user_id}", load)
             if user is not None and epoch is not None:
                 self._user_cache.put(user_id, user, epoch)
         if user is None or user.disabled:
@@ -155,8 +165,13 @@ class AuthService:
             cache_key = f"id:{principal.key_id}"
             found = None if epoch is None else self._key_cache.get(cache_key, epoch)
             if found is None:
-                async with self._db.engine.connect() as conn:
-                    found = await repo.key_credential_by_id(conn, principal.key_id)
+                key_id = principal.key_id
+
+                async def load() -> repo.KeyCredential | None:
+                    async with self._db.engine.connect() as conn:
+                        return await repo.key_credential_by_id(conn, key_id)
+
+                found = await self._key_loads.load(f"{epoch}:{cache_key}", load)
                 if found is not None and epoch is not None:
                     self._key_cache.put(cache_key, found, epoch)
             if found is None:

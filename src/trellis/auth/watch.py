@@ -2,9 +2,10 @@
 away, so a revoked key or a disabled user is cut off within seconds, not at the next request.
 
 One task per process reads the auth epoch (see ``trellis.auth.cache``) every ``interval`` seconds,
-and this process's own changes too; when either moved (or the epoch cannot be read), it moves
-``generation`` and wakes every waiting connection, which then asks ``AuthService.revalidate`` (one
-cached read, or a database read only after access did change). A connection whose credential
+and this process's own changes too; when either moved (or, every ``UNKNOWN_EVERY`` ticks, while
+the epoch cannot be read), it moves ``generation`` and wakes every waiting connection, which then
+asks ``AuthService.revalidate`` (one cached read, or a database read only after access did change;
+connections sharing a credential share that read). A connection whose credential
 expires is also woken once the clock passes its expiry (checked at each tick). Nothing else wakes
 a connection: a thousand idle sockets cost one epoch read per interval, not a thousand.
 The reader starts with the first waiting connection.
@@ -22,6 +23,9 @@ from trellis.kit.clock import Clock
 from trellis.kit.logging import get_logger
 
 log = get_logger(__name__)
+# While the epoch cannot be read (Redis away), everyone re-checks every this many ticks: a revocation
+# is still noticed, without every connection reading the database every second.
+UNKNOWN_EVERY = 10
 
 
 @dataclass(eq=False)
@@ -63,14 +67,17 @@ class AccessWatch:
 
     async def _read(self) -> None:
         last: tuple[str | None, int] | None = None
+        ticks = 0
         while True:
+            ticks += 1
             try:
                 epoch = await self._auth.epoch.current()
             except Exception as exc:  # noqa: BLE001 - unknown epoch: everyone checks again
                 log.warning("access_watch_epoch_failed", error=type(exc).__name__)
                 epoch = None
             seen = (epoch, self._auth.changes)
-            if last is not None and (epoch is None or seen != last):
+            unknown_due = epoch is None and ticks % UNKNOWN_EVERY == 0
+            if last is not None and (unknown_due or (epoch is not None and seen != last)):
                 self.generation += 1
                 for waiter in self._waiters:
                     waiter.wake()

@@ -196,7 +196,8 @@ class Subscription:
         self._closed = True
         self._dropped = SubscriptionClosed(reason, detail)
         self._items.clear()
-        log.info("subscription_dropped", reason=reason, topics=len(self.topics))
+        if reason != BUS_CLOSED:  # at shutdown every subscription goes: not worth a line each
+            log.info("subscription_dropped", reason=reason, topics=len(self.topics))
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

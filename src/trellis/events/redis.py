@@ -89,6 +89,7 @@ class RedisEventBus:
         id_ttl_seconds: int = 7 * 86_400,
         timeout_seconds: float = 0.25,
         confirm_timeout_seconds: float = 2.0,
+        publish_timeout_seconds: float = 2.0,
     ) -> None:
         self._client = client  # the runtime's (pooled) client: publishing and last ids
         self._url = url
@@ -102,6 +103,10 @@ class RedisEventBus:
         self._ttl = str(id_ttl_seconds)
         self._timeout = timeout_seconds
         self._confirm_timeout = confirm_timeout_seconds
+        # Publishing runs off the request path (the run-event publisher's task), so it may wait longer
+        # than a request would for Redis: a busy event loop (a large fan-out) must not make a publish
+        # that Redis did serve look failed.
+        self._publish_timeout = max(publish_timeout_seconds, timeout_seconds)
         self._sha: str | None = None
         self._fanout = Fanout()
         self._pubsub: PubSub | None = None
@@ -187,7 +192,7 @@ class RedisEventBus:
         return list(ids)
 
     async def _send(self, items: Sequence[Publication], prefixes: list[str]) -> list[int]:
-        async with asyncio.timeout(self._timeout * max(1, len(items) // 100 + 1)):
+        async with asyncio.timeout(self._publish_timeout * max(1, len(items) // 100 + 1)):
             if self._sha is None:
                 self._sha = str(await self._client.script_load(PUBLISH_LUA))
             try:

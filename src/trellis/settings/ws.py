@@ -36,7 +36,8 @@ class WsSettings(BaseModel):
     # The server sends {"type": "ping"} after this long without sending anything, so proxies that
     # close idle connections keep this one (uvicorn also sends protocol-level pings).
     heartbeat_seconds: Annotated[float, Field(gt=0, le=3600)] = 25.0
-    # How often a connection checks that its credential is still valid (revoked, expired, user
-    # disabled): each check reads the auth epoch; the credential itself is read again only when
-    # the epoch moved. A revoked credential's connections close (4401) within about this long.
+    # How often this process reads the auth epoch for its long-lived connections (one read for all
+    # of them); when it moved, each connection checks its credential again (revoked, user
+    # disabled), and each is closed (4401) once its credential expires. A revoked credential's
+    # connections close within about this long.
     credential_check_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from fastapi import WebSocket
 from fastapi.exceptions import RequestValidationError
@@ -37,6 +37,7 @@ from trellis.kit.errors import (
     PermissionDenied,
     RateLimited,
     TrellisError,
+    Unavailable,
     ValidationFailed,
 )
 from trellis.kit.handlers import validation_failed
@@ -175,6 +176,8 @@ class Connection:
         except AuthenticationFailed as exc:
             await self._send(self._reply("error", None, "auth", error_data(exc)))
             raise Closing(CLOSE_UNAUTHENTICATED, exc.message) from None
+        except Exception as exc:  # noqa: BLE001 - the database is busy or away: try again later
+            await self._unavailable(None, exc)
         await self._send(self._reply("ack", None, "auth", self._who(principal)))
         return principal
 
@@ -203,8 +206,16 @@ class Connection:
         except AuthenticationFailed as exc:
             await self._send(self._reply("error", client_id, "auth", error_data(exc)))
             raise Closing(CLOSE_UNAUTHENTICATED, exc.message) from None
+        except Exception as exc:  # noqa: BLE001 - the database is busy or away: try again later
+            await self._unavailable(client_id, exc)
         await self._send(self._reply("ack", message.id, "auth", self._who(principal)))
         return principal
+
+    async def _unavailable(self, client_id: Any, exc: Exception) -> NoReturn:
+        log.warning("ws_auth_unavailable", error=type(exc).__name__)
+        unavailable = Unavailable("Cannot check credentials right now: try again shortly")
+        await self._send(self._reply("error", client_id, "auth", error_data(unavailable)))
+        raise Closing(CLOSE_TRY_AGAIN, "try again later")
 
     @staticmethod
     def _who(principal: Principal) -> dict[str, Any]:
@@ -473,6 +484,8 @@ class Connection:
             except AuthenticationFailed as exc:
                 await self._error(None, exc, "auth")
                 raise Closing(CLOSE_UNAUTHENTICATED, exc.message) from None
+            except Exception as exc:  # noqa: BLE001 - cannot check now (database busy or away): at the next change
+                log.warning("ws_credential_check_failed", error=type(exc).__name__)
 
     async def _heartbeat(self) -> None:
         every = self.settings.heartbeat_seconds
