@@ -18,10 +18,12 @@ nested-one/rest             GET /api/context/{id}/relationships alone (one REST 
 
 and prints operations/s, p50 and p99 per operation, and the server's CPU per operation, at
 concurrency 1 (latency) and 16 (throughput), with the ratio of each GraphQL workload to its REST
-counterpart. The claim under test: GraphQL is within 1.5x of REST for the same data (throughput
-at least 1/1.5 of REST's and p50 at most 1.5 times REST's).
+counterpart. A GraphQL workload and its REST counterparts are measured in alternating rounds
+(``--rounds``, 5 by default), so background load on a shared machine falls on both alike. The
+claim under test: GraphQL is within 1.5x of REST for the same data (throughput at least 1/1.5 of
+REST's and p50 at most 1.5 times REST's).
 
-    .venv/bin/python bench/graphql_vs_rest.py            # 8 s per point, about 2 minutes
+    .venv/bin/python bench/graphql_vs_rest.py            # 8 s per point in 5 rounds, about 3 minutes
     .venv/bin/python bench/graphql_vs_rest.py --quick    # 3 s per point
 
 Needs ``taskset`` (util-linux) and two CPUs; nothing else (no wrk: the REST side of the nested
@@ -263,48 +265,85 @@ def fill(server: Server, key: str) -> tuple[str, str, list[str]]:
 # --- one run ---------------------------------------------------------------------------------------
 
 
+@dataclass
+class Tally:
+    """One workload at one concurrency, summed over its rounds."""
+
+    done: int = 0
+    failed: int = 0
+    elapsed_s: float = 0.0
+    server_s: float = 0.0
+    other_pct: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+
+
 def measure(server: Server, workloads: Workloads, args: argparse.Namespace) -> list[Point]:
-    plan: list[tuple[str, int, Callable[[Connection], Any]]] = [
-        ("status/rest", 1, workloads.status_by_rest),
-        ("status/graphql", 1, workloads.status_by_graphql),
-        ("nested/rest", 2 + RELATED, workloads.nested_by_rest),
-        ("nested/graphql", 1, workloads.nested_by_graphql),
-        ("nested-one/rest", 1, workloads.one_rest_request),
+    """Each group (a GraphQL workload and the REST workloads it is compared with) is measured in
+    ``--rounds`` alternating rounds, so the load other processes put on a shared machine falls on
+    both doors alike instead of on whichever ran during a busy moment."""
+    groups: list[list[tuple[str, int, Callable[[Connection], Any]]]] = [
+        [("status/rest", 1, workloads.status_by_rest), ("status/graphql", 1, workloads.status_by_graphql)],
+        [
+            ("nested/rest", 2 + RELATED, workloads.nested_by_rest),
+            ("nested/graphql", 1, workloads.nested_by_graphql),
+            ("nested-one/rest", 1, workloads.one_rest_request),
+        ],
     ]
     points: list[Point] = []
-    for name, requests, operation in plan:
+    for group in groups:
         if args.warmup > 0:
-            asyncio.run(run_ops(server.port, operation, concurrency=16, duration_s=args.warmup))
+            for _, _, operation in group:
+                asyncio.run(run_ops(server.port, operation, concurrency=16, duration_s=args.warmup))
         for concurrency in CONCURRENCIES:
-            server.wait_until_idle()
-            if args.quiet_wait > 0:
-                wait_until_quiet(args.quiet_wait)
-            with CpuMeter(server=server.cpu_seconds) as meter:
-                done, failed, errors, latencies, elapsed = asyncio.run(
-                    run_ops(server.port, operation, concurrency=concurrency, duration_s=args.duration)
+            tallies = {name: Tally() for name, _, _ in group}
+            for _ in range(args.rounds):
+                for name, _, operation in group:
+                    server.wait_until_idle()
+                    if args.quiet_wait > 0:
+                        wait_until_quiet(args.quiet_wait)
+                    with CpuMeter(server=server.cpu_seconds) as meter:
+                        done, failed, errors, latencies, elapsed = asyncio.run(
+                            run_ops(
+                                server.port,
+                                operation,
+                                concurrency=concurrency,
+                                duration_s=args.duration / args.rounds,
+                            )
+                        )
+                    tally = tallies[name]
+                    tally.done += done
+                    tally.failed += failed
+                    tally.elapsed_s += elapsed
+                    tally.server_s += meter.seconds["server"] or 0.0
+                    if meter.other_pct is not None:
+                        tally.other_pct.append(meter.other_pct)
+                    for kind, count in errors.items():
+                        tally.errors[kind] = tally.errors.get(kind, 0) + count
+                    tally.latencies_ms.extend(latencies)
+            for name, requests, _ in group:
+                tally = tallies[name]
+                point = Point(
+                    workload=name,
+                    concurrency=concurrency,
+                    requests_per_op=requests,
+                    ops_per_s=tally.done / tally.elapsed_s if tally.elapsed_s > 0 else 0.0,
+                    p50_ms=percentile(tally.latencies_ms, 50),
+                    p99_ms=percentile(tally.latencies_ms, 99),
+                    ops=tally.done,
+                    failed=tally.failed,
+                    errors=tally.errors,
+                    server_cpu_us_per_op=tally.server_s * 1e6 / tally.done if tally.server_s and tally.done else None,
+                    other_cpu_pct=sum(tally.other_pct) / len(tally.other_pct) if tally.other_pct else None,
+                    latencies_ms=tally.latencies_ms,
                 )
-            server_s = meter.seconds["server"]
-            point = Point(
-                workload=name,
-                concurrency=concurrency,
-                requests_per_op=requests,
-                ops_per_s=done / elapsed if elapsed > 0 else 0.0,
-                p50_ms=percentile(latencies, 50),
-                p99_ms=percentile(latencies, 99),
-                ops=done,
-                failed=failed,
-                errors=errors,
-                server_cpu_us_per_op=server_s * 1e6 / done if server_s and done else None,
-                other_cpu_pct=meter.other_pct,
-                latencies_ms=latencies,
-            )
-            points.append(point)
-            problems = f"  ERRORS: {errors}" if failed else ""
-            print(
-                f"   measured {name} c={concurrency}: {point.ops_per_s:,.0f} ops/s, p50 {point.p50_ms:.2f} ms, "
-                f"p99 {point.p99_ms:.2f} ms{problems}",
-                flush=True,
-            )
+                points.append(point)
+                problems = f"  ERRORS: {tally.errors}" if tally.failed else ""
+                print(
+                    f"   measured {name} c={concurrency}: {point.ops_per_s:,.0f} ops/s, p50 {point.p50_ms:.2f} ms, "
+                    f"p99 {point.p99_ms:.2f} ms{problems}",
+                    flush=True,
+                )
     return points
 
 
@@ -377,6 +416,7 @@ def write_json(points: Sequence[Point], args: argparse.Namespace, started: datet
             "warmup_s": args.warmup,
             "server_cpu": args.server_cpu,
             "client_cpu": args.client_cpu,
+            "rounds": args.rounds,
             "related": RELATED,
         },
         "points": [{k: v for k, v in asdict(p).items() if k != "latencies_ms"} for p in points],
@@ -388,13 +428,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per point")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per workload")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds a point is split into")
     parser.add_argument("--quick", action="store_true", help="3 s points, 1 s warm-ups")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
     parser.add_argument("--quiet-wait", type=float, default=10.0, help="wait up to this long for a quiet machine")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup = 3.0, 1.0
+        args.duration, args.warmup, args.rounds = 3.0, 1.0, 3
     stop_on_signals()
     available = os.sched_getaffinity(0)
     if args.server_cpu not in available or args.client_cpu not in available:

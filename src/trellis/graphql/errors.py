@@ -20,7 +20,6 @@ Where they come from:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -152,8 +151,3 @@ class DomainErrors(SchemaExtension):
         self._streamed = True
         self._rewrite(result)
         yield None
-
-
-def to_json_text(value: Any) -> str | None:
-    """A JSON value as text (the seed's ``result: String``), None for None."""
-    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)

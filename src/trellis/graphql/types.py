@@ -5,6 +5,7 @@ DataLoaders (``trellis.graphql.loaders``), never a query per item.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -14,14 +15,13 @@ from strawberry.scalars import JSON
 
 from trellis.context.models import Context as ContextRow
 from trellis.context.schemas import ContextDeleted as ContextDeletedOut
-from trellis.context.schemas import ContextOut, GraphOut, RelationshipOut
+from trellis.context.schemas import ContextOut, Direction, GraphOut, RelationshipOut
 from trellis.context.search.schemas import Retriever, SearchHitOut, SearchOut
 from trellis.context.search.schemas import SearchResult as SearchFound
 from trellis.episodic.models import EpisodicLog
 from trellis.episodic.schemas import LogOut
 from trellis.gateway.schemas import GenerationOut, ModelOut
 from trellis.graphql.context import GraphQLContext
-from trellis.graphql.errors import to_json_text
 from trellis.kit.clock import utc_timestamp
 from trellis.metrics.schemas import SystemMetricsOut
 from trellis.workflows.models import Workflow as WorkflowRow
@@ -33,6 +33,11 @@ Info = strawberry.Info[GraphQLContext, None]
 
 def _json(value: Any) -> JSON:
     return JSON(value)
+
+
+def to_json_text(value: Any) -> str | None:
+    """A JSON value as text (the seed's ``result: String``), None for None."""
+    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 # --- pages ---------------------------------------------------------------------------------------
@@ -276,8 +281,8 @@ class Context:
         relationship_type: str | None = None,
         direction: RelationshipDirection | None = None,
     ) -> list[Relationship]:
-        key = (str(self.id), relationship_type, direction.value if direction is not None else None)
-        rows = await info.context.loaders.relationships.load(key)  # type: ignore[arg-type]
+        wanted: Direction | None = direction.value if direction is not None else None
+        rows = await info.context.loaders.relationships.load((str(self.id), relationship_type, wanted))
         return [Relationship.of(row) for row in rows]
 
     @strawberry.field(description="The contexts around this one, breadth-first (GET /api/context/{id}/graph).")
