@@ -46,8 +46,9 @@ from trellis.ratelimit.base import RateLimiter
 from trellis.ratelimit.memory import MemoryRateLimiter
 from trellis.ratelimit.redis import RedisRateLimiter
 from trellis.settings import Settings
-from trellis.storage.database import Database
+from trellis.storage.database import Database, asyncpg_dsn
 from trellis.vectors.service import VectorCollections
+from trellis.workflows.ended import RunEndListener
 from trellis.workflows.engine import DefinitionCache, Engine, EventSink
 from trellis.workflows.metrics import WorkflowMetrics
 from trellis.workflows.n8n import N8nClient
@@ -130,6 +131,8 @@ class Runtime:
             await self.workflow_worker.stop()  # finishes or hands back its runs: needs everything below
         if self.work_queue is not None:
             await self.work_queue.close()
+        if self.workflow_parts.run_ends is not None:
+            await self.workflow_parts.run_ends.aclose()
         await self.run_events.close()  # publishes what the workers' last commits wrote
         await self.bus.close()
         await self.outbound.aclose()
@@ -163,9 +166,7 @@ def build_auth_epoch(settings: Settings, redis: Redis | None, database: Database
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         return FileAuthEpoch(Path(f"{url.database}.auth-epoch"))
     if url.get_backend_name() == "postgresql" and settings.auth_cache_listen:
-        # asyncpg's own DSN: the same server, user, database and options, without SQLAlchemy's driver.
-        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        return PostgresAuthEpoch(database, dsn, clock)
+        return PostgresAuthEpoch(database, asyncpg_dsn(url), clock)
     return NoAuthEpoch()
 
 
@@ -283,6 +284,7 @@ class WorkflowParts:
     queue: WorkQueue | None
     outbound: OutboundClient
     metrics: WorkflowMetrics
+    run_ends: RunEndListener | None = None
     worker: WorkflowWorker | None = None
     on_events: EventSink | None = None
 
@@ -336,6 +338,10 @@ def build_workflows(
     steps = StepRegistry()
     definitions = DefinitionCache(database, steps)
     waiters = RunWaiters()
+    url = make_url(settings.resolved_database_url)
+    run_ends = None
+    if url.get_backend_name() == "postgresql":
+        run_ends = RunEndListener(asyncpg_dsn(url), waiters.notify, clock)
     queue = build_work_queue(tuning.queue_url, name=tuning.queue_name) if tuning.queue_url else None
     wanted = worker if worker is not None else tuning.embedded_workers
     if wanted is None:
@@ -357,6 +363,7 @@ def build_workflows(
         nudge=nudge,
         cancel_local=lambda run_id: parts.cancel_local(run_id),
         local_worker=lambda: parts.worker,
+        run_ends=run_ends,
         on_events=on_events,
     )
     services = StepServices(
@@ -385,6 +392,7 @@ def build_workflows(
         queue,
         outbound,
         WorkflowMetrics(registry),
+        run_ends,
         on_events=on_events,
     )
     if wanted:

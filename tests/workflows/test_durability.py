@@ -4,6 +4,7 @@ a process: its own id, its own engine), on SQLite and PostgreSQL. Time is the in
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -11,7 +12,7 @@ from typing import Any, ClassVar
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import Harness
+from tests.conftest import REDIS_URL, Harness
 from tests.workflows.support import ADMIN, events, execute, save, status, steps_by_key
 from trellis.workflows.steps.base import StepConfig, StepContext
 from trellis.workflows.worker import WorkflowWorker
@@ -193,6 +194,35 @@ async def test_shutdown_hands_the_run_back_at_once(make_harness: Callable[..., A
         await b.stop()
 
 
+@pytest.mark.parametrize(("per_user", "total"), [(3, 1000), (100, 3)], ids=["per-user", "global"])
+async def test_limits_hold_when_many_workers_claim_at_once(
+    make_harness: Callable[..., Any], database_url: str, per_user: int, total: int
+) -> None:
+    """Twelve due runs, four workers polling at the same moment: exactly the limit's worth start
+    (on PostgreSQL the claims race in separate connections: the claim locks make the count exact)."""
+    workflow = {"embedded_workers": False, "max_running_per_user": per_user, "max_running_total": total}
+    async with make_harness(database_url=database_url, workflow=workflow) as h:
+        gate = Gate()
+        h.runtime.workflows.registry.register("test.block", gate.step_type())
+        await save(h, "blocking", BLOCKING)
+        runs = [await execute(h, "blocking", wait=0) for _ in range(12)]
+        workers = [h.runtime.new_workflow_worker(name) for name in "ABCD"]
+        try:
+            await asyncio.gather(*(worker.poll() for worker in workers))
+            for _ in range(3):
+                await entered(gate)
+            await asyncio.gather(*(worker.poll() for worker in workers))
+            await asyncio.gather(*(worker.settled() for worker in workers))
+            assert gate.entered.empty()
+            states = [(await status(h, run["id"]))["status"] for run in runs]
+            assert states.count("running") == 3
+            assert states.count("queued") == 9
+        finally:
+            for call in gate.calls:
+                gate.open(call)
+            await stop(*workers)
+
+
 async def test_concurrency_per_user_holds_across_workers(make_harness: Callable[..., Any], database_url: str) -> None:
     async with make_harness(
         database_url=database_url, workflow={"embedded_workers": False, "max_running_per_user": 1}
@@ -301,6 +331,25 @@ async def test_ended_runs_past_retention_are_purged(make_harness: Callable[..., 
         assert gone.status_code == 404
         assert (await status(h, recent["id"]))["status"] == "succeeded"
         assert await events(h, recent["id"])
+
+
+async def test_a_poll_leaves_a_new_run_to_its_nudge_for_the_grace_period(make_harness: Callable[..., Any]) -> None:
+    """With a queue, a poll racing the nudge of a run just created would only cost a failed claim:
+    polls take a never-claimed run once [workflow] nudge_grace_seconds have passed (a nudge the
+    broker lost), not before."""
+    workflow = {"embedded_workers": False, "queue_url": REDIS_URL, "queue_name": f"grace-{uuid.uuid4().hex[:8]}"}
+    async with make_harness(workflow=workflow) as h:
+        await save(h, "quick", {"steps": [{"id": "a", "type": "transform", "with": {"value": "{{ input.n }}"}}]})
+        run = await execute(h, "quick", {"n": 7}, wait=0)
+        worker = h.runtime.new_workflow_worker("W")
+        try:
+            assert await worker.poll() == 0
+            h.clock.advance(h.runtime.settings.workflow.nudge_grace_seconds + 0.001)
+            assert await worker.poll() == 1
+            await worker.drain()
+            assert (await status(h, run["id"]))["status"] == "succeeded"
+        finally:
+            await worker.stop()
 
 
 async def test_runs_start_while_the_broker_is_down(make_harness: Callable[..., Any]) -> None:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sa_event
 
 from tests.conftest import Harness
 from tests.workflows.support import (
@@ -73,6 +74,57 @@ async def test_a_run_goes_from_queued_to_succeeded_with_its_event_log(h: Harness
     ]
     seqs = [e["seq"] for e in await events(h, run["id"])]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+def event_inserts(h: Harness) -> list[int]:
+    """How many event rows each INSERT into workflow_events wrote, in order: every transaction the
+    engine commits inserts its events with one statement."""
+    inserted: list[int] = []
+
+    @sa_event.listens_for(h.runtime.database.engine.sync_engine, "before_cursor_execute")
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO WORKFLOW_EVENTS"):
+            inserted.append(len(parameters) if executemany else 1)
+
+    return inserted
+
+
+async def test_a_chain_of_inline_steps_is_recorded_in_one_commit_and_a_slow_step_breaks_it(
+    h: Harness, upstream: Upstream
+) -> None:
+    """transform steps are inline: a chain of them joins one transaction; a step that is not
+    inline (http.request) gets its start committed before it runs."""
+    await save(h, "hello", HELLO)
+    inserts = event_inserts(h)
+    run = await execute(h, "hello", {"name": "Ada"})
+    assert run["status"] == "succeeded"
+    # Created (run.queued, run.started), then the three steps and the run's end in one commit.
+    assert inserts == [2, 7]
+
+    mixed = {
+        "steps": [
+            {"id": "a", "type": "transform", "with": {"value": "{{ input.n }}"}},
+            {"id": "call", "type": "http.request", "with": {"url": upstream.url("/ok"), "method": "GET"}},
+            {"id": "c", "type": "transform", "with": {"value": "{{ steps.a.output }}-{{ steps.call.output.status }}"}},
+        ]
+    }
+    await save(h, "mixed", mixed)
+    inserts.clear()
+    run = await execute(h, "mixed", {"n": 7})
+    assert run["status"] == "succeeded", run
+    assert run["result"] == "7-200"
+    # a runs and call starts (3 events); call ends, c runs, the run ends (4 events).
+    assert inserts == [2, 3, 4]
+    kinds = [(e["type"], e["step"]) for e in await events(h, run["id"])]
+    assert kinds[2:] == [
+        ("step.started", "a"),
+        ("step.succeeded", "a"),
+        ("step.started", "call"),
+        ("step.succeeded", "call"),
+        ("step.started", "c"),
+        ("step.succeeded", "c"),
+        ("run.succeeded", None),
+    ]
 
 
 async def test_the_seeds_request_shape_is_accepted(h: Harness) -> None:

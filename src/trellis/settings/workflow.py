@@ -30,6 +30,10 @@ class WorkflowSettings(BaseModel):
     # How often each worker looks for due work in the database (woken waits, expired leases, nudges
     # a broker lost); nudges make new runs start at once without waiting for it.
     poll_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    # With a queue: a new run is left to its nudge this long before a poll takes it (the nudge is
+    # faster; a poll racing it costs a failed claim). A run whose nudge the broker lost starts late
+    # by about this much.
+    nudge_grace_seconds: Annotated[float, Field(ge=0, le=60)] = 2.0
     # How often a worker checks whether a run it executes was cancelled (distributed mode; the
     # embedded pool is told at once).
     cancel_check_seconds: Annotated[float, Field(gt=0, le=10)] = 0.25

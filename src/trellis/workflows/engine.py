@@ -38,6 +38,7 @@ from trellis.storage.database import Database
 from trellis.workflows import repository as repo
 from trellis.workflows import templates
 from trellis.workflows.definition import RetryPolicy, StepSpec, WorkflowDefinition
+from trellis.workflows.ended import announce
 from trellis.workflows.metrics import WorkflowMetrics
 from trellis.workflows.models import WorkflowRun, WorkflowStep
 from trellis.workflows.steps.base import StepContext, StepFailed, StepServices, StepType, Suspend
@@ -287,49 +288,48 @@ class Engine:
         self._nudge = nudge
         self._sleep = sleep
         self._group: GroupCommit[_Pending, None] = GroupCommit(self.write_group)
+        self._claims: GroupCommit[str, RunExecution | None] = GroupCommit(
+            self.claim_group, max_group=repo.CLAIM_GROUP_MAX
+        )
 
     @property
     def lease(self) -> timedelta:
         return timedelta(seconds=self._settings.lease_seconds)
 
     async def claim(self, run_id: str) -> RunExecution | None:
-        """Take the run if it is due and within the limits; None if another worker has it."""
+        """Take the run if it is due and within the limits; None if another worker has it (or a
+        limit is reached). Claims made at the same moment share one transaction
+        (``claim_group``)."""
+        return await self._claims.submit(run_id)
+
+    async def claim_group(self, run_ids: list[str]) -> list[RunExecution | BaseException | None]:
+        """One transaction claims every run asked for (``repo.claim_many``); a first claim (epoch 1)
+        knows its steps without reading them: all pending, as the run was created. The
+        ``run.started`` (or ``run.resumed``) event is written with the run's first commit."""
         now = self._clock.now()
         async with self._database.transaction() as session:
-            claimed = await repo.claim(
+            claimed = await repo.claim_many(
                 session,
-                run_id,
+                list(dict.fromkeys(run_ids)),
                 worker=self.worker_id,
                 now=now,
                 lease_until=now + self.lease,
                 max_per_user=self._settings.max_running_per_user,
                 max_total=self._settings.max_running_total,
             )
-            if claimed is None:
-                return None
-            epoch, seq = claimed
-            run = await repo.run_by_id(session, run_id)
-            assert run is not None
-            rows = await repo.steps_of(session, run_id)
-            await repo.append_events(
-                session,
-                run_id,
-                seq,
-                [
-                    {
-                        "type": "run.started" if epoch == 1 else "run.resumed",
-                        "step": None,
-                        "data": {"worker": self.worker_id, "epoch": epoch},
-                        "at": now,
-                    }
-                ],
-            )
-        if self.on_events is not None:
-            kind, data = "run.started" if epoch == 1 else "run.resumed", {"worker": self.worker_id, "epoch": epoch}
-            event = {"run_id": run_id, "seq": seq, "type": kind, "step": None, "data": data, "at": now}
-            self.on_events([(run.owner_id, event)])
-        definition = await self._definitions.get(run.workflow_id, run.version)
-        return RunExecution(self, run, epoch, definition, {row.key: StepState.of(row) for row in rows})
+            resumed = await repo.steps_of_runs(session, [run.id for run in claimed if run.lease_epoch > 1])
+        executions: dict[str, RunExecution] = {}
+        for run in claimed:
+            definition = await self._definitions.get(run.workflow_id, run.version)
+            if run.id in resumed:
+                states = {row.key: StepState.of(row) for row in resumed[run.id]}
+            else:
+                states = {spec.id: StepState(spec.id) for spec in definition.scheduled()}
+            execution = RunExecution(self, run, run.lease_epoch, definition, states)
+            execution.opening = "run.started" if run.lease_epoch == 1 else "run.resumed"
+            executions[run.id] = execution
+        # A run asked for twice in one group is given once.
+        return [executions.pop(run_id, None) for run_id in run_ids]
 
     def adopt(self, run: WorkflowRun, definition: WorkflowDefinition, steps: list[StepState]) -> RunExecution:
         """The execution of a run created already claimed by this worker (epoch 1)."""
@@ -378,6 +378,7 @@ class Engine:
             await repo.write_steps(session, [], _last_per_key(fresh))
             await repo.write_steps(session, existing, [])
             await repo.insert_events(session, events)
+            await announce(session, [row["id"] for row in runs if row.get("status") in repo.ENDED])
         if self.on_events is not None and events:
             owners = {item.execution.run_id: item.execution.run.owner_id for item in items}
             self.on_events([(owners[event["run_id"]], event) for event in events])
@@ -450,6 +451,9 @@ class RunExecution:
         self.tasks: dict[asyncio.Task[Outcome], str] = {}
         self.stop_reason: StopReason | None = None
         self.wake_after_commit: list[str] = []
+        # The event a claim opens the run's first commit with (run.started / run.resumed); None when
+        # the run was created already started (adopted).
+        self.opening: str | None = None
         self._relaunch: list[str] = []
         # When this worker let go of a parked run: when it is due again (None: ended, or no timer).
         self.parked_until: datetime | None = None
@@ -463,6 +467,8 @@ class RunExecution:
         (``lost`` if another worker took it over)."""
         try:
             batch = Batch()
+            if self.opening is not None:
+                batch.event(self.opening, None, worker=self.engine.worker_id, epoch=self.epoch)
             self._recover_lost(batch)
             launch = self._check_waiting(batch)
             status = await self._step_forward(batch, launch)
@@ -496,14 +502,24 @@ class RunExecution:
             return "lost"
 
     async def _step_forward(self, batch: Batch, launch: list[tuple[str, float]]) -> str | None:
-        """Commit what happened and start what is ready; a status once this worker lets go."""
-        failed = self._failure()
-        if failed:
-            self._cancel_tasks()
-            self._end(batch, "failed", error=failed)
-            await self._commit(batch)
-            return "failed"
-        starting = self._start_ready(batch)
+        """Commit what happened and start what is ready; a status once this worker lets go.
+
+        Ready steps of inline types (quick and deterministic, like ``transform``) run here and now,
+        their outcomes joining the same batch: a chain of them costs one commit, not one each. That
+        keeps at-least-once intact: if this worker dies before the commit, none of the chain was
+        recorded and the next holder runs it again with the same inputs."""
+        while True:
+            failed = self._failure()
+            if failed:
+                self._cancel_tasks()
+                self._end(batch, "failed", error=failed)
+                await self._commit(batch)
+                return "failed"
+            starting = self._start_ready(batch)
+            if not starting or not all(self._inline(key) for key in starting):
+                break
+            for key in starting:
+                launch += self._apply(key, await self._run_step(key, 0.0), batch)
         status: str | None = None
         if not self.tasks and not starting:
             if launch and min(delay for _, delay in launch) > INLINE_BACKOFF_SECONDS:
@@ -550,6 +566,16 @@ class RunExecution:
 
     def _spec(self, key: str) -> StepSpec:
         return self.definition.step(key)
+
+    def _inline(self, key: str) -> bool:
+        spec = self._spec(key)
+        if spec.type == MAP_STEP:
+            return False
+        try:
+            kind = self.engine._registry.get(spec.type)
+        except LookupError:
+            return False
+        return bool(getattr(kind, "inline", False))
 
     def _done(self, key: str) -> bool:
         state = self.states.get(key)

@@ -293,6 +293,10 @@ async def has_resumed_step(session: AsyncSession, run_id: str) -> bool:
 # counting at once could both see room for one more. Far from the limits, counting is exact enough
 # without them: even this many claims at once cannot cross a limit, and no lock is taken.
 CLAIM_LOCK_MARGIN = 64
+CLAIM_GROUP_MAX = 16
+# PostgreSQL advisory lock keys (first of the two int4 keys) of the claim locks.
+ALL_CLAIMS_LOCK = 7215
+OWNER_CLAIMS_LOCK = 7216
 
 
 async def lock_claims(
@@ -305,10 +309,14 @@ async def lock_claims(
     if session.get_bind().dialect.name != "postgresql":
         return
     mine, total = await running_counts(session, [owner_id], now)
-    if total >= max_total - CLAIM_LOCK_MARGIN:
-        await session.execute(text("SELECT pg_advisory_xact_lock(7215, 0)"))
+    # Always the owner's lock before the global one (as the engine's claim takes them): no deadlock.
     if mine[owner_id] >= max_per_user - CLAIM_LOCK_MARGIN:
-        await session.execute(text("SELECT pg_advisory_xact_lock(7216, hashtext(:owner))"), {"owner": owner_id})
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:lock, hashtext(:owner))"),
+            {"lock": OWNER_CLAIMS_LOCK, "owner": owner_id},
+        )
+    if total >= max_total - CLAIM_LOCK_MARGIN:
+        await lock_all_claims(session)
 
 
 async def running_counts(
@@ -326,60 +334,89 @@ async def insert_runs(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) 
         await session.execute(RUNS.insert(), list(rows))
 
 
-async def claim(
+async def claim_many(
     session: AsyncSession,
-    run_id: str,
+    run_ids: Sequence[str],
     *,
     worker: str,
     now: datetime,
     lease_until: datetime,
     max_per_user: int,
     max_total: int,
-) -> tuple[int, int] | None:
-    """Take a due run for ``worker`` (queued, woken, retry due or its lease expired), within the
-    concurrency limits. Returns (epoch, first event sequence number for one event) or None."""
-    if session.get_bind().dialect.name == "postgresql":
-        owner = (await session.execute(select(WorkflowRun.owner_id).where(WorkflowRun.id == run_id))).scalar()
-        if owner is None:
-            return None
-        await lock_claims(session, owner, now, max_per_user=max_per_user, max_total=max_total)
-    held = and_(WorkflowRun.status == "running", WorkflowRun.lease_owner.is_not(None), WorkflowRun.due_at > now)
-    running_total = select(func.count()).select_from(WorkflowRun).where(held).scalar_subquery()
-    other = WorkflowRun.__table__.alias("other")
-    running_mine = (
-        select(func.count())
-        .select_from(other)
-        .where(
-            other.c.owner_id == WorkflowRun.owner_id,
-            other.c.status == "running",
-            other.c.lease_owner.is_not(None),
-            other.c.due_at > now,
+) -> list[WorkflowRun]:
+    """Take those of ``run_ids`` that are due (queued, woken, retry due or lease expired) for
+    ``worker``, oldest first, as far as the concurrency limits allow; the runs as claimed.
+
+    Counting the runs held is exact for an owner whose claim lock is held: on PostgreSQL every claim
+    takes its owners' locks (in a fixed order), and the global lock when the total is within
+    ``CLAIM_LOCK_MARGIN`` of its limit (uncommitted claims of other owners are not counted: the
+    margin must exceed the claims in flight at once, which claim groups of at most
+    ``CLAIM_GROUP_MAX`` keep small). On SQLite this process is the one writer."""
+    due = (
+        await session.execute(
+            select(RUNS.c.id, RUNS.c.owner_id)
+            .where(RUNS.c.id.in_(run_ids), RUNS.c.status.in_(ACTIVE), RUNS.c.due_at <= now)
+            .order_by(RUNS.c.due_at, RUNS.c.id)
         )
-        .scalar_subquery()
-    )
-    result = await session.execute(
-        update(WorkflowRun)
-        .where(
-            WorkflowRun.id == run_id,
-            WorkflowRun.status.in_(ACTIVE),
-            WorkflowRun.due_at <= now,
-            running_total < max_total,
-            running_mine < max_per_user,
-        )
+    ).all()
+    if not due:
+        return []
+    owners = sorted({owner for _, owner in due})
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        for owner in owners:
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(:lock, hashtext(:owner))"),
+                {"lock": OWNER_CLAIMS_LOCK, "owner": owner},
+            )
+    mine, total = await running_counts(session, owners, now)
+    if postgres and total + len(due) + CLAIM_LOCK_MARGIN >= max_total:
+        await lock_all_claims(session)
+        mine, total = await running_counts(session, owners, now)
+    chosen: list[str] = []
+    for run_id, owner in due:
+        if mine[owner] < max_per_user and total < max_total:
+            chosen.append(run_id)
+            mine[owner] += 1
+            total += 1
+    if not chosen:
+        return []
+    rows = await session.execute(
+        update(RUNS)
+        .where(RUNS.c.id.in_(chosen), RUNS.c.status.in_(ACTIVE), RUNS.c.due_at <= now)
         .values(
             status="running",
             lease_owner=worker,
-            lease_epoch=WorkflowRun.lease_epoch + 1,
+            lease_epoch=RUNS.c.lease_epoch + 1,
             due_at=lease_until,
-            started_at=func.coalesce(WorkflowRun.started_at, now),
+            started_at=func.coalesce(RUNS.c.started_at, now),
             updated_at=now,
-            event_seq=WorkflowRun.event_seq + 1,
         )
-        .returning(WorkflowRun.lease_epoch, WorkflowRun.event_seq)
-        .execution_options(synchronize_session=False)
+        .returning(*RUNS.c)
     )
-    row = result.one_or_none()
-    return None if row is None else (row[0], row[1])
+    return [WorkflowRun(**row._mapping) for row in rows]
+
+
+async def steps_of_runs(session: AsyncSession, run_ids: Collection[str]) -> dict[str, list[WorkflowStep]]:
+    found: dict[str, list[WorkflowStep]] = {run_id: [] for run_id in run_ids}
+    if run_ids:
+        for step in (await session.execute(select(WorkflowStep).where(WorkflowStep.run_id.in_(run_ids)))).scalars():
+            found[step.run_id].append(step)
+    return found
+
+
+async def lock_all_claims(session: AsyncSession) -> None:
+    """PostgreSQL: the global claim lock, for claims near ``max_running_total``."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(:lock, 0)"), {"lock": ALL_CLAIMS_LOCK})
+
+
+async def backdate_new_run(session: AsyncSession, run_id: str, due_at: datetime) -> None:
+    """Make a run that was never claimed due from ``due_at`` (see ``due_runs``' ``nudged_after``)."""
+    await session.execute(
+        update(WorkflowRun)
+        .where(WorkflowRun.id == run_id, WorkflowRun.status == "queued", WorkflowRun.lease_epoch == 0)
+        .values(due_at=due_at)
+    )
 
 
 async def next_due(session: AsyncSession) -> datetime | None:
@@ -388,13 +425,18 @@ async def next_due(session: AsyncSession) -> datetime | None:
     return row.scalar()
 
 
-async def due_runs(session: AsyncSession, now: datetime, limit: int) -> list[str]:
-    rows = await session.execute(
-        select(WorkflowRun.id)
-        .where(WorkflowRun.due_at <= now, WorkflowRun.status.in_(ACTIVE))
-        .order_by(WorkflowRun.due_at)
-        .limit(limit)
-    )
+async def due_runs(
+    session: AsyncSession, now: datetime, limit: int, *, nudged_after: datetime | None = None
+) -> list[str]:
+    """Runs due now, oldest first. ``nudged_after``: leave out runs never claimed yet that were
+    queued after it (their nudge is on its way to a worker; a poll taking them too would only race
+    it)."""
+    due = select(WorkflowRun.id).where(WorkflowRun.due_at <= now, WorkflowRun.status.in_(ACTIVE))
+    if nudged_after is not None:
+        due = due.where(
+            ~and_(WorkflowRun.status == "queued", WorkflowRun.lease_epoch == 0, WorkflowRun.due_at > nudged_after)
+        )
+    rows = await session.execute(due.order_by(WorkflowRun.due_at).limit(limit))
     return list(rows.scalars())
 
 

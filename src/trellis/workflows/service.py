@@ -36,6 +36,7 @@ from trellis.settings import Role, WorkflowSettings
 from trellis.storage.database import Database
 from trellis.workflows import repository as repo
 from trellis.workflows.definition import WorkflowDefinition, parse_definition
+from trellis.workflows.ended import RunEndListener, announce
 from trellis.workflows.engine import (
     DefinitionCache,
     EventSink,
@@ -97,11 +98,13 @@ class WorkflowService:
         nudge: Callable[[str], Awaitable[None]],
         cancel_local: Callable[[str], bool] = lambda run_id: False,
         local_worker: Callable[[], WorkflowWorker | None] = lambda: None,
+        run_ends: RunEndListener | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_events: EventSink | None = None,
     ) -> None:
         self.on_events = on_events
         self._database = database
+        self._run_ends = run_ends
         self._clock = clock
         self.settings = settings
         self.registry = registry
@@ -122,6 +125,11 @@ class WorkflowService:
             await self._nudge_now(run_id)
         except Exception as exc:  # noqa: BLE001 - whatever the broker raised, the run is safe
             log.warning("workflow.nudge_failed", run_id=run_id, error=repr(exc))
+            # Polls leave a new run to its nudge for a moment ([workflow] nudge_grace_seconds):
+            # this one has none coming, so it is made due from before that moment.
+            async with self._database.transaction() as session:
+                grace = timedelta(seconds=self.settings.nudge_grace_seconds)
+                await repo.backdate_new_run(session, run_id, self._clock.now() - grace)
 
     # -- definitions ---------------------------------------------------------------------------------
 
@@ -452,15 +460,16 @@ class WorkflowService:
 
     async def wait_for(self, run_id: str, seconds: float) -> WorkflowRun:
         """The run once it ended or ``seconds`` passed. A run this process executes signals its end
-        at once (the database is read then, and every second as a safety net); one executed
-        elsewhere is seen by polling the database, every 10 ms rising to 100 ms."""
+        at once; so does one executed elsewhere when the run-end signal is listening (PostgreSQL,
+        see ``ended.py``). Either way the database is read then, and every second as a safety net.
+        Without a signal the database is polled every 10 ms, rising to 100 ms."""
         # Real time, not the injected clock: this bounds how long a request is held open.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(seconds, self.settings.max_execute_wait_seconds)
         future = self._waiters.register(run_id)
         local = self._local_worker()
-        here = local is not None and local.started
-        interval = 1.0 if here else 0.01
+        signalled = (local is not None and local.started) or await self._run_ends_signalled()
+        interval = 1.0 if signalled else 0.01
         try:
             while True:
                 remaining = deadline - loop.time()
@@ -479,9 +488,18 @@ class WorkflowService:
                 if future.done():  # ended, then moved on (a retry): wait for the next end
                     self._waiters.discard(run_id, future)
                     future = self._waiters.register(run_id)
-                interval = 1.0 if here else min(interval * 1.5, 0.1)
+                interval = 1.0 if signalled else min(interval * 1.5, 0.1)
         finally:
             self._waiters.discard(run_id, future)
+
+    async def _run_ends_signalled(self) -> bool:
+        if self._run_ends is None:
+            return False
+        try:
+            return await self._run_ends.ensure()
+        except Exception as exc:  # noqa: BLE001 - the signal is an accelerator: poll instead
+            log.warning("workflow.run_end_listen_failed", error=repr(exc))
+            return False
 
     async def history(self, actor: Principal, filters: HistoryFilters) -> tuple[list[WorkflowRun], str | None]:
         before = decode_keyset(filters.cursor, order="runs") if filters.cursor else None
@@ -571,6 +589,7 @@ class WorkflowService:
             assert seq is not None
             cancelled: dict[str, Any] = {"type": "run.cancelled", "step": None, "data": {}, "at": now}
             await repo.append_events(session, run_id, seq, [cancelled])
+            await announce(session, [run_id])
         self._appended(row.owner_id, run_id, seq, cancelled)
         self._waiters.notify(run_id)
 

@@ -36,6 +36,7 @@ log = structlog.get_logger(__name__)
 ENDED = frozenset(repo.ENDED)
 PURGE_EVERY_SECONDS = 3600.0
 PURGE_BATCH = 500
+WAKE_COALESCE_SECONDS = 0.05
 
 
 def new_worker_id() -> str:
@@ -88,7 +89,7 @@ class WorkflowWorker:
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._active: dict[str, tuple[asyncio.Task[str], RunExecution]] = {}
         self._pending: set[str] = set()  # nudged or polled, waiting for a slot
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._handlers: dict[asyncio.Task[None], str] = {}  # handling a nudge or an adopted run: which
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._started = False
@@ -141,6 +142,10 @@ class WorkflowWorker:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(seconds):
                         await wake.wait()
+                if wake.is_set():
+                    # Woken (a run ended, a lease runs out): wake-ups during the next moment join
+                    # this one, so a busy worker polls a few times a second, not once per run.
+                    await self._sleep(WAKE_COALESCE_SECONDS)
                 wake.clear()
 
     # -- taking work ---------------------------------------------------------------------------------
@@ -176,8 +181,7 @@ class WorkflowWorker:
                 self._pending.discard(execution.run_id)
 
         task = asyncio.create_task(drive(), name=f"workflow-adopt:{execution.run_id}")
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
+        self._track(task, execution.run_id)
 
     async def _drive(self, execution: RunExecution) -> None:
         run_id = execution.run_id
@@ -234,8 +238,11 @@ class WorkflowWorker:
     def spawn(self, run_id: str) -> None:
         """Handle a run in the background (the poll, and the embedded queue's consumer)."""
         task = asyncio.create_task(self.handle(run_id), name=f"workflow-nudge:{run_id}")
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
+        self._track(task, run_id)
+
+    def _track(self, task: asyncio.Task[None], run_id: str) -> None:
+        self._handlers[task] = run_id
+        task.add_done_callback(lambda done: self._handlers.pop(done, None))
 
     async def poll(self) -> int:
         """Start every due run this worker has room for; returns how many were started."""
@@ -243,8 +250,11 @@ class WorkflowWorker:
         if free <= 0 or self._stopping:
             return 0
         now = self._clock.now()
+        nudged_after = None
+        if self._settings.queue_url is not None:
+            nudged_after = now - timedelta(seconds=self._settings.nudge_grace_seconds)
         async with self._database.reader() as session:
-            due = await repo.due_runs(session, now, free * 2)
+            due = await repo.due_runs(session, now, free * 2, nudged_after=nudged_after)
             upcoming = None if due else await repo.next_due(session)
         if upcoming is not None:
             # A lease running out (a dead worker's run) or a wait ending before the next poll: poll
@@ -258,6 +268,15 @@ class WorkflowWorker:
                 self.spawn(run_id)
                 started += 1
         return started
+
+    async def settled(self) -> None:
+        """Wait until every run this worker was asked to take is running here or was let go (its
+        claim refused, or it ended or parked): no claim of this worker is still in flight."""
+        while True:
+            deciding = [task for task, run_id in self._handlers.items() if run_id not in self._active]
+            if not deciding:
+                return
+            await asyncio.wait(deciding, timeout=0.01, return_when=asyncio.FIRST_COMPLETED)
 
     async def drain(self) -> None:
         """Burst mode (tests, one-shot commands): run due work until none is left or running."""

@@ -5,6 +5,10 @@ A step type is an object with a ``name`` (``http.request``), a pydantic ``Config
 output. It may instead return ``Suspend`` to park the run until a time or an inbound hook (the
 ``wait`` step) or a child run (``workflow.call``): the worker lets go of the run meanwhile.
 
+A type may also set ``inline = True`` when it is quick, deterministic and free of side effects
+(``transform``): the engine then runs it without a commit of its own, recording it with the next
+step's start or the run's end (a crash before that commit simply runs it again).
+
 Step types are discovered through the ``trellis.steps`` entry-point group (``registry.py``), the
 built-ins included. Steps are at-least-once: a worker that dies mid-step means the step runs again
 on another worker. A step with side effects gets ``ctx.idempotency_key`` (derived from run, step
@@ -112,6 +116,8 @@ class StepType(Protocol):
     Config: ClassVar[type[StepConfig]]
     side_effects: ClassVar[bool]
     description: ClassVar[str]
+    # Optional (read with getattr, default False): see the module docstring.
+    # inline: ClassVar[bool]
 
     async def run(self, ctx: StepContext, config: Any) -> Any: ...
 

@@ -22,6 +22,7 @@ class TransformStep:
     name: ClassVar[str] = "transform"
     Config: ClassVar[type[StepConfig]] = TransformConfig
     side_effects: ClassVar[bool] = False
+    inline: ClassVar[bool] = True  # pure and instant: chained transforms share one commit
     description: ClassVar[str] = "Evaluate templates in `value`; the result is the output."
 
     async def run(self, ctx: StepContext, config: TransformConfig) -> Any:
