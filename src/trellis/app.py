@@ -96,6 +96,8 @@ def create_app(
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     app.include_router(health_router)
     app.include_router(metrics_router)
+    if settings.graphql.enabled:  # early: one path, matched before the REST routes are tried
+        app.include_router(graphql_router(settings))
     app.include_router(auth_router)
     app.include_router(logs_router)
     app.include_router(gateway_router)
@@ -109,8 +111,6 @@ def create_app(
     app.include_router(workflow_runs_router)
     app.include_router(n8n_router)
     app.include_router(ws_router)
-    if settings.graphql.enabled:
-        app.include_router(graphql_router(settings))
     return app
 
 
