@@ -1,9 +1,9 @@
 """Queries for workflows, runs, steps, events, hooks and n8n connections. Functions take the session
-the caller opened; the engine's writes are fenced by the run's lease epoch (``fenced_touch``)."""
+the caller opened; the engine's writes are fenced by the run's lease epoch (``fence_many``)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -185,22 +185,6 @@ async def allocate_events(session: AsyncSession, run_id: str, count: int, values
     return None if last is None else last - count + 1
 
 
-async def fenced_touch(
-    session: AsyncSession, run_id: str, epoch: int, events: int, values: Mapping[str, Any]
-) -> int | None:
-    """The engine's guard: write ``values`` to the run and take ``events`` sequence numbers only if
-    the run is still held at ``epoch``. Returns the first sequence number, or None if the lease was
-    lost (the caller rolls back). The row lock it takes orders it against a concurrent claim."""
-    result = await session.execute(
-        update(WorkflowRun)
-        .where(WorkflowRun.id == run_id, WorkflowRun.lease_epoch == epoch)
-        .values({**values, "event_seq": WorkflowRun.event_seq + events})
-        .returning(WorkflowRun.event_seq)
-    )
-    last = result.scalar_one_or_none()
-    return None if last is None else last - events + 1
-
-
 async def fence_many(session: AsyncSession, held: Sequence[tuple[str, int, int]], now: datetime) -> dict[str, int]:
     """The group commit's guard: for each (run id, epoch, events) still held at that epoch, take that
     many event numbers (summed per run) in one statement. Returns run id → first new number; a run
@@ -229,18 +213,6 @@ async def update_runs(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) 
 async def insert_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     if rows:
         await session.execute(EVENTS.insert(), list(rows))
-
-
-async def upsert_steps(session: AsyncSession, run_id: str, rows: Iterable[Mapping[str, Any]]) -> None:
-    """Write step states (insert or replace every given column)."""
-    for row in rows:
-        values = {key: value for key, value in row.items() if key != "key"}
-        result = await session.execute(
-            update(WorkflowStep).where(WorkflowStep.run_id == run_id, WorkflowStep.key == row["key"]).values(values)
-        )
-        if _rowcount(result) == 0:
-            defaults = {"status": "pending", "attempt": 0, "lost": 0}
-            await session.execute(insert(WorkflowStep).values({**defaults, **row, "run_id": run_id}))
 
 
 async def _update_by_key(
