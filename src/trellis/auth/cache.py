@@ -38,6 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from trellis.kit.clock import Clock
 from trellis.kit.logging import get_logger
 from trellis.storage.database import Database
+from trellis.storage.listen import PostgresListener
 
 log = get_logger(__name__)
 
@@ -94,55 +95,37 @@ class PostgresAuthEpoch:
         connect_timeout: float = 2.0,
     ) -> None:
         self._database = database
-        self._dsn = dsn
-        self._clock = clock
         self._channel = channel
-        self._retry_seconds = retry_seconds
-        self._connect_timeout = connect_timeout
-        self._connection: Any = None  # an asyncpg.Connection (asyncpg is untyped)
         self._token: str | None = None
-        self._next_attempt = float("-inf")
-        self._lock = asyncio.Lock()
+        self._listener = PostgresListener(
+            dsn,
+            channel,
+            self._on_notification,
+            clock,
+            on_listening=self._new_token,
+            on_lost=self._forget_token,
+            retry_seconds=retry_seconds,
+            connect_timeout=connect_timeout,
+        )
         # Set on every notification: lets a test wait for one instead of sleeping.
         self.notified = asyncio.Event()
 
     async def current(self) -> str | None:
-        connection = self._connection
-        if connection is None or connection.is_closed():
-            await self._listen()
+        if not self._listener.listening:
+            self._token = None
+            await self._listener.ensure()
         return self._token
 
-    async def _listen(self) -> None:
-        async with self._lock:
-            if self._connection is not None and not self._connection.is_closed():
-                return
-            self._connection, self._token = None, None
-            if self._clock.monotonic() < self._next_attempt:
-                return
-            self._next_attempt = self._clock.monotonic() + self._retry_seconds
-            import asyncpg  # type: ignore[import-untyped]  # only PostgreSQL deployments load it
+    def _new_token(self) -> None:
+        self._token = secrets.token_hex(16)
 
-            try:
-                connection = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
-            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-                log.warning("auth_epoch_listen_failed", error=type(exc).__name__)
-                return
-            try:
-                await connection.add_listener(self._channel, self._on_notification)
-            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-                log.warning("auth_epoch_listen_failed", error=type(exc).__name__)
-                await connection.close()
-                return
-            connection.add_termination_listener(self._on_lost)
-            self._connection, self._token = connection, secrets.token_hex(16)
+    def _forget_token(self) -> None:
+        self._token = None
 
-    def _on_notification(self, *_: object) -> None:
-        if self._connection is not None:
-            self._token = secrets.token_hex(16)
+    def _on_notification(self, _payload: str) -> None:
+        if self._listener.listening:
+            self._new_token()
         self.notified.set()
-
-    def _on_lost(self, *_: object) -> None:
-        self._connection, self._token = None, None
 
     async def bump(self) -> None:
         if self._token is not None:
@@ -155,9 +138,8 @@ class PostgresAuthEpoch:
             log.error("auth_epoch_bump_failed", error=type(exc).__name__)
 
     async def aclose(self) -> None:
-        connection, self._connection, self._token = self._connection, None, None
-        if connection is not None and not connection.is_closed():
-            await connection.close()
+        self._token = None
+        await self._listener.aclose()
 
 
 class FileAuthEpoch:

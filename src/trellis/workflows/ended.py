@@ -7,24 +7,19 @@ notifications on an idle connection) and wakes its waiters (``RunWaiters``), whi
 That replaces polling the database for the end (every 10-100 ms per waiting request) with one read.
 
 The signal is an accelerator, as the work queue is: while the listening connection is down, or on
-SQLite (one process runs the steps and tells its waiters directly), waiters poll. Hand-written
-because it is a few lines over asyncpg's ``add_listener``; no library packages PostgreSQL
-notifications for asyncio with reconnection.
+SQLite (one process runs the steps and tells its waiters directly), waiters poll. The listening
+connection itself is ``storage.listen.PostgresListener``, shared with the credential cache.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trellis.kit.clock import Clock
-from trellis.kit.logging import get_logger
-
-log = get_logger(__name__)
+from trellis.storage.listen import PostgresListener
 
 CHANNEL = "trellis_run_ended"
 # PostgreSQL caps a notification's payload below 8000 bytes: ids are sent comma-separated in chunks.
@@ -67,57 +62,25 @@ class RunEndListener:
         retry_seconds: float = 5.0,
         connect_timeout: float = 2.0,
     ) -> None:
-        self._dsn = dsn
         self._on_ended = on_ended
-        self._clock = clock
-        self._retry_seconds = retry_seconds
-        self._connect_timeout = connect_timeout
-        self._connection: Any = None  # an asyncpg.Connection (asyncpg is untyped)
-        self._next_attempt = float("-inf")
-        self._lock = asyncio.Lock()
-        self._closed = False
+        self._listener = PostgresListener(
+            dsn, CHANNEL, self._on_payload, clock, retry_seconds=retry_seconds, connect_timeout=connect_timeout
+        )
         self.received = 0  # run ids signalled so far (observability, and what tests wait on)
 
     @property
     def listening(self) -> bool:
-        return self._connection is not None and not self._connection.is_closed()
+        return self._listener.listening
 
     async def ensure(self) -> bool:
         """Listen if not listening yet (or any more); True when notifications will arrive."""
-        if self.listening:
-            return True
-        async with self._lock:
-            if self.listening or self._closed or self._clock.monotonic() < self._next_attempt:
-                return self.listening
-            self._next_attempt = self._clock.monotonic() + self._retry_seconds
-            import asyncpg  # type: ignore[import-untyped]  # only PostgreSQL deployments load it
+        return await self._listener.ensure()
 
-            try:
-                connection = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
-            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-                log.warning("workflow.run_end_listen_failed", error=type(exc).__name__)
-                return False
-            try:
-                await connection.add_listener(CHANNEL, self._on_notification)
-            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-                log.warning("workflow.run_end_listen_failed", error=type(exc).__name__)
-                await connection.close()
-                return False
-            connection.add_termination_listener(self._on_lost)
-            self._connection = connection
-            return True
-
-    def _on_notification(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _on_payload(self, payload: str) -> None:
         for run_id in payload.split(","):
             if run_id:
                 self.received += 1
                 self._on_ended(run_id)
 
-    def _on_lost(self, *_: object) -> None:
-        self._connection = None
-
     async def aclose(self) -> None:
-        self._closed = True
-        connection, self._connection = self._connection, None
-        if connection is not None and not connection.is_closed():
-            await connection.close()
+        await self._listener.aclose()
