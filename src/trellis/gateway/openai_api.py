@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError as PydanticValidationError
 
 from trellis.auth.deps import RuntimeDep, guard
 from trellis.auth.schemas import Principal, Scope
@@ -87,11 +88,23 @@ def _tools(body: ChatCompletionRequest) -> tuple[list[ToolSpec], str]:
             raise ValidationFailed.of(f"tools.{i}.function.parameters", "must describe an object (type: object)")
         tools.append(ToolSpec(function.name, function.description or "", parameters))
     choice = body.tool_choice
-    name = choice.function.name if isinstance(choice, NamedToolChoice) else (choice or ("auto" if tools else "none"))
+    if isinstance(choice, dict):
+        try:
+            name = NamedToolChoice.model_validate(choice).function.name
+        except PydanticValidationError:
+            raise ValidationFailed.of(
+                "tool_choice", 'must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}'
+            ) from None
+        if name not in seen:
+            raise ValidationFailed.of("tool_choice.function.name", f"{name!r} is not among the tools")
+    elif choice is None:
+        name = "auto" if tools else "none"
+    elif choice in ("none", "auto", "required"):
+        name = choice
+    else:
+        raise ValidationFailed.of("tool_choice", f'{choice!r} is not "none", "auto", "required" or a named function')
     if not tools and name != "none":
         raise ValidationFailed.of("tool_choice", "needs tools to choose from", type="missing")
-    if isinstance(choice, NamedToolChoice) and name not in seen:
-        raise ValidationFailed.of("tool_choice.function.name", f"{name!r} is not among the tools")
     return tools, name
 
 

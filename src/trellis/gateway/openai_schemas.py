@@ -153,7 +153,9 @@ class ChatCompletionRequest(CommonFields):
     messages: Annotated[list[OAIMessage], Field(min_length=1)]
     response_format: ResponseFormat | None = None
     tools: list[ToolIn] | None = None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    # "none" | "auto" | "required" | {"type": "function", "function": {"name": ...}}: checked by the
+    # door, so a bad value is a 400 naming tool_choice rather than each arm of a union.
+    tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
 
 
