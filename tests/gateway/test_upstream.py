@@ -553,7 +553,7 @@ async def test_sdk_models_list(env: Env) -> None:
 
 
 async def test_sdk_chat_completion(env: Env) -> None:
-    env.up.chat(Ok("Paris.", prompt_tokens=14, completion_tokens=2))
+    env.up.chat(Ok('{"capital": "Paris"}', prompt_tokens=14, completion_tokens=2))
     async with sdk(env.h) as client:
         completion = await client.chat.completions.create(
             model="up",
@@ -562,7 +562,7 @@ async def test_sdk_chat_completion(env: Env) -> None:
             temperature=0.1,
             response_format={"type": "json_object"},
         )
-    assert completion.choices[0].message.content == "Paris."
+    assert completion.choices[0].message.content == '{"capital": "Paris"}'
     assert completion.choices[0].finish_reason == "stop"
     assert completion.model == "up"
     assert completion.usage is not None

@@ -43,6 +43,9 @@ class Ok:
     prompt_tokens: int = 11
     completion_tokens: int = 5
     finish_reason: str = "stop"
+    # OpenAI-shaped tool calls ({"id", "type", "function": {"name", "arguments"}}); streamed as
+    # OpenAI streams them (id and name first, then the arguments in two pieces).
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,8 @@ class FakeUpstream:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": behaviour.text},
+                        "message": {"role": "assistant", "content": behaviour.text}
+                        | ({"content": None, "tool_calls": list(behaviour.tool_calls)} if behaviour.tool_calls else {}),
                         "finish_reason": behaviour.finish_reason,
                     }
                 ],
@@ -262,7 +266,18 @@ class FakeUpstream:
 
         async def events() -> Any:
             yield _sse(self._chunk(model, {"role": "assistant", "content": ""}))
-            for piece in _pieces(behaviour.text):
+            for index, call in enumerate(behaviour.tool_calls):
+                head = {
+                    "index": index,
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["function"]["name"]},
+                }
+                yield _sse(self._chunk(model, {"tool_calls": [head]}))
+                arguments = call["function"]["arguments"]
+                for piece in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]):
+                    yield _sse(self._chunk(model, {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
+            for piece in _pieces(behaviour.text) if not behaviour.tool_calls else []:
                 yield _sse(self._chunk(model, {"content": piece}))
             yield _sse(self._chunk(model, {}, behaviour.finish_reason))
             if include_usage:

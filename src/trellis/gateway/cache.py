@@ -23,7 +23,7 @@ from cachetools import TTLCache
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from trellis.gateway.types import Completion, CompletionRequest, Usage
+from trellis.gateway.types import Completion, CompletionRequest, ToolCall, Usage
 from trellis.kit.clock import Clock
 from trellis.kit.logging import get_logger
 from trellis.settings.gateway import GatewaySettings
@@ -34,7 +34,10 @@ log = get_logger(__name__)
 def cache_key(model_name: str, request: CompletionRequest, scope: str) -> str:
     normalized: dict[str, Any] = {
         "model": model_name,
-        "messages": [[m.role, m.content] for m in request.messages],
+        "messages": [
+            [m.role, m.content, [[c.id, c.name, c.arguments] for c in m.tool_calls], m.tool_call_id]
+            for m in request.messages
+        ],
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
         "top_p": request.top_p,
@@ -42,6 +45,9 @@ def cache_key(model_name: str, request: CompletionRequest, scope: str) -> str:
         "seed": request.seed,
         "json_schema": request.json_schema,
         "json_object": request.json_object,
+        "tools": [[t.name, t.description, t.parameters] for t in request.tools],
+        "tool_choice": request.tool_choice,
+        "passthrough": request.passthrough,
         "scope": scope,
     }
     encoded = json.dumps(normalized, sort_keys=True, separators=(",", ":")).encode()
@@ -131,7 +137,9 @@ class ResponseCache(TieredCache[Completion]):
 
     def decode(self, raw: str | bytes) -> Completion:
         data = json.loads(raw)
-        return Completion(text=data["text"], finish_reason=data["finish_reason"], usage=Usage(**data["usage"]))
+        calls = tuple(ToolCall(**call) for call in data.get("tool_calls") or ())
+        usage = Usage(**data["usage"])
+        return Completion(text=data["text"], finish_reason=data["finish_reason"], usage=usage, tool_calls=calls)
 
 
 # --- embeddings --------------------------------------------------------------------------------------

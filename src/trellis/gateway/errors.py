@@ -27,7 +27,12 @@ class ProviderUnavailable(ProviderError):
 
 
 class ProviderRejected(ProviderError):
-    pass
+    def __init__(
+        self, message: str, *, provider: str = "", status_code: int | None = None, param: str | None = None
+    ) -> None:
+        super().__init__(message, provider=provider, status_code=status_code)
+        # The request field at fault, when the provider can tell (a 400 names it).
+        self.param = param
 
 
 class ProviderBadResponse(ProviderError):

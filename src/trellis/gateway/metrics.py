@@ -60,6 +60,12 @@ class GatewayMetrics:
             ["provider"],
             registry=registry,
         )
+        self.structured_invalid = Counter(
+            "trellis_gateway_structured_invalid_total",
+            "Structured answers (JSON, function calls) that failed validation, by served model.",
+            ["model"],
+            registry=registry,
+        )
         self.log_dropped = Counter(
             "trellis_episodic_log_dropped_total",
             "Episodic log rows dropped, by reason.",

@@ -1,7 +1,12 @@
-"""Shapes of the OpenAI-compatible door (``/v1``): OpenAI's request fields (unknown ones ignored, as
-OpenAI clients send many), and the response shapes the OpenAPI document describes. The handlers
-build the responses as plain dicts on the hot path; these models are what they promise
-(``tests/gateway/test_openai_shapes.py`` validates real answers against the document)."""
+"""Shapes of the OpenAI-compatible door (``/v1``): OpenAI's request fields, and the response shapes
+the OpenAPI document describes. The handlers build the responses as plain dicts on the hot path;
+these models are what they promise (``tests/gateway/test_openai_shapes.py`` validates real answers
+against the document).
+
+No request field is silently dropped: fields Trellis honours are modelled; fields that change
+nothing about the answer (``user``, ``metadata``, ...) are accepted; OpenAI fields Trellis cannot
+honour are accepted only at their default value, and any other field is refused
+(``unhonoured``: a 400 naming it, as OpenAI refuses an unrecognized argument)."""
 
 from __future__ import annotations
 
@@ -10,11 +15,28 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 
-class OAIMessage(BaseModel):
-    # OpenAI clients send fields Trellis does not use (name, tool_call_id, ...): kept, not refused.
+class FunctionCallIn(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
-    role: Literal["system", "user", "assistant", "developer"]
+    name: str
+    arguments: str
+
+
+class ToolCallIn(BaseModel):
+    """A function call of an earlier assistant turn, as the client sends the conversation back."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    id: Annotated[str, StringConstraints(min_length=1)]
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
+class OAIMessage(BaseModel):
+    # ``name`` (a participant's name) is accepted: it does not change what is asked.
+    model_config = ConfigDict(extra="allow", strict=True)
+    role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -22,17 +44,79 @@ class OAIMessage(BaseModel):
         return self.content or ""
 
 
+class JsonSchemaSpec(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: str | None = None
+    description: str | None = None
+    # Checked as a JSON schema by the door (a 400 naming response_format.json_schema.schema).
+    json_schema: Any = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
 class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
+    json_schema: JsonSchemaSpec | None = None
+
+
+class FunctionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: str | None = None
+    # A JSON schema for the arguments (default: no arguments); checked by the door.
+    parameters: Any = None
+    strict: bool | None = None
+
+
+class ToolIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+# Fields that do not change the answer: accepted whatever their value.
+INERT_FIELDS = frozenset({"user", "metadata", "safety_identifier", "prompt_cache_key", "service_tier"})
+# OpenAI fields Trellis cannot honour, and the values that ask for nothing (so clients that send
+# defaults explicitly still work). Anything else in them is a 400 naming the field.
+DEFAULT_ONLY: dict[str, tuple[Any, ...]] = {
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "logit_bias": (None, {}),
+    "frequency_penalty": (None, 0, 0.0),
+    "presence_penalty": (None, 0, 0.0),
+    "store": (None, False),
+    "modalities": (None, ["text"]),
+    "audio": (None,),
+    "prediction": (None,),
+    "reasoning_effort": (None,),
+    "verbosity": (None,),
+    "web_search_options": (None,),
+    "functions": (None, []),
+    "function_call": (None,),
+    "echo": (None, False),
+    "best_of": (None, 1),
+    "suffix": (None, ""),
+}
+
+
 class CommonFields(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
+    # Extra fields are kept so the door can refuse what it cannot honour (``unhonoured``).
+    model_config = ConfigDict(extra="allow", strict=True)
     model: Annotated[str, StringConstraints(min_length=1)]
     max_tokens: Annotated[int, Field(gt=0)] | None = None
     max_completion_tokens: Annotated[int, Field(gt=0)] | None = None
@@ -42,7 +126,21 @@ class CommonFields(BaseModel):
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: Annotated[int, Field(ge=1, le=1)] = 1
+    n: int = 1
+
+    def unhonoured(self) -> tuple[str, str] | None:
+        """The first field Trellis would have to drop, and why; None when it honours them all."""
+        if self.n != 1:
+            return "n", "Trellis answers one choice per request (n must be 1)"
+        for key, value in (self.model_extra or {}).items():
+            if key in INERT_FIELDS:
+                continue
+            if key in DEFAULT_ONLY:
+                if not any(value == d and type(value) is type(d) for d in DEFAULT_ONLY[key]):
+                    return key, f"Trellis cannot honour {key} (only its default value is accepted)"
+                continue
+            return key, f"Unrecognized request argument: {key}"
+        return None
 
     @property
     def stops(self) -> tuple[str, ...]:
@@ -54,6 +152,11 @@ class CommonFields(BaseModel):
 class ChatCompletionRequest(CommonFields):
     messages: Annotated[list[OAIMessage], Field(min_length=1)]
     response_format: ResponseFormat | None = None
+    tools: list[ToolIn] | None = None
+    # "none" | "auto" | "required" | {"type": "function", "function": {"name": ...}}: checked by the
+    # door, so a bad value is a 400 naming tool_choice rather than each arm of a union.
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
 
 class CompletionRequestIn(CommonFields):
@@ -97,9 +200,21 @@ class ModelList(BaseModel):
     data: list[ModelEntry]
 
 
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str = Field(description="The arguments as JSON text; they validate against the function's schema.")
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"]
+    function: FunctionCallOut
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"]
-    content: str
+    content: str | None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]

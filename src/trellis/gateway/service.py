@@ -12,12 +12,13 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from trellis.auth.schemas import Principal
 from trellis.episodic.schemas import CallRecord, CallStatus, Door
 from trellis.episodic.writer import EpisodicLogWriter
+from trellis.gateway import structured
 from trellis.gateway.cache import CachedEmbedding, EmbeddingCache, ResponseCache, cache_key, embedding_key
 from trellis.gateway.errors import (
     ProviderBadResponse,
@@ -36,7 +37,19 @@ from trellis.gateway.resilience import (
     call_with_breaker,
     call_with_retries,
 )
-from trellis.gateway.types import Completion, CompletionRequest, EmbeddingResult, Message, StreamChunk, Usage
+from trellis.gateway.types import (
+    Completion,
+    CompletionRequest,
+    EmbeddingResult,
+    FinishReason,
+    Message,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    ToolSpec,
+    Usage,
+    join_tool_calls,
+)
 from trellis.kit.clock import Clock
 from trellis.kit.errors import NotFound, TrellisError, Unavailable, ValidationFailed
 from trellis.kit.logging import get_logger
@@ -52,6 +65,18 @@ class BadGateway(TrellisError):
     code = "upstream_error"
     status_code = 502
     default_message = "The model provider answered with something that is not a valid response"
+
+
+class InvalidModelOutput(BadGateway):
+    default_message = "The model's answer does not have the requested structure"
+
+
+class _InvalidAnswer(Exception):
+    """An answer that failed structured validation (logged already); complete() may try again."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -83,6 +108,11 @@ class StreamOutcome:
     text_parts: list[str] = field(default_factory=list)
     usage: Usage | None = None
     finish_reason: str | None = None
+    call_parts: list[ToolCallDelta] = field(default_factory=list)
+
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The streamed function calls, put together from their pieces."""
+        return join_tool_calls(self.call_parts)
 
 
 def _shares(total: int, parts: int) -> list[int]:
@@ -175,6 +205,9 @@ class Gateway:
         seed: int | None = None,
         json_schema: dict[str, object] | None = None,
         json_object: bool = False,
+        tools: Sequence[ToolSpec] = (),
+        tool_choice: str = "auto",
+        passthrough: dict[str, Any] | None = None,
         prompt_field: str = "messages",
     ) -> CompletionRequest:
         tokens = max_tokens or model.default_max_tokens
@@ -185,7 +218,11 @@ class Gateway:
                 type="less_than_equal",
                 summary=f"max_tokens {tokens} is above this model's limit of {model.max_output_tokens}",
             )
-        counted = await self.provider_for(model).count_tokens(model, messages)
+        if tool_choice not in ("auto", "required", "none") and tool_choice not in {t.name for t in tools}:
+            raise ValidationFailed.of(
+                "tool_choice", f"names {tool_choice!r}, which is not among the tools", type="unknown_function"
+            )
+        counted = await self.provider_for(model).count_tokens(model, messages, tools=tools, tool_choice=tool_choice)
         # When a provider cannot count, estimate conservatively (about 3 characters per token).
         prompt_tokens = counted if counted is not None else sum(len(m.content) for m in messages) // 3 + 4
         if prompt_tokens + tokens > model.context_window:
@@ -207,6 +244,9 @@ class Gateway:
             seed=seed,
             json_schema=dict(json_schema) if json_schema is not None else None,
             json_object=json_object,
+            tools=tuple(tools),
+            tool_choice=tool_choice,
+            passthrough=dict(passthrough or {}),
             counted_prompt_tokens=prompt_tokens,
         )
 
@@ -228,6 +268,32 @@ class Gateway:
         return chain
 
     async def complete(
+        self, ctx: CallContext, name: str, model: ModelConfig, request: CompletionRequest
+    ) -> GatewayResult:
+        """One completion. A structured request (JSON, function calls) is answered only with output
+        that validates (``trellis.gateway.structured``): an invalid sampled answer is tried again
+        with a new seed, up to ``structured_retries`` times; a deterministic one is not (it would
+        come out the same); then the call fails with a 502 naming the problem."""
+        retries = self._settings.gateway.structured_retries if request.structured and request.temperature > 0 else 0
+        current = request
+        problems: list[str] = []
+        for attempt in range(retries + 1):
+            try:
+                return await self._complete_once(ctx, name, model, current)
+            except _InvalidAnswer as exc:
+                problems.append(exc.problem)
+                base = request.seed if request.seed is not None else self._seed()
+                current = replace(request, seed=base + attempt + 1)
+        raise InvalidModelOutput(
+            f"The model's answer broke the requested structure: {problems[-1]}",
+            details={"model": name, "problems": problems, "attempts": len(problems)},
+        )
+
+    @staticmethod
+    def _seed() -> int:
+        return random.getrandbits(31)
+
+    async def _complete_once(
         self, ctx: CallContext, name: str, model: ModelConfig, request: CompletionRequest
     ) -> GatewayResult:
         started = time.perf_counter()
@@ -294,6 +360,11 @@ class Gateway:
             self.metrics.overhead.observe(max(0.0, result.latency_seconds - provider_seconds))
             if result.fallback_from:
                 self.metrics.fallbacks.labels(name, served_name).inc()
+            found = structured.problem(request, completion)
+            if found is not None:
+                self.metrics.structured_invalid.labels(served_name).inc()
+                self._record(ctx, request, result, status="error", error=f"invalid structured output: {found}")
+                raise _InvalidAnswer(found)
             if key is not None and completion.finish_reason != "error":
                 await self._cache.put(key, completion)
             self._record(ctx, request, result, status="ok")
@@ -313,7 +384,7 @@ class Gateway:
         message = f"The model provider refused the request: {exc.message}"
         # The provider names no field we could map: the request as a whole.
         return ValidationFailed.of(
-            "", message, type="provider_rejected", provider=model.provider, upstream_status=exc.status_code
+            exc.param or "", message, type="provider_rejected", provider=model.provider, upstream_status=exc.status_code
         )
 
     def _exhausted(self, name: str, failures: list[ProviderError], retry_after: float | None) -> TrellisError:
@@ -367,9 +438,11 @@ class Gateway:
                                         first_token_at - started
                                     )
                                 outcome.text_parts.append(chunk.delta)
+                            outcome.call_parts.extend(chunk.tool_calls)
                             if chunk.finish_reason is not None:
                                 outcome.finish_reason = chunk.finish_reason
                                 outcome.usage = chunk.usage
+                                self._check_streamed(request, outcome, served_name)
                             yield chunk
                         verdict, status = "success", "ok"
                         return
@@ -417,7 +490,11 @@ class Gateway:
         finally:
             latency = time.perf_counter() - started
             usage = outcome.usage or Usage(request.counted_prompt_tokens or 0, len(outcome.text_parts))
-            completion = Completion("".join(outcome.text_parts), "stop" if status == "ok" else "error", usage)
+            finish: FinishReason = "error"
+            if status == "ok":
+                finish = "tool_calls" if outcome.finish_reason == "tool_calls" else "stop"
+                finish = "length" if outcome.finish_reason == "length" else finish
+            completion = Completion("".join(outcome.text_parts), finish, usage, outcome.tool_calls())
             if status == "cancelled":
                 completion = Completion(completion.text, "cancelled", usage)
             self._submit(
@@ -437,6 +514,23 @@ class Gateway:
                     fallback_from=name if outcome.served_model and outcome.served_model != name else None,
                     model=self._models.get(outcome.served_model or name, model),
                 ),
+            )
+
+    def _check_streamed(self, request: CompletionRequest, outcome: StreamOutcome, served: str) -> None:
+        """The end of a structured stream: its text and calls are checked before the final chunk
+        goes out. What was streamed cannot be taken back, so an invalid answer ends the stream with
+        an error instead of ``stop`` (no retry: the client has seen the tokens)."""
+        if not request.structured or outcome.finish_reason is None:
+            return
+        reason: Any = outcome.finish_reason
+        found = structured.problem(
+            request, Completion("".join(outcome.text_parts), reason, Usage(0, 0), outcome.tool_calls())
+        )
+        if found is not None:
+            self.metrics.structured_invalid.labels(served).inc()
+            raise InvalidModelOutput(
+                f"The model's answer broke the requested structure: {found}",
+                details={"model": served, "problems": [found], "attempts": 1},
             )
 
     async def _wait(self, seconds: float) -> None:
@@ -565,7 +659,13 @@ class Gateway:
     # --- the episodic log -------------------------------------------------------------------------
 
     def _record(
-        self, ctx: CallContext, request: CompletionRequest, result: GatewayResult, *, status: CallStatus
+        self,
+        ctx: CallContext,
+        request: CompletionRequest,
+        result: GatewayResult,
+        *,
+        status: CallStatus,
+        error: str | None = None,
     ) -> None:
         self._submit(
             ctx,
@@ -579,7 +679,7 @@ class Gateway:
                 ttft=None,
                 cached=result.cached,
                 status=status,
-                error=None,
+                error=error,
                 attempts=result.attempts,
                 fallback_from=result.fallback_from,
                 model=self._models[result.served_model],

@@ -217,6 +217,10 @@ def as_code(out: GenerationOut, language: str | None) -> CodeOut:
 
 
 def as_analysis(out: GenerationOut, body: AnalyzeRequest, call: PreparedCall) -> AnalyzeOut:
+    """The parsed result. The gateway has validated a finished answer already (``structured``); one
+    cut short by ``max_tokens`` has no result and says ``length``."""
+    if out.finish_reason == "length":
+        return AnalyzeOut(**out.model_dump(), analysis_type=body.analysis_type, result=None)
     try:
         result = json.loads(out.response)
     except ValueError:

@@ -96,3 +96,6 @@ class GatewaySettings(BaseModel):
     # Share cached answers between users (off: a user's prompts are never served to another).
     cache_shared: bool = False
     log_retention_days: Annotated[int, Field(ge=0)] = 30
+    # Further tries, each with a new seed, when a sampled (temperature > 0) structured answer fails
+    # validation; then the call fails with a 502. Deterministic requests are not retried.
+    structured_retries: Annotated[int, Field(ge=0, le=5)] = 2

@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from trellis.gateway.types import Completion, CompletionRequest, EmbeddingResult, Message, StreamChunk
+from trellis.gateway.types import Completion, CompletionRequest, EmbeddingResult, Message, StreamChunk, ToolSpec
 from trellis.settings import Settings
 from trellis.settings.gateway import ModelConfig
 
@@ -31,8 +31,16 @@ class Provider(Protocol):
         """One vector per text, in order."""
         ...
 
-    async def count_tokens(self, model: ModelConfig, messages: Sequence[Message]) -> int | None:
-        """Prompt tokens as the model will see them, or None when the provider cannot tell."""
+    async def count_tokens(
+        self,
+        model: ModelConfig,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] = (),
+        tool_choice: str = "auto",
+    ) -> int | None:
+        """Prompt tokens as the model will see them (with the functions it is offered), or None when
+        the provider cannot tell."""
         ...
 
     async def aclose(self) -> None: ...

@@ -55,7 +55,7 @@ import numpy.typing as npt
 from trellis.gateway.errors import ProviderRejected, ProviderUnavailable
 from trellis.gateway.providers.base import ProviderContext
 from trellis.gateway.providers.onnx_quantize import quantized_model
-from trellis.gateway.types import Completion, CompletionRequest, EmbeddingResult, Message, StreamChunk
+from trellis.gateway.types import Completion, CompletionRequest, EmbeddingResult, Message, StreamChunk, ToolSpec
 from trellis.kit.logging import get_logger
 from trellis.settings.gateway import ModelConfig
 
@@ -410,7 +410,14 @@ class OnnxEmbeddingProvider:
         prompt_tokens = sum(len(t.ids) for t in tokens)
         return EmbeddingResult(vectors, prompt_tokens, len(vectors[0]))
 
-    async def count_tokens(self, model: ModelConfig, messages: Sequence[Message]) -> int | None:
+    async def count_tokens(
+        self,
+        model: ModelConfig,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] = (),
+        tool_choice: str = "auto",
+    ) -> int | None:
         """Tokens the model sees for these texts: with ``[CLS]``/``[SEP]``, each truncated to max_length.
 
         Equal to ``embed(...).prompt_tokens`` for the same texts.

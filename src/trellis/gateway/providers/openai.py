@@ -31,12 +31,62 @@ from trellis.gateway.types import (
     FinishReason,
     Message,
     StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    ToolSpec,
     Usage,
 )
 from trellis.settings.gateway import ModelConfig
 
 NAME = "openai"
-_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "content_filter": "stop", "tool_calls": "stop"}
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "stop",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+}
+
+
+def _message_json(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["content"] = m.content or None
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _tool_calls(raw: Any) -> tuple[ToolCall, ...]:
+    if raw is None:
+        return ()
+    try:
+        return tuple(
+            ToolCall(str(c["id"]), str(c["function"]["name"]), str(c["function"].get("arguments") or "")) for c in raw
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ProviderBadResponse("upstream tool_calls are not OpenAI's shape", provider=NAME) from exc
+
+
+def _call_deltas(raw: Any) -> tuple[ToolCallDelta, ...]:
+    if not raw:
+        return ()
+    try:
+        out = []
+        for c in raw:
+            function = c.get("function") or {}
+            out.append(
+                ToolCallDelta(
+                    int(c.get("index", 0)), str(function.get("arguments") or ""), c.get("id"), function.get("name")
+                )
+            )
+        return tuple(out)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ProviderBadResponse("upstream tool_call deltas are not OpenAI's shape", provider=NAME) from exc
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -113,7 +163,7 @@ class OpenAICompatibleProvider:
     def _body(model: ModelConfig, request: CompletionRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": model.model_id,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [_message_json(m) for m in request.messages],
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "top_p": request.top_p,
@@ -129,6 +179,8 @@ class OpenAICompatibleProvider:
             }
         elif request.json_object:
             body["response_format"] = {"type": "json_object"}
+        # The caller's own response_format, tools, tool_choice and parallel_tool_calls, unchanged.
+        body.update(request.passthrough)
         return body
 
     @staticmethod
@@ -170,14 +222,17 @@ class OpenAICompatibleProvider:
         data = await self._post(model, "/chat/completions", self._body(model, request))
         try:
             choice = data["choices"][0]
-            text = choice["message"]["content"]
+            text = choice["message"].get("content")
+            calls = _tool_calls(choice["message"].get("tool_calls"))
             finish = choice.get("finish_reason") or "stop"
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ProviderBadResponse("upstream response is not a chat completion", provider=NAME) from exc
+        if text is None and calls:
+            text = ""
         if not isinstance(text, str):
             raise ProviderBadResponse("upstream completion has no text content", provider=NAME)
         usage = _usage(data.get("usage") if isinstance(data, dict) else None)
-        return Completion(text=text, finish_reason=_FINISH.get(str(finish), "stop"), usage=usage)
+        return Completion(text=text, finish_reason=_FINISH.get(str(finish), "stop"), usage=usage, tool_calls=calls)
 
     async def stream(self, model: ModelConfig, request: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
         body = self._body(model, request) | {"stream": True, "stream_options": {"include_usage": True}}
@@ -220,12 +275,14 @@ class OpenAICompatibleProvider:
             if event.get("usage"):
                 usage = _usage(event["usage"])
             for choice in event.get("choices") or []:
-                delta = (choice.get("delta") or {}).get("content") or ""
+                raw_delta = choice.get("delta") or {}
+                delta = raw_delta.get("content") or ""
+                calls = _call_deltas(raw_delta.get("tool_calls"))
                 if choice.get("finish_reason"):
                     finish = _FINISH.get(str(choice["finish_reason"]), "stop")
-                if delta:
+                if delta or calls:
                     completion_pieces += 1
-                    yield StreamChunk(delta)
+                    yield StreamChunk(delta, tool_calls=calls)
         raise ProviderStreamBroken("upstream stream ended before [DONE]", provider=NAME)
 
     async def embed(self, model: ModelConfig, texts: Sequence[str]) -> EmbeddingResult:
@@ -243,7 +300,14 @@ class OpenAICompatibleProvider:
         prompt_tokens = usage.get("prompt_tokens", 0) if isinstance(usage, dict) else 0
         return EmbeddingResult(vectors, int(prompt_tokens), len(vectors[0]) if vectors else 0)
 
-    async def count_tokens(self, model: ModelConfig, messages: Sequence[Message]) -> int | None:
+    async def count_tokens(
+        self,
+        model: ModelConfig,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] = (),
+        tool_choice: str = "auto",
+    ) -> int | None:
         return None
 
     async def aclose(self) -> None:
