@@ -26,6 +26,7 @@ from trellis.context.index.service import GatewayIndexer
 from trellis.context.ingest.service import IngestService
 from trellis.context.search.service import ContextSearch
 from trellis.context.service import ContextService
+from trellis.dashboard.service import DashboardSessions
 from trellis.episodic.service import EpisodicLogService
 from trellis.episodic.writer import EpisodicLogWriter
 from trellis.events.base import EventBus
@@ -85,6 +86,7 @@ class Runtime:
     live: LiveEvents
     access_watch: AccessWatch
     system_metrics: SystemMetricsService
+    dashboard: DashboardSessions
 
     @property
     def workflow_worker(self) -> WorkflowWorker | None:
@@ -251,6 +253,7 @@ def build_runtime(
         ),
         AccessWatch(auth, clock, interval_seconds=settings.ws.credential_check_seconds),
         SystemMetricsService(registry, clock),
+        dashboard=DashboardSessions(database, auth, settings.dashboard, clock),
     )
 
 

@@ -26,6 +26,7 @@ from trellis.settings.events import EventsSettings
 from trellis.settings.gateway import GatewaySettings, ModelConfig, default_models
 from trellis.settings.graphql import GraphQLSettings
 from trellis.settings.workflow import WorkflowSettings
+from trellis.settings.dashboard import DashboardSettings
 from trellis.settings.ws import WsSettings
 
 MIN_SECRET_BYTES = 32
@@ -106,6 +107,7 @@ class Settings(BaseSettings):
     events: EventsSettings = Field(default_factory=EventsSettings)
     ws: WsSettings = Field(default_factory=WsSettings)
     graphql: GraphQLSettings = Field(default_factory=GraphQLSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
 
     def all_models(self) -> dict[str, ModelConfig]:
         models = default_models() if self.include_default_models else {}

@@ -9,6 +9,7 @@ its ``models`` here.
 from trellis.auth.models import ApiKey, User, WsTicket
 from trellis.context.index.models import ContextEmbedding, ContextVectorEpoch
 from trellis.context.models import Context, ContextRelationship
+from trellis.dashboard.models import DashboardSession
 from trellis.episodic.models import EpisodicLog
 from trellis.storage.base import Base
 from trellis.vectors.models import VectorCollection, VectorItem
@@ -30,6 +31,7 @@ __all__ = [
     "ContextEmbedding",
     "ContextRelationship",
     "ContextVectorEpoch",
+    "DashboardSession",
     "EpisodicLog",
     "N8nConnection",
     "User",
