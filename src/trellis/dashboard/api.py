@@ -81,9 +81,7 @@ def _to_sign_in(request: Request) -> RedirectResponse:
     return response
 
 
-def _render(
-    request: Request, template: str, context: dict[str, Any], *, status_code: int = 200
-) -> HTMLResponse:
+def _render(request: Request, template: str, context: dict[str, Any], *, status_code: int = 200) -> HTMLResponse:
     return templates.TemplateResponse(request, template, context, status_code=status_code, headers=PAGE_HEADERS)
 
 

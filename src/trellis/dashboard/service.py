@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import secrets
 from datetime import timedelta
+from typing import Literal
 
 from trellis.auth.schemas import ROLE_SCOPES, Principal, Scope
 from trellis.auth.service import AuthService, hash_api_key
@@ -99,7 +100,7 @@ class DashboardSessions:
         if row.expires_at <= self._clock.now():
             raise AuthenticationFailed("Session has expired: sign in again")
         granted = frozenset(Scope(s) for s in row.scopes) & ROLE_SCOPES[Role.ADMIN]
-        via = "api_key" if row.via == "api_key" else "jwt"
+        via: Literal["api_key", "jwt"] = "api_key" if row.via == "api_key" else "jwt"
         # The role and username are placeholders: revalidate reads them as they stand now.
         stored = Principal(row.user_id, "", Role.VIEWER, via, granted, row.key_id, None)
         principal = await self._auth.revalidate(stored)

@@ -22,11 +22,11 @@ from pydantic_settings import (
 
 from trellis.settings.auth import RateRule, Role, RouteClass, default_rate_limits
 from trellis.settings.context import ContextSettings
+from trellis.settings.dashboard import DashboardSettings
 from trellis.settings.events import EventsSettings
 from trellis.settings.gateway import GatewaySettings, ModelConfig, default_models
 from trellis.settings.graphql import GraphQLSettings
 from trellis.settings.workflow import WorkflowSettings
-from trellis.settings.dashboard import DashboardSettings
 from trellis.settings.ws import WsSettings
 
 MIN_SECRET_BYTES = 32
