@@ -112,7 +112,13 @@ async def _page(request: Request, runtime: Runtime, page: str, **extra: Any) -> 
 
 
 def _sign_in_form(
-    request: Request, runtime: Runtime, *, error: str | None = None, status_code: int = 200, method: str = "key"
+    request: Request,
+    runtime: Runtime,
+    *,
+    error: str | None = None,
+    status_code: int = 200,
+    method: str = "key",
+    next_path: str | None = None,
 ) -> HTMLResponse:
     pre = request.cookies.get(SIGN_IN_COOKIE) or ""
     fresh = not pre.startswith("dsi_")
@@ -121,7 +127,7 @@ def _sign_in_form(
     context = {
         "page": "sign_in",
         "csrf_token": derive_csrf(pre),
-        "next": _safe_next(request.query_params.get("next")),
+        "next": _safe_next(next_path if next_path is not None else request.query_params.get("next")),
         "error": error,
         "method": method,
     }
@@ -153,6 +159,7 @@ async def sign_in(request: Request, response: Response, runtime: RuntimeDep) -> 
     form = await request.form()
     fields = {name: value for name, value in form.items() if isinstance(value, str)}
     method = "password" if fields.get("method") == "password" else "key"
+    next_path = fields.get("next")
     pre = request.cookies.get(SIGN_IN_COOKIE)
     if not pre or not csrf_matches(pre, fields.get("csrf_token")):
         return _sign_in_form(
@@ -161,6 +168,7 @@ async def sign_in(request: Request, response: Response, runtime: RuntimeDep) -> 
             error="The sign-in form had expired or did not come from this page (CSRF check failed): try again.",
             status_code=403,
             method=method,
+            next_path=next_path,
         )
     settings = runtime.settings
     client = request.client.host if request.client else "unknown"
@@ -184,10 +192,14 @@ async def sign_in(request: Request, response: Response, runtime: RuntimeDep) -> 
             signed_in = await runtime.dashboard.sign_in_with_key(key[:4096])
     except (AuthenticationFailed, RateLimited) as exc:
         status = 429 if isinstance(exc, RateLimited) else 401
-        return _sign_in_form(request, runtime, error=exc.message, status_code=status, method=method)
+        return _sign_in_form(
+            request, runtime, error=exc.message, status_code=status, method=method, next_path=next_path
+        )
     except TrellisError as exc:
-        return _sign_in_form(request, runtime, error=exc.message, status_code=exc.status_code, method=method)
-    return _signed_in(request, runtime, signed_in, _safe_next(fields.get("next")))
+        return _sign_in_form(
+            request, runtime, error=exc.message, status_code=exc.status_code, method=method, next_path=next_path
+        )
+    return _signed_in(request, runtime, signed_in, _safe_next(next_path))
 
 
 def _signed_in(request: Request, runtime: Runtime, signed_in: SignedIn, target: str) -> Response:

@@ -89,10 +89,12 @@ const Trellis = (() => {
   }
 
   const numberFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
+  const compactFormat = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
   const fmt = {
     n: (v) => (v === null || v === undefined || Number.isNaN(v) ? "–" : numberFormat.format(v)),
     int: (v) => (v === null || v === undefined ? "–" : Math.round(v).toLocaleString()),
-    ms: (v) => (v === null || v === undefined ? "–" : `${v < 10 ? v.toFixed(1) : Math.round(v)} ms`),
+    ms: (v) => (v === null || v === undefined ? "–" : v >= 1000 ? `${(v / 1000).toFixed(v >= 10000 ? 0 : 1)} s` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ms`),
+    compact: (v) => compactFormat.format(v),
     money: (v) => (v === null || v === undefined ? "–" : `$${v < 0.01 && v > 0 ? v.toPrecision(2) : v.toFixed(2)}`),
     pct: (v) => (v === null || v === undefined || Number.isNaN(v) ? "–" : `${(v * 100).toFixed(1)}%`),
     time: (iso) => (iso ? new Date(iso).toLocaleString() : "–"),
@@ -171,7 +173,7 @@ const Trellis = (() => {
       const value = top * frac;
       chart.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(value), y2: y(value), class: "grid" }));
       const label = svg("text", { x: pad.left - 4, y: y(value) + 4, "text-anchor": "end", class: "axis" });
-      label.textContent = fmt.n(value) + unit;
+      label.textContent = fmt.compact(value) + unit;
       chart.append(label);
     }
     for (const [t, anchor] of [[t0, "start"], [t1, "end"]]) {
