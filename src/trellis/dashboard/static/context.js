@@ -42,19 +42,33 @@
     }
     const picture = svg("svg", { viewBox: `0 0 ${size} ${size}`, class: "graph-svg", id: "graph-svg" });
     const defs = svg("defs");
-    const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 22, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
+    // userSpaceOnUse: the arrowhead keeps its size whatever the edge's width (its strength).
+    const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 9, markerHeight: 9, markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" });
     marker.append(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", class: "arrow" }));
     defs.append(marker);
     picture.append(defs);
+    const radius = (node) => (node.depth === 0 ? 16 : 11);
+    const byId = new Map(graph.nodes.map((node) => [node.id, node]));
+    const name = (nodeId) => {
+      const node = byId.get(nodeId);
+      return node ? fmt.short(node.content_preview, 30) : nodeId;
+    };
     for (const edge of graph.edges) {
       const a = at.get(edge.source_id);
       const b = at.get(edge.target_id);
       if (!a || !b) continue;
-      picture.append(svg("line", { x1: a[0], y1: a[1], x2: b[0], y2: b[1], class: "edge", "marker-end": "url(#arrow)", "stroke-width": 1 + 2 * edge.strength }));
-      const label = svg("text", { x: (a[0] + b[0]) / 2, y: (a[1] + b[1]) / 2 - 4, "text-anchor": "middle", class: "edge-label" });
+      // The line runs from the source's rim to the target's rim, so the arrow's tip touches it.
+      const [dx, dy] = [b[0] - a[0], b[1] - a[1]];
+      const length = Math.hypot(dx, dy) || 1;
+      const [ux, uy] = [dx / length, dy / length];
+      const from = radius(byId.get(edge.source_id));
+      const to = radius(byId.get(edge.target_id)) + 2;
+      picture.append(svg("line", { x1: a[0] + ux * from, y1: a[1] + uy * from, x2: b[0] - ux * to, y2: b[1] - uy * to, class: "edge", "marker-end": "url(#arrow)", "stroke-width": 1 + 2 * edge.strength }));
+      const label = svg("text", { x: (a[0] + b[0]) / 2 + 6 * Math.abs(uy), y: (a[1] + b[1]) / 2 - 6 * Math.abs(ux), "text-anchor": Math.abs(uy) > 0.5 ? "start" : "middle", class: "edge-label" });
       label.textContent = edge.relationship_type;
       picture.append(label);
-      list.append(el("li", { text: `${edge.source_id} —${edge.relationship_type} (${edge.strength})→ ${edge.target_id}` }));
+      const item = el("li", {}, el("a", { href: `/dashboard/contexts/${encodeURIComponent(edge.source_id)}`, text: name(edge.source_id) }), ` —${edge.relationship_type} (${edge.strength})→ `, el("a", { href: `/dashboard/contexts/${encodeURIComponent(edge.target_id)}`, text: name(edge.target_id) }));
+      list.append(item);
     }
     for (const node of graph.nodes) {
       const [x, y] = at.get(node.id);
@@ -62,12 +76,12 @@
       const title = svg("title");
       title.textContent = `${node.id} (${node.type})\n${node.content_preview}`;
       link.append(title);
-      link.append(svg("circle", { cx: x, cy: y, r: node.depth === 0 ? 18 : 13, class: `node depth-${Math.min(node.depth, 3)}`, "data-id": node.id }));
-      const label = svg("text", { x, y: y + (node.depth === 0 ? 32 : 26), "text-anchor": "middle", class: "node-label" });
-      label.textContent = fmt.short(node.content_preview, 24);
+      link.append(svg("circle", { cx: x, cy: y, r: radius(node), class: `node depth-${Math.min(node.depth, 3)}`, "data-id": node.id }));
+      const label = svg("text", { x, y: y + radius(node) + 14, "text-anchor": "middle", class: "node-label" });
+      label.textContent = fmt.short(node.content_preview, 26);
       link.append(label);
-      const type = svg("text", { x, y: y + 4, "text-anchor": "middle", class: "node-type" });
-      type.textContent = node.type.slice(0, 3);
+      const type = svg("text", { x, y: y + radius(node) + 26, "text-anchor": "middle", class: "node-type" });
+      type.textContent = node.type;
       link.append(type);
       picture.append(link);
     }
