@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from trellis import __version__
+from trellis.alerts.api import router as alerts_router
 from trellis.auth.api import router as auth_router
 from trellis.context.api import router as context_router
 from trellis.context.ingest.api import INGEST_PATH
@@ -113,6 +114,7 @@ def create_app(
     app.include_router(workflow_runs_router)
     app.include_router(n8n_router)
     app.include_router(ws_router)
+    app.include_router(alerts_router)
     if settings.dashboard.enabled:
         app.include_router(dashboard_router)
         app.mount("/dashboard/static", dashboard_static(), name="dashboard-static")

@@ -134,6 +134,7 @@ def worker(
     async def work(runtime: Runtime) -> None:
         pool = runtime.own_workflow_worker()
         pool.start()
+        runtime.monitoring.start()  # this process's metrics, and a turn at evaluating alerts
         queue = runtime.work_queue
         if queue is not None:
             await queue.consume(pool.handle, concurrency=loaded.workflow.worker_concurrency)

@@ -1,7 +1,7 @@
 """Dashboard sessions: what a browser's session cookie stands for.
 
-Revision ID: 0009_dashboard
-Revises: 0008
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-03
 
 A row per signed-in browser, keyed by the SHA-256 of the cookie's random token (the token itself
@@ -16,8 +16,8 @@ from alembic import op
 
 from trellis.storage.base import UTCDateTime
 
-revision = "0009_dashboard"
-down_revision = "0008"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
