@@ -86,7 +86,7 @@ async def test_signing_in_with_an_api_key_sets_a_strict_cookie_and_goes_back(h: 
             "method": "key",
             "api_key": ADMIN_KEY,
             "next": "/dashboard/logs?q=rain",
-        },  # noqa: E501
+        },
     )
     assert response.status_code == 303
     assert response.headers["location"] == "/dashboard/logs?q=rain"
