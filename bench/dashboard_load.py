@@ -24,9 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from playwright.sync_api import Browser, sync_playwright
+
 from _common import median, percentile, render_table, result_header, stop_on_signals, write_results
 from _server import find_trellis, running_server, server_env
-from playwright.sync_api import Browser, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 TARGET_S = 1.0
