@@ -50,6 +50,9 @@ def server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "TRELLIS_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
         "TRELLIS_LOG_LEVEL": "WARNING",
         "TRELLIS_DASHBOARD__REFRESH_SECONDS": "0.5",
+        # A sample a second and an evaluation a second: the overview and alerts move within the test.
+        "TRELLIS_METRICS__INTERVAL_SECONDS": "1",
+        "TRELLIS_ALERTS__EVALUATE_SECONDS": "1",
         **extra,
     }
 

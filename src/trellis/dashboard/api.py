@@ -85,12 +85,6 @@ def _render(request: Request, template: str, context: dict[str, Any], *, status_
     return templates.TemplateResponse(request, template, context, status_code=status_code, headers=PAGE_HEADERS)
 
 
-def _features(request: Request) -> dict[str, bool]:
-    """Which pages this server has: a panel appears when its domain's API is there."""
-    paths = {getattr(route, "path", "") for route in request.app.routes}
-    return {"alerts": "/api/v1/alerts/rules" in paths, "metrics_history": "/api/v1/db/metrics" in paths}
-
-
 async def _page(request: Request, runtime: Runtime, page: str, **extra: Any) -> Response:
     session = await _current(request, runtime)
     if session is None:
@@ -102,7 +96,7 @@ async def _page(request: Request, runtime: Runtime, page: str, **extra: Any) -> 
         "is_admin": principal.is_admin,
         "csrf_token": session.csrf_token,
         "refresh_seconds": runtime.settings.dashboard.refresh_seconds,
-        "features": _features(request),
+        "sample_seconds": runtime.settings.metrics.interval_seconds,
         **extra,
     }
     return _render(request, f"{page}.html", context)
@@ -279,3 +273,8 @@ async def workflows(request: Request, runtime: RuntimeDep) -> Response:
 @router.get("/workflows/runs/{run_id}")
 async def run(run_id: str, request: Request, runtime: RuntimeDep) -> Response:
     return await _page(request, runtime, "run", object_id=run_id)
+
+
+@router.get("/alerts")
+async def alerts(request: Request, runtime: RuntimeDep) -> Response:
+    return await _page(request, runtime, "alerts")

@@ -1,17 +1,22 @@
-/* Overview: request rate, errors, model calls, tokens, cost and latency, refreshed live.
-   Administrators: the service's counters (GET /api/v1/metrics/system), as rates between samples.
-   Everyone: their model calls of the last 15 minutes from the episodic log (GET /api/v1/db/logs,
-   owner-scoped by the service: an administrator sees every user's). */
+/* Overview: request rate, latency, errors, model calls, tokens and cost over a range, from the
+   metric history every replica writes (GET /api/v1/db/metrics: counters summed across replicas,
+   histograms merged before percentiles). Administrators see the system series and everyone's
+   usage summed; everyone else their own usage (the service decides). Live: administrators follow
+   the "dashboard" feed over /ws, where each collector sample is announced (metrics_sample) and
+   alerts change state; the page refreshes on each. Without a socket it polls. */
 "use strict";
 
 (() => {
-  const { api, el, fmt, quantile, lineChart, every, stamp, showError, me } = Trellis;
-  const WINDOW_MS = 15 * 60 * 1000;
-  const KEEP = 180; // samples of the counters kept for the chart
-  const samples = [];
-
+  const { api, el, fmt, lineChart, live, stamp, showError, me, refreshMs } = Trellis;
+  const RANGES = { "15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
+  const rangeSelect = document.getElementById("range");
+  const range = RANGES[new URLSearchParams(location.search).get("range")] ? new URLSearchParams(location.search).get("range") : "15m";
+  rangeSelect.value = range;
+  rangeSelect.addEventListener("change", () => rangeSelect.form.submit());
+  const sampleMs = Math.max(1000, Number(document.body.dataset.sampleSeconds || 10) * 1000);
   const cards = document.getElementById("cards");
   const charts = document.getElementById("charts");
+  const firing = document.getElementById("firing");
 
   function card(id, label) {
     const node = el("div", { class: "card stat", id }, el("span", { class: "label", text: label }), el("span", { class: "value", text: "–" }), el("span", { class: "sub small muted" }));
@@ -32,86 +37,140 @@
   if (me.admin) {
     stat.requests = card("stat-requests", "Requests");
     stat.errors = card("stat-errors", "Errors");
+    stat.latency = card("stat-latency", "Latency p50 / p95");
   }
-  stat.calls = card("stat-calls", "Model calls · 15 min");
-  stat.tokens = card("stat-tokens", "Tokens · 15 min");
-  stat.cost = card("stat-cost", "Cost · 15 min");
-  stat.latency = card("stat-latency", "Latency p50 / p95 · 15 min");
+  stat.calls = card("stat-calls", "Model calls");
+  stat.tokens = card("stat-tokens", "Tokens");
+  stat.cost = card("stat-cost", "Cost");
   if (me.admin) {
     stat.cache = card("stat-cache", "Cache hit rate");
     stat.breakers = card("stat-breakers", "Breakers open");
     stat.runs = card("stat-runs", "Active runs");
   }
   const plots = {};
-  if (me.admin) plots.traffic = chart("chart-traffic", "Requests and errors per second");
-  plots.tokens = chart("chart-tokens", "Tokens per minute");
-  plots.latency = chart("chart-latency", "Latency of each model call");
-
-  function rate(a, b, pick) {
-    const seconds = (b.at - a.at) / 1000;
-    return seconds > 0 ? Math.max(0, (pick(b.data) - pick(a.data)) / seconds) : 0;
+  if (me.admin) {
+    plots.traffic = chart("chart-traffic", "Requests and errors per second");
+    plots.latency = chart("chart-latency", "HTTP latency (ms)");
   }
+  plots.tokens = chart("chart-tokens", "Tokens");
+  plots.cost = chart("chart-cost", "Cost (USD)");
+  plots.calls = chart("chart-calls", "Model calls");
 
-  async function system() {
-    const data = await api("/api/v1/metrics/system");
-    samples.push({ at: Date.now(), data });
-    if (samples.length > KEEP) samples.shift();
-    const prev = samples.length > 1 ? samples[samples.length - 2] : null;
-    const last = samples[samples.length - 1];
-    const http = data.http;
-    const reqRate = prev ? rate(prev, last, (d) => d.http.requests) : null;
-    set(stat.requests, reqRate === null ? fmt.int(http.requests) : `${fmt.n(reqRate)}/s`, `${fmt.int(http.requests)} since start`);
-    const errors = http.server_errors + data.models.errors;
-    set(stat.errors, fmt.int(errors), `${fmt.int(http.server_errors)} 5xx · ${fmt.int(data.models.errors)} model · ${fmt.int(http.client_errors)} 4xx · ${fmt.int(http.rate_limited)} 429`);
-    const lookups = data.models.cache_hits + data.models.cache_misses;
-    set(stat.cache, lookups ? fmt.pct(data.models.cache_hits / lookups) : "–", `${fmt.int(data.models.cache_hits)} of ${fmt.int(lookups)}`);
-    const open = data.breakers.filter((b) => b.open);
-    set(stat.breakers, String(open.length), open.map((b) => b.endpoint).join(", ") || `${data.breakers.length} closed`);
-    set(stat.runs, fmt.int(data.workflows.active_runs), Object.entries(data.workflows.runs_ended).map(([k, v]) => `${v} ${k}`).join(" · "));
-    const traffic = [];
-    const errs = [];
-    for (let i = 1; i < samples.length; i++) {
-      traffic.push([samples[i].at, rate(samples[i - 1], samples[i], (d) => d.http.requests)]);
-      errs.push([samples[i].at, rate(samples[i - 1], samples[i], (d) => d.http.server_errors + d.http.client_errors + d.models.errors)]);
-    }
-    lineChart(plots.traffic, [
-      { name: "requests/s", cls: "s1", points: traffic },
-      { name: "errors/s (4xx, 5xx, model)", cls: "s2", points: errs },
+  const seconds = RANGES[range];
+  async function series(name, { fn, labels = [], groupBy } = {}) {
+    const since = new Date(Date.now() - seconds * 1000).toISOString();
+    return api("/api/v1/db/metrics", { params: { series: name, fn, label: labels, group_by: groupBy, since } });
+  }
+  const points = (result, scale = 1) => (result.lines[0] ? result.lines[0].points.filter((p) => p[1] !== null).map((p) => [p[0] * 1000, p[1] * scale]) : []);
+  const summary = (result) => (result.lines[0] ? result.lines[0].summary : {});
+  const total = (result) => result.lines.reduce((sum, line) => sum + (line.summary.total || 0), 0);
+
+  async function usage() {
+    const [calls, failed, tokens, cost] = await Promise.all([
+      series("usage.calls"),
+      series("usage.calls", { labels: ["status:error"] }),
+      series("usage.tokens", { groupBy: "kind" }),
+      series("usage.cost"),
+    ]);
+    set(stat.calls, fmt.int(summary(calls).total || 0), `${fmt.int(summary(failed).total || 0)} failed · ${fmt.n(summary(calls).rate || 0)}/s`);
+    const kinds = Object.fromEntries(tokens.lines.map((line) => [line.labels.kind, line.summary.total || 0]));
+    set(stat.tokens, fmt.int(total(tokens)), `${fmt.int(kinds.prompt || 0)} prompt · ${fmt.int(kinds.completion || 0)} completion`);
+    set(stat.cost, fmt.money(summary(cost).total || 0), `over ${rangeSelect.selectedOptions[0].textContent}`);
+    const byTime = new Map();
+    for (const line of tokens.lines) for (const [t, v] of line.points) if (v !== null) byTime.set(t * 1000, (byTime.get(t * 1000) || 0) + v);
+    lineChart(plots.tokens, [{ name: `tokens per ${fmtStep(tokens.step)}`, cls: "s3", points: [...byTime.entries()].sort((a, b) => a[0] - b[0]) }]);
+    lineChart(plots.cost, [{ name: `USD per ${fmtStep(cost.step)}`, cls: "s4", points: points(cost) }]);
+    lineChart(plots.calls, [
+      { name: `calls per ${fmtStep(calls.step)}`, cls: "s1", points: points(calls) },
+      { name: "failed", cls: "s2", points: points(failed) },
     ]);
   }
 
-  async function calls() {
-    const since = new Date(Date.now() - WINDOW_MS).toISOString();
-    const page = await api("/api/v1/db/logs", { params: { since, limit: 200 } });
-    const items = page.items;
-    const partial = page.next_cursor ? " (newest 200)" : "";
-    const failed = items.filter((c) => c.status !== "ok").length;
-    set(stat.calls, fmt.int(items.length), `${failed} failed${partial}`);
-    const prompt = items.reduce((s, c) => s + c.prompt_tokens, 0);
-    const completion = items.reduce((s, c) => s + c.completion_tokens, 0);
-    set(stat.tokens, fmt.int(prompt + completion), `${fmt.int(prompt)} prompt · ${fmt.int(completion)} completion`);
-    set(stat.cost, fmt.money(items.reduce((s, c) => s + c.cost, 0)), `${items.filter((c) => c.cached).length} from cache`);
-    const latencies = items.filter((c) => c.status === "ok").map((c) => c.latency_ms);
-    set(stat.latency, latencies.length ? `${fmt.ms(quantile(latencies, 0.5))} / ${fmt.ms(quantile(latencies, 0.95))}` : "–", `${latencies.length} answered calls`);
-    const buckets = new Map();
-    const now = Date.now();
-    for (let t = Math.floor((now - WINDOW_MS) / 60000) * 60000; t <= now; t += 60000) buckets.set(t, 0);
-    for (const c of items) {
-      const minute = Math.floor(Date.parse(c.created_at) / 60000) * 60000;
-      if (buckets.has(minute)) buckets.set(minute, buckets.get(minute) + c.prompt_tokens + c.completion_tokens);
-    }
-    lineChart(plots.tokens, [{ name: "tokens per minute", cls: "s3", points: [...buckets.entries()] }]);
-    const points = items.map((c) => [Date.parse(c.created_at), c.latency_ms]).sort((a, b) => a[0] - b[0]);
-    lineChart(plots.latency, [{ name: "latency (ms)", cls: "s4", points }], { unit: "" });
+  function fmtStep(step) {
+    return step >= 3600 ? `${step / 3600} h` : step >= 60 ? `${step / 60} min` : `${step} s`;
   }
 
-  every(async () => {
-    try {
-      await Promise.all([me.admin ? system() : null, calls()]);
-      showError("overview-error", null);
-      stamp();
-    } catch (error) {
-      showError("overview-error", error);
-    }
-  });
+  async function system() {
+    const [requests, errors, p50, p95, modelErrors, snapshot] = await Promise.all([
+      series("http.requests", { fn: "rate" }),
+      series("http.requests", { fn: "rate", labels: ["status_class:5xx"] }),
+      series("http.latency", { fn: "p50" }),
+      series("http.latency", { fn: "p95" }),
+      series("model.calls", { labels: ["status:error"] }),
+      api("/api/v1/metrics/system"),
+    ]);
+    const req = summary(requests);
+    set(stat.requests, `${fmt.n(req.current ?? 0)}/s`, `${fmt.int(req.total || 0)} in range`);
+    stat.requests.title = `${requests.instances} replica(s) wrote these samples`;
+    set(stat.errors, fmt.int((summary(errors).total || 0) + (summary(modelErrors).total || 0)), `${fmt.int(summary(errors).total || 0)} 5xx · ${fmt.int(summary(modelErrors).total || 0)} model`);
+    const ms = (v) => (v === null || v === undefined ? null : v * 1000);
+    set(stat.latency, `${fmt.ms(ms(summary(p50).p50))} / ${fmt.ms(ms(summary(p95).p95))}`, "HTTP, over the range");
+    lineChart(plots.traffic, [
+      { name: "requests/s", cls: "s1", points: points(requests) },
+      { name: "5xx/s", cls: "s2", points: points(errors) },
+    ]);
+    lineChart(plots.latency, [
+      { name: "p50", cls: "s4", points: points(p50, 1000) },
+      { name: "p95", cls: "s3", points: points(p95, 1000) },
+    ]);
+    // This replica's own counters (the history has them too, per replica; these are instant).
+    const lookups = snapshot.models.cache_hits + snapshot.models.cache_misses;
+    set(stat.cache, lookups ? fmt.pct(snapshot.models.cache_hits / lookups) : "–", `${fmt.int(snapshot.models.cache_hits)} of ${fmt.int(lookups)} · this replica`);
+    const open = snapshot.breakers.filter((b) => b.open);
+    set(stat.breakers, String(open.length), open.map((b) => b.endpoint).join(", ") || `${snapshot.breakers.length} closed`);
+    set(stat.runs, fmt.int(snapshot.workflows.active_runs), Object.entries(snapshot.workflows.runs_ended).map(([k, v]) => `${v} ${k}`).join(" · ") || "this replica");
+  }
+
+  async function alerts() {
+    if (!firing) return;
+    const active = await api("/api/v1/alerts");
+    const now = active.filter((rule) => rule.state === "firing");
+    firing.hidden = now.length === 0;
+    firing.textContent = now.length ? `${now.length} alert${now.length === 1 ? "" : "s"} firing: ${now.map((r) => r.name).join(", ")}` : "";
+  }
+
+  let running = null;
+  async function refresh() {
+    if (running) return running;
+    running = (async () => {
+      try {
+        await Promise.all([me.admin ? system() : null, usage(), alerts()]);
+        showError("overview-error", null);
+        stamp();
+      } catch (error) {
+        showError("overview-error", error);
+      } finally {
+        running = null;
+      }
+    })();
+    return running;
+  }
+
+  let socketLive = false;
+  let lastRefresh = 0;
+  function soon() {
+    const wait = Math.max(0, lastRefresh + refreshMs - Date.now());
+    setTimeout(() => {
+      lastRefresh = Date.now();
+      refresh();
+    }, wait);
+  }
+  // Live: a collector sample (administrators) or an alert changing state means new numbers.
+  const topics = me.admin ? ["dashboard"] : [`user:${me.id}`];
+  live(
+    topics,
+    (message) => {
+      if (message.event === "metrics_sample" || String(message.event).startsWith("alert_") || message.type === "gap") soon();
+    },
+    (state) => {
+      socketLive = state === "live";
+      document.getElementById("live-state").textContent = state;
+    },
+  );
+  // Non-administrators get no sample announcements: poll at the collector's pace; everyone polls
+  // (more slowly) while the socket is down.
+  setInterval(() => {
+    if (!me.admin || !socketLive) soon();
+  }, Math.max(refreshMs, sampleMs));
+  refresh();
 })();
