@@ -57,32 +57,39 @@
   plots.calls = chart("chart-calls", "Model calls");
 
   const seconds = RANGES[range];
+  let failedCalls = 0; // usage.calls with status error, over the range (usage() sets it)
+  let serverErrors = 0; // 5xx answers over the range (system() sets it)
   async function series(name, { fn, labels = [], groupBy } = {}) {
     const since = new Date(Date.now() - seconds * 1000).toISOString();
     return api("/api/v1/db/metrics", { params: { series: name, fn, label: labels, group_by: groupBy, since } });
   }
   const points = (result, scale = 1) => (result.lines[0] ? result.lines[0].points.filter((p) => p[1] !== null).map((p) => [p[0] * 1000, p[1] * scale]) : []);
   const summary = (result) => (result.lines[0] ? result.lines[0].summary : {});
-  const total = (result) => result.lines.reduce((sum, line) => sum + (line.summary.total || 0), 0);
+  const total = (result, keep = () => true) => result.lines.filter(keep).reduce((sum, line) => sum + (line.summary.total || 0), 0);
+  // The lines of a grouped answer added up point by point (one request instead of one per group).
+  function summed(result, keep = () => true, scale = 1) {
+    const byTime = new Map();
+    for (const line of result.lines.filter(keep)) for (const [t, v] of line.points) if (v !== null) byTime.set(t * 1000, (byTime.get(t * 1000) || 0) + v * scale);
+    return [...byTime.entries()].sort((a, b) => a[0] - b[0]);
+  }
 
   async function usage() {
-    const [calls, failed, tokens, cost] = await Promise.all([
-      series("usage.calls"),
-      series("usage.calls", { labels: ["status:error"] }),
+    const [calls, tokens, cost] = await Promise.all([
+      series("usage.calls", { groupBy: "status" }),
       series("usage.tokens", { groupBy: "kind" }),
       series("usage.cost"),
     ]);
-    set(stat.calls, fmt.int(summary(calls).total || 0), `${fmt.int(summary(failed).total || 0)} failed · ${fmt.n(summary(calls).rate || 0)}/s`);
+    const failedLine = (line) => line.labels.status === "error";
+    failedCalls = total(calls, failedLine);
+    set(stat.calls, fmt.int(total(calls)), `${fmt.int(failedCalls)} failed`);
     const kinds = Object.fromEntries(tokens.lines.map((line) => [line.labels.kind, line.summary.total || 0]));
     set(stat.tokens, fmt.int(total(tokens)), `${fmt.int(kinds.prompt || 0)} prompt · ${fmt.int(kinds.completion || 0)} completion`);
     set(stat.cost, fmt.money(summary(cost).total || 0), `over ${rangeSelect.selectedOptions[0].textContent}`);
-    const byTime = new Map();
-    for (const line of tokens.lines) for (const [t, v] of line.points) if (v !== null) byTime.set(t * 1000, (byTime.get(t * 1000) || 0) + v);
-    lineChart(plots.tokens, [{ name: `tokens per ${fmtStep(tokens.step)}`, cls: "s3", points: [...byTime.entries()].sort((a, b) => a[0] - b[0]) }]);
+    lineChart(plots.tokens, [{ name: `tokens per ${fmtStep(tokens.step)}`, cls: "s3", points: summed(tokens) }]);
     lineChart(plots.cost, [{ name: `USD per ${fmtStep(cost.step)}`, cls: "s4", points: points(cost) }]);
     lineChart(plots.calls, [
-      { name: `calls per ${fmtStep(calls.step)}`, cls: "s1", points: points(calls) },
-      { name: "failed", cls: "s2", points: points(failed) },
+      { name: `calls per ${fmtStep(calls.step)}`, cls: "s1", points: summed(calls) },
+      { name: "failed", cls: "s2", points: summed(calls, failedLine) },
     ]);
   }
 
@@ -91,23 +98,25 @@
   }
 
   async function system() {
-    const [requests, errors, p50, p95, modelErrors, snapshot] = await Promise.all([
-      series("http.requests", { fn: "rate" }),
-      series("http.requests", { fn: "rate", labels: ["status_class:5xx"] }),
+    const [requests, p50, p95, snapshot] = await Promise.all([
+      series("http.requests", { fn: "rate", groupBy: "status_class" }),
       series("http.latency", { fn: "p50" }),
       series("http.latency", { fn: "p95" }),
-      series("model.calls", { labels: ["status:error"] }),
       api("/api/v1/metrics/system"),
     ]);
-    const req = summary(requests);
-    set(stat.requests, `${fmt.n(req.current ?? 0)}/s`, `${fmt.int(req.total || 0)} in range`);
+    const is5xx = (line) => line.labels.status_class === "5xx";
+    const all = summed(requests);
+    const current = all.length ? all[all.length - 1][1] : 0;
+    set(stat.requests, `${fmt.n(current)}/s`, `${fmt.int(total(requests))} in range`);
     stat.requests.title = `${requests.instances} replica(s) wrote these samples`;
-    set(stat.errors, fmt.int((summary(errors).total || 0) + (summary(modelErrors).total || 0)), `${fmt.int(summary(errors).total || 0)} 5xx · ${fmt.int(summary(modelErrors).total || 0)} model`);
+    serverErrors = total(requests, is5xx);
     const ms = (v) => (v === null || v === undefined ? null : v * 1000);
-    set(stat.latency, `${fmt.ms(ms(summary(p50).p50))} / ${fmt.ms(ms(summary(p95).p95))}`, "HTTP, over the range");
+    const [a, b] = [ms(summary(p50).p50), ms(summary(p95).p95)];
+    const both = a !== null && b !== null && a < 1000 && b < 1000 ? `${Math.round(a)} / ${Math.round(b)} ms` : `${fmt.ms(a)} / ${fmt.ms(b)}`;
+    set(stat.latency, both, "HTTP, over the range");
     lineChart(plots.traffic, [
-      { name: "requests/s", cls: "s1", points: points(requests) },
-      { name: "5xx/s", cls: "s2", points: points(errors) },
+      { name: "requests/s", cls: "s1", points: all },
+      { name: "5xx/s", cls: "s2", points: summed(requests, is5xx) },
     ]);
     lineChart(plots.latency, [
       { name: "p50", cls: "s4", points: points(p50, 1000) },
@@ -134,7 +143,8 @@
     if (running) return running;
     running = (async () => {
       try {
-        await Promise.all([me.admin ? system() : null, usage(), alerts()]);
+        await Promise.all([usage(), alerts(), me.admin ? system() : null]);
+        if (me.admin) set(stat.errors, fmt.int(serverErrors + failedCalls), `${fmt.int(serverErrors)} 5xx · ${fmt.int(failedCalls)} model`);
         showError("overview-error", null);
         stamp();
       } catch (error) {
