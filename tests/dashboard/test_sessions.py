@@ -288,3 +288,31 @@ async def test_a_disabled_dashboard_serves_nothing_and_its_cookie_opens_nothing(
         assert (await c.get("/dashboard/static/common.js")).status_code == 404
         c.cookies.set(SESSION_COOKIE, token)
         assert (await c.get("/api/v1/auth/me")).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("path", "script"),
+    [
+        ("/dashboard", "overview.js"),
+        ("/dashboard/models", "models.js"),
+        ("/dashboard/logs", "logs.js"),
+        ("/dashboard/logs/log_x", "log.js"),
+        ("/dashboard/contexts", "contexts.js"),
+        ("/dashboard/contexts/ctx_x", "context.js"),
+        ("/dashboard/workflows", "workflows.js"),
+        ("/dashboard/workflows/runs/run_x", "run.js"),
+        ("/dashboard/alerts", "alerts.js"),
+    ],
+)
+async def test_every_page_renders_its_frame_for_a_session(harness: Harness, path: str, script: str) -> None:
+    async with browser(harness) as c:
+        await sign_in(c, api_key=ADMIN_KEY)
+        page = await c.get(path)
+        assert page.status_code == 200
+        assert f'<script src="/dashboard/static/{script}"></script>' in page.text
+        assert (await c.get(f"/dashboard/static/{script}")).status_code == 200
+        assert 'id="sign-out"' in page.text
+        # Signed in already: the sign-in page sends you on.
+        again = await c.get("/dashboard/sign-in?next=/dashboard/models")
+        assert again.status_code == 303
+        assert again.headers["location"] == "/dashboard/models"
