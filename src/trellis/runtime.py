@@ -49,7 +49,7 @@ from trellis.kit.clock import Clock, SystemClock, utc_timestamp
 from trellis.kit.outbound import OutboundClient, OutboundPolicy
 from trellis.kit.vector_math import use_one_blas_thread
 from trellis.metrics.collector import MetricsCollector
-from trellis.metrics.probes import backlog_probe, disk_probe, pool_probe, queue_probe
+from trellis.metrics.probes import backlog_probe, data_dir_gauge, disk_probe, pool_probe, queue_probe
 from trellis.metrics.service import MetricsService, SystemMetricsService
 from trellis.metrics.usage import UsageMeter
 from trellis.ratelimit.base import RateLimiter
@@ -330,6 +330,7 @@ def build_monitoring(
     usage = UsageMeter()
     gateway.on_call = usage.record
     live = LiveMetrics(registry)
+    data_dir_gauge(registry, settings.data_dir)
 
     async def publish_sample(data: dict[str, object]) -> None:
         await bus.publish(DASHBOARD, message("update", "dashboard", "metrics_sample", data, utc_timestamp(clock.now())))

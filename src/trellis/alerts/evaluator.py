@@ -19,9 +19,9 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import Table, bindparam, update
 
 from trellis.alerts import conditions
 from trellis.alerts import repository as repo
@@ -39,6 +39,7 @@ from trellis.storage.database import Database
 log = get_logger(__name__)
 
 LEASE = "alerts-evaluator"
+RULES = cast(Table, AlertRule.__table__)  # Core, for an executemany update by key
 RETENTION_EVERY_SECONDS = 3600
 Sleep = Callable[[float], Awaitable[None]]
 Publish = Callable[[AlertEventOut], Awaitable[None]]
@@ -124,8 +125,8 @@ class AlertEvaluator:
                     raise LeaseLost
                 if updates:
                     await session.execute(
-                        update(AlertRule.__table__)
-                        .where(AlertRule.__table__.c.id == bindparam("rule_id"))
+                        update(RULES)
+                        .where(RULES.c.id == bindparam("rule_id"))
                         .values(
                             state=bindparam("new_state"),
                             state_since=bindparam("new_since"),

@@ -14,8 +14,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trellis.auth.deps import Admin, Reader, RuntimeDep
 from trellis.kit.envelope import Envelope, ok
-from trellis.kit.errors import ValidationFailed
-from trellis.metrics.schemas import CollectorStatusOut, MetricQuery, MetricSeriesOut, SeriesInfo, SystemMetricsOut
+from trellis.metrics.schemas import (
+    CollectorStatusOut,
+    MetricQuery,
+    MetricSeriesOut,
+    SeriesInfo,
+    SystemMetricsOut,
+    parse_labels,
+    split_names,
+)
 
 router = APIRouter(tags=["operations"])
 
@@ -33,23 +40,6 @@ async def metrics(request: Request) -> Response:
 )
 async def system_metrics(principal: Admin, runtime: RuntimeDep) -> Envelope[SystemMetricsOut]:
     return ok(runtime.metrics.snapshot())
-
-
-def parse_labels(raw: list[str]) -> dict[str, str]:
-    """``name:value`` pairs (the ``label`` query parameter, the CLI's ``--label``)."""
-    labels: dict[str, str] = {}
-    for item in raw:
-        name, sep, value = item.partition(":")
-        if not sep or not name:
-            raise ValidationFailed.of("label", f"{item[:100]!r} is not name:value", location="query")
-        if name in labels:
-            raise ValidationFailed.of("label", f"label {name[:64]!r} is given twice", location="query")
-        labels[name] = value
-    return labels
-
-
-def split_names(raw: list[str]) -> list[str]:
-    return [name for item in raw for name in item.split(",") if name]
 
 
 @router.get(

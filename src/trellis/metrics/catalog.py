@@ -124,6 +124,7 @@ _ROUTE_PREFIXES = (
     ("/api/context", "context"),
     ("/api/v1/workflow", "workflow"),
     ("/api/v1/n8n", "workflow"),
+    ("/api/v1/db/metrics", "ops"),  # monitoring reading itself: not the data routes' traffic
     ("/api/v1/db", "db"),
     ("/api/v1/alerts", "alerts"),
     ("/api/v1/auth", "auth"),

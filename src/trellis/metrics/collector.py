@@ -478,7 +478,8 @@ class MetricsCollector:
 
     async def maintain(self, now: datetime | None = None) -> int | None:
         """Retention: delete rows older than each resolution keeps, then empty series. Runs only
-        while this process holds the maintenance lease; returns the rows deleted (None: not ours)."""
+        while this process holds the maintenance lease; returns the rows deleted as the driver counts
+        them (asyncpg reports none for a batch) or None when another replica holds the lease."""
         now = now or self._clock.now()
         settings = self.settings
         async with self._db.transaction() as session:

@@ -87,11 +87,6 @@ def group_lines(
 
 
 async def run(session: AsyncSession, plan: Plan) -> list[MetricLine]:
-    if not plan.lines:
-        return [
-            MetricLine(labels=labels, points=[(t, _empty(plan)) for t in plan.starts], summary=_summary([], plan))
-            for labels in plan.line_labels
-        ] or ([MetricLine(labels={}, points=[(t, _empty(plan)) for t in plan.starts], summary=_summary([], plan))])
     kind = plan.series.kind
     if kind == "counter":
         return await _counters(session, plan)

@@ -7,6 +7,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, Gauge
+
 from trellis.kit.clock import Clock
 from trellis.metrics.collector import GaugeProbe
 from trellis.storage.database import Database
@@ -49,3 +51,20 @@ def disk_probe(data_dir: Path) -> GaugeProbe:
         return [("disk.free_bytes", {}, float(usage.free)), ("disk.free_ratio", {}, usage.free / usage.total)]
 
     return probe
+
+
+def data_dir_gauge(registry: CollectorRegistry, data_dir: Path) -> Gauge:
+    """``trellis_data_dir_free_ratio`` for Prometheus, read at each scrape (deploy/prometheus's disk rule)."""
+    gauge = Gauge(
+        "trellis_data_dir_free_ratio", "Free fraction of the data directory's file system.", registry=registry
+    )
+
+    def ratio() -> float:
+        try:
+            usage = shutil.disk_usage(data_dir)
+        except OSError:
+            return float("nan")
+        return usage.free / usage.total
+
+    gauge.set_function(ratio)
+    return gauge

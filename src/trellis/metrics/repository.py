@@ -133,6 +133,8 @@ async def counter_sums(
     session: AsyncSession, lines: Mapping[int, int], resolution: int, since: int, until: int, step: int
 ) -> list[tuple[int, int, float]]:
     """(line, step start, sum of values) for the counters ``lines`` maps (series id -> line)."""
+    if not lines:
+        return []
     # Only our integers are formatted into the statement (ids, line numbers, the step).
     sql = text(
         f"SELECT {_line_case(lines)} AS line, (ts / {int(step)}) * {int(step)} AS bucket, SUM(value) "  # noqa: S608
@@ -147,6 +149,8 @@ async def histogram_sums(
     session: AsyncSession, lines: Mapping[int, int], resolution: int, since: int, until: int, step: int
 ) -> list[tuple[Any, ...]]:
     """(line, step start, count, sum, b0..b15) merged per line and step."""
+    if not lines:
+        return []
     buckets = ", ".join(f"SUM({column})" for column in BUCKET_COLUMNS)
     sql = text(
         f"SELECT {_line_case(lines)} AS line, (ts / {int(step)}) * {int(step)} AS bucket, SUM(count), SUM(sum), "  # noqa: S608

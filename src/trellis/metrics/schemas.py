@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from trellis.kit.errors import ValidationFailed
+
 
 class HttpTotals(BaseModel):
     requests: int = Field(description="HTTP requests answered by this process (every route, GraphQL included).")
@@ -74,6 +76,23 @@ class MetricQuery(BaseModel):
         default=None,
         description="counter: increase|rate; gauge: last|max|min|avg; histogram: p50|p90|p95|p99|avg|count|rate.",
     )
+
+
+def parse_labels(raw: list[str]) -> dict[str, str]:
+    """``name:value`` pairs (the ``label`` query parameter, the CLI's ``--label``)."""
+    labels: dict[str, str] = {}
+    for item in raw:
+        name, sep, value = item.partition(":")
+        if not sep or not name:
+            raise ValidationFailed.of("label", f"{item[:100]!r} is not name:value", location="query")
+        if name in labels:
+            raise ValidationFailed.of("label", f"label {name[:64]!r} is given twice", location="query")
+        labels[name] = value
+    return labels
+
+
+def split_names(raw: list[str]) -> list[str]:
+    return [name for item in raw for name in item.split(",") if name]
 
 
 class MetricSummary(BaseModel):
