@@ -264,3 +264,43 @@ async def test_the_dashboard_in_chromium(tmp_path: Path) -> None:
             assert overflow <= 1, f"{path} is {overflow}px wider than a phone's screen"
             await small.screenshot(path=shots / f"{name}.png", full_page=True)
         assert phone_errors == []
+
+
+async def test_a_developer_sees_their_own_usage_only(tmp_path: Path) -> None:
+    shots = artifacts("developer")
+    async with (
+        trellis_serve(tmp_path) as server,
+        chromium() as browser,
+        httpx.AsyncClient(base_url=server.url, headers=ADMIN, timeout=120) as admin,
+    ):
+        made = await admin.post(
+            "/api/v1/users", json={"username": "dev", "password": "a long password", "role": "developer"}
+        )
+        assert made.status_code == 201, made.text
+        key = await admin.post("/api/v1/keys", json={"name": "dev", "user_id": made.json()["data"]["id"]})
+        dev_headers = {"Authorization": f"Bearer {key.json()['data']['key']}"}
+        body = {"prompt": "Say the word emu.", "max_tokens": 4, "temperature": 0}
+        assert (await admin.post("/api/v1/ai/generate", json=body)).status_code == 200  # not dev's
+        assert (await admin.post("/api/v1/ai/generate", json=body, headers=dev_headers)).status_code == 200
+
+        page = await (await browser.new_context(viewport={"width": 1280, "height": 800})).new_page()
+        errors = watch_errors(page)
+        await page.goto(server.url + "/dashboard")
+        await page.fill("#password-form input[name=username]", "dev")
+        await page.fill("#password-form input[name=password]", "a long password")
+        await page.click("#password-form button[type=submit]")
+        await page.wait_for_url("**/dashboard")
+        assert "Your own usage" in await page.inner_text("#overview-scope")
+        # The usage series are the user's: their one call, not the administrator's.
+        await page.wait_for_function(f"([sel]) => ({DIGITS})(sel) === 1", arg=["#stat-calls .value"], timeout=30_000)
+        assert await page.locator("#stat-requests").count() == 0  # system series are for administrators
+        assert await page.locator("#chart-traffic").count() == 0
+        await page.screenshot(path=shots / "01-overview.png", full_page=True)
+        await page.click("header nav >> text=Log")
+        await page.wait_for_selector("#log-table tbody tr.log-row")
+        assert await page.locator("#log-table tbody tr.log-row").count() == 1
+        assert await page.locator("#log-filters input[name=user_id]").count() == 0
+        await page.screenshot(path=shots / "02-log.png", full_page=True)
+        await page.click("header nav >> text=Alerts")
+        await page.wait_for_selector("#rule-table td:text-is('No rules.')")  # built-in rules are the operator's
+        assert errors == []
