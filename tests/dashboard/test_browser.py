@@ -185,6 +185,8 @@ async def test_the_dashboard_in_chromium(tmp_path: Path) -> None:
         run_row = page.locator(f"tr[data-run='{run_id}']")
         await run_row.wait_for(timeout=20_000)
         await page.wait_for_selector(f"tr[data-run='{run_id}'][data-status='waiting']", timeout=20_000)
+        await page.wait_for_selector(f"#dashboard-feed li:has-text('{run_id}')")  # every user's runs (admins)
+        assert "metrics_sample" not in await page.inner_text("#dashboard-feed")  # only runs in that feed
         await page.screenshot(path=shots / "09-workflows-live.png", full_page=True)
         await run_row.locator("button.cancel").click()
         await page.wait_for_selector(f"tr[data-run='{run_id}'][data-status='cancelled']")

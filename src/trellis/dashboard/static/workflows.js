@@ -90,14 +90,16 @@
   live(
     topics,
     (message) => {
+      if (message.type === "gap") return load();
+      // The feeds carry other news too (collector samples, alerts): only runs matter here.
+      if (!String(message.event).startsWith("workflow_")) return;
       if (message.topic === "dashboard" && feed) {
         const d = message.data || {};
         if (feed.firstChild && feed.firstChild.classList.contains("muted")) feed.replaceChildren();
         feed.prepend(el("li", {}, el("span", { class: "muted", text: fmt.clock(message.timestamp) + " " }), `${d.type || message.event} · ${d.run_id || ""}${d.workflow ? " · " + d.workflow : ""}${d.owner_id ? " · " + d.owner_id : ""}`));
         while (feed.children.length > 50) feed.lastChild.remove();
       }
-      if (message.type !== "gap") soon();
-      else load();
+      soon();
     },
     (state) => {
       document.getElementById("live-state").textContent = state;
