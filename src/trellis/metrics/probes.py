@@ -36,11 +36,20 @@ def backlog_probe(backlog: Callable[[], int]) -> GaugeProbe:
     return probe
 
 
-def queue_probe(database: Database, clock: Clock) -> GaugeProbe:
+def queue_probe(database: Database, clock: Clock, every_seconds: float = 60.0) -> GaugeProbe:
+    """A database count: read at most once a minute (the other samples repeat it), since it is
+    most of a sample's cost and a queue's depth needs no 10-second resolution."""
+    last: list[tuple[float, Readings]] = []
+
     async def probe() -> Readings:
+        now = clock.monotonic()
+        if last and now - last[0][0] < every_seconds:
+            return last[0][1]
         async with database.reader() as session:
             depth = await workflow_repo.queue_depth(session, clock.now())
-        return [("workflow.queue_depth", {}, float(depth))]
+        readings: Readings = [("workflow.queue_depth", {}, float(depth))]
+        last[:] = [(now, readings)]
+        return readings
 
     return probe
 

@@ -31,8 +31,10 @@ class SeriesRow:
 
 
 def _insert(session: AsyncSession, table: Any) -> Any:
+    """A dialect insert on the table itself (Core: a sample write skips the ORM's bulk machinery)."""
     dialect = session.get_bind().dialect.name
-    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    target = getattr(table, "__table__", table)
+    return postgresql.insert(target) if dialect == "postgresql" else sqlite.insert(target)
 
 
 # --- series ---------------------------------------------------------------------------------------
@@ -86,7 +88,7 @@ async def write_samples(session: AsyncSession, counters: list[dict[str, Any]], g
     if counters:
         stmt = _insert(session, MetricSample)
         stmt = stmt.on_conflict_do_update(
-            index_elements=["series_id", "resolution", "ts"], set_={"value": MetricSample.value + stmt.excluded.value}
+            index_elements=["series_id", "resolution", "ts"], set_={"value": stmt.table.c.value + stmt.excluded.value}
         )
         await session.execute(stmt, counters)
     if gauges:
@@ -101,12 +103,13 @@ async def write_histograms(session: AsyncSession, rows: list[dict[str, Any]]) ->
     if not rows:
         return
     stmt = _insert(session, MetricHistogram)
+    table = stmt.table
     merged: dict[str, Any] = {
-        "count": MetricHistogram.count + stmt.excluded.count,
-        "sum": MetricHistogram.sum + stmt.excluded.sum,
+        "count": table.c.count + stmt.excluded.count,
+        "sum": table.c.sum + stmt.excluded.sum,
     }
     for column in BUCKET_COLUMNS:
-        mine = getattr(MetricHistogram, column)
+        mine = table.c[column]
         theirs = getattr(stmt.excluded, column)
         merged[column] = func.coalesce(mine, 0) + func.coalesce(theirs, 0)
     await session.execute(
