@@ -120,6 +120,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         }
         values.update(overrides)
         values["workflow"] = {"secret_keys": [WORKFLOW_SECRET_KEY], **values.get("workflow", {})}
+        # The metric collector and the alert evaluator are background loops: off unless a test asks.
+        values["metrics"] = {"collect": False, **values.get("metrics", {})}
+        values["alerts"] = {"evaluate": False, **values.get("alerts", {})}
         return Settings(**values)
 
     return factory

@@ -10,11 +10,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from trellis import __version__
+from trellis.alerts.api import router as alerts_router
 from trellis.auth.api import router as auth_router
 from trellis.context.api import router as context_router
 from trellis.context.ingest.api import INGEST_PATH
 from trellis.context.ingest.api import router as ingest_router
 from trellis.context.search.api import router as search_router
+from trellis.dashboard.api import router as dashboard_router
+from trellis.dashboard.api import static_files as dashboard_static
 from trellis.episodic.api import router as logs_router
 from trellis.gateway.api import router as gateway_router
 from trellis.gateway.openai_api import router as openai_router
@@ -111,6 +114,10 @@ def create_app(
     app.include_router(workflow_runs_router)
     app.include_router(n8n_router)
     app.include_router(ws_router)
+    app.include_router(alerts_router)
+    if settings.dashboard.enabled:
+        app.include_router(dashboard_router)
+        app.mount("/dashboard/static", dashboard_static(), name="dashboard-static")
     return app
 
 

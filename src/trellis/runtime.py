@@ -16,6 +16,10 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
+from trellis.alerts.evaluator import AlertEvaluator
+from trellis.alerts.notify import AlertNotifier
+from trellis.alerts.schemas import AlertEventOut
+from trellis.alerts.service import AlertService
 from trellis.auth.cache import AuthEpoch, FileAuthEpoch, NoAuthEpoch, PostgresAuthEpoch, RedisAuthEpoch
 from trellis.auth.secrets import resolve_jwt_secret
 from trellis.auth.service import AuthService
@@ -26,10 +30,12 @@ from trellis.context.index.service import GatewayIndexer
 from trellis.context.ingest.service import IngestService
 from trellis.context.search.service import ContextSearch
 from trellis.context.service import ContextService
+from trellis.dashboard.service import DashboardSessions
 from trellis.episodic.service import EpisodicLogService
 from trellis.episodic.writer import EpisodicLogWriter
-from trellis.events.base import EventBus
+from trellis.events.base import DASHBOARD, EventBus, MessageType, message, user_topic
 from trellis.events.memory import MemoryEventBus
+from trellis.events.metrics import LiveMetrics
 from trellis.events.redis import RedisEventBus
 from trellis.events.runs import RunEventPublisher
 from trellis.events.service import LiveEvents
@@ -39,10 +45,13 @@ from trellis.gateway.providers.base import ProviderContext
 from trellis.gateway.providers.registry import ProviderRegistry
 from trellis.gateway.resilience import CircuitBreaker, MemoryCircuitBreaker, RedisCircuitBreaker
 from trellis.gateway.service import Gateway
-from trellis.kit.clock import Clock, SystemClock
+from trellis.kit.clock import Clock, SystemClock, utc_timestamp
 from trellis.kit.outbound import OutboundClient, OutboundPolicy
 from trellis.kit.vector_math import use_one_blas_thread
-from trellis.metrics.service import SystemMetricsService
+from trellis.metrics.collector import MetricsCollector
+from trellis.metrics.probes import backlog_probe, data_dir_gauge, disk_probe, pool_probe, queue_probe
+from trellis.metrics.service import MetricsService, SystemMetricsService
+from trellis.metrics.usage import UsageMeter
 from trellis.ratelimit.base import RateLimiter
 from trellis.ratelimit.memory import MemoryRateLimiter
 from trellis.ratelimit.redis import RedisRateLimiter
@@ -85,6 +94,21 @@ class Runtime:
     live: LiveEvents
     access_watch: AccessWatch
     system_metrics: SystemMetricsService
+    monitoring: Monitoring
+    dashboard: DashboardSessions
+
+    @property
+    def metrics(self) -> MetricsService:
+        """The metric history and this process's snapshot (REST, GraphQL, CLI)."""
+        return self.monitoring.metrics
+
+    @property
+    def alerts(self) -> AlertService:
+        return self.monitoring.alerts
+
+    @property
+    def live_metrics(self) -> LiveMetrics:
+        return self.monitoring.live
 
     @property
     def workflow_worker(self) -> WorkflowWorker | None:
@@ -113,14 +137,18 @@ class Runtime:
             self.workflow_parts.worker = self.workflow_parts.new_worker()
         return self.workflow_parts.worker
 
-    def start(self, *, index_sweep: bool = True, workflow_worker: bool = True) -> None:
+    def start(self, *, index_sweep: bool = True, workflow_worker: bool = True, monitoring: bool = True) -> None:
         """Start the background workers (call from a running event loop): the episodic log writer,
         then the context indexer, then the workflow worker's loops. ``index_sweep=False`` (one-shot
         CLI commands) leaves the sweep for contexts without a current vector to the server; what a
         command schedules is still embedded when it closes the runtime. ``workflow_worker=False``
-        leaves workflow runs to the server's (or the workers') pool."""
+        leaves workflow runs to the server's (or the workers') pool. ``monitoring=False`` (one-shot
+        CLI commands) starts neither the metric collector nor the alert evaluator; otherwise
+        ``[metrics] collect`` and ``[alerts] evaluate`` decide."""
         self.logs.start()
         self.bus.start()
+        if monitoring:
+            self.monitoring.start()
         if index_sweep:
             self.indexer.start()
         if workflow_worker and self.workflow_worker is not None:
@@ -129,6 +157,7 @@ class Runtime:
     async def close(self) -> None:
         """Stop the workers, draining them, then close the backends. Every door ends here: the app's
         lifespan and each CLI command, so no queued log row or scheduled embedding is lost."""
+        await self.monitoring.stop()  # a last sample and the roll-ups in progress: needs the database
         if self.workflow_worker is not None:
             await self.workflow_worker.stop()  # finishes or hands back its runs: needs everything below
         if self.work_queue is not None:
@@ -221,6 +250,10 @@ def build_runtime(
     workflow_parts = build_workflows(
         settings, clock, database, gateway, context, search, registry, on_events=run_events
     )
+    system_metrics = SystemMetricsService(registry, clock)
+    monitoring = build_monitoring(
+        settings, clock, database, registry, gateway, indexer, bus, workflow_parts, system_metrics
+    )
     return Runtime(
         settings,
         clock,
@@ -250,8 +283,99 @@ def build_runtime(
             runs_on_bus=bus.backend != "memory" or workflow_parts.worker is not None,
         ),
         AccessWatch(auth, clock, interval_seconds=settings.ws.credential_check_seconds),
-        SystemMetricsService(registry, clock),
+        system_metrics,
+        monitoring,
+        dashboard=DashboardSessions(database, auth, settings.dashboard, clock),
     )
+
+
+@dataclass
+class Monitoring:
+    """The metric history (collector, queries) and alerts (service, evaluator, notifier) of one process."""
+
+    settings: Settings
+    usage: UsageMeter
+    live: LiveMetrics
+    collector: MetricsCollector
+    metrics: MetricsService
+    alerts: AlertService
+    evaluator: AlertEvaluator
+
+    def start(self) -> None:
+        if self.settings.metrics.collect:
+            self.collector.start()
+        if self.settings.alerts.evaluate:
+            self.evaluator.start()
+
+    async def stop(self) -> None:
+        await self.evaluator.stop()
+        if self.collector.running:
+            await self.collector.stop()
+
+
+def build_monitoring(
+    settings: Settings,
+    clock: Clock,
+    database: Database,
+    registry: CollectorRegistry,
+    gateway: Gateway,
+    indexer: GatewayIndexer,
+    bus: EventBus,
+    workflow_parts: WorkflowParts,
+    system_metrics: SystemMetricsService,
+) -> Monitoring:
+    """The collector samples this process (usage from the gateway's call records, gauges from probes)
+    and publishes each sample's headline numbers to the dashboard feed; the evaluator publishes alert
+    state changes there and to the rule owner's feed."""
+    usage = UsageMeter()
+    gateway.on_call = usage.record
+    live = LiveMetrics(registry)
+    data_dir_gauge(registry, settings.data_dir)
+
+    async def publish_sample(data: dict[str, object]) -> None:
+        await bus.publish(DASHBOARD, message("update", "dashboard", "metrics_sample", data, utc_timestamp(clock.now())))
+
+    async def publish_alert(event: AlertEventOut) -> None:
+        kind = "alert_notification" if event.notification.status in ("sent", "failed") else "alert_state"
+        type_: MessageType = "error" if event.to_state == "firing" and kind == "alert_state" else "update"
+        msg = message(type_, "dashboard", kind, event.model_dump(mode="json"), utc_timestamp(clock.now()))
+        items: list[tuple[str, dict[str, object], int | None]] = [(DASHBOARD, msg, None)]
+        if event.owner_id is not None:
+            items.append((user_topic(event.owner_id), msg, None))
+        await bus.publish_many(items)
+
+    collector = MetricsCollector(
+        database,
+        clock,
+        settings.metrics,
+        registry,
+        usage,
+        probes=[
+            pool_probe(database),
+            backlog_probe(lambda: indexer.backlog),
+            queue_probe(database, clock),
+            disk_probe(settings.data_dir),
+        ],
+        publish=publish_sample,
+    )
+    metrics = MetricsService(database, clock, settings.metrics, system_metrics, collector)
+    alerts = AlertService(
+        database, clock, settings.alerts, metrics, workflow_parts.outbound, build_secret_box(settings)
+    )
+    notifier = AlertNotifier(
+        database, clock, settings.alerts, alerts, workflow_parts.outbound, on_outcome=publish_alert
+    )
+    evaluator = AlertEvaluator(
+        database,
+        clock,
+        settings.alerts,
+        settings.metrics,
+        alerts,
+        notifier,
+        holder=collector.instance,
+        publish=publish_alert,
+    )
+    return Monitoring(settings, usage, live, collector, metrics, alerts, evaluator)
 
 
 def build_bus(settings: Settings, redis: Redis | None) -> EventBus:

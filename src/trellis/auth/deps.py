@@ -15,6 +15,7 @@ from fastapi import Depends, Request, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from trellis.auth.schemas import Principal, Scope
+from trellis.dashboard.service import CSRF_HEADER, SESSION_COOKIE
 from trellis.kit.errors import AuthenticationFailed, PermissionDenied
 from trellis.ratelimit.base import Decision, take_or_refuse
 from trellis.runtime import Runtime
@@ -75,15 +76,28 @@ def require_scope(principal: Principal, scope: Scope) -> None:
         raise PermissionDenied(f"This credential lacks the '{scope.value}' scope", details={"scope": scope.value})
 
 
+async def authenticate_request(runtime: Runtime, request: Request, credential: str | None) -> Principal:
+    """Step 1 for a REST request: its credential, or else the dashboard's session cookie (a change
+    made with the cookie must carry the session's CSRF token: trellis.dashboard.service)."""
+    if credential is None and runtime.settings.dashboard.enabled:
+        session_token = request.cookies.get(SESSION_COOKIE)
+        if session_token:
+            return await runtime.dashboard.authenticate_request(
+                session_token, request.method, request.headers.get(CSRF_HEADER)
+            )
+    return await authenticate(runtime, credential)
+
+
 def guard(scope: Scope, route_class: RouteClass = RouteClass.DEFAULT) -> Callable[..., Awaitable[Principal]]:
     async def dependency(
+        request: Request,
         runtime: RuntimeDep,
         response: Response,
         bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         api_key: Annotated[str | None, Depends(_api_key_header)],
     ) -> Principal:
         credential = bearer.credentials if bearer is not None else api_key
-        principal = await authenticate(runtime, credential)
+        principal = await authenticate_request(runtime, request, credential)
         await spend(runtime, response, principal, route_class)
         require_scope(principal, scope)
         return principal

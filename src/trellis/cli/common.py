@@ -80,7 +80,7 @@ def run(work: Callable[[Runtime], Awaitable[T]], *, workflow_worker: bool = Fals
 
     async def main() -> T:
         runtime = build_runtime(loaded)
-        runtime.start(index_sweep=False, workflow_worker=workflow_worker)
+        runtime.start(index_sweep=False, workflow_worker=workflow_worker, monitoring=False)
         try:
             return await work(runtime)
         finally:

@@ -18,7 +18,7 @@ import typer
 
 from trellis import __version__
 from trellis.auth.secrets import ADMIN_KEY_FILE
-from trellis.cli import auth, context, gateway, ingest, search, workflow
+from trellis.cli import alerts, auth, context, gateway, ingest, metrics, search, workflow
 from trellis.cli.common import console, fail, prepare_embedded, redact_url, run, settings
 from trellis.runtime import Runtime
 from trellis.storage import migrate as migrations
@@ -40,6 +40,8 @@ context.context_app.command("search")(search.context_search)
 context.context_app.command("ingest")(ingest.ingest)
 app.add_typer(context.context_app, name="context")
 app.add_typer(workflow.workflow_app, name="workflow")
+app.add_typer(metrics.metrics_app, name="metrics")
+app.add_typer(alerts.alerts_app, name="alerts")
 
 
 @app.command()
@@ -134,6 +136,7 @@ def worker(
     async def work(runtime: Runtime) -> None:
         pool = runtime.own_workflow_worker()
         pool.start()
+        runtime.monitoring.start()  # this process's metrics, and a turn at evaluating alerts
         queue = runtime.work_queue
         if queue is not None:
             await queue.consume(pool.handle, concurrency=loaded.workflow.worker_concurrency)

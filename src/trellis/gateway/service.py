@@ -151,6 +151,8 @@ class Gateway:
         self._embeddings = embeddings or EmbeddingCache.from_settings(settings.gateway, clock)
         self._logs = logs
         self.metrics = metrics
+        # Every call record also goes here (the runtime sets it: the metric history's usage meter).
+        self.on_call: Callable[[CallRecord], None] | None = None
         self._clock = clock
         self._retry = RetryPolicy.from_settings(settings.gateway)
         self._sleep = sleep
@@ -724,30 +726,31 @@ class Gateway:
             self.metrics.tokens.labels(parts.served, "prompt").inc(usage.prompt_tokens)
             self.metrics.tokens.labels(parts.served, "completion").inc(usage.completion_tokens)
             self.metrics.latency.labels(parts.served, parts.provider).observe(parts.latency)
-        self._logs.submit(
-            CallRecord(
-                owner_id=ctx.principal.user_id,
-                request_id=ctx.request_id,
-                door=ctx.door,
-                requested_model=parts.requested,
-                served_model=parts.served,
-                provider=parts.provider,
-                prompt=parts.prompt,
-                messages=[{"role": m.role, "content": m.content} for m in request.messages],
-                response=parts.completion.text,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                latency_ms=parts.latency * 1000,
-                ttft_ms=None if parts.ttft is None else parts.ttft * 1000,
-                cost=cost,
-                cached=parts.cached,
-                status=parts.status,
-                error=parts.error,
-                finish_reason=parts.completion.finish_reason,
-                attempts=parts.attempts,
-                fallback_from=parts.fallback_from,
-            )
+        record = CallRecord(
+            owner_id=ctx.principal.user_id,
+            request_id=ctx.request_id,
+            door=ctx.door,
+            requested_model=parts.requested,
+            served_model=parts.served,
+            provider=parts.provider,
+            prompt=parts.prompt,
+            messages=[{"role": m.role, "content": m.content} for m in request.messages],
+            response=parts.completion.text,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            latency_ms=parts.latency * 1000,
+            ttft_ms=None if parts.ttft is None else parts.ttft * 1000,
+            cost=cost,
+            cached=parts.cached,
+            status=parts.status,
+            error=parts.error,
+            finish_reason=parts.completion.finish_reason,
+            attempts=parts.attempts,
+            fallback_from=parts.fallback_from,
         )
+        if self.on_call is not None:
+            self.on_call(record)
+        self._logs.submit(record)
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from trellis.settings.alerts import AlertsSettings
 from trellis.settings.auth import RateRule, Role, RouteClass, default_rate_limits
 from trellis.settings.context import ContextSettings
+from trellis.settings.dashboard import DashboardSettings
 from trellis.settings.events import EventsSettings
 from trellis.settings.gateway import GatewaySettings, ModelConfig, default_models
 from trellis.settings.graphql import GraphQLSettings
+from trellis.settings.metrics import MetricsSettings
 from trellis.settings.workflow import WorkflowSettings
 from trellis.settings.ws import WsSettings
 
@@ -106,6 +109,9 @@ class Settings(BaseSettings):
     events: EventsSettings = Field(default_factory=EventsSettings)
     ws: WsSettings = Field(default_factory=WsSettings)
     graphql: GraphQLSettings = Field(default_factory=GraphQLSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
 
     def all_models(self) -> dict[str, ModelConfig]:
         models = default_models() if self.include_default_models else {}

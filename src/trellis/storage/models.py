@@ -6,10 +6,13 @@ it at run time, so a domain never learns about another through it. A new domain 
 its ``models`` here.
 """
 
+from trellis.alerts.models import AlertEvent, AlertRule, AlertSilence
 from trellis.auth.models import ApiKey, User, WsTicket
 from trellis.context.index.models import ContextEmbedding, ContextVectorEpoch
 from trellis.context.models import Context, ContextRelationship
+from trellis.dashboard.models import DashboardSession
 from trellis.episodic.models import EpisodicLog
+from trellis.metrics.models import MetricHistogram, MetricSample, MetricSeries, MonitorLease
 from trellis.storage.base import Base
 from trellis.vectors.models import VectorCollection, VectorItem
 from trellis.workflows.models import (
@@ -24,13 +27,21 @@ from trellis.workflows.models import (
 )
 
 __all__ = [
+    "AlertEvent",
+    "AlertRule",
+    "AlertSilence",
     "ApiKey",
     "Base",
     "Context",
     "ContextEmbedding",
     "ContextRelationship",
     "ContextVectorEpoch",
+    "DashboardSession",
     "EpisodicLog",
+    "MetricHistogram",
+    "MetricSample",
+    "MetricSeries",
+    "MonitorLease",
     "N8nConnection",
     "User",
     "VectorCollection",

@@ -397,6 +397,14 @@ async def next_due(session: AsyncSession) -> datetime | None:
     return row.scalar()
 
 
+async def queue_depth(session: AsyncSession, now: datetime) -> int:
+    """Runs queued and due, waiting for a worker (the metric history's ``workflow.queue_depth``)."""
+    row = await session.execute(
+        select(func.count()).select_from(WorkflowRun).where(WorkflowRun.due_at <= now, WorkflowRun.status == "queued")
+    )
+    return int(row.scalar() or 0)
+
+
 async def due_runs(
     session: AsyncSession, now: datetime, limit: int, *, nudged_after: datetime | None = None
 ) -> list[str]:

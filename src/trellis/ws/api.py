@@ -63,4 +63,9 @@ async def websocket(websocket: WebSocket) -> None:
             CLOSE_UNAUTHENTICATED, "credentials are never taken from the URL: use ?ticket= (POST /api/v1/ws/ticket)"
         )
         return
-    await serve(websocket, runtime, params.get("ticket"))
+    gauge = runtime.live_metrics.ws_connections
+    gauge.inc()
+    try:
+        await serve(websocket, runtime, params.get("ticket"))
+    finally:
+        gauge.dec()

@@ -118,6 +118,11 @@ class GatewayIndexer:
                 pending.pop(context_id, None)
         self.index_backend.invalidate(owner_id)
 
+    @property
+    def backlog(self) -> int:
+        """Contexts scheduled and not yet embedded (the metric history's ``index.backlog``)."""
+        return sum(len(pending) for pending in self._pending.values())
+
     # --- the model --------------------------------------------------------------------------------
 
     def model_name(self) -> str | None:

@@ -1,0 +1,111 @@
+"""Queries of the alert tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from trellis.alerts.models import AlertEvent, AlertRule, AlertSilence
+
+
+async def rule_by_id(session: AsyncSession, rule_id: str) -> AlertRule | None:
+    return await session.get(AlertRule, rule_id)
+
+
+async def rules(session: AsyncSession, owner_id: str | None, *, everyone: bool) -> list[AlertRule]:
+    """``everyone``: all rules (administrators); else ``owner_id``'s."""
+    query = select(AlertRule).order_by(AlertRule.created_at, AlertRule.id)
+    if not everyone:
+        query = query.where(AlertRule.owner_id == owner_id)
+    return list((await session.execute(query)).scalars())
+
+
+async def count_owned(session: AsyncSession, owner_id: str) -> int:
+    result = await session.execute(select(func.count()).select_from(AlertRule).where(AlertRule.owner_id == owner_id))
+    return int(result.scalar() or 0)
+
+
+async def builtin_names(session: AsyncSession) -> set[str]:
+    result = await session.execute(select(AlertRule.builtin).where(AlertRule.builtin.is_not(None)))
+    return {name for name in result.scalars() if name}
+
+
+async def silenced_until(session: AsyncSession, rule_ids: Sequence[str], now: datetime) -> dict[str, datetime]:
+    if not rule_ids:
+        return {}
+    result = await session.execute(
+        select(AlertSilence.rule_id, func.max(AlertSilence.ends_at))
+        .where(AlertSilence.rule_id.in_(rule_ids), AlertSilence.ends_at > now)
+        .group_by(AlertSilence.rule_id)
+    )
+    out: dict[str, datetime] = {}
+    for rule_id, ends in result.all():
+        out[rule_id] = ends if ends.tzinfo else ends.replace(tzinfo=now.tzinfo)
+    return out
+
+
+async def events_page(
+    session: AsyncSession,
+    *,
+    owner_id: str | None,
+    everyone: bool,
+    rule_id: str | None,
+    to_state: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[AlertEvent]:
+    query = select(AlertEvent).order_by(AlertEvent.at.desc(), AlertEvent.id.desc()).limit(limit)
+    if not everyone:
+        query = query.where(AlertEvent.owner_id == owner_id)
+    if rule_id is not None:
+        query = query.where(AlertEvent.rule_id == rule_id)
+    if to_state is not None:
+        query = query.where(AlertEvent.to_state == to_state)
+    if since is not None:
+        query = query.where(AlertEvent.at >= since)
+    if until is not None:
+        query = query.where(AlertEvent.at < until)
+    if after is not None:
+        query = query.where(tuple_(AlertEvent.at, AlertEvent.id) < tuple_(after[0], after[1]))
+    return list((await session.execute(query)).scalars())
+
+
+async def pending_notifications(session: AsyncSession, before: datetime, limit: int = 100) -> list[AlertEvent]:
+    result = await session.execute(
+        select(AlertEvent)
+        .where(AlertEvent.notify_status == "pending", AlertEvent.at <= before)
+        .order_by(AlertEvent.at)
+        .limit(limit)
+    )
+    return list(result.scalars())
+
+
+async def record_notification(
+    session: AsyncSession, event_id: str, status: str, attempts: int, error: str | None, at: datetime | None
+) -> None:
+    await session.execute(
+        update(AlertEvent)
+        .where(AlertEvent.id == event_id)
+        .values(notify_status=status, notify_attempts=attempts, notify_error=error, notified_at=at)
+    )
+
+
+async def silences(
+    session: AsyncSession, owner_id: str | None, *, everyone: bool, active_at: datetime | None
+) -> list[AlertSilence]:
+    query = select(AlertSilence).order_by(AlertSilence.created_at.desc(), AlertSilence.id.desc()).limit(500)
+    if not everyone:
+        query = query.where(AlertSilence.owner_id == owner_id)
+    if active_at is not None:
+        query = query.where(AlertSilence.ends_at > active_at)
+    return list((await session.execute(query)).scalars())
+
+
+async def delete_events_before(session: AsyncSession, cut: datetime) -> int:
+    result = await session.execute(delete(AlertEvent).where(AlertEvent.at < cut))
+    return max(result.rowcount or 0, 0)  # type: ignore[attr-defined]
