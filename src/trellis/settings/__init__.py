@@ -1,13 +1,14 @@
 """One validated settings object for the whole service, one module per section.
 
 ``core`` holds ``Settings`` (sources: keyword arguments, ``TRELLIS_*`` variables, ``trellis.toml``)
-and ``load_settings``; ``auth``, ``context``, ``events``, ``gateway``, ``graphql``, ``workflow`` and ``ws``
+and ``load_settings``; ``auth``, ``context``, ``dspy``, ``events``, ``gateway``, ``graphql``, ``workflow`` and ``ws``
 hold the sections it is made of. This package imports no domain: domains import it.
 """
 
 from trellis.settings.auth import RateRule, Role, RouteClass
 from trellis.settings.context import DEFAULT_CONTEXT_TYPES, ContextSettings
 from trellis.settings.core import MIN_SECRET_BYTES, Settings, SettingsError, default_data_dir, load_settings
+from trellis.settings.dspy import DSPySettings
 from trellis.settings.events import EventsSettings
 from trellis.settings.gateway import GatewaySettings, ModelConfig
 from trellis.settings.graphql import GraphQLSettings
@@ -18,6 +19,7 @@ __all__ = [
     "DEFAULT_CONTEXT_TYPES",
     "MIN_SECRET_BYTES",
     "ContextSettings",
+    "DSPySettings",
     "EventsSettings",
     "GatewaySettings",
     "GraphQLSettings",

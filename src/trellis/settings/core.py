@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 from trellis.settings.auth import RateRule, Role, RouteClass, default_rate_limits
 from trellis.settings.context import ContextSettings
+from trellis.settings.dspy import DSPySettings
 from trellis.settings.events import EventsSettings
 from trellis.settings.gateway import GatewaySettings, ModelConfig, default_models
 from trellis.settings.graphql import GraphQLSettings
@@ -106,6 +107,7 @@ class Settings(BaseSettings):
     events: EventsSettings = Field(default_factory=EventsSettings)
     ws: WsSettings = Field(default_factory=WsSettings)
     graphql: GraphQLSettings = Field(default_factory=GraphQLSettings)
+    dspy: DSPySettings = Field(default_factory=DSPySettings)
 
     def all_models(self) -> dict[str, ModelConfig]:
         models = default_models() if self.include_default_models else {}

@@ -1,0 +1,30 @@
+"""``[dspy]``: DSPy modules and programs: their model calls, optimization budgets, program files."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DSPySettings(BaseModel):
+    """DSPy modules, programs and the optimization loop (``[dspy]`` in trellis.toml, ``TRELLIS_DSPY__*``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The model a module's predictors use when a run names none (None: the gateway's default chat model).
+    default_model: str | None = None
+    # Sampling for module calls: 0 makes a module's answer repeatable (and lets the gateway cache it).
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
+    max_tokens: Annotated[int, Field(gt=0)] = 256
+    # Largest JSON body of a module run's inputs, and of one dataset upload.
+    max_input_bytes: Annotated[int, Field(gt=0)] = 262_144
+    max_dataset_bytes: Annotated[int, Field(gt=0)] = 4_194_304
+    max_dataset_examples: Annotated[int, Field(gt=0, le=100_000)] = 5_000
+    # Optimization budgets: the most model calls one optimization may make (400 above it), and the
+    # most few-shot demos a compiled program may carry.
+    max_optimization_calls: Annotated[int, Field(gt=0)] = 2_000
+    max_demos: Annotated[int, Field(ge=0, le=32)] = 8
+    # When the caller's `ai` budget is empty in the middle of an optimization run, wait for it up to this
+    # long per model call (a module run from a request gets the 429 at once).
+    rate_limit_wait_seconds: Annotated[float, Field(ge=0, le=600)] = 60.0
