@@ -15,6 +15,7 @@ from trellis.context.api import router as context_router
 from trellis.context.ingest.api import INGEST_PATH
 from trellis.context.ingest.api import router as ingest_router
 from trellis.context.search.api import router as search_router
+from trellis.dspy.api import router as dspy_router
 from trellis.episodic.api import router as logs_router
 from trellis.gateway.api import router as gateway_router
 from trellis.gateway.openai_api import router as openai_router
@@ -110,6 +111,7 @@ def create_app(
     app.include_router(workflow_definitions_router)
     app.include_router(workflow_runs_router)
     app.include_router(n8n_router)
+    app.include_router(dspy_router)
     app.include_router(ws_router)
     return app
 

@@ -37,7 +37,6 @@ from dspy.lm15 import (
     Response,
     StreamDeltaEvent,
     StreamEndEvent,
-    StreamEvent,
     StreamStartEvent,
     TextDelta,
     TextPart,
@@ -56,6 +55,8 @@ _HONOURED = {"max_tokens", "temperature", "top_p", "stop", "seed", "response_for
 _FINISH = {"stop": "stop", "length": "length", "error": "error", "cancelled": "error"}
 MODEL_PREFIX = "trellis/"
 IDENTITY_KEY = "trellis_call"
+# dspy.lm15's StreamStartEvent | StreamDeltaEvent | StreamEndEvent | StreamErrorEvent (not exported).
+StreamEvent = Any
 
 Admit = Callable[["CallIdentity"], Awaitable[None]]
 
@@ -142,7 +143,8 @@ class AsyncGatewayEngine:
         if fmt is not None:
             kind = fmt.get("type")
             if kind == "json_schema":
-                spec = fmt.get("json_schema") or {}
+                # lm15's canonical form carries the schema at the top level; OpenAI's nests it.
+                spec = fmt.get("json_schema") or fmt
                 schema = spec.get("schema") if isinstance(spec, dict) else None
                 json_schema = schema if isinstance(schema, dict) else None
                 json_object = json_schema is None

@@ -14,25 +14,43 @@ workflows are declared the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trellis.dspy.modules.base import TrellisModule
 from trellis.kit.errors import NotFound
+
+if TYPE_CHECKING:  # importing DSPy takes seconds: only what runs a module loads it
+    from trellis.dspy.modules.base import TrellisModule
 
 MODULE_GROUP = "trellis.dspy_modules"
 WORKFLOW_GROUP = "trellis.dspy_workflows"
 
 
+# A stage's inputs from the workflow's input and the earlier stages' outputs (by stage name).
+Bind = Callable[[Mapping[str, Any], Mapping[str, Mapping[str, Any]]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    module: str
+    # None: the stage is not run by ``run_workflow`` (the workflow is a set of modules to call).
+    bind: Bind | None = None
+
+
 @dataclass(frozen=True)
 class WorkflowSpec:
-    """Stages in order: (stage name, module name). ``chain`` says, per stage after the first, which
-    input of that stage's module takes which output of an earlier stage (``stage.output``)."""
+    """Named stages in order, each a registered module. When every stage has ``bind``, the
+    workflow runs as a chain: each stage's inputs are computed from what came before."""
 
     description: str
-    stages: tuple[tuple[str, str], ...]
-    chain: tuple[tuple[str, str, str], ...] = ()
+    stages: tuple[Stage, ...]
+
+    @property
+    def runnable(self) -> bool:
+        return all(stage.bind is not None for stage in self.stages)
 
 
 class _Entries:
@@ -85,6 +103,8 @@ class ModuleRegistry:
         self._workflows.register(name, spec)
 
     def module(self, name: str) -> type[TrellisModule]:
+        from trellis.dspy.modules.base import TrellisModule
+
         found = self._modules.load(name) if len(name) <= 200 else None
         if found is None:
             raise NotFound(

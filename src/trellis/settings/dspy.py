@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +17,11 @@ class DSPySettings(BaseModel):
     # Sampling for module calls: 0 makes a module's answer repeatable (and lets the gateway cache it).
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
     max_tokens: Annotated[int, Field(gt=0)] = 256
+    # How predictors format prompts and read answers: "json" (DSPy's JSONAdapter: the answer is
+    # constrained to the signature's JSON schema where the model can be, one call) or "chat"
+    # (ChatAdapter's [[ ## field ## ]] sections, retried as JSON when the answer does not parse).
+    # Small local models rarely follow the chat format: json is the default.
+    adapter: Literal["json", "chat"] = "json"
     # Largest JSON body of a module run's inputs, and of one dataset upload.
     max_input_bytes: Annotated[int, Field(gt=0)] = 262_144
     max_dataset_bytes: Annotated[int, Field(gt=0)] = 4_194_304
