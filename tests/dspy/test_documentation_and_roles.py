@@ -65,7 +65,8 @@ async def test_answers_cite_only_retrieved_contexts_of_the_caller(env: Env) -> N
     # The synthesis prompt carried only retrieved contexts: never Bob's.
     prompt = env.up.calls("chat")[-1].body["messages"][-1]["content"]
     assert sqlite["id"] in prompt
-    assert bobs["id"] not in prompt and "Bob's secret" not in prompt
+    assert bobs["id"] not in prompt
+    assert "Bob's secret" not in prompt
 
 
 async def test_synthesis_refuses_to_answer_from_contexts_it_cannot_see(env: Env) -> None:
@@ -94,7 +95,8 @@ async def test_role_refinement_saves_a_new_version_of_the_role(env: Env) -> None
     stored = assert_ok(await env.h.client.get(f"/api/context/{role['id']}", headers=env.alice))
     assert (stored["content"], stored["version"]) == (refined, 2)
     prompt = env.up.calls("chat")[-1].body["messages"][-1]["content"]
-    assert "You review Python code for bugs." in prompt and '"clarity": 0.4' in prompt
+    assert "You review Python code for bugs." in prompt
+    assert '"clarity": 0.4' in prompt
 
 
 async def test_role_refinement_refusals_change_nothing(env: Env) -> None:
