@@ -18,7 +18,7 @@ import typer
 
 from trellis import __version__
 from trellis.auth.secrets import ADMIN_KEY_FILE
-from trellis.cli import auth, context, gateway, ingest, search, workflow
+from trellis.cli import auth, context, dspy, gateway, ingest, search, workflow
 from trellis.cli.common import console, fail, prepare_embedded, redact_url, run, settings
 from trellis.runtime import Runtime
 from trellis.storage import migrate as migrations
@@ -40,6 +40,7 @@ context.context_app.command("search")(search.context_search)
 context.context_app.command("ingest")(ingest.ingest)
 app.add_typer(context.context_app, name="context")
 app.add_typer(workflow.workflow_app, name="workflow")
+app.add_typer(dspy.dspy_app, name="dspy")
 
 
 @app.command()
