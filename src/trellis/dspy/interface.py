@@ -11,8 +11,9 @@ identity and LM go with it.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import dspy
 from pydantic_core import to_jsonable_python
@@ -28,7 +29,33 @@ if TYPE_CHECKING:
 __all__ = ["DSPyModuleFactory", "DSPyModuleInterface", "HasForward", "call_scope", "outputs_of"]
 
 
-ADAPTERS: dict[str, Callable[[], Any]] = {"json": lambda: dspy.JSONAdapter(), "chat": lambda: dspy.ChatAdapter()}
+class SchemaCachingJSONAdapter(dspy.JSONAdapter):  # type: ignore[misc]
+    """DSPy's JSONAdapter, with each signature's structured-output format built once.
+
+    ``JSONAdapter`` builds a pydantic model and its JSON schema from the signature's output fields
+    on every call (about 5 ms on these cores, most of what DSPy adds to a model call:
+    bench/dspy_overhead.py). Signatures are classes that do not change once made, so the format is
+    kept per signature class (weakly: a signature made on the fly goes away with its module)."""
+
+    _formats: ClassVar[weakref.WeakKeyDictionary[Any, dict[tuple[int, bool], Any]]] = weakref.WeakKeyDictionary()
+
+    def _prepare_response_format(self, lm: Any, lm_kwargs: dict[str, Any], signature: Any) -> None:
+        # What the choice depends on besides the signature: the LM's declared support (Trellis keeps
+        # one LM per model for the process) and whether the caller chose a format already.
+        key = (id(lm), "response_format" in lm_kwargs)
+        cached = self._formats.get(signature)
+        if cached is not None and key in cached:
+            if cached[key] is not None:
+                lm_kwargs["response_format"] = cached[key]
+            return
+        super()._prepare_response_format(lm, lm_kwargs, signature)
+        self._formats.setdefault(signature, {})[key] = lm_kwargs.get("response_format")
+
+
+ADAPTERS: dict[str, Callable[[], Any]] = {
+    "json": lambda: SchemaCachingJSONAdapter(),
+    "chat": lambda: dspy.ChatAdapter(),
+}
 
 
 def call_scope(identity: CallIdentity, lm: dspy.LM, adapter: str = "json") -> Any:
