@@ -92,6 +92,18 @@ class DSPyModuleInterface:
         self._adapter = adapter
 
     @property
+    def identity(self) -> CallIdentity:
+        return self._identity
+
+    @property
+    def lm(self) -> dspy.LM:
+        return self._lm
+
+    @property
+    def adapter(self) -> str:
+        return self._adapter
+
+    @property
     def model(self) -> str:
         return str(self._lm.model).removeprefix("trellis/")
 

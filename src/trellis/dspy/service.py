@@ -39,7 +39,7 @@ from trellis.kit.errors import (
 )
 from trellis.kit.logging import get_logger
 from trellis.ratelimit.base import RateLimiter, take_or_refuse
-from trellis.settings import RouteClass, Settings
+from trellis.settings import DSPySettings, RouteClass, Settings
 
 if TYPE_CHECKING:
     import dspy
@@ -125,6 +125,10 @@ class DSPyService:
 
             self._registry = ModuleRegistry()
         return self._registry
+
+    @property
+    def settings(self) -> DSPySettings:
+        return self._tuning
 
     @property
     def gateway(self) -> Gateway:
