@@ -12,6 +12,7 @@ from sqlalchemy import select
 from tests.auth.support import assert_error, assert_ok, field_names
 from tests.dspy.support import Env, answer, dspy_env, upstream_model
 from tests.gateway.upstream import FakeUpstream, Garbage, Ok, Status
+from tests.graphql.support import data_of, gql
 from trellis.episodic.models import EpisodicLog
 
 SEED_MODULES = {
@@ -75,6 +76,9 @@ async def test_a_run_answers_the_standard_shape_and_is_logged_as_the_caller(env:
     assert (row.prompt_tokens, row.completion_tokens) == (11, 5)  # the upstream's usage
     logs = assert_ok(await env.h.client.get("/api/v1/db/logs", params={"door": "dspy"}, headers=env.alice))
     assert [item["module"] for item in logs["items"]] == ["model_switcher"]
+    query = "query($u: ID!) { userLogs(userId: $u) { door module ownerId } }"
+    logged = data_of(await gql(env.h, query, {"u": env.alice_id}, headers=env.alice))
+    assert logged == {"userLogs": [{"door": "dspy", "module": "model_switcher", "ownerId": env.alice_id}]}
 
 
 @pytest.mark.parametrize(
