@@ -22,13 +22,7 @@ class DSPySettings(BaseModel):
     # (ChatAdapter's [[ ## field ## ]] sections, retried as JSON when the answer does not parse).
     # Small local models rarely follow the chat format: json is the default.
     adapter: Literal["json", "chat"] = "json"
-    # Largest JSON body of a module run's inputs, and of one dataset upload.
-    max_input_bytes: Annotated[int, Field(gt=0)] = 262_144
-    max_dataset_bytes: Annotated[int, Field(gt=0)] = 4_194_304
-    max_dataset_examples: Annotated[int, Field(gt=0, le=100_000)] = 5_000
-    # Optimization budgets: the most model calls one optimization may make (400 above it), and the
-    # most few-shot demos a compiled program may carry.
-    max_optimization_calls: Annotated[int, Field(gt=0)] = 2_000
+    # The most few-shot demos an optimized program may carry.
     max_demos: Annotated[int, Field(ge=0, le=32)] = 8
     # When the caller's `ai` budget is empty in the middle of an optimization run, wait for it up to this
     # long per model call (a module run from a request gets the 429 at once).
