@@ -18,6 +18,7 @@ from trellis.context.ingest.api import router as ingest_router
 from trellis.context.search.api import router as search_router
 from trellis.dashboard.api import router as dashboard_router
 from trellis.dashboard.api import static_files as dashboard_static
+from trellis.dspy.api import router as dspy_router
 from trellis.episodic.api import router as logs_router
 from trellis.gateway.api import router as gateway_router
 from trellis.gateway.openai_api import router as openai_router
@@ -113,6 +114,7 @@ def create_app(
     app.include_router(workflow_definitions_router)
     app.include_router(workflow_runs_router)
     app.include_router(n8n_router)
+    app.include_router(dspy_router)
     app.include_router(ws_router)
     app.include_router(alerts_router)
     if settings.dashboard.enabled:

@@ -31,6 +31,7 @@ from trellis.context.ingest.service import IngestService
 from trellis.context.search.service import ContextSearch
 from trellis.context.service import ContextService
 from trellis.dashboard.service import DashboardSessions
+from trellis.dspy.service import DSPyService
 from trellis.episodic.service import EpisodicLogService
 from trellis.episodic.writer import EpisodicLogWriter
 from trellis.events.base import DASHBOARD, EventBus, MessageType, message, user_topic
@@ -94,6 +95,7 @@ class Runtime:
     live: LiveEvents
     access_watch: AccessWatch
     system_metrics: SystemMetricsService
+    dspy: DSPyService
     monitoring: Monitoring
     dashboard: DashboardSessions
 
@@ -247,8 +249,9 @@ def build_runtime(
     vectors = VectorCollections(database, gateway, clock)
     bus = build_bus(settings, redis)
     run_events = RunEventPublisher(bus)
+    dspy = DSPyService(settings, gateway, context, search, limiter)
     workflow_parts = build_workflows(
-        settings, clock, database, gateway, context, search, registry, on_events=run_events
+        settings, clock, database, gateway, context, search, registry, on_events=run_events, dspy=dspy
     )
     system_metrics = SystemMetricsService(registry, clock)
     monitoring = build_monitoring(
@@ -285,6 +288,7 @@ def build_runtime(
         AccessWatch(auth, clock, interval_seconds=settings.ws.credential_check_seconds),
         system_metrics,
         monitoring,
+        dspy,
         dashboard=DashboardSessions(database, auth, settings.dashboard, clock),
     )
 
@@ -452,6 +456,7 @@ def build_workflows(
     *,
     worker: bool | None = None,
     on_events: EventSink | None = None,
+    dspy: DSPyService | None = None,
 ) -> WorkflowParts:
     """The workflow service, and a worker when this process runs steps: by default when there is no
     work queue (embedded); ``[workflow] embedded_workers`` or ``worker`` (`trellis worker`) decide
@@ -506,6 +511,7 @@ def build_workflows(
         ),
         n8n_connection=service.resolve_connection,
         start_child=service.start_child,
+        dspy=dspy,
     )
     parts = WorkflowParts(
         settings,

@@ -111,7 +111,7 @@ async def test_every_field_is_returned(harness: Harness) -> None:
         id="log_full",
         created_at=BASE_TIME + timedelta(microseconds=250_000),
         request_id="req_full",
-        door="openai",
+        door="dspy",
         requested_model="external-model",
         served_model="smollm2-135m",
         provider="llamacpp",
@@ -129,6 +129,7 @@ async def test_every_field_is_returned(harness: Harness) -> None:
         finish_reason="error",
         attempts=3,
         fallback_from="gpt-big",
+        module="model_switcher",
     )
     await _write(harness, r)
     item = assert_ok(await harness.client.get(f"{LOGS}/log_full", headers=harness.auth(key)))
@@ -137,7 +138,7 @@ async def test_every_field_is_returned(harness: Harness) -> None:
         "created_at": "2026-03-01T12:00:00.250000Z",
         "owner_id": user_id,
         "request_id": "req_full",
-        "door": "openai",
+        "door": "dspy",
         "requested_model": "external-model",
         "served_model": "smollm2-135m",
         "provider": "llamacpp",
@@ -155,6 +156,7 @@ async def test_every_field_is_returned(harness: Harness) -> None:
         "finish_reason": "error",
         "attempts": 3,
         "fallback_from": "gpt-big",
+        "module": "model_switcher",
     }
     assert (await _list(harness, key))["items"] == [item]
 

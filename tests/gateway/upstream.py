@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -89,7 +90,14 @@ class Cut:
     abrupt: bool = True
 
 
-Behaviour = Ok | Status | Garbage | WrongShape | Slow | Cut
+@dataclass(frozen=True)
+class Computed:
+    """The answer computed from the request's JSON body (a model that answers what it is asked)."""
+
+    answer: Callable[[dict[str, Any]], Ok | Status]
+
+
+Behaviour = Ok | Status | Garbage | WrongShape | Slow | Cut | Computed
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,8 @@ class FakeUpstream:
         self.requests: list[Received] = []
         self._queues: dict[Endpoint, deque[Behaviour]] = {"chat": deque(), "embeddings": deque()}
         self._lock = threading.Lock()
+        # What an endpoint does when its queue is empty (None: Ok()).
+        self.default: dict[Endpoint, Behaviour] = {}
         self._generation = 0  # bumped by reset/stop: releases handlers still waiting in Slow
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -171,7 +181,7 @@ class FakeUpstream:
     def _next(self, endpoint: Endpoint) -> Behaviour:
         with self._lock:
             queue = self._queues[endpoint]
-            return queue.popleft() if queue else Ok()
+            return queue.popleft() if queue else self.default.get(endpoint, Ok())
 
     async def _record(self, request: Request) -> dict[str, Any]:
         raw = await request.body()
@@ -208,6 +218,8 @@ class FakeUpstream:
     async def _chat(self, request: Request) -> Response:
         body = await self._record(request)
         behaviour = self._next("chat")
+        if isinstance(behaviour, Computed):
+            behaviour = behaviour.answer(body)
         if isinstance(behaviour, Slow):
             await self._wait(behaviour.seconds)
             behaviour = behaviour.then

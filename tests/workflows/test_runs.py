@@ -605,6 +605,7 @@ async def test_step_types_are_listed_with_their_schemas(h: Harness) -> None:
         "context.add",
         "n8n.trigger",
         "workflow.call",
+        "dspy.run",
         "map",
     } <= set(names)
     assert names["http.request"]["side_effects"] is True

@@ -43,3 +43,5 @@ class EpisodicLog(Base):
     finish_reason: Mapped[str | None] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(Integer)
     fallback_from: Mapped[str | None] = mapped_column(String(200))
+    # The DSPy module that made the call (door "dspy"), else null.
+    module: Mapped[str | None] = mapped_column(String(200))

@@ -46,6 +46,8 @@ class CallRecord:
     attempts: int = 1
     # The model that failed before the served one answered.
     fallback_from: str | None = None
+    # The DSPy module that made the call (door "dspy"); None for every other call.
+    module: str | None = None
     created_at: datetime | None = None
     id: str | None = None
 
@@ -75,6 +77,7 @@ class LogOut(BaseModel):
     finish_reason: str | None
     attempts: int
     fallback_from: str | None
+    module: str | None = None
 
 
 class LogPage(BaseModel):

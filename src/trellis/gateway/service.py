@@ -85,6 +85,8 @@ class CallContext:
     door: Door
     request_id: str | None = None
     cache: CacheMode = "auto"
+    # The DSPy module making the call (door "dspy"), written to the episodic log.
+    module: str | None = None
 
 
 @dataclass(frozen=True)
@@ -747,6 +749,7 @@ class Gateway:
             finish_reason=parts.completion.finish_reason,
             attempts=parts.attempts,
             fallback_from=parts.fallback_from,
+            module=ctx.module,
         )
         if self.on_call is not None:
             self.on_call(record)

@@ -138,6 +138,7 @@ class LogEntry:
     finish_reason: str | None
     attempts: int
     fallback_from: str | None
+    module: str | None = strawberry.field(description="The DSPy module that made the call (door dspy).")
 
     @classmethod
     def of(cls, row: EpisodicLog) -> LogEntry:

@@ -1,9 +1,9 @@
 """One validated settings object for the whole service, one module per section.
 
 ``core`` holds ``Settings`` (sources: keyword arguments, ``TRELLIS_*`` variables, ``trellis.toml``)
-and ``load_settings``; ``alerts``, ``auth``, ``context``, ``dashboard``, ``events``, ``gateway``, ``graphql``,
-``metrics``, ``workflow`` and ``ws`` hold the sections it is made of. This package imports no domain: domains
-import it.
+and ``load_settings``; ``alerts``, ``auth``, ``context``, ``dashboard``, ``dspy``, ``events``, ``gateway``,
+``graphql``, ``metrics``, ``workflow`` and ``ws`` hold the sections it is made of. This package imports no
+domain: domains import it.
 """
 
 from trellis.settings.alerts import AlertsSettings, BuiltinRule
@@ -11,6 +11,7 @@ from trellis.settings.auth import RateRule, Role, RouteClass
 from trellis.settings.context import DEFAULT_CONTEXT_TYPES, ContextSettings
 from trellis.settings.core import MIN_SECRET_BYTES, Settings, SettingsError, default_data_dir, load_settings
 from trellis.settings.dashboard import DashboardSettings
+from trellis.settings.dspy import DSPySettings
 from trellis.settings.events import EventsSettings
 from trellis.settings.gateway import GatewaySettings, ModelConfig
 from trellis.settings.graphql import GraphQLSettings
@@ -25,6 +26,7 @@ __all__ = [
     "BuiltinRule",
     "ContextSettings",
     "DashboardSettings",
+    "DSPySettings",
     "EventsSettings",
     "GatewaySettings",
     "GraphQLSettings",

@@ -24,6 +24,7 @@ from trellis.settings.alerts import AlertsSettings
 from trellis.settings.auth import RateRule, Role, RouteClass, default_rate_limits
 from trellis.settings.context import ContextSettings
 from trellis.settings.dashboard import DashboardSettings
+from trellis.settings.dspy import DSPySettings
 from trellis.settings.events import EventsSettings
 from trellis.settings.gateway import GatewaySettings, ModelConfig, default_models
 from trellis.settings.graphql import GraphQLSettings
@@ -112,6 +113,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    dspy: DSPySettings = Field(default_factory=DSPySettings)
 
     def all_models(self) -> dict[str, ModelConfig]:
         models = default_models() if self.include_default_models else {}

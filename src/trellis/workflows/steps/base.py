@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from trellis.auth.schemas import Principal
     from trellis.context.search.service import ContextSearch
     from trellis.context.service import ContextService
+    from trellis.dspy.service import DSPyService
     from trellis.gateway.service import Gateway
     from trellis.kit.clock import Clock
     from trellis.kit.outbound import OutboundClient
@@ -90,6 +91,8 @@ class StepServices:
     n8n: N8nClient
     n8n_connection: Callable[[str, str], Awaitable[tuple[str, str]]]
     start_child: Callable[[StepContext, str, int | None, Any], Awaitable[str]]
+    # DSPy modules (the dspy.run step); None where a process builds workflows without them.
+    dspy: DSPyService | None = None
 
 
 @dataclass

@@ -1,0 +1,284 @@
+"""DSPy's LM engine over the gateway service: DSPy 3.4's engine interface, in process.
+
+DSPy 3.4 moved custom LMs from subclassing ``BaseLM.forward`` (deprecated, removed in 3.5) to
+engines: an object with ``complete(Request) -> Response`` and ``stream(Request)``, and an async
+twin, handed to ``dspy.LM(..., engine=, async_engine=)``. Here both call ``Gateway.complete`` /
+``Gateway.stream`` directly, so a module's model calls get what every other door's get: the
+model's limits checked, the caller's ``ai`` rate budget spent, the response cache (per user),
+retries, breakers and fallbacks, and a row in the episodic log with door ``dspy``, the caller,
+the tokens and the module's name.
+
+Who is calling is not a property of the LM: one LM per model serves every user. Each call reads
+the caller from DSPy's own context (``dspy.context(trellis_call=CallIdentity(...))``), which DSPy
+carries into its worker threads (``Parallel``, ``Evaluate``, the optimizers). A call without one
+is refused, never made as somebody else.
+
+The async engine runs on the server's event loop. The sync engine (what DSPy uses when a module
+is called without ``await``: the optimizers, in a worker thread) hands each call to that loop and
+waits; calling it on the loop's own thread would deadlock and is refused.
+
+DSPy's response cache is off for these LMs (``cache=False``): its key ignores where a call goes
+and whose it is, while the gateway's cache is per model and per user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import dspy
+from dspy.lm15 import (
+    Message as LMMessage,
+)
+from dspy.lm15 import (
+    Request,
+    Response,
+    StreamDeltaEvent,
+    StreamEndEvent,
+    StreamStartEvent,
+    TextDelta,
+    TextPart,
+)
+from dspy.lm15 import (
+    Usage as LMUsage,
+)
+
+from trellis.auth.schemas import Principal
+from trellis.gateway.service import CallContext, Gateway, StreamOutcome
+from trellis.gateway.types import Completion, CompletionRequest, Message, Role
+from trellis.kit.errors import AuthenticationFailed, ValidationFailed
+
+# What a canonical request's config may carry that the gateway honours; anything else set is a 400.
+_HONOURED = {"max_tokens", "temperature", "top_p", "stop", "seed", "response_format"}
+_FINISH = {"stop": "stop", "length": "length", "error": "error", "cancelled": "error"}
+MODEL_PREFIX = "trellis/"
+IDENTITY_KEY = "trellis_call"
+# dspy.lm15's StreamStartEvent | StreamDeltaEvent | StreamEndEvent | StreamErrorEvent (not exported).
+StreamEvent = Any
+
+Admit = Callable[["CallIdentity"], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class CallIdentity:
+    """Whose call it is and where it comes from: set per call with ``dspy.context``."""
+
+    principal: Principal
+    module: str
+    request_id: str | None = None
+    # True inside an optimization run: an empty rate budget is waited for instead of refused.
+    patient: bool = False
+
+
+def current_identity() -> CallIdentity:
+    identity = dspy.settings.get(IDENTITY_KEY)
+    if not isinstance(identity, CallIdentity):
+        raise AuthenticationFailed("A DSPy call through Trellis needs the caller: run it inside dspy.context")
+    return identity
+
+
+def _text_of(message: LMMessage) -> str:
+    text = message.text
+    if not isinstance(text, str):
+        raise ValidationFailed.of(
+            "messages", "only text parts are supported", type="unsupported_content", summary="Only text messages"
+        )
+    return text
+
+
+def _system_text(system: Any) -> str:
+    if isinstance(system, str):
+        return system
+    return "".join(getattr(part, "text", "") or "" for part in system)
+
+
+class AsyncGatewayEngine:
+    """The async engine (``async_engine=``): one canonical DSPy request, one gateway call."""
+
+    supports_function_calling = False
+    supports_reasoning = False
+    supports_response_schema = True
+    supported_params = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "response_format"})
+
+    def __init__(self, gateway: Gateway, model_name: str, admit: Admit) -> None:
+        self._gateway = gateway
+        self._name, self._model = gateway.resolve(model_name, "chat")
+        self._admit = admit
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    def _messages(self, request: Request) -> list[Message]:
+        messages: list[Message] = []
+        if request.system is not None:
+            messages.append(Message("system", _system_text(request.system)))
+        for message in request.messages:
+            role: Role
+            if message.role in ("user", "assistant"):
+                role = message.role
+            elif message.role == "developer":
+                role = "system"
+            else:
+                raise ValidationFailed.of("messages", f"role {message.role!r} is not supported", type="role")
+            messages.append(Message(role, _text_of(message)))
+        return messages
+
+    async def prepare(self, request: Request) -> tuple[CallIdentity, CompletionRequest]:
+        if request.tools:
+            raise ValidationFailed.of("tools", "tool calling is not available to DSPy modules here", type="unsupported")
+        config = request.config
+        for name in ("top_k", "tool_choice", "reasoning", "cache", "frequency_penalty", "presence_penalty"):
+            if getattr(config, name, None) is not None:
+                raise ValidationFailed.of(name, "not supported by the gateway", type="unsupported_parameter")
+        extensions = getattr(config, "extensions", None) or {}
+        if extensions:
+            unknown = sorted(extensions)[0]
+            raise ValidationFailed.of(unknown, "not supported by the gateway", type="unsupported_parameter")
+        json_schema: dict[str, Any] | None = None
+        json_object = False
+        fmt = config.response_format
+        if fmt is not None:
+            kind = fmt.get("type")
+            if kind == "json_schema":
+                # lm15's canonical form carries the schema at the top level; OpenAI's nests it.
+                spec = fmt.get("json_schema") or fmt
+                schema = spec.get("schema") if isinstance(spec, dict) else None
+                json_schema = schema if isinstance(schema, dict) else None
+                json_object = json_schema is None
+            elif kind == "json_object":
+                json_object = True
+            elif kind != "text":
+                raise ValidationFailed.of("response_format", f"type {kind!r} is not supported", type="unsupported")
+        identity = current_identity()
+        completion_request = await self._gateway.build_request(
+            self._model,
+            self._messages(request),
+            max_tokens=config.max_tokens,
+            temperature=config.temperature,
+            top_p=1.0 if config.top_p is None else config.top_p,
+            stop=tuple(config.stop or ()),
+            seed=config.seed,
+            json_schema=json_schema,
+            json_object=json_object,
+        )
+        await self._admit(identity)
+        return identity, completion_request
+
+    def _context(self, identity: CallIdentity) -> CallContext:
+        return CallContext(
+            principal=identity.principal, door="dspy", request_id=identity.request_id, module=identity.module
+        )
+
+    async def complete(self, request: Request) -> Response:
+        identity, completion_request = await self.prepare(request)
+        result = await self._gateway.complete(self._context(identity), self._name, self._model, completion_request)
+        return to_response(result.completion, result.served_model)
+
+    async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+        identity, completion_request = await self.prepare(request)
+        outcome = StreamOutcome()
+        yield StreamStartEvent(model=self._name)
+        finish = "stop"
+        usage: LMUsage | None = None
+        chunks = self._gateway.stream(self._context(identity), self._name, self._model, completion_request, outcome)
+        try:
+            async for chunk in chunks:
+                if chunk.delta:
+                    yield StreamDeltaEvent(TextDelta(chunk.delta))
+                if chunk.finish_reason is not None:
+                    finish = _FINISH.get(chunk.finish_reason, "error")
+                    if chunk.usage is not None:
+                        usage = LMUsage(
+                            input_tokens=chunk.usage.prompt_tokens, output_tokens=chunk.usage.completion_tokens
+                        )
+        finally:
+            await chunks.aclose()
+        yield StreamEndEvent(finish_reason=finish, usage=usage or LMUsage())
+
+    async def aclose(self) -> None:
+        """Borrowed: the gateway belongs to the runtime."""
+
+
+def to_response(completion: Completion, model: str) -> Response:
+    usage = LMUsage(input_tokens=completion.usage.prompt_tokens, output_tokens=completion.usage.completion_tokens)
+    return Response(
+        id=None,
+        model=model,
+        message=LMMessage.assistant([TextPart(completion.text)]),
+        finish_reason=_FINISH.get(completion.finish_reason, "error"),
+        usage=usage,
+    )
+
+
+async def _next(events: AsyncGenerator[StreamEvent, None]) -> StreamEvent:
+    return await anext(events)
+
+
+class GatewayEngine:
+    """The sync engine (``engine=``): the async engine's call, run on the server's loop and waited for."""
+
+    supports_function_calling = False
+    supports_reasoning = False
+    supports_response_schema = True
+    supported_params = AsyncGatewayEngine.supported_params
+
+    def __init__(self, async_engine: AsyncGatewayEngine, loop: asyncio.AbstractEventLoop) -> None:
+        self._async = async_engine
+        self._loop = loop
+
+    def _check_thread(self) -> None:
+        if self._loop.is_closed():
+            raise RuntimeError("the event loop this engine calls the gateway on is closed")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            raise RuntimeError("a sync DSPy call on the event loop's thread would deadlock: use `await module.acall()`")
+
+    def complete(self, request: Request) -> Response:
+        self._check_thread()
+        return asyncio.run_coroutine_threadsafe(self._async.complete(request), self._loop).result()
+
+    def stream(self, request: Request) -> Iterator[StreamEvent]:
+        self._check_thread()
+        events = self._async.stream(request)
+        agen = cast(AsyncGenerator[StreamEvent, None], events)
+        try:
+            while True:
+                try:
+                    yield asyncio.run_coroutine_threadsafe(_next(agen), self._loop).result()
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._loop.is_closed():
+                asyncio.run_coroutine_threadsafe(agen.aclose(), self._loop).result()
+
+    def close(self) -> None:
+        """Borrowed: the gateway belongs to the runtime."""
+
+
+def gateway_lm(
+    gateway: Gateway,
+    model_name: str,
+    admit: Admit,
+    loop: asyncio.AbstractEventLoop,
+    *,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+) -> dspy.LM:
+    """A ``dspy.LM`` whose calls go to the gateway model ``model_name`` (an alias resolves to its
+    model). DSPy's retries are off (the gateway retries, with its breakers) and so is its cache."""
+    async_engine = AsyncGatewayEngine(gateway, model_name, admit)
+    return dspy.LM(
+        f"{MODEL_PREFIX}{async_engine.model_name}",
+        engine=GatewayEngine(async_engine, loop),
+        async_engine=async_engine,
+        cache=False,
+        num_retries=0,
+        temperature=temperature,
+        max_tokens=max_tokens,
+    )

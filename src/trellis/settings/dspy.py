@@ -1,0 +1,29 @@
+"""``[dspy]``: DSPy modules and programs: their model calls, optimization budgets, program files."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DSPySettings(BaseModel):
+    """DSPy modules, programs and the optimization loop (``[dspy]`` in trellis.toml, ``TRELLIS_DSPY__*``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The model a module's predictors use when a run names none (None: the gateway's default chat model).
+    default_model: str | None = None
+    # Sampling for module calls: 0 makes a module's answer repeatable (and lets the gateway cache it).
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
+    max_tokens: Annotated[int, Field(gt=0)] = 256
+    # How predictors format prompts and read answers: "json" (DSPy's JSONAdapter: the answer is
+    # constrained to the signature's JSON schema where the model can be, one call) or "chat"
+    # (ChatAdapter's [[ ## field ## ]] sections, retried as JSON when the answer does not parse).
+    # Small local models rarely follow the chat format: json is the default.
+    adapter: Literal["json", "chat"] = "json"
+    # The most few-shot demos an optimized program may carry.
+    max_demos: Annotated[int, Field(ge=0, le=32)] = 8
+    # When the caller's `ai` budget is empty in the middle of an optimization run, wait for it up to this
+    # long per model call (a module run from a request gets the 429 at once).
+    rate_limit_wait_seconds: Annotated[float, Field(ge=0, le=600)] = 60.0

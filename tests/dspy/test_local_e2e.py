@@ -1,0 +1,35 @@
+"""DSPy modules end to end on the real local model (SmolLM2-135M), through REST."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from tests.conftest import Harness
+from trellis.episodic.models import EpisodicLog
+
+
+async def test_model_switcher_runs_on_the_local_model_and_is_logged(harness: Harness) -> None:
+    user_id, key = await harness.user_with_key("alice")
+    response = await harness.client.post(
+        "/api/v1/dspy/modules/model_switcher/run",
+        headers=harness.auth(key),
+        json={"inputs": {"task": "Name a primary color.", "complexity": "simple"}},
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert data["success"] is True
+    assert data["module"] == "model_switcher"
+    assert data["module_type"] == "ModelSwitcher"
+    assert data["model"] == "smollm2-135m"
+    assert data["data"]["model"] == "smollm2-135m"
+    assert "smollm2-135m fits a simple execution task" in data["data"]["reason"]
+    assert data["execution_time"] > 0
+
+    await harness.runtime.logs.flush()
+    async with harness.runtime.database.session() as session:
+        rows = (await session.execute(select(EpisodicLog).where(EpisodicLog.door == "dspy"))).scalars().all()
+    assert rows, "the module's model call is in the episodic log"
+    assert {row.owner_id for row in rows} == {user_id}
+    assert {row.module for row in rows} == {"model_switcher"}
+    assert all(row.prompt_tokens > 0 and row.completion_tokens > 0 for row in rows)
+    assert all(row.served_model == "smollm2-135m" for row in rows)
