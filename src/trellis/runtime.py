@@ -287,8 +287,8 @@ def build_runtime(
         ),
         AccessWatch(auth, clock, interval_seconds=settings.ws.credential_check_seconds),
         system_metrics,
-        monitoring,
         dspy,
+        monitoring,
         dashboard=DashboardSessions(database, auth, settings.dashboard, clock),
     )
 
