@@ -29,6 +29,10 @@ def context_search(
         list[str] | None,
         typer.Option("--metadata", "-m", help="Only contexts whose metadata has KEY=VALUE (repeatable)."),
     ] = None,
+    group: Annotated[
+        str, typer.Option("--group", help="context (default): a hit per context; document: a hit per document.")
+    ] = "context",
+    passages: Annotated[bool, typer.Option("--passages", help="Each hit carries its best-matching chunk.")] = False,
     api_key: ApiKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -37,7 +41,13 @@ def context_search(
 
     async def work(runtime: Runtime) -> SearchOut:
         parsed = SearchQuery.parse(
-            query, mode=mode, types=type_ or (), metadata=metadata_filter_from_strings(pairs), limit=limit
+            query,
+            mode=mode,
+            types=type_ or (),
+            metadata=metadata_filter_from_strings(pairs),
+            limit=limit,
+            group=group,
+            passages=passages,
         )
         actor = await acting(runtime, api_key)
         return SearchOut.of(await runtime.search.search(actor, parsed, door="cli"))
@@ -51,7 +61,7 @@ def context_search(
     if not out.items:
         console.print("No matches.")
         return
-    table = Table("#", "score", "id", "type", "found by", "content")
+    table = Table("#", "score", "id", "type", "found by", "where", "content")
     for position, hit in enumerate(out.items, start=1):
         found = ", ".join(f"{name} #{r.rank}" for name, r in sorted(hit.retrievers.items()))
         table.add_row(
@@ -60,6 +70,7 @@ def context_search(
             hit.context.id,
             hit.context.type,
             found,
-            preview(hit.context.content),
+            " > ".join([hit.document.source if hit.document else "", *(hit.heading_path or [])]).strip(" >"),
+            preview(hit.passage or hit.context.content),
         )
     console.print(table)

@@ -5,6 +5,8 @@ chunks' scores fused. On SQLite (FTS5 over ``context_search_text``, migration 00
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -148,3 +150,30 @@ def test_document_fusion_lifts_a_document_with_several_good_chunks() -> None:
     assert documents[0][2] == pytest.approx(0.9 + 0.4 + 0.175)  # the best three only
     # With decay 0 only the best chunk counts: X's single better chunk wins.
     assert [key for key, _, _ in fuse_documents(order, keys, decay=0.0)] == ["X", "Y", "z"]
+
+
+def test_cli_search_per_document(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.cli.test_commands import cli
+    from tests.conftest import bootstrap
+
+    monkeypatch.setenv("TRELLIS_DATA_DIR", str(tmp_path / "data"))
+    bootstrap()
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "garden.md").write_text(FILES["guides/garden.md"])
+    (folder / "kettle2.md").write_text(FILES["docs/kettle2.md"])
+    result = cli("context", "ingest", str(folder / "garden.md"), str(folder / "kettle2.md"))
+    assert result.exit_code == 0, result.output
+
+    result = cli("context", "search", "tomatoes cane", "--group", "document", "--passages", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["group"] == "document"
+    sources = [hit["document"]["source"] for hit in data["items"]]
+    assert sources[0].endswith("garden.md")
+    assert len(sources) == len(set(sources))
+    assert "Tomatoes need a cane" in data["items"][0]["passage"]
+
+    result = cli("context", "search", "tomatoes cane", "--group", "chapter")
+    assert result.exit_code == 1
+    assert "group" in result.output

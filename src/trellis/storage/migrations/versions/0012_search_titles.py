@@ -51,7 +51,7 @@ def upgrade() -> None:
         op.execute("DROP TABLE IF EXISTS contexts_fts")
         op.execute(
             "CREATE VIEW context_search_text AS SELECT rowid AS rowid, type, content, "
-            f"{_title('contexts')} AS title FROM contexts"
+            "TITLE AS title FROM contexts".replace("TITLE", _title("contexts"))
         )
         op.execute(
             "CREATE VIRTUAL TABLE contexts_fts USING fts5(type, content, title, "
@@ -59,11 +59,11 @@ def upgrade() -> None:
         )
         insert = (
             "INSERT INTO contexts_fts(rowid, type, content, title) "
-            f"VALUES (new.rowid, new.type, new.content, {_title('new')});"
+            "VALUES (new.rowid, new.type, new.content, TITLE);".replace("TITLE", _title("new"))
         )
         delete = (
             "INSERT INTO contexts_fts(contexts_fts, rowid, type, content, title) "
-            f"VALUES ('delete', old.rowid, old.type, old.content, {_title('old')});"
+            "VALUES ('delete', old.rowid, old.type, old.content, TITLE);".replace("TITLE", _title("old"))
         )
         op.execute(f"CREATE TRIGGER contexts_fts_insert AFTER INSERT ON contexts BEGIN {insert} END")
         op.execute(f"CREATE TRIGGER contexts_fts_delete AFTER DELETE ON contexts BEGIN {delete} END")
