@@ -193,6 +193,8 @@ async def evaluate(
         s = score(ranking, q["relevant"])
         per_kind[q["kind"]].append(s)
         per_kind["all"].append(s)
+        per_kind[f"{q['split']}:{q['kind']}"].append(s)
+        per_kind[f"{q['split']}:all"].append(s)
         if s["R@5"] < 1.0:
             misses.append({"id": q["id"], "kind": q["kind"], "top5": ranking[:5], "relevant": q["relevant"]})
     table = {
@@ -253,12 +255,21 @@ def print_report(report: dict[str, Any]) -> None:
         f"{report['contexts']} contexts"
     )
     print(f"{'mode':13} {'kind':15} {'n':>3} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR@10':>7}   latency p50/p95 ms")
+    splits = ["", "dev:", "test:"] if report["split"] == "all" else [""]
+    for prefix in splits:
+        if prefix:
+            print(f"-- {prefix[:-1]} split only")
+        _print_rows(report, prefix)
+
+
+def _print_rows(report: dict[str, Any], prefix: str) -> None:
     for mode, result in report["modes"].items():
         for kind in ("all", *KINDS):
-            m = result["metrics"].get(kind)
+            m = result["metrics"].get(prefix + kind)
             if m is None:
                 continue
-            lat = f"   {result['latency_ms']['p50']}/{result['latency_ms']['p95']}" if kind == "all" else ""
+            timing = result["latency_ms"]
+            lat = f"   {timing['p50']}/{timing['p95']}" if kind == "all" and not prefix else ""
             print(
                 f"{mode:9} {kind:15} {m['n']:>3} {m['R@1']:6.3f} {m['R@5']:6.3f} {m['R@10']:6.3f} "
                 f"{m['MRR@10']:7.3f}{lat}"

@@ -61,16 +61,19 @@ def context_search(
     if not out.items:
         console.print("No matches.")
         return
-    table = Table("#", "score", "id", "type", "found by", "where", "content")
+    # Where each hit sits (document > headings) only when some hit is part of an ingested document.
+    located = any(hit.document is not None for hit in out.items)
+    table = Table("#", "score", "id", "type", "found by", *(["where"] if located else []), "content")
     for position, hit in enumerate(out.items, start=1):
         found = ", ".join(f"{name} #{r.rank}" for name, r in sorted(hit.retrievers.items()))
+        where = " > ".join([hit.document.source if hit.document else "", *(hit.heading_path or [])]).strip(" >")
         table.add_row(
             str(position),
             f"{hit.score:.4f}",
             hit.context.id,
             hit.context.type,
             found,
-            " > ".join([hit.document.source if hit.document else "", *(hit.heading_path or [])]).strip(" >"),
+            *([where] if located else []),
             preview(hit.passage or hit.context.content),
         )
     console.print(table)
