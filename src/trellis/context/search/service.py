@@ -238,13 +238,9 @@ class ContextSearch:
         if query.group is Grouping.DOCUMENT:
             result.hits = await self._per_document(owner_id, ranked, order, ranks, labels, query.limit)
         else:
-            order = order[: query.limit]
-            rows = await self.fetch_contexts(owner_id, [context_id for context_id, _ in order])
-            result.hits = [
-                SearchHit(rows[context_id], score, ranks[context_id])
-                for context_id, score in order
-                if context_id in rows
-            ]
+            page = order[: query.limit]
+            rows = await self.fetch_contexts(owner_id, [context_id for context_id, _ in page])
+            result.hits = [SearchHit(rows[cid], score, ranks[cid]) for cid, score in page if cid in rows]
         await self._explain(result.hits, order, labels, passages=query.passages)
         return result
 
