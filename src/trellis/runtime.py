@@ -245,7 +245,16 @@ def build_runtime(
         max_file_bytes=settings.context.ingest_max_file_bytes,
         chunk_max_chars=settings.context.ingest_chunk_max_chars,
     )
-    search = ContextSearch(database, gateway, vector_index, keyword_budget=settings.context.keyword_rank_budget)
+    search = ContextSearch(
+        database,
+        gateway,
+        vector_index,
+        keyword_budget=settings.context.keyword_rank_budget,
+        rrf_k=settings.context.search_rrf_k,
+        keyword_weight=settings.context.search_keyword_weight,
+        semantic_weight=settings.context.search_semantic_weight,
+        document_decay=settings.context.search_document_decay,
+    )
     vectors = VectorCollections(database, gateway, clock)
     bus = build_bus(settings, redis)
     run_events = RunEventPublisher(bus)

@@ -29,6 +29,10 @@ def context_search(
         list[str] | None,
         typer.Option("--metadata", "-m", help="Only contexts whose metadata has KEY=VALUE (repeatable)."),
     ] = None,
+    group: Annotated[
+        str, typer.Option("--group", help="context (default): a hit per context; document: a hit per document.")
+    ] = "context",
+    passages: Annotated[bool, typer.Option("--passages", help="Each hit carries its best-matching chunk.")] = False,
     api_key: ApiKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -37,7 +41,13 @@ def context_search(
 
     async def work(runtime: Runtime) -> SearchOut:
         parsed = SearchQuery.parse(
-            query, mode=mode, types=type_ or (), metadata=metadata_filter_from_strings(pairs), limit=limit
+            query,
+            mode=mode,
+            types=type_ or (),
+            metadata=metadata_filter_from_strings(pairs),
+            limit=limit,
+            group=group,
+            passages=passages,
         )
         actor = await acting(runtime, api_key)
         return SearchOut.of(await runtime.search.search(actor, parsed, door="cli"))
@@ -51,15 +61,19 @@ def context_search(
     if not out.items:
         console.print("No matches.")
         return
-    table = Table("#", "score", "id", "type", "found by", "content")
+    # Where each hit sits (document > headings) only when some hit is part of an ingested document.
+    located = any(hit.document is not None for hit in out.items)
+    table = Table("#", "score", "id", "type", "found by", *(["where"] if located else []), "content")
     for position, hit in enumerate(out.items, start=1):
         found = ", ".join(f"{name} #{r.rank}" for name, r in sorted(hit.retrievers.items()))
+        where = " > ".join([hit.document.source if hit.document else "", *(hit.heading_path or [])]).strip(" >")
         table.add_row(
             str(position),
             f"{hit.score:.4f}",
             hit.context.id,
             hit.context.type,
             found,
-            preview(hit.context.content),
+            *([where] if located else []),
+            preview(hit.passage or hit.context.content),
         )
     console.print(table)

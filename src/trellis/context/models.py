@@ -27,6 +27,7 @@ SEARCH_ONLY_OBJECTS = frozenset(
         "contexts_fts_docsize",
         "contexts_fts_config",
         "contexts_fts_content",
+        "context_search_text",
         "search_vector",
         "ix_contexts_search_vector",
         "embedding",

@@ -45,3 +45,10 @@ class ContextSettings(BaseModel):
     # pgvector's hnsw.ef_search for semantic search: higher finds more of the true nearest neighbours
     # (recall) and costs more time per query. Never below the number of results asked for.
     vector_ef_search: Annotated[int, Field(ge=1, le=1000)] = 200
+    # Hybrid search fuses the keyword and semantic rankings by reciprocal rank fusion: a context scores
+    # sum(weight / (rrf_k + rank)). Chosen on the dev split of bench/retrieval_quality.py.
+    search_rrf_k: Annotated[int, Field(ge=1, le=1000)] = 20
+    search_keyword_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 1.5
+    search_semantic_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 1.0
+    # group=document: a document scores s1 + decay*s2 + decay^2*s3 over its best three contexts.
+    search_document_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5

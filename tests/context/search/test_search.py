@@ -24,7 +24,7 @@ from trellis.context.index.models import ContextEmbedding
 from trellis.context.models import Context
 from trellis.context.search.keyword import fts5_any
 from trellis.context.search.schemas import SearchQuery
-from trellis.context.search.service import RRF_K, ContextSearch, fuse, query_terms
+from trellis.context.search.service import KEYWORD_WEIGHT, RRF_K, ContextSearch, fuse, query_terms
 from trellis.episodic.models import EpisodicLog
 from trellis.settings.gateway import ModelConfig
 
@@ -191,7 +191,8 @@ async def test_each_hit_says_which_retrievers_found_it(h: Harness, alice: dict[s
     top = hybrid["items"][0]
     assert top["context"]["metadata"]["key"] == "db-alembic"
     assert set(top["retrievers"]) == {"keyword", "semantic"}
-    expected = sum(1 / (RRF_K + r["rank"]) for r in top["retrievers"].values())
+    weight = {"keyword": KEYWORD_WEIGHT, "semantic": 1.0}
+    expected = sum(weight[name] / (RRF_K + r["rank"]) for name, r in top["retrievers"].items())
     assert top["score"] == pytest.approx(expected)
     fused = [hit["score"] for hit in hybrid["items"]]
     assert fused == sorted(fused, reverse=True)
@@ -348,7 +349,7 @@ def test_fts5_query_quotes_every_word() -> None:
 
 
 def test_rrf_fusion() -> None:
-    fused = fuse({"keyword": [("a", 9.0), ("b", 5.0)], "semantic": [("b", 0.9), ("c", 0.8)]})
+    fused = fuse({"keyword": [("a", 9.0), ("b", 5.0)], "semantic": [("b", 0.9), ("c", 0.8)]}, k=60)
     assert [cid for cid, _ in fused] == ["b", "a", "c"]
     assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
     assert fused[1][1] == pytest.approx(1 / 61)

@@ -126,11 +126,40 @@ class ContentToEmbed(NamedTuple):
     id: str
     content: str
     content_hash: str
+    source: str | None = None
+    meta: dict[str, Any] | None = None
+
+    @property
+    def text(self) -> str:
+        """What is embedded: the content, headed by where it sits (``embedding_text``)."""
+        return embedding_text(self.content, self.source, self.meta)
+
+
+def heading_label(source: str | None, meta: dict[str, Any] | None) -> str:
+    """Where a context sits, as one line: its document (``source``) and, for a chunk, its heading
+    path (markdown) or definition (code): ``packages/httpx.md > Install > With pip``."""
+    parts: list[str] = [source] if source else []
+    path = (meta or {}).get("heading_path")
+    if isinstance(path, list):
+        parts.extend(str(part) for part in path if part)
+    definition = (meta or {}).get("definition")
+    if isinstance(definition, str) and definition:
+        parts.append(definition)
+    return " > ".join(parts)
+
+
+def embedding_text(content: str, source: str | None, meta: dict[str, Any] | None) -> str:
+    """The text a context's vector is computed from: its label (document and heading path) on a line
+    of its own, then the content. A chunk alone often lacks the words that say what it is about
+    ("Installation", a code block): the label carries its document's name and section. Contexts
+    without a source (notes, decisions) are embedded as they are."""
+    label = heading_label(source, meta)
+    return f"{label}\n\n{content}" if label else content
 
 
 async def contents(session: AsyncSession, owner_id: str, context_ids: Sequence[str]) -> list[ContentToEmbed]:
     """The owner's contexts among ``context_ids``, with what their vectors are computed from."""
-    statement = select(Context.id, Context.content, Context.content_hash).where(
+    statement = select(Context.id, Context.content, Context.content_hash, Context.source, Context.meta).where(
         Context.owner_id == owner_id, Context.id.in_(list(context_ids))
     )
     return [ContentToEmbed(*row) for row in (await session.execute(statement)).all()]

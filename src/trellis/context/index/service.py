@@ -153,7 +153,7 @@ class GatewayIndexer:
             # The vectors are stored here, keyed by content hash: caching them in the gateway too would
             # only push search queries out of its cache.
             ctx = CallContext(principal=owner_principal(owner_id), door="indexer", cache="bypass")
-            served, result = await self._gateway.embed(ctx, model, [c.content for c in todo])
+            served, result = await self._gateway.embed(ctx, model, [c.text for c in todo])
             if len(result.vectors) != len(todo):
                 raise TrellisError(f"the embedding model returned {len(result.vectors)} vectors for {len(todo)} texts")
             entries = [VectorEntry(c.id, c.content_hash, v) for c, v in zip(todo, result.vectors, strict=True)]

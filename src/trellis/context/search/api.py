@@ -21,6 +21,7 @@ from trellis.context.search.schemas import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     MAX_QUERY_CHARS,
+    Grouping,
     SearchMode,
     SearchOut,
     SearchQuery,
@@ -58,6 +59,16 @@ async def search_contexts(
         list[str] | None, Query(description="Only contexts of these types (repeat or comma-separate).")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"How many hits, 1-{MAX_LIMIT}.")] = DEFAULT_LIMIT,
+    group: Annotated[
+        Grouping,
+        Query(
+            description="context (default): a hit per context; document: a hit per ingested document, "
+            "its contexts' scores fused, its best-matching context shown."
+        ),
+    ] = Grouping.CONTEXT,
+    passages: Annotated[
+        bool, Query(description="Each hit also carries the text of its best-matching chunk (`passage`).")
+    ] = False,
 ) -> Envelope[SearchOut]:
     pairs = [(k, v) for k, v in request.query_params.multi_items() if k.startswith(METADATA_PREFIX)]
     parsed = SearchQuery.parse(
@@ -66,6 +77,8 @@ async def search_contexts(
         types=type or (),
         metadata=metadata_filter_from_strings(pairs, prefix=METADATA_PREFIX),
         limit=limit,
+        group=group.value,
+        passages=passages,
     )
     result = await runtime.search.search(principal, parsed, door="rest", request_id=current_request_id())
     return ok(SearchOut.of(result))

@@ -33,6 +33,11 @@ class SearchMode(StrEnum):
 Retriever = Literal["keyword", "semantic"]
 
 
+class Grouping(StrEnum):
+    CONTEXT = "context"  # one hit per context (chunk, document, note...): the default
+    DOCUMENT = "document"  # one hit per document: its contexts' scores fused, its best context shown
+
+
 @dataclass(frozen=True, slots=True)
 class SearchQuery:
     text: str
@@ -40,6 +45,8 @@ class SearchQuery:
     types: tuple[str, ...] = ()
     metadata: MetadataFilter = field(default_factory=dict)
     limit: int = DEFAULT_LIMIT
+    group: Grouping = Grouping.CONTEXT
+    passages: bool = False  # each hit carries the text of its best-matching chunk
 
     @classmethod
     def parse(
@@ -50,6 +57,8 @@ class SearchQuery:
         types: Iterable[str] = (),
         metadata: MetadataFilter | None = None,
         limit: int | None = None,
+        group: str | None = None,
+        passages: bool = False,
     ) -> SearchQuery:
         """Validate raw input from any door; a bad value is a 400 naming its field."""
         if query is None or not query.strip():
@@ -85,7 +94,15 @@ class SearchQuery:
                 wanted.append(name)
         if len(wanted) > MAX_TYPES:
             raise ValidationFailed.of("type", f"at most {MAX_TYPES} types", location="query", type="too_long")
-        return cls(query.strip(), chosen, tuple(dict.fromkeys(wanted)), dict(metadata or {}), size)
+        grouping = Grouping.CONTEXT
+        if group is not None:
+            try:
+                grouping = Grouping(group)
+            except ValueError:
+                raise ValidationFailed.of(
+                    "group", f"must be one of {', '.join(g.value for g in Grouping)}", location="query", type="enum"
+                ) from None
+        return cls(query.strip(), chosen, tuple(dict.fromkeys(wanted)), dict(metadata or {}), size, grouping, passages)
 
     @property
     def filters(self) -> VectorFilter:
@@ -98,11 +115,23 @@ class RetrieverRank:
     score: float  # keyword: -bm25 (SQLite) or ts_rank (PostgreSQL); semantic: cosine similarity
 
 
+@dataclass(frozen=True, slots=True)
+class DocumentRef:
+    """The ingested document a context belongs to (or is)."""
+
+    source: str
+    id: str | None  # the document context's id; None if it is gone (its chunks outlived it)
+
+
 @dataclass(slots=True)
 class SearchHit:
     context: Context
-    score: float  # hybrid: the RRF score; one retriever: its own score
+    score: float  # hybrid: the RRF score; one retriever: its own score; per document: the fused score
     retrievers: dict[Retriever, RetrieverRank]
+    document: DocumentRef | None = None
+    heading_path: list[str] | None = None
+    passage: str | None = None  # asked for with ``passages``: the best-matching chunk's text
+    matches: int = 1  # per document: how many of its contexts the retrievers found
 
 
 @dataclass(slots=True)
@@ -118,10 +147,28 @@ class RetrieverRankOut(BaseModel):
     score: float = Field(description="keyword: -bm25 (SQLite) or ts_rank (PostgreSQL); semantic: cosine similarity.")
 
 
+class DocumentRefOut(BaseModel):
+    source: str = Field(description="The document's source (the file name it was ingested as).")
+    id: str | None = Field(description="The document context's id (null if only its chunks remain).")
+
+
 class SearchHitOut(BaseModel):
     context: ContextOut
-    score: float = Field(description="hybrid: reciprocal-rank-fusion score; otherwise the retriever's score.")
+    score: float = Field(
+        description="hybrid: reciprocal-rank-fusion score; otherwise the retriever's score; "
+        "group=document: the document's fused score."
+    )
     retrievers: dict[Retriever, RetrieverRankOut] = Field(description="Which retrievers found it, at what rank.")
+    document: DocumentRefOut | None = Field(
+        default=None, description="The ingested document this context belongs to (or is); null for other contexts."
+    )
+    heading_path: list[str] | None = Field(
+        default=None, description="For a markdown chunk: the headings above it, outermost first."
+    )
+    passage: str | None = Field(
+        default=None, description="With passages=true: the text of the best-matching chunk (null if none)."
+    )
+    matches: int = Field(default=1, description="group=document: how many of the document's contexts were found.")
 
 
 class SearchOut(BaseModel):
@@ -132,6 +179,7 @@ class SearchOut(BaseModel):
     metadata: dict[str, list[Any]]
     model: str | None = Field(description="The embedding model the semantic retriever used.")
     degraded: list[Retriever] = Field(description="Retrievers that could not run (hybrid falls back to the rest).")
+    group: Grouping = Field(default=Grouping.CONTEXT, description="context: a hit per context; document: per document.")
     items: list[SearchHitOut]
 
     @classmethod
@@ -145,6 +193,7 @@ class SearchOut(BaseModel):
             metadata={key: list(values) for key, values in query.metadata.items()},
             model=result.model,
             degraded=list(result.degraded),
+            group=query.group,
             items=[
                 SearchHitOut(
                     context=ContextOut.of(hit.context),
@@ -152,6 +201,12 @@ class SearchOut(BaseModel):
                     retrievers={
                         name: RetrieverRankOut(rank=r.rank, score=r.score) for name, r in hit.retrievers.items()
                     },
+                    document=None
+                    if hit.document is None
+                    else DocumentRefOut(source=hit.document.source, id=hit.document.id),
+                    heading_path=hit.heading_path,
+                    passage=hit.passage,
+                    matches=hit.matches,
                 )
                 for hit in result.hits
             ],

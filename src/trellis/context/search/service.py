@@ -16,7 +16,8 @@ Retrievers
 
 Fusion
     ``hybrid`` runs both concurrently, each to a depth of ``max(2 * limit, 50)`` (at most 200),
-    and fuses them by reciprocal rank fusion: ``score = sum over retrievers of 1 / (60 + rank)``.
+    and fuses them by reciprocal rank fusion: ``score = sum over retrievers of weight / (k + rank)``
+    (k 20, keyword weight 1.5, semantic 1.0 by default: ``[context] search_rrf_k`` and the weights).
     When the query's words are too common to rank within the keyword budget, keyword ranks what
     semantic found instead of every match (``trellis.context.search.keyword``). If the embedding model is
     unavailable, hybrid answers with the keyword results alone and says so (``degraded``);
@@ -44,7 +45,16 @@ from trellis.context.index.base import DimensionMismatch, VectorIndex
 from trellis.context.models import Context
 from trellis.context.search import repository as repo
 from trellis.context.search.keyword import DEFAULT_BUDGET, Candidates, KeywordRetriever
-from trellis.context.search.schemas import Retriever, RetrieverRank, SearchHit, SearchMode, SearchQuery, SearchResult
+from trellis.context.search.schemas import (
+    DocumentRef,
+    Grouping,
+    Retriever,
+    RetrieverRank,
+    SearchHit,
+    SearchMode,
+    SearchQuery,
+    SearchResult,
+)
 from trellis.episodic.schemas import Door
 from trellis.gateway.service import CallContext, Gateway
 from trellis.kit.errors import TrellisError
@@ -54,7 +64,15 @@ from trellis.storage.database import Database
 
 log = get_logger(__name__)
 
-RRF_K = 60
+# Chosen on the dev split of bench/retrieval_quality.py (bench/README.md): a smaller k than the
+# customary 60 lets a first place count for more, and an exact word match weighs 1.5 times a
+# neighbour in meaning.
+RRF_K = 20
+KEYWORD_WEIGHT = 1.5
+# Document-level fusion: a document's score is its best three contexts' scores, each next one
+# weighing ``DOCUMENT_DECAY`` times the one before.
+DOCUMENT_DECAY = 0.5
+DOCUMENT_TOP = 3
 MAX_TERMS = 32
 HYBRID_MIN_DEPTH = 50
 HYBRID_MAX_DEPTH = 200
@@ -85,8 +103,14 @@ def query_terms(query: str) -> list[str]:
     return words[:MAX_TERMS]
 
 
-def fuse(ranked: dict[Retriever, Sequence[tuple[str, float]]], *, k: int = RRF_K) -> list[tuple[str, float]]:
-    """Reciprocal rank fusion: ids by ``sum 1 / (k + rank)``, best first.
+def fuse(
+    ranked: dict[Retriever, Sequence[tuple[str, float]]],
+    *,
+    k: int = RRF_K,
+    weights: dict[Retriever, float] | None = None,
+) -> list[tuple[str, float]]:
+    """Reciprocal rank fusion: ids by ``sum over retrievers of weight / (k + rank)``, best first
+    (``weights`` default to 1 each).
 
     Exact ties are common (first in one list and second in the other, or the other way round) and
     are broken by each retriever's own order, in the order the lists are given (search gives the
@@ -96,12 +120,32 @@ def fuse(ranked: dict[Retriever, Sequence[tuple[str, float]]], *, k: int = RRF_K
     best: dict[str, int] = {}
     positions: dict[str, list[int]] = {}
     unranked = 1 + max((len(hits) for hits in ranked.values()), default=0)
-    for column, hits in enumerate(ranked.values()):
+    for column, (name, hits) in enumerate(ranked.items()):
+        weight = 1.0 if weights is None else weights.get(name, 1.0)
         for rank, (context_id, _) in enumerate(hits, start=1):
-            scores[context_id] = scores.get(context_id, 0.0) + 1.0 / (k + rank)
+            scores[context_id] = scores.get(context_id, 0.0) + weight / (k + rank)
             best[context_id] = min(best.get(context_id, rank), rank)
             positions.setdefault(context_id, [unranked] * len(ranked))[column] = rank
     return sorted(scores.items(), key=lambda item: (-item[1], best[item[0]], positions[item[0]], item[0]))
+
+
+def fuse_documents(
+    order: Sequence[tuple[str, float]], keys: dict[str, str], *, decay: float = DOCUMENT_DECAY
+) -> list[tuple[str, list[str], float]]:
+    """Document-level fusion: contexts grouped by ``keys`` (context id -> document key; a context
+    without one is its own document), each document scored ``s1 + decay * s2 + decay**2 * s3`` over
+    its best three contexts' scores, so several good chunks lift a document above one that has a
+    single, slightly better chunk. Returns (key, its context ids best first, score), best first;
+    ties keep the order of each document's best context."""
+    members: dict[str, list[tuple[str, float]]] = {}
+    for context_id, score in order:
+        members.setdefault(keys.get(context_id, context_id), []).append((context_id, score))
+    scored = [
+        (key, [cid for cid, _ in hits], sum(score * decay**i for i, (_, score) in enumerate(hits[:DOCUMENT_TOP])))
+        for key, hits in members.items()
+    ]
+    position = {key: i for i, key in enumerate(members)}
+    return sorted(scored, key=lambda item: (-item[2], position[item[0]]))
 
 
 class ContextSearch:
@@ -112,11 +156,18 @@ class ContextSearch:
         index: VectorIndex,
         *,
         keyword_budget: int = DEFAULT_BUDGET,
+        rrf_k: int = RRF_K,
+        keyword_weight: float = KEYWORD_WEIGHT,
+        semantic_weight: float = 1.0,
+        document_decay: float = DOCUMENT_DECAY,
     ) -> None:
         self._database = database
         self._gateway = gateway
         self._index = index
         self._keyword = KeywordRetriever(database, budget=keyword_budget)
+        self._rrf_k = rrf_k
+        self._weights: dict[Retriever, float] = {"keyword": keyword_weight, "semantic": semantic_weight}
+        self._document_decay = document_decay
 
     async def search(
         self, principal: Principal, query: SearchQuery, *, door: Door = "rest", request_id: str | None = None
@@ -171,21 +222,94 @@ class ContextSearch:
                 keyword.exception()  # retrieved: an error raised here already wins over it
 
         if query.mode is SearchMode.HYBRID:
-            order = fuse(ranked)
+            order = fuse(ranked, k=self._rrf_k, weights=self._weights)
         else:
             (only,) = ranked.values()
             order = list(only)
-        order = order[: query.limit]
         ranks: dict[str, dict[Retriever, RetrieverRank]] = {}
         for name, hits in ranked.items():
             for rank, (context_id, score) in enumerate(hits, start=1):
                 ranks.setdefault(context_id, {})[name] = RetrieverRank(rank, score)
 
-        rows = await self.fetch_contexts(owner_id, [context_id for context_id, _ in order])
-        result.hits = [
-            SearchHit(rows[context_id], score, ranks[context_id]) for context_id, score in order if context_id in rows
-        ]
+        labels: dict[str, repo.Label] = {}
+        if query.group is Grouping.DOCUMENT or query.passages:
+            async with self._database.reader() as session:
+                labels = await repo.labels(session, owner_id, [context_id for context_id, _ in order])
+        if query.group is Grouping.DOCUMENT:
+            result.hits = await self._per_document(owner_id, ranked, order, ranks, labels, query.limit)
+        else:
+            page = order[: query.limit]
+            rows = await self.fetch_contexts(owner_id, [context_id for context_id, _ in page])
+            result.hits = [SearchHit(rows[cid], score, ranks[cid]) for cid, score in page if cid in rows]
+        await self._explain(result.hits, order, labels, passages=query.passages)
         return result
+
+    async def _per_document(
+        self,
+        owner_id: str,
+        ranked: dict[Retriever, Sequence[tuple[str, float]]],
+        order: Sequence[tuple[str, float]],
+        ranks: dict[str, dict[Retriever, RetrieverRank]],
+        labels: dict[str, repo.Label],
+        limit: int,
+    ) -> list[SearchHit]:
+        """One hit per document: its contexts' fused scores (rank-based, so one retriever's raw scores
+        and hybrid's RRF are on the same footing) combined by ``fuse_documents``; the hit shows the
+        document's best context."""
+        fused = order if len(ranked) > 1 else fuse(ranked, k=self._rrf_k)
+        keys = {context_id: label.source for context_id, label in labels.items() if label.source is not None}
+        documents = fuse_documents(fused, keys, decay=self._document_decay)[:limit]
+        rows = await self.fetch_contexts(owner_id, [members[0] for _, members, _ in documents])
+        hits: list[SearchHit] = []
+        for _, members, score in documents:
+            best = members[0]
+            if best in rows:
+                hits.append(SearchHit(rows[best], score, ranks[best], matches=len(members)))
+        return hits
+
+    async def _explain(
+        self,
+        hits: Sequence[SearchHit],
+        order: Sequence[tuple[str, float]],
+        labels: dict[str, repo.Label],
+        *,
+        passages: bool,
+    ) -> None:
+        """Fill in each hit's document, heading path and (asked for) passage."""
+        ingested = [hit for hit in hits if hit.context.source is not None]
+        parents: dict[str, str] = {}
+        if ingested:
+            async with self._database.reader() as session:
+                parents = await repo.documents_of(session, [hit.context.id for hit in ingested])
+        for hit in hits:
+            meta = hit.context.meta or {}
+            path = meta.get("heading_path")
+            hit.heading_path = [str(part) for part in path] if isinstance(path, list) else None
+            if hit.context.source is None:
+                continue
+            is_document = hit.context.id not in parents
+            document_id = hit.context.id if is_document else parents[hit.context.id]
+            hit.document = DocumentRef(hit.context.source, document_id)
+            if not passages:
+                continue
+            if not is_document:
+                hit.passage = hit.context.content
+                continue
+            # The whole document was hit: its best chunk among the candidates is the passage.
+            for context_id, _ in order:
+                label = labels.get(context_id)
+                if (
+                    context_id != hit.context.id
+                    and label is not None
+                    and label.source == hit.context.source
+                    and "sha256" not in label.meta
+                ):
+                    hit.passage = await self._content(hit.context.owner_id, context_id)
+                    break
+
+    async def _content(self, owner_id: str, context_id: str) -> str | None:
+        rows = await self.fetch_contexts(owner_id, [context_id])
+        return rows[context_id].content if context_id in rows else None
 
     # --- retrievers ---------------------------------------------------------------------------
 
