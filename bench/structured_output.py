@@ -10,7 +10,8 @@ all alike:
   ``response_format`` grammar, called directly: the baseline for validity (no validation after);
 * ``tools (required)``: a function call, grammar-constrained, arguments validated.
 
-Prints, per mode: median and p90 latency, completion tokens, how many answers said ``stop`` /
+Prints, per mode: median and p90 latency, completion tokens, milliseconds per generated token
+(what the grammar costs: answers differ in length), how many answers said ``stop`` /
 ``tool_calls``, ``length``, were refused by validation (a 502 after retries), and how many of the
 finished answers parse and validate. The machine may be shared: the latencies are comparable
 within one run only.
@@ -101,6 +102,7 @@ async def _through_gateway(gateway: Gateway, ctx: CallContext, mode: str, seed: 
         result = await gateway.complete(ctx, name, model, request)
     except InvalidModelOutput:
         tally.seconds.append(time.perf_counter() - started)
+        tally.tokens.append(0)  # kept aligned with seconds; a refused call's tokens are in the log, not here
         tally.refused += 1
         return
     tally.seconds.append(time.perf_counter() - started)
@@ -178,13 +180,15 @@ async def main(seeds: int) -> None:
                 fmt(median(t.seconds) * 1000, ".0f"),
                 fmt(percentile(t.seconds, 90) * 1000, ".0f"),
                 fmt(median([float(x) for x in t.tokens]) if t.tokens else None, ".0f"),
+                fmt(median([1000 * s / n for s, n in zip(t.seconds, t.tokens, strict=False) if n]), ".0f"),
                 str(t.finished),
                 str(t.length),
                 str(t.refused),
                 f"{t.valid}/{t.finished}",
             ]
         )
-    header = ["mode", "p50 ms", "p90 ms", "tokens p50", "finished", "length", "refused (502)", "valid/finished"]
+    header = ["mode", "p50 ms", "p90 ms", "tokens p50", "ms/token p50", "finished", "length", "refused (502)"]
+    header.append("valid/finished")
     print(f"SmolLM2-135M, {seeds} seeds per mode, max_tokens {MAX_TOKENS}, temperature 1.0")
     print(render_table(header, rows))
     plain = median(tallies["plain"].seconds)

@@ -44,9 +44,11 @@ def _valid(content: str, schema: dict[str, Any] | None) -> bool:
     return jsonschema.Draft202012Validator(schema).is_valid(value)
 
 
-async def _tally(client: AsyncOpenAI, response_format: Any, schema: dict[str, Any] | None) -> dict[str, int]:
+async def _tally(
+    client: AsyncOpenAI, response_format: Any, schema: dict[str, Any] | None, seeds: range = SEEDS
+) -> dict[str, int]:
     counts = {"stop": 0, "length": 0}
-    for seed in SEEDS:
+    for seed in seeds:
         answer = await client.chat.completions.create(
             model=CHAT_MODEL,
             messages=[{"role": "user", "content": POEM_PROMPT}],
@@ -84,8 +86,8 @@ async def test_json_schema_over_many_seeds_never_lies(harness: Harness) -> None:
 
 async def test_json_object_over_many_seeds_never_lies(harness: Harness) -> None:
     async with openai_client(harness) as client:
-        counts = await _tally(client, {"type": "json_object"}, None)
-    assert counts["stop"] >= len(SEEDS) // 2, counts
+        counts = await _tally(client, {"type": "json_object"}, None, range(12))
+    assert counts["stop"] >= 6, counts
 
 
 async def test_streamed_json_schema_ends_valid_or_says_length(harness: Harness) -> None:

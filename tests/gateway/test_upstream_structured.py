@@ -13,6 +13,7 @@ from typing import Any
 import openai
 import pytest
 
+from tests.conftest import ADMIN_KEY, Harness
 from tests.gateway import test_upstream as base
 from tests.gateway.test_upstream import Env, sdk
 from tests.gateway.upstream import Ok
@@ -71,6 +72,14 @@ async def test_tools_and_formats_reach_the_upstream_unchanged(env: Env) -> None:
     assert tool_call.id == "call_up_1"
     assert tool_call.function.name == "get_weather"  # type: ignore[union-attr]
     assert json.loads(tool_call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+    # The episodic log shows what was called.
+    await env.h.runtime.logs.flush()
+    logs = await env.h.client.get("/api/v1/db/logs", headers=Harness.auth(ADMIN_KEY))
+    [row] = logs.json()["data"]["items"]
+    assert row["finish_reason"] == "tool_calls"
+    assert json.loads(row["response"]) == {
+        "tool_calls": [{"id": "call_up_1", "name": "get_weather", "arguments": '{"city": "Paris"}'}]
+    }
 
 
 async def test_a_conversation_with_tool_results_is_forwarded_whole(env: Env) -> None:

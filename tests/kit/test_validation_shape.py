@@ -459,7 +459,7 @@ def domain_probes(world: World) -> dict[str, list[Probe]]:
                         "response_format": {"type": "json_schema", "json_schema": {"name": "x"}},
                     }
                 },
-                expect="response_format",
+                expect="response_format.json_schema.schema",
             ),
             Probe(
                 "max_tokens above the model's",

@@ -9,6 +9,7 @@ is written to the episodic log off the request path.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
@@ -736,8 +737,8 @@ class Gateway:
             served_model=parts.served,
             provider=parts.provider,
             prompt=parts.prompt,
-            messages=[{"role": m.role, "content": m.content} for m in request.messages],
-            response=parts.completion.text,
+            messages=[_logged_message(m) for m in request.messages],
+            response=_logged_response(parts.completion),
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             latency_ms=parts.latency * 1000,
@@ -754,6 +755,27 @@ class Gateway:
         if self.on_call is not None:
             self.on_call(record)
         self._logs.submit(record)
+
+
+def _calls_json(calls: Sequence[ToolCall]) -> list[dict[str, str]]:
+    return [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls]
+
+
+def _logged_message(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["tool_calls"] = _calls_json(m.tool_calls)
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _logged_response(completion: Completion) -> str:
+    """The answer's text; function calls follow as a JSON list, so the log shows what was called."""
+    if not completion.tool_calls:
+        return completion.text
+    calls = json.dumps({"tool_calls": _calls_json(completion.tool_calls)})
+    return f"{completion.text}\n{calls}" if completion.text else calls
 
 
 @dataclass(frozen=True)
