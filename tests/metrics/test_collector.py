@@ -150,3 +150,23 @@ async def test_a_blocked_write_never_blocks_requests(make_harness: Any, postgres
         finally:
             await locker.close()
         assert await asyncio.wait_for(write, timeout=10) > 0
+
+
+async def test_each_sample_goes_out_on_the_dashboard_feed(harness: Harness) -> None:
+    h = harness
+    live = h.runtime.bus.subscribe()
+    await live.add("dashboard")
+    collector: MetricsCollector = h.runtime.monitoring.collector
+    await collector.sample()
+    h.clock.advance(10)
+    await traffic(h, ADMIN, 2)
+    await collector.sample()
+    messages = []
+    while (item := live.get_nowait()) is not None:
+        messages.append(item.message())  # type: ignore[union-attr]
+    await live.aclose()
+    last = messages[-1]
+    assert (last["component"], last["event"]) == ("dashboard", "metrics_sample")
+    assert last["data"]["instance"] == collector.instance
+    assert last["data"]["requests"] == 2.0
+    assert last["data"]["p95_seconds"] is not None

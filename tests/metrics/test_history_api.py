@@ -99,3 +99,23 @@ async def test_step_too_small_says_the_maximum(h: Harness, admin_headers: dict[s
     assert details["max_points"] == 1500
     assert details["min_step"] == 1786  # 31 days / 1500 points, rounded up
     assert "1500" in response.json()["error"]["message"]
+
+
+async def test_an_unfiltered_query_reads_the_totals_and_agrees_with_the_label_sets(
+    h: Harness, admin_headers: dict[str, str]
+) -> None:
+    await sample(h)
+    h.clock.advance(10)
+    await traffic(h, admin_headers, 3)
+    assert (await h.client.get("/api/v1/nope", headers=admin_headers)).status_code == 404
+    await sample(h)
+    h.clock.advance(10)
+    since = (h.clock.now() - timedelta(minutes=5)).isoformat()
+    whole = (await query(h, admin_headers, series="http.requests", since=since, step=60)).json()["data"]
+    grouped = (await query(h, admin_headers, series="http.requests", since=since, step=60, group_by="status")).json()[
+        "data"
+    ]
+    by_status = {line["labels"]["status"]: line["summary"]["total"] for line in grouped["lines"]}
+    assert by_status["404"] == 1.0
+    assert whole["lines"][0]["summary"]["total"] == sum(by_status.values())
+    assert whole["lines"][0]["labels"] == {}

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trellis.metrics import repository as metrics_repo
-from trellis.metrics.catalog import QUANTILES, SeriesDef
+from trellis.metrics.catalog import QUANTILES, TOTAL_LABELS, SeriesDef
 from trellis.metrics.history import quantile
 
 
@@ -37,6 +37,8 @@ def compare(value: float, op: str, threshold: float) -> bool:
 def _matching(rows: list[metrics_repo.SeriesRow], labels: dict[str, str]) -> list[int]:
     out = []
     for row in rows:
+        if row.labels == TOTAL_LABELS:
+            continue  # the sum of the others: counting it too would count twice
         parsed: dict[str, str] = json.loads(row.labels)
         if all(parsed.get(name) == value for name, value in labels.items()):
             out.append(row.id)

@@ -109,6 +109,11 @@ SERIES: tuple[SeriesDef, ...] = (
 
 BY_NAME: dict[str, SeriesDef] = {series.name: series for series in SERIES}
 
+# The labels of a counter's or histogram's *total* series: the sum over its label sets, written by
+# each collector beside them, so a query without label filters or grouping reads one series per
+# replica instead of every label set's ("*" is no label name a query can ask for).
+TOTAL_LABELS = '{"*":"total"}'
+
 
 def route_class(route: str) -> str:
     """The class of a route template (the HTTP metrics' ``route`` label)."""

@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry
 from trellis.kit.clock import Clock
 from trellis.kit.logging import get_logger
 from trellis.metrics import repository as repo
-from trellis.metrics.catalog import BY_NAME, SeriesDef, route_class
+from trellis.metrics.catalog import BY_NAME, TOTAL_LABELS, SeriesDef, route_class
 from trellis.metrics.models import BUCKET_COLUMNS
 from trellis.metrics.usage import UsageMeter
 from trellis.settings import MetricsSettings
@@ -191,6 +191,25 @@ def _histogram_part(
         _histogram_slot(reading, key, size)[size + 1] += value
 
 
+def add_totals(reading: Reading) -> None:
+    """Each labelled counter's and histogram's total series (``catalog.TOTAL_LABELS``)."""
+    counters: dict[Key, float] = defaultdict(float)
+    for (name, owner, labels), value in reading.counters.items():
+        if labels != "{}" and BY_NAME.get(name) is not None and BY_NAME[name].labels:
+            counters[(name, owner, TOTAL_LABELS)] += value
+    reading.counters.update(counters)
+    histograms: dict[Key, list[float]] = {}
+    for (name, owner, labels), slot in reading.histograms.items():
+        if labels != "{}":
+            total = histograms.get((name, owner, TOTAL_LABELS))
+            if total is None:
+                histograms[(name, owner, TOTAL_LABELS)] = list(slot)
+            else:
+                for i, value in enumerate(slot):
+                    total[i] += value
+    reading.histograms.update(histograms)
+
+
 @dataclass
 class Accumulator:
     """One roll-up period's increases (and gauges' last values) by series key."""
@@ -291,6 +310,7 @@ class MetricsCollector:
                     reading.gauges[(gauge, "", canonical(labels))] = level
             except Exception as exc:  # noqa: BLE001 - a probe failing costs its gauge, not the sample
                 log.warning("metrics_probe_failed", error=type(exc).__name__, detail=str(exc)[:200])
+        add_totals(reading)
         return reading
 
     # --- one sample ------------------------------------------------------------------------------
@@ -442,7 +462,7 @@ class MetricsCollector:
         requests = errors = calls = tokens = cost = 0.0
         latency: list[float] | None = None
         for (name, _owner, labels), res, _ts, value in batch.counters:
-            if res != self.interval:
+            if res != self.interval or labels == TOTAL_LABELS:
                 continue
             if name == "http.requests":
                 requests += value
@@ -454,8 +474,8 @@ class MetricsCollector:
                 tokens += value
             elif name == "usage.cost":
                 cost += value
-        for (name, _owner, _labels), res, _ts, slot in batch.histograms:
-            if res == self.interval and name == "http.latency":
+        for (name, _owner, labels), res, _ts, slot in batch.histograms:
+            if res == self.interval and name == "http.latency" and labels != TOTAL_LABELS:
                 latency = list(slot) if latency is None else [a + b for a, b in zip(latency, slot, strict=True)]
         p95 = None
         if latency is not None:

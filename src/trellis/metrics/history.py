@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trellis.metrics import repository as repo
-from trellis.metrics.catalog import QUANTILES, SeriesDef
+from trellis.metrics.catalog import QUANTILES, TOTAL_LABELS, SeriesDef
 from trellis.metrics.repository import SeriesRow
 from trellis.metrics.schemas import MetricLine, MetricSummary
 
@@ -69,11 +69,17 @@ class Plan:
 def group_lines(
     rows: Sequence[SeriesRow], labels: Mapping[str, str], group_by: Sequence[str]
 ) -> tuple[dict[int, int], list[dict[str, str]]]:
-    """Series matching ``labels``, mapped to one line per value of the ``group_by`` labels."""
+    """Series matching ``labels``, mapped to one line per value of the ``group_by`` labels. With
+    neither, the total series (one per replica) where the collector wrote them."""
     lines: dict[int, int] = {}
     keys: dict[tuple[str, ...], int] = {}
     line_labels: list[dict[str, str]] = []
+    totals = [row for row in rows if row.labels == TOTAL_LABELS]
+    if not labels and not group_by and totals:
+        return {row.id: 0 for row in totals}, [{}]
     for row in rows:
+        if row.labels == TOTAL_LABELS:
+            continue
         parsed: dict[str, str] = json.loads(row.labels)
         if any(parsed.get(name) != value for name, value in labels.items()):
             continue
