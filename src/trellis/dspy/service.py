@@ -10,7 +10,8 @@ budget and goes through the gateway (``trellis.dspy.engine``).
 
 Whatever a run raises comes back as the product's error: the gateway's and the store's errors as
 they are (a 429, a 503 with an open breaker, a 404), an answer DSPy cannot parse into the
-signature's output fields as a 502 ``model_output_error`` naming the module, anything else as a
+signature's output fields, or one the gateway refused for breaking the JSON structure the adapter
+asked for, as a 502 ``model_output_error`` naming the module, anything else as a
 500 whose traceback stays in the server's log.
 
 DSPy is imported on first use (it takes seconds), not when the service is built.
@@ -29,6 +30,7 @@ from pydantic_core import PydanticUndefined
 
 from trellis.auth.schemas import Principal, Scope
 from trellis.dspy.schemas import FieldOut, ModuleOut, ModuleRunOut, StageOut, WorkflowOut, WorkflowRunOut
+from trellis.gateway.service import InvalidModelOutput
 from trellis.kit.errors import (
     FieldError,
     InternalError,
@@ -354,14 +356,21 @@ class DSPyService:
     @staticmethod
     def translate(exc: BaseException, module: str) -> TrellisError:
         """What a module run raised, as the product's error (see the module docstring)."""
+        from trellis.dspy.modules.base import BadModelOutput
+
         seen: BaseException | None = exc
         while seen is not None:
+            if isinstance(seen, InvalidModelOutput):
+                # The gateway refused an answer that broke the JSON structure DSPy's adapter asked
+                # for: to the module's caller that is the model's output failing the module.
+                return BadModelOutput(
+                    f"The model's answer to module {module!r} did not have the structure of its output fields",
+                    details={**seen.details, "module": module},
+                )
             if isinstance(seen, TrellisError):
                 return seen
             seen = seen.__cause__ or seen.__context__
         from dspy.utils.exceptions import AdapterParseError
-
-        from trellis.dspy.modules.base import BadModelOutput
 
         if isinstance(exc, AdapterParseError):
             response = str(getattr(exc, "lm_response", "") or "")
