@@ -119,6 +119,11 @@ async def test_nested_runs_take_the_same_statements_for_2_or_8(h: Harness, alice
         await save(h, name, definition, headers=alice)
     for i in range(8):
         await execute(h, "first" if i % 2 else "second", {}, headers=alice)
+    # Every run has ended; the embedded worker would still poll once each run's end woke it, and
+    # its statements would be counted with the query's. Stop it (the harness's close stops it again).
+    worker = h.runtime.workflow_worker
+    assert worker is not None
+    await worker.stop()
     await h.runtime.indexer.wait_idle()
     await h.runtime.logs.flush()
     await statements_for(h, NESTED_RUNS, 8, alice)  # warm the credential cache and the pool
