@@ -93,6 +93,8 @@ def api_routes(app: FastAPI) -> list[Route]:
     for context in iter_route_contexts(app.routes):
         if not isinstance(context.original_route, APIRoute):
             continue
+        if not context.original_route.include_in_schema:
+            continue  # HTML pages (the dashboard), not the API: tests/dashboard/ covers their input
         path = context.path
         assert path is not None
         for method in sorted(context.methods or ()):
