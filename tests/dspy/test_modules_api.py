@@ -136,7 +136,8 @@ async def test_an_answer_that_does_not_parse_is_a_clean_502(env: Env, reply: Any
         assert error["details"]["module"] == "model_switcher"
         assert error["details"]["model"] == "up"
         problems = error["details"]["problems"]
-        assert problems and len(problems) == error["details"]["attempts"]
+        assert problems
+        assert len(problems) == error["details"]["attempts"]
         assert all("JSON" in problem or "schema" in problem or "required" in problem for problem in problems), problems
     assert "Traceback" not in response.text
 
