@@ -9,7 +9,7 @@ from typing import Any
 
 from tests.conftest import Harness
 from tests.workflows.support import ADMIN, execute, save, until_status
-from trellis.workflows.service import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from trellis.kit.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 # Before the gate: run.queued, run.started, greet started + succeeded, approve started + waiting,
 # run.waiting. After it: run.resumed, approve succeeded, decide started + succeeded, run.succeeded.

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import Harness
 from tests.workflows.support import ADMIN, execute, save, status, until_status
-from trellis.workflows.service import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from trellis.kit.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 GREET = {"steps": [{"id": "greet", "type": "transform", "with": {"value": "hi {{ input.name }}"}}]}
 

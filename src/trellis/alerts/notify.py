@@ -28,9 +28,9 @@ from trellis.kit.clock import Clock, utc_timestamp
 from trellis.kit.errors import TrellisError
 from trellis.kit.logging import get_logger
 from trellis.kit.outbound import OutboundClient
+from trellis.kit.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from trellis.settings import AlertsSettings
 from trellis.storage.database import Database
-from trellis.workflows.service import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 log = get_logger(__name__)
 

@@ -25,6 +25,7 @@ from trellis.events.runs import event_out
 from trellis.kit.clock import as_utc
 from trellis.kit.envelope import Envelope, ok
 from trellis.kit.errors import ValidationFailed
+from trellis.kit.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from trellis.workflows.definition import NAME_PATTERN
 from trellis.workflows.schemas import (
     DEFAULT_PAGE,
@@ -53,7 +54,7 @@ from trellis.workflows.schemas import (
     WorkflowSummary,
     WorkflowUpdate,
 )
-from trellis.workflows.service import SIGNATURE_HEADER, TIMESTAMP_HEADER, HistoryFilters
+from trellis.workflows.service import HistoryFilters
 
 definitions = APIRouter(prefix="/api/v1/workflows", tags=["workflows"])
 runs = APIRouter(prefix="/api/v1/workflow", tags=["workflow runs"])

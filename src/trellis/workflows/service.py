@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import json
 import secrets
@@ -32,6 +31,7 @@ from trellis.kit.ids import new_id
 from trellis.kit.outbound import OutboundClient
 from trellis.kit.ownership import visible_or_404
 from trellis.kit.secretbox import SecretBox
+from trellis.kit.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from trellis.settings import Role, WorkflowSettings
 from trellis.storage.database import Database
 from trellis.workflows import repository as repo
@@ -53,8 +53,6 @@ from trellis.workflows.worker import RunWaiters, WorkflowWorker
 
 log = structlog.get_logger(__name__)
 
-SIGNATURE_HEADER = "X-Trellis-Signature"
-TIMESTAMP_HEADER = "X-Trellis-Timestamp"
 CANCELLABLE = ("queued", "running", "waiting")
 RETRYABLE = ("failed", "cancelled")
 
@@ -70,12 +68,6 @@ def _workflow_not_found(name: str) -> NotFound:
 def run_cursor(row: WorkflowRun) -> str:
     """The history cursor of the page that starts after ``row`` (each listed run has one)."""
     return encode_keyset(row.created_at, row.id, order="runs")
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """The signature a hook delivery carries: ``sha256=`` + hex HMAC-SHA256 over ``<timestamp>.<body>``."""
-    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
 
 
 @dataclass(frozen=True)
