@@ -35,7 +35,15 @@ from _common import fmt, new_admin_key, percentile, render_table, result_header,
 from trellis.auth.schemas import ApiKeyCreate, UserCreate
 from trellis.gateway.providers.base import ProviderContext
 from trellis.gateway.service import CallContext
-from trellis.gateway.types import Completion, CompletionRequest, EmbeddingResult, Message, StreamChunk, Usage
+from trellis.gateway.types import (
+    Completion,
+    CompletionRequest,
+    EmbeddingResult,
+    Message,
+    StreamChunk,
+    ToolSpec,
+    Usage,
+)
 from trellis.runtime import build_runtime
 from trellis.settings import ModelConfig, Settings
 from trellis.storage import migrate
@@ -59,7 +67,14 @@ class InstantProvider:
     async def embed(self, model: ModelConfig, texts: Sequence[str]) -> EmbeddingResult:
         raise NotImplementedError
 
-    async def count_tokens(self, model: ModelConfig, messages: Sequence[Message]) -> int | None:
+    async def count_tokens(
+        self,
+        model: ModelConfig,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] = (),
+        tool_choice: str = "auto",
+    ) -> int | None:
         return sum(len(m.content) for m in messages) // 4
 
     async def aclose(self) -> None:
