@@ -71,6 +71,14 @@ class BadGateway(TrellisError):
 class InvalidModelOutput(BadGateway):
     default_message = "The model's answer does not have the requested structure"
 
+    @classmethod
+    def of(cls, model: str, problems: list[str]) -> InvalidModelOutput:
+        """The refusal of an answer (or of every retried answer): the last problem leads."""
+        return cls(
+            f"The model's answer broke the requested structure: {problems[-1]}",
+            details={"model": model, "problems": problems, "attempts": len(problems)},
+        )
+
 
 class _InvalidAnswer(Exception):
     """An answer that failed structured validation (logged already); complete() may try again."""
@@ -289,10 +297,7 @@ class Gateway:
                 problems.append(exc.problem)
                 base = request.seed if request.seed is not None else self._seed()
                 current = replace(request, seed=base + attempt + 1)
-        raise InvalidModelOutput(
-            f"The model's answer broke the requested structure: {problems[-1]}",
-            details={"model": name, "problems": problems, "attempts": len(problems)},
-        )
+        raise InvalidModelOutput.of(name, problems)
 
     @staticmethod
     def _seed() -> int:
@@ -533,10 +538,7 @@ class Gateway:
         )
         if found is not None:
             self.metrics.structured_invalid.labels(served).inc()
-            raise InvalidModelOutput(
-                f"The model's answer broke the requested structure: {found}",
-                details={"model": served, "problems": [found], "attempts": 1},
-            )
+            raise InvalidModelOutput.of(served, [found])
 
     async def _wait(self, seconds: float) -> None:
         await (self._sleep or asyncio.sleep)(seconds)
