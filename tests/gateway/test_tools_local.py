@@ -23,6 +23,7 @@ from openai import AsyncOpenAI
 from tests.conftest import ADMIN_KEY, JWT_SECRET, Harness
 from tests.gateway.test_doors_local import CHAT_MODEL, openai_client
 from tests.processes import Process, start_server, wait_ready
+from tests.sweeps import seeds
 
 WEATHER_PARAMS: dict[str, Any] = {
     "type": "object",
@@ -64,7 +65,7 @@ async def _create(client: AsyncOpenAI, seed: int, **body: Any) -> Any:
 
 async def test_required_always_calls_a_function_with_valid_arguments(harness: Harness) -> None:
     async with openai_client(harness) as client:
-        for seed in range(6):
+        for seed in seeds(3, 6):
             answer = await _create(client, seed, tools=TOOLS, tool_choice="required")
             choice = answer.choices[0]
             assert choice.finish_reason == "tool_calls", (seed, choice)
@@ -75,7 +76,7 @@ async def test_required_always_calls_a_function_with_valid_arguments(harness: Ha
 
 async def test_a_named_function_is_the_one_called(harness: Harness) -> None:
     async with openai_client(harness) as client:
-        for seed in range(3):
+        for seed in seeds(2, 3):
             answer = await _create(
                 client, seed, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_time"}}
             )
@@ -88,7 +89,7 @@ async def test_a_named_function_is_the_one_called(harness: Harness) -> None:
 async def test_auto_answers_with_a_valid_call_or_plain_text(harness: Harness) -> None:
     async with openai_client(harness) as client:
         kinds = []
-        for seed in range(6):
+        for seed in seeds(3, 6):
             choice = (await _create(client, seed, tools=TOOLS, tool_choice="auto")).choices[0]
             if choice.message.tool_calls:
                 assert choice.finish_reason == "tool_calls"
@@ -209,7 +210,7 @@ async def test_official_sdk_against_a_real_trellis_server(server: Process) -> No
     client = AsyncOpenAI(base_url=f"{server.url}/v1", api_key=ADMIN_KEY, max_retries=0, timeout=120)
     try:
         stops = 0
-        for seed in range(4):
+        for seed in seeds(2, 4):
             answer = await client.chat.completions.create(
                 model=CHAT_MODEL,
                 messages=[{"role": "user", "content": 'A two-line poem with a "quoted" word, as JSON.'}],
