@@ -375,11 +375,11 @@ def _advance(kind: str, data: dict[str, Any]) -> tuple[float, str] | None:
     return _PHASES.get(kind)
 
 
-async def _follow(runtime: Runtime, actor: Principal, run_id: str) -> Any:
-    """Follow the run's events with a progress bar until it ends; returns the run."""
+async def _follow(runtime: Runtime, actor: Principal, run_id: str, *, show: bool) -> Any:
+    """Follow the run's events with a progress bar (on stderr, when ``show``) until it ends; returns the run."""
     seq = 0
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=False) as progress:
+    with Progress(*columns, console=err_console, transient=False, disable=not show) as progress:
         task = progress.add_task("queued", total=1.0)
         while True:
             row = await runtime.workflows.wait_for(run_id, 0.25)
@@ -431,7 +431,7 @@ def optimize(
             err_console.print(
                 f"[dim]run {started.run_id}: up to {started.estimated_model_calls} model calls[/dim]", highlight=False
             )
-        row = await _follow(runtime, actor, started.run_id)
+        row = await _follow(runtime, actor, started.run_id, show=not as_json or err_console.is_terminal)
         return started.run_id, row, await runtime.dspy_programs.get_program(actor, program_id)
 
     embedded = settings().workflow.queue_url is None
