@@ -315,3 +315,28 @@ async def test_a_breaker_that_opens_mid_optimization_fails_the_run_and_deploys_n
         assert (shown["deployed_version"], shown["latest_version"], shown["versions"]) == (None, 0, [])
         events = assert_ok(await env.h.client.get(f"/api/v1/workflow/{run['id']}/events", headers=env.alice))
         assert "dspy.stored" not in [e["type"] for e in events["items"]]
+
+
+async def test_a_json_lines_body_is_a_dataset_and_its_bad_line_is_named(env: Env) -> None:
+    def upload(body: bytes, params: dict[str, str], content_type: str = "application/x-ndjson") -> Any:
+        headers = {**env.alice, "Content-Type": content_type}
+        return env.h.client.post(f"{API}/datasets/jsonl", content=body, params=params, headers=headers)
+
+    good = b'{"country": "Peru", "capital": "Lima"}\r\n{"country": "Cuba", "capital": "Havana"}\n'
+    data = assert_ok(await upload(good, {"name": "lines", "module": "capital"}), 201)
+    assert (data["name"], data["size"]) == ("lines", 2)
+    bad = b'{"country": "Peru", "capital": "Lima"}\n{"country": "Cuba", "capital": 7}\n'
+    error = assert_error(await upload(bad, {"name": "bad", "module": "capital"}), 400, "validation_error")
+    assert field_names(error) == {"line 2.capital"}
+    error = assert_error(await upload(good, {"module": "capital"}), 400, "validation_error")
+    assert field_names(error) == {"name"}
+    assert error["details"]["fields"][0]["location"] == "query"
+    assert_error(
+        await upload(good, {"name": "x", "module": "capital"}, "application/pdf"), 415, "unsupported_media_type_error"
+    )
+    assert_error(await upload(b"\xff\xfe", {"name": "x", "module": "capital"}), 400, "validation_error")
+    assert_ok(await upload(good, {"name": "plain", "module": "capital"}, "text/plain"), 201)
+    assert [d["name"] for d in assert_ok(await env.h.client.get(f"{API}/datasets", headers=env.alice))] == [
+        "lines",
+        "plain",
+    ]

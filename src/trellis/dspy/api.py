@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel
 
 from trellis.auth.deps import Reader, RuntimeDep, Writer
 from trellis.dspy.schemas import (
+    RESOURCE_NAME_PATTERN,
     DatasetCreate,
     DatasetOut,
     DeployRequest,
@@ -27,6 +28,7 @@ from trellis.dspy.schemas import (
     WorkflowRunOut,
 )
 from trellis.kit.envelope import Envelope, ok
+from trellis.kit.errors import UnsupportedMediaType, ValidationFailed
 from trellis.kit.request_id import current_request_id
 
 router = APIRouter(prefix="/api/v1/dspy", tags=["dspy"])
@@ -100,6 +102,47 @@ class Deleted(BaseModel):
 )
 async def create_dataset(body: DatasetCreate, principal: Writer, runtime: RuntimeDep) -> Envelope[DatasetOut]:
     return ok(await runtime.dspy_programs.create_dataset(principal, body))
+
+
+JSONL_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines", "text/plain")
+
+
+@router.post(
+    "/datasets/jsonl",
+    status_code=status.HTTP_201_CREATED,
+    summary="Upload a dataset as a JSON Lines body (one example per line); name and module in the query",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+            "description": "One JSON object per line; blank lines are skipped but counted.",
+        }
+    },
+    responses={
+        400: {"description": "A line that does not fit the signature (line <n>.<field>)"},
+        404: {"description": "No such module"},
+        409: {"description": "You have a dataset of that name"},
+        415: {"description": "The body is not JSON Lines (application/x-ndjson, application/jsonl or text/plain)"},
+    },
+)
+async def upload_dataset_jsonl(
+    request: Request,
+    principal: Writer,
+    runtime: RuntimeDep,
+    name: Annotated[str, Query(pattern=RESOURCE_NAME_PATTERN, description="The dataset's name.")],
+    module: Annotated[str, Query(min_length=1, max_length=200, description="The module the examples fit.")],
+) -> Envelope[DatasetOut]:
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media not in JSONL_TYPES:
+        raise UnsupportedMediaType(
+            f"Send the examples as JSON Lines ({', '.join(JSONL_TYPES[:2])})", details={"content_type": media}
+        )
+    try:
+        text = (await request.body()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationFailed.of("body", "JSON Lines must be UTF-8", type="unicode_error") from None
+    data = DatasetCreate(name=name, module=module, jsonl=text)
+    return ok(await runtime.dspy_programs.create_dataset(principal, data))
 
 
 @router.get("/datasets", summary="Your datasets")

@@ -77,7 +77,8 @@ class WorkflowRunOut(BaseModel):
 
 # --- datasets, programs, versions -------------------------------------------------------------------
 
-ResourceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")]
+RESOURCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+ResourceName = Annotated[str, StringConstraints(pattern=RESOURCE_NAME_PATTERN)]
 ModuleName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
