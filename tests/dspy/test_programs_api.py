@@ -340,3 +340,22 @@ async def test_a_json_lines_body_is_a_dataset_and_its_bad_line_is_named(env: Env
         "lines",
         "plain",
     ]
+
+
+async def test_optimizing_needs_the_ai_and_write_scopes_and_a_known_model(env: Env) -> None:
+    data, prog = await dataset(env), await program(env)
+    body = {"dataset_id": data["id"]}
+    _, key = await env.h.create_key(env.alice_id, scopes=["read", "write"])
+    error = assert_error(
+        await post(env, f"/programs/{prog['id']}/optimize", body, env.h.auth(key)), 403, "authorization_error"
+    )
+    assert error["details"]["scope"] == "ai"
+    _, key = await env.h.create_key(env.alice_id, scopes=["read", "ai"])
+    assert_error(await post(env, f"/programs/{prog['id']}/optimize", body, env.h.auth(key)), 403, "authorization_error")
+    error = assert_error(
+        await post(env, f"/programs/{prog['id']}/optimize", {**body, "model": "nope"}), 404, "not_found_error"
+    )
+    assert error["details"]["model"] == "nope"
+    assert env.up.calls("chat") == []
+    runs = assert_ok(await env.h.client.get("/api/v1/workflow/history", headers=env.alice))
+    assert runs["items"] == []

@@ -430,6 +430,8 @@ class ProgramService:
     ) -> tuple[DSPyProgram, DSPyDataset, int, int]:
         from trellis.dspy.optimize import estimate_model_calls, split_examples
 
+        if Scope.WRITE not in principal.scopes:
+            raise PermissionDenied("Optimizing a program needs the 'write' scope", details={"scope": "write"})
         program = await self._program(principal, program_id)
         dataset = await self._dataset(principal, request.dataset_id)
         if dataset.module != program.module:
@@ -457,8 +459,6 @@ class ProgramService:
         self, principal: Principal, program_id: str, request: OptimizeRequest
     ) -> OptimizeStarted:
         """Check the request, then queue the cycle as a workflow run (202 with its id)."""
-        if Scope.WRITE not in principal.scopes:
-            raise PermissionDenied("Optimizing a program needs the 'write' scope", details={"scope": "write"})
         program, _, estimate, _ = await self._check(principal, program_id, request)
         if self._start_run is None:
             raise RuntimeError("optimization runs are not wired in this process (ProgramService.bind_runs)")

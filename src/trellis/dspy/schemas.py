@@ -151,7 +151,8 @@ class OptimizeRequest(RequestModel):
     max_rounds: Annotated[int, Field(ge=1, le=10)] = 1
     max_examples: Annotated[int, Field(ge=5)] | None = Field(
         default=None,
-        description="Use at most this many of the dataset's examples; at most [dspy] optimize_max_examples.",
+        description="The most examples the run may use (a larger dataset is a 400, never cut silently); "
+        "at most [dspy] optimize_max_examples, the default.",
     )
     max_model_calls: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="The run's model-call budget; at most [dspy] optimize_max_model_calls (the default)."
