@@ -359,3 +359,22 @@ async def test_optimizing_needs_the_ai_and_write_scopes_and_a_known_model(env: E
     assert env.up.calls("chat") == []
     runs = assert_ok(await env.h.client.get("/api/v1/workflow/history", headers=env.alice))
     assert runs["items"] == []
+
+
+async def test_the_optimize_step_type_is_listed_and_refuses_a_bad_request_without_retrying(env: Env) -> None:
+    types = assert_ok(await env.h.client.get("/api/v1/workflow/step-types", headers=env.alice))
+    assert "dspy.optimize" in {t["name"] for t in types}
+    prog = await program(env)
+    step = {"id": "opt", "type": "dspy.optimize", "with": {"program_id": prog["id"], "request": {"max_rounds": 1}}}
+    saved = await env.h.client.put("/api/v1/workflows/mine", json={"definition": {"steps": [step]}}, headers=env.alice)
+    assert saved.status_code == 201, saved.text
+    response = await env.h.client.post(
+        "/api/v1/workflow/execute", json={"workflow": "mine", "input": {}, "wait": 30}, headers=env.alice
+    )
+    run = response.json()["data"]
+    assert run["status"] == "failed", run
+    detail = assert_ok(await env.h.client.get(f"/api/v1/workflow/status/{run['id']}", headers=env.alice))
+    (state,) = detail["steps"]
+    assert state["attempt"] == 1
+    assert "invalid optimization request" in state["error"]["message"]
+    assert env.up.calls("chat") == []
