@@ -114,8 +114,11 @@ JSONL_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-li
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
-            "description": "One JSON object per line; blank lines are skipped but counted.",
+            # Documented as text/plain (what OpenAPI tools can send); application/x-ndjson and
+            # application/jsonl are taken too.
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "One JSON object per line (text/plain, application/x-ndjson or application/jsonl); "
+            "blank lines are skipped but counted.",
         }
     },
     responses={
