@@ -6,7 +6,7 @@ loop into train / dev / test; the metric is exact match of the phrase (case and 
 One ``FourPartOptimizationLoop.run_cycle`` runs on the local model (SmolLM2-135M by default,
 ``--model`` for another configured one) with the caller's identity, every call through the
 gateway: the module is scored on the held-out test split, compiled with BootstrapFewShot on
-train, scored again on test, and saved only if better. Prints the test scores before and after,
+train, scored again on test, stored as version 1 and deployed only if better. Prints the test scores before and after,
 the model calls and tokens the cycle spent (from the episodic log) and the time.
 
 SmolLM2-135M is weak: expect small or no gains and read the numbers as they are.
@@ -68,7 +68,7 @@ def build_module() -> Any:
 
 
 async def measure(examples: int, model: str | None, seed: int) -> dict[str, Any]:
-    from trellis.dspy.optimize import FourPartOptimizationLoop, ProgramFiles
+    from trellis.dspy.programs import FourPartOptimizationLoop
 
     codes = [s for s in HTTPStatus if 200 <= s.value < 600]
     random.Random(seed).shuffle(codes)
@@ -95,7 +95,7 @@ async def measure(examples: int, model: str | None, seed: int) -> dict[str, Any]
             _, key = await runtime.auth.create_key(admin, ApiKeyCreate(name="bench", user_id=user.id))
             principal = await runtime.auth.authenticate(key)
             runtime.dspy.registry.register_module("http_status", build_module())
-            loop = FourPartOptimizationLoop(runtime.dspy, ProgramFiles(Path(tmp) / "programs", secrets.token_bytes(32)))
+            loop = FourPartOptimizationLoop(runtime.dspy_programs)
             started = time.perf_counter()
             result = await loop.run_cycle(
                 principal,
@@ -120,7 +120,7 @@ async def measure(examples: int, model: str | None, seed: int) -> dict[str, Any]
         "split": result.split,
         "baseline_test_score": result.baseline_test_score,
         "optimized_test_score": result.optimized_test_score,
-        "scores": result.scores,
+        "version": result.version,
         "deployed": result.deployed,
         "demos": result.demos,
         "model_calls": calls,
@@ -141,8 +141,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = [
         ["model", out["model"]],
         ["split train/dev/test", "/".join(str(out["split"][k]) for k in ("train", "dev", "test"))],
-        ["test score before", f"{out['baseline_test_score']:.3f}  {out['scores']['baseline']}"],
-        ["test score after", f"{out['optimized_test_score']:.3f}  {out['scores']['optimized']}"],
+        ["test score before", f"{out['baseline_test_score']:.3f}"],
+        ["test score after", f"{out['optimized_test_score']:.3f}"],
         ["demos in the compiled program", str(out["demos"])],
         ["deployed", str(out["deployed"])],
         ["model calls", str(out["model_calls"])],

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
@@ -21,6 +22,7 @@ from trellis.alerts.notify import AlertNotifier
 from trellis.alerts.schemas import AlertEventOut
 from trellis.alerts.service import AlertService
 from trellis.auth.cache import AuthEpoch, FileAuthEpoch, NoAuthEpoch, PostgresAuthEpoch, RedisAuthEpoch
+from trellis.auth.schemas import Principal
 from trellis.auth.secrets import resolve_jwt_secret
 from trellis.auth.service import AuthService
 from trellis.auth.watch import AccessWatch
@@ -31,6 +33,7 @@ from trellis.context.ingest.service import IngestService
 from trellis.context.search.service import ContextSearch
 from trellis.context.service import ContextService
 from trellis.dashboard.service import DashboardSessions
+from trellis.dspy.programs import ProgramService, program_key
 from trellis.dspy.service import DSPyService
 from trellis.episodic.service import EpisodicLogService
 from trellis.episodic.writer import EpisodicLogWriter
@@ -64,9 +67,11 @@ from trellis.workflows.engine import DefinitionCache, Engine, EventSink
 from trellis.workflows.metrics import WorkflowMetrics
 from trellis.workflows.n8n import N8nClient
 from trellis.workflows.queue import WorkQueue, build_work_queue
+from trellis.workflows.schemas import ExecuteRequest
 from trellis.workflows.secrets import build_secret_box
 from trellis.workflows.service import WorkflowService
 from trellis.workflows.steps.base import StepServices
+from trellis.workflows.steps.dspy import DSPyOptimizeStep
 from trellis.workflows.steps.registry import StepRegistry
 from trellis.workflows.worker import RunWaiters, WorkflowWorker, new_worker_id
 
@@ -98,6 +103,7 @@ class Runtime:
     dspy: DSPyService
     monitoring: Monitoring
     dashboard: DashboardSessions
+    dspy_programs: ProgramService
 
     @property
     def metrics(self) -> MetricsService:
@@ -259,9 +265,20 @@ def build_runtime(
     bus = build_bus(settings, redis)
     run_events = RunEventPublisher(bus)
     dspy = DSPyService(settings, gateway, context, search, limiter)
+    dspy_programs = ProgramService(database, clock, dspy, program_key(jwt_secret), settings.dspy)
     workflow_parts = build_workflows(
-        settings, clock, database, gateway, context, search, registry, on_events=run_events, dspy=dspy
+        settings,
+        clock,
+        database,
+        gateway,
+        context,
+        search,
+        registry,
+        on_events=run_events,
+        dspy=dspy,
+        dspy_programs=dspy_programs,
     )
+    dspy_programs.bind_runs(workflow_parts.start_internal_run)
     system_metrics = SystemMetricsService(registry, clock)
     monitoring = build_monitoring(
         settings, clock, database, registry, gateway, indexer, bus, workflow_parts, system_metrics
@@ -299,6 +316,7 @@ def build_runtime(
         dspy,
         monitoring,
         dashboard=DashboardSessions(database, auth, settings.dashboard, clock),
+        dspy_programs=dspy_programs,
     )
 
 
@@ -453,6 +471,15 @@ class WorkflowParts:
     def cancel_local(self, run_id: str) -> bool:
         return self.worker.cancel_local(run_id) if self.worker is not None else False
 
+    async def start_internal_run(self, actor: Principal, definition: dict[str, Any], input: dict[str, Any]) -> str:
+        """Queue a run of one of Trellis's own workflows (``dspy.optimize``) as ``actor``: the
+        definition is saved under the actor's workflows (a new version only when it changed), then
+        run like any other, so its progress, events and history are the workflow API's."""
+        name = definition["steps"][0]["type"]
+        await self.service.save(actor, name, definition, mode="apply")
+        run, _ = await self.service.execute(actor, ExecuteRequest(workflow=name, input=input))
+        return run.id
+
 
 def build_workflows(
     settings: Settings,
@@ -466,6 +493,7 @@ def build_workflows(
     worker: bool | None = None,
     on_events: EventSink | None = None,
     dspy: DSPyService | None = None,
+    dspy_programs: ProgramService | None = None,
 ) -> WorkflowParts:
     """The workflow service, and a worker when this process runs steps: by default when there is no
     work queue (embedded); ``[workflow] embedded_workers`` or ``worker`` (`trellis worker`) decide
@@ -477,6 +505,10 @@ def build_workflows(
         max_response_bytes=tuning.outbound_max_response_bytes,
     )
     steps = StepRegistry()
+    if not steps.knows(DSPyOptimizeStep.name):
+        # Installed metadata made before the step's entry point was declared does not list it; the
+        # programs service needs it (its optimization runs are workflow runs of this step).
+        steps.register(DSPyOptimizeStep.name, DSPyOptimizeStep)
     definitions = DefinitionCache(database, steps)
     waiters = RunWaiters()
     url = make_url(settings.resolved_database_url)
@@ -521,6 +553,7 @@ def build_workflows(
         n8n_connection=service.resolve_connection,
         start_child=service.start_child,
         dspy=dspy,
+        dspy_programs=dspy_programs,
     )
     parts = WorkflowParts(
         settings,

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner, Result
 
 from tests.dspy.support import answer, upstream_model
-from tests.gateway.upstream import FakeUpstream
+from tests.gateway.upstream import Computed, FakeUpstream, Ok
 from trellis.cli.main import app
 
 
@@ -63,3 +64,82 @@ def test_bad_inputs_and_unknown_modules_are_one_line_errors(data_dir: Path) -> N
     assert "No DSPy module named 'nope'" in " ".join(result.output.split())
     result = cli("dspy", "run", "model_switcher", "--inputs", "[1]")
     assert result.exit_code == 1
+
+
+# --- datasets and programs ------------------------------------------------------------------------------
+
+REWRITES = {
+    "how do I deploy trellis on a server": "deploy trellis server",
+    "where are the workflow runs stored": "workflow runs storage",
+    "which models does the gateway serve": "gateway models",
+    "how to rotate an api key": "rotate api key",
+    "what does the breaker do when a model fails": "breaker model failure",
+    "how are contexts searched": "contexts searched",
+    "how to export the episodic log": "export episodic log",
+    "what is a dspy program version": "dspy program version",
+    "how do hooks resume a run": "hooks resume run",
+    "where is the metrics endpoint": "metrics endpoint",
+}
+
+
+def rewrites_when_shown_examples(body: dict[str, Any]) -> Ok:
+    """Answers the question's keywords only when the prompt carries worked examples; else words
+    that share nothing with the question (the module then falls back to the question itself)."""
+    question = body["messages"][-1]["content"]
+    query = next(q for q in REWRITES if q in question)
+    knows = len(body["messages"]) > 2
+    return Ok(json.dumps({"processed_query": REWRITES[query] if knows else "zzz"}))
+
+
+def test_datasets_programs_optimize_deploy_and_rollback(data_dir: Path, upstream: FakeUpstream, tmp_path: Path) -> None:
+    upstream.default["chat"] = Computed(rewrites_when_shown_examples)
+    lines = tmp_path / "rewrites.jsonl"
+    bad = tmp_path / "bad.jsonl"
+    lines.write_text("\n".join(json.dumps({"query": q, "processed_query": k}) for q, k in REWRITES.items()))
+    bad.write_text('{"query": "a", "processed_query": "b"}\n{"query": 3, "processed_query": "b"}\n')
+
+    result = cli("dspy", "datasets", "upload", "bad", str(bad), "-m", "documentation_query")
+    assert result.exit_code == 1
+    assert "line 2.query" in result.output
+    result = cli("dspy", "datasets", "upload", "rewrites", str(lines), "-m", "documentation_query", "--json")
+    assert result.exit_code == 0, result.output
+    dataset = json.loads(result.output)
+    assert dataset["size"] == 10
+    result = cli("dspy", "programs", "create", "rewriter", "-m", "documentation_query", "--json")
+    assert result.exit_code == 0, result.output
+
+    result = cli("dspy", "optimize", "rewriter", "--dataset", dataset["id"], "--seed", "1", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)  # DSPy's optimizer prints its own progress (to stderr here)
+    assert out["status"] == "succeeded"
+    assert (out["result"]["version"], out["result"]["deployed"]) == (1, True)
+    assert out["result"]["scores"]["baseline"]["test"] == 0.0
+    assert out["result"]["scores"]["optimized"]["test"] == 1.0
+
+    result = cli("dspy", "programs", "run", "rewriter", "-i", "query=how are contexts searched", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["data"]["processed_query"] == "contexts searched"
+
+    result = cli("dspy", "optimize", "rewriter", "--dataset", dataset["id"], "--seed", "1", "--no-deploy")
+    assert result.exit_code == 0, result.output
+    assert "Version 2: test 0.000 → 1.000; not deployed (v1 stays)" in result.output
+    result = cli("dspy", "deploy", "rewriter", "2")
+    assert result.exit_code == 1
+    assert "does not beat version 1" in " ".join(result.output.split())
+    result = cli("dspy", "deploy", "rewriter", "2", "--force", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["deployed_version"] == 2
+    result = cli("dspy", "rollback", "rewriter", "1", "--json")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["deployed_version"] == 1
+    assert [v["version"] for v in shown["versions"]] == [1, 2]
+
+    result = cli("dspy", "programs", "show", "rewriter")
+    assert result.exit_code == 0, result.output
+    assert "deployed v1, 2 version(s)" in result.output
+    result = cli("dspy", "datasets", "delete", dataset["id"])
+    assert result.exit_code == 1  # versions were compiled from it
+    result = cli("dspy", "optimize", "rewriter", "--dataset", dataset["id"], "--max-model-calls", "999999")
+    assert result.exit_code == 1
+    assert "max_model_calls" in result.output

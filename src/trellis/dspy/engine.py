@@ -46,9 +46,9 @@ from dspy.lm15 import (
 )
 
 from trellis.auth.schemas import Principal
-from trellis.gateway.service import CallContext, Gateway, StreamOutcome
+from trellis.gateway.service import CallContext, Gateway, InvalidModelOutput, StreamOutcome
 from trellis.gateway.types import Completion, CompletionRequest, Message, Role
-from trellis.kit.errors import AuthenticationFailed, ValidationFailed
+from trellis.kit.errors import AuthenticationFailed, TrellisError, ValidationFailed
 
 # What a canonical request's config may carry that the gateway honours; anything else set is a 400.
 _HONOURED = {"max_tokens", "temperature", "top_p", "stop", "seed", "response_format"}
@@ -61,6 +61,47 @@ StreamEvent = Any
 Admit = Callable[["CallIdentity"], Awaitable[None]]
 
 
+class BudgetSpent(TrellisError):
+    code = "budget_exhausted_error"
+    status_code = 409
+    default_message = "The optimization run used up its model-call budget"
+
+
+class CallGuard:
+    """One optimization run's model calls: a budget (``max_calls``), and the first failure that
+    must end the run (an open breaker, an empty rate budget, a provider down).
+
+    DSPy's optimizers and evaluators catch what a call raises and go on (a failed example scores
+    0): a breaker that opens half-way would silently turn the rest of the run into zeros and a
+    "result". The engine reports each gateway failure here; once one is recorded, every later call
+    is refused with it, and the run checks ``raise_if_failed`` between phases. An answer that
+    breaks the output structure is not such a failure: that example just scores 0. Used on the
+    event loop's thread only (the sync engine runs its calls there too)."""
+
+    def __init__(self, max_calls: int | None = None) -> None:
+        self.max_calls = max_calls
+        self.calls = 0
+        self.failure: TrellisError | None = None
+
+    def admit(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+        if self.max_calls is not None and self.calls >= self.max_calls:
+            self.failure = BudgetSpent(
+                f"The run used its {self.max_calls} model calls", details={"max_model_calls": self.max_calls}
+            )
+            raise self.failure
+        self.calls += 1
+
+    def failed(self, exc: BaseException) -> None:
+        if self.failure is None and isinstance(exc, TrellisError) and not isinstance(exc, InvalidModelOutput):
+            self.failure = exc
+
+    def raise_if_failed(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+
 @dataclass(frozen=True)
 class CallIdentity:
     """Whose call it is and where it comes from: set per call with ``dspy.context``."""
@@ -70,6 +111,8 @@ class CallIdentity:
     request_id: str | None = None
     # True inside an optimization run: an empty rate budget is waited for instead of refused.
     patient: bool = False
+    # Inside an optimization run: its budget and its first fatal failure (see CallGuard).
+    guard: CallGuard | None = None
 
 
 def current_identity() -> CallIdentity:
@@ -164,7 +207,14 @@ class AsyncGatewayEngine:
             json_schema=json_schema,
             json_object=json_object,
         )
-        await self._admit(identity)
+        if identity.guard is not None:
+            identity.guard.admit()
+        try:
+            await self._admit(identity)
+        except TrellisError as exc:
+            if identity.guard is not None:
+                identity.guard.failed(exc)
+            raise
         return identity, completion_request
 
     def _context(self, identity: CallIdentity) -> CallContext:
@@ -174,7 +224,12 @@ class AsyncGatewayEngine:
 
     async def complete(self, request: Request) -> Response:
         identity, completion_request = await self.prepare(request)
-        result = await self._gateway.complete(self._context(identity), self._name, self._model, completion_request)
+        try:
+            result = await self._gateway.complete(self._context(identity), self._name, self._model, completion_request)
+        except TrellisError as exc:
+            if identity.guard is not None:
+                identity.guard.failed(exc)
+            raise
         return to_response(result.completion, result.served_model)
 
     async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
@@ -194,6 +249,10 @@ class AsyncGatewayEngine:
                         usage = LMUsage(
                             input_tokens=chunk.usage.prompt_tokens, output_tokens=chunk.usage.completion_tokens
                         )
+        except TrellisError as exc:
+            if identity.guard is not None:
+                identity.guard.failed(exc)
+            raise
         finally:
             await chunks.aclose()
         yield StreamEndEvent(finish_reason=finish, usage=usage or LMUsage())

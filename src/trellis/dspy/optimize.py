@@ -1,16 +1,24 @@
-"""The four-part optimization loop (create → evaluate → optimize → deploy) and compiled-program files.
+"""One optimization cycle's work, without storage: split → evaluate → optimize → evaluate again;
+and the signature that makes a stored compiled program tamper-evident.
 
-PARTIAL (issue 15, part 4): in process only. ``FourPartOptimizationLoop.run_cycle`` builds a
-module, splits the labelled examples into train / dev / test (seeded shuffle), scores the module on
-the held-out test split, compiles it with DSPy's ``BootstrapFewShot`` on train (dev picks among
-bootstrapped candidates when ``BootstrapFewShotWithRandomSearch`` is asked for), scores the
-compiled program on test, and saves it as a new version only if it beats the deployed version's
-test score. Not built yet: database rows for programs, versions and datasets, the REST and CLI
-doors, MIPROv2 / GEPA, running a cycle as a workflow run with progress, rollback.
+``run_optimization`` takes a module ready to run as its caller (``DSPyModuleInterface``), labelled
+examples and an optimizer, and answers the compiled state (DSPy's ``dump_state``: instructions and
+demos, JSON) with its scores on the dev and test splits before and after. Deciding what to keep
+and what to deploy is ``ProgramService``'s job (``programs.py``), which stores the result.
 
-Compiled programs are saved as JSON (DSPy's ``dump_state``: instructions and demos), never pickle,
-with an HMAC-SHA256 tag over the canonical JSON: a file changed by anything but this code is
-refused on load (``TamperedProgram``).
+The split is a seeded shuffle: test and dev are each a fifth of the examples (at least one),
+train the rest. The test split is held out: the optimizer never sees it, and deploy decisions are
+made on it. Optimizers: ``bootstrap_few_shot`` (DSPy's ``BootstrapFewShot``: runs the module on
+train and keeps the traces the metric accepts as demos) and ``labeled_few_shot`` (demos straight
+from train, no model calls to compile).
+
+Every model call goes through the gateway as the caller, counted by a ``CallGuard`` (the run's
+budget); a failure that must end the run (an open breaker, a provider down, the budget spent) stops
+the cycle at once, raised as the product's error, instead of being scored as zeros the way DSPy's
+evaluators treat a failed example.
+
+Compiled programs are stored as canonical JSON, never pickle, with an HMAC-SHA256 tag over the
+exact text (``sign`` / ``verify``): a document changed by anything but this code is refused.
 """
 
 from __future__ import annotations
@@ -20,81 +28,51 @@ import hashlib
 import hmac
 import json
 import random
-import re
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dspy
 
-from trellis.auth.schemas import Principal
-from trellis.dspy.interface import call_scope
-from trellis.kit.errors import Conflict, ValidationFailed
+from trellis.dspy.engine import CallGuard
+from trellis.dspy.interface import DSPyModuleInterface, call_scope
+from trellis.kit.errors import Conflict
 
 FORMAT = 1
-_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+OPTIMIZERS = ("bootstrap_few_shot", "labeled_few_shot")
+
+# (event type, data): how a cycle reports progress (a workflow step's ``ctx.emit``).
+Report = Callable[[str, Mapping[str, Any]], Awaitable[None]]
 
 
-class TamperedProgram(Conflict):
+class ProgramIntegrityError(Conflict):
     code = "program_integrity_error"
-    default_message = "The saved program does not match its integrity tag: refused"
+    default_message = "The stored program does not match its integrity tag: refused"
 
 
-def _canonical(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+def canonical(document: Mapping[str, Any]) -> str:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-class ProgramFiles:
-    """Compiled programs as JSON files under ``directory/<owner>/<program>/v<version>.json``."""
+def sign(key: bytes, document: Mapping[str, Any]) -> tuple[str, str]:
+    """(the document's canonical text, its HMAC-SHA256 tag in hex)."""
+    text = canonical(document)
+    return text, hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
-    def __init__(self, directory: Path, key: bytes) -> None:
-        if len(key) < 32:
-            raise ValueError("the integrity key needs at least 32 bytes")
-        self._directory = directory
-        self._key = key
 
-    def path(self, owner_id: str, program: str, version: int) -> Path:
-        if not _NAME.match(program):
-            raise ValidationFailed.of("program", "1-64 letters, digits, '_', '-' or '.'", type="pattern")
-        return self._directory / owner_id / program / f"v{version}.json"
-
-    def _tag(self, body: dict[str, Any]) -> str:
-        return hmac.new(self._key, _canonical(body), hashlib.sha256).hexdigest()
-
-    def save(self, owner_id: str, program: str, version: int, state: dict[str, Any], meta: dict[str, Any]) -> Path:
-        body = {
-            "format": FORMAT,
-            "owner_id": owner_id,
-            "program": program,
-            "version": version,
-            "state": state,
-            "meta": meta,
-        }
-        target = self.path(owner_id, program, version)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        partial = target.with_suffix(".tmp")
-        partial.write_text(json.dumps({**body, "hmac": self._tag(body)}, indent=1, sort_keys=True))
-        partial.replace(target)  # whole or not at all
-        return target
-
-    def load(self, owner_id: str, program: str, version: int) -> dict[str, Any]:
-        target = self.path(owner_id, program, version)
-        try:
-            document = json.loads(target.read_text())
-        except FileNotFoundError:
-            raise TamperedProgram("The saved program is missing", details={"version": version}) from None
-        except ValueError:
-            raise TamperedProgram(details={"version": version}) from None
-        if not isinstance(document, dict):
-            raise TamperedProgram(details={"version": version})
-        tag = document.pop("hmac", None)
-        if not isinstance(tag, str) or not hmac.compare_digest(tag, self._tag(document)):
-            raise TamperedProgram(details={"version": version})
-        if (document.get("owner_id"), document.get("program"), document.get("version")) != (owner_id, program, version):
-            raise TamperedProgram(details={"version": version})
-        return document
+def verify(key: bytes, text: str, tag: str, expect: Mapping[str, Any]) -> dict[str, Any]:
+    """The document, if ``tag`` is the HMAC of ``text`` and the document says it is what ``expect``
+    names (its owner, program and version: a valid document copied onto another row is refused)."""
+    good = hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(good, tag):
+        raise ProgramIntegrityError(details={k: v for k, v in expect.items() if k != "owner_id"})
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise ProgramIntegrityError(details={k: v for k, v in expect.items() if k != "owner_id"}) from None
+    if not isinstance(document, dict) or any(document.get(k) != v for k, v in expect.items()):
+        raise ProgramIntegrityError(details={k: v for k, v in expect.items() if k != "owner_id"})
+    return document
 
 
 def exact_match(fields: Sequence[str]) -> Callable[..., float]:
@@ -109,141 +87,143 @@ def exact_match(fields: Sequence[str]) -> Callable[..., float]:
     return metric
 
 
+@dataclass(frozen=True)
+class Split:
+    seed: int
+    train: list[int]
+    dev: list[int]
+    test: list[int]
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "dev": len(self.dev), "test": len(self.test)}
+
+    def as_record(self) -> dict[str, Any]:
+        return {"seed": self.seed, "train": self.train, "dev": self.dev, "test": self.test}
+
+
+def split_examples(count: int, seed: int) -> Split:
+    """Example indices: a fifth test, a fifth dev (at least one each), the rest train."""
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    n_test = max(1, count // 5)
+    n_dev = max(1, count // 5)
+    return Split(seed, order[n_test + n_dev :], order[n_test : n_test + n_dev], order[:n_test])
+
+
+def estimate_model_calls(sizes: Mapping[str, int], optimizer: str, max_rounds: int) -> int:
+    """Module runs a cycle makes at most: dev and test scored before and after, and (for
+    ``bootstrap_few_shot``) each train example once per round. A module with several predictors
+    makes that many calls per run: the run's guard counts the real calls."""
+    evaluations = 2 * (sizes["dev"] + sizes["test"])
+    compiling = sizes["train"] * max_rounds if optimizer == "bootstrap_few_shot" else 0
+    return evaluations + compiling
+
+
 @dataclass
-class CycleResult:
-    program: str
-    module: str
-    split: dict[str, int]
-    baseline_test_score: float
-    optimized_test_score: float
-    deployed_test_score: float | None
-    deployed: bool
-    version: int | None
-    demos: int
-    seconds: float
-    scores: dict[str, list[float]] = field(default_factory=dict)
+class CycleOutcome:
+    split: Split
+    state: dict[str, Any]
+    scores: dict[str, dict[str, float]]
+    per_example: dict[str, list[float]] = field(default_factory=dict)
+    demos: int = 0
+    model_calls: int = 0
 
 
-class FourPartOptimizationLoop:
-    """``run_cycle`` as the seed names it; see the module docstring for what is and is not built."""
-
-    def __init__(self, service: Any, files: ProgramFiles) -> None:
-        self._service = service
-        self._files = files
-        self._deployed: dict[tuple[str, str], tuple[int, float]] = {}
-
-    async def _score(
-        self, program: Any, examples: Sequence[dspy.Example], metric: Callable[..., float], inputs: Sequence[str]
-    ) -> list[float]:
-        scores = []
+async def _score(
+    interface: DSPyModuleInterface,
+    program: Any,
+    examples: Sequence[dspy.Example],
+    metric: Callable[..., float],
+    inputs: Sequence[str],
+    guard: CallGuard,
+) -> list[float]:
+    scores = []
+    with call_scope(interface.identity, interface.lm, interface.adapter):
         for example in examples:
             try:
-                prediction = await program.acall(**{k: example[k] for k in inputs})
-            except Exception:  # noqa: BLE001 - an example the program fails on scores 0, as DSPy's Evaluate does
+                prediction = await program.acall(**{k: example[k] for k in inputs if k in example})
+            except Exception:  # noqa: BLE001 - a failed example scores 0, as DSPy's Evaluate does...
+                guard.raise_if_failed()  # ...unless the failure ends the run (breaker, budget)
                 scores.append(0.0)
                 continue
             scores.append(metric(example, prediction))
-        return scores
+    return scores
 
-    async def run_cycle(self, principal: Principal, config: dict[str, Any]) -> CycleResult:
-        """``config``: ``module_class`` (a registered module's name), ``program`` (the program's
-        name), ``test_data`` (labelled examples: input and output fields), ``output_fields`` (the
-        labels the metric compares), ``optimization_objectives`` (recorded), ``seed``."""
-        started = time.perf_counter()
-        name = str(config["module_class"])
-        program_name = str(config.get("program") or name)
-        service = self._service
-        module_class = service.registry.module(name)
-        inputs = list(module_class.signature.input_fields)
-        labels = list(config.get("output_fields") or module_class.signature.output_fields)
-        rows = list(config["test_data"])
-        if len(rows) < 5:
-            raise ValidationFailed.of(
-                "test_data", "at least 5 labelled examples (train, dev and test)", type="too_short"
-            )
-        examples = []
-        for index, row in enumerate(rows):
-            missing = [
-                f for f in [*inputs, *labels] if f not in row and module_class.signature.input_fields.get(f) is None
-            ]
-            if missing:
-                raise ValidationFailed.of(f"test_data.{index}", f"lacks {', '.join(missing)}", type="missing")
-            examples.append(dspy.Example(**row).with_inputs(*[k for k in inputs if k in row]))
-        random.Random(int(config.get("seed", 0))).shuffle(examples)
-        n_test = max(1, len(examples) // 5)
-        n_dev = max(1, len(examples) // 5)
-        test, dev, train = examples[:n_test], examples[n_test : n_test + n_dev], examples[n_test + n_dev :]
-        metric = exact_match(labels)
 
-        # 1. create
-        interface = service.interface(principal, name, patient=True)
-        student = interface.module
-        identity, lm, adapter = interface.identity, interface.lm, interface.adapter
-        present = [k for k in inputs if k in rows[0]]
-        # 2. evaluate (held-out test split)
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+async def run_optimization(
+    interface: DSPyModuleInterface,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    inputs: Sequence[str],
+    labels: Sequence[str],
+    optimizer: str,
+    params: Mapping[str, Any],
+    seed: int,
+    guard: CallGuard,
+    report: Report,
+) -> CycleOutcome:
+    """Evaluate the module on dev and test, compile it on train, evaluate the result; raise the
+    product's error when the guard recorded a failure that ends the run."""
+    split = split_examples(len(rows), seed)
+    examples = [dspy.Example(**dict(row)).with_inputs(*[k for k in inputs if k in row]) for row in rows]
+    train = [examples[i] for i in split.train]
+    dev = [examples[i] for i in split.dev]
+    test = [examples[i] for i in split.test]
+    metric = exact_match(labels)
+    student: Any = interface.module  # a TrellisModule: a dspy.Module
+    await report("dspy.split", split.sizes)
+
+    per_example: dict[str, list[float]] = {}
+    for name, subset in (("dev", dev), ("test", test)):
+        per_example[f"baseline_{name}"] = await _score(interface, student, subset, metric, inputs, guard)
+    guard.raise_if_failed()
+    baseline = {"dev": _mean(per_example["baseline_dev"]), "test": _mean(per_example["baseline_test"])}
+    await report("dspy.evaluated", {"program": "baseline", **baseline, "model_calls": guard.calls})
+
+    identity, lm, adapter = interface.identity, interface.lm, interface.adapter
+    demos = int(params["max_labeled_demos"])
+
+    def compile_program() -> Any:
+        # DSPy's optimizers are synchronous: they run in a worker thread and their model calls come
+        # back to the event loop through the sync engine.
         with call_scope(identity, lm, adapter):
-            baseline = await self._score(student, test, metric, present)
-
-        # 3. optimize: DSPy's optimizers are synchronous; they run in a worker thread and their model
-        # calls come back to this loop through the sync engine.
-        def compile_program() -> Any:
-            with call_scope(identity, lm, adapter):
-                optimizer = dspy.BootstrapFewShot(
+            if optimizer == "labeled_few_shot":
+                teleprompter: Any = dspy.LabeledFewShot(k=demos)
+            else:
+                teleprompter = dspy.BootstrapFewShot(
                     metric=metric,
-                    max_bootstrapped_demos=min(4, service.settings.max_demos),
-                    max_labeled_demos=service.settings.max_demos,
-                    max_rounds=1,
+                    max_bootstrapped_demos=int(params["max_bootstrapped_demos"]),
+                    max_labeled_demos=demos,
+                    max_rounds=int(params["max_rounds"]),
                 )
-                return optimizer.compile(student.deepcopy(), trainset=train)
+            return teleprompter.compile(student.deepcopy(), trainset=train)
 
+    await report("dspy.compiling", {"optimizer": optimizer, "train": len(train)})
+    try:
         compiled = await asyncio.to_thread(compile_program)
-        with call_scope(identity, lm, adapter):
-            optimized = await self._score(compiled, test, metric, present)
+    except Exception:
+        guard.raise_if_failed()
+        raise
+    guard.raise_if_failed()
+    count = sum(len(getattr(p, "demos", []) or []) for _, p in compiled.named_predictors())
+    await report("dspy.compiled", {"demos": count, "model_calls": guard.calls})
 
-        # 4. deploy: only a program that beats the deployed one on the held-out split
-        optimized_score = sum(optimized) / len(optimized)
-        key = (principal.user_id, program_name)
-        current = self._deployed.get(key)
-        deployed_score = current[1] if current else sum(baseline) / len(baseline)
-        version: int | None = None
-        deploy = optimized_score > deployed_score
-        if deploy:
-            version = (current[0] if current else 0) + 1
-            state = json.loads(json.dumps(compiled.dump_state(), default=str))
-            self._files.save(
-                principal.user_id,
-                program_name,
-                version,
-                state,
-                {
-                    "module": name,
-                    "test_score": optimized_score,
-                    "baseline_test_score": sum(baseline) / len(baseline),
-                    "objectives": list(config.get("optimization_objectives") or []),
-                    "dataset": [dict(e) for e in examples],
-                    "split": {"train": len(train), "dev": len(dev), "test": len(test)},
-                },
-            )
-            self._deployed[key] = (version, optimized_score)
-        demos = sum(len(getattr(p, "demos", []) or []) for _, p in compiled.named_predictors())
-        return CycleResult(
-            program=program_name,
-            module=name,
-            split={"train": len(train), "dev": len(dev), "test": len(test)},
-            baseline_test_score=sum(baseline) / len(baseline),
-            optimized_test_score=optimized_score,
-            deployed_test_score=current[1] if current else None,
-            deployed=deploy,
-            version=version,
-            demos=demos,
-            seconds=time.perf_counter() - started,
-            scores={"baseline": baseline, "optimized": optimized},
-        )
-
-    async def load(self, principal: Principal, program: str, version: int) -> Any:
-        """A saved version as a runnable module (the file's integrity checked first)."""
-        document = self._files.load(principal.user_id, program, version)
-        name = document["meta"]["module"]
-        interface = self._service.interface(principal, name)
-        interface.module.load_state(document["state"])
-        return interface
+    for name, subset in (("dev", dev), ("test", test)):
+        per_example[f"optimized_{name}"] = await _score(interface, compiled, subset, metric, inputs, guard)
+    guard.raise_if_failed()
+    optimized = {"dev": _mean(per_example["optimized_dev"]), "test": _mean(per_example["optimized_test"])}
+    await report("dspy.evaluated", {"program": "optimized", **optimized, "model_calls": guard.calls})
+    state = json.loads(json.dumps(compiled.dump_state(), default=str))
+    return CycleOutcome(
+        split=split,
+        state=state,
+        scores={"baseline": baseline, "optimized": optimized},
+        per_example=per_example,
+        demos=count,
+        model_calls=guard.calls,
+    )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
@@ -72,3 +73,122 @@ class WorkflowRunOut(BaseModel):
     stages: dict[str, ModuleRunOut]
     data: dict[str, Any] | None = Field(description="The last stage's outputs.")
     execution_time: float
+
+
+# --- datasets, programs, versions -------------------------------------------------------------------
+
+RESOURCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+ResourceName = Annotated[str, StringConstraints(pattern=RESOURCE_NAME_PATTERN)]
+ModuleName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class DatasetCreate(RequestModel):
+    """Exactly one of ``examples`` (a JSON list of objects) and ``jsonl`` (JSON Lines text: one
+    object per line; blank lines are skipped but counted, so errors name the file's line)."""
+
+    name: ResourceName = Field(description="Unique among your datasets: letters, digits, '_', '-', '.'.")
+    module: ModuleName = Field(description="The registered module whose signature the examples fit.")
+    examples: list[Any] | None = Field(default=None, description="The examples: objects of signature fields.")
+    jsonl: str | None = Field(default=None, description="The examples as JSON Lines text.")
+
+
+class DatasetOut(BaseModel):
+    id: str
+    name: str
+    module: str
+    size: int = Field(description="How many examples it holds.")
+    created_at: datetime
+    examples: list[dict[str, Any]] | None = Field(default=None, description="The examples (GET of one dataset).")
+
+
+class ProgramCreate(RequestModel):
+    name: ResourceName = Field(description="Unique among your programs: letters, digits, '_', '-', '.'.")
+    module: ModuleName = Field(description="The registered module the program optimizes.")
+    description: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class VersionOut(BaseModel):
+    version: int
+    intact: bool = Field(description="False when the stored document does not match its tag (refused to load).")
+    deployed: bool
+    dataset_id: str
+    split: dict[str, int] | None = Field(description="Examples in train, dev and test.")
+    seed: int | None = None
+    optimizer: str | None = None
+    optimizer_params: dict[str, Any] | None = None
+    model: str | None = None
+    scores: dict[str, dict[str, float]] | None = Field(
+        default=None, description="baseline and optimized, each on dev and test (the held-out split)."
+    )
+    demos: int | None = None
+    model_calls: int | None = None
+    run_id: str | None = None
+    created_at: datetime
+
+
+class ProgramOut(BaseModel):
+    id: str
+    name: str
+    module: str
+    description: str | None
+    deployed_version: int | None
+    latest_version: int = Field(description="0 until an optimization run has finished.")
+    created_at: datetime
+    updated_at: datetime
+    versions: list[VersionOut] | None = Field(default=None, description="Every version (GET of one program).")
+
+
+class OptimizeRequest(RequestModel):
+    dataset_id: Annotated[str, StringConstraints(min_length=1, max_length=40)]
+    optimizer: Literal["bootstrap_few_shot", "labeled_few_shot"] = "bootstrap_few_shot"
+    metric_fields: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None = Field(
+        default=None, description="The output fields the exact-match metric compares (default: every labelled one)."
+    )
+    max_bootstrapped_demos: Annotated[int, Field(ge=0, le=32)] = 4
+    max_labeled_demos: Annotated[int, Field(ge=0, le=32)] | None = Field(
+        default=None, description="Default (and at most): [dspy] max_demos."
+    )
+    max_rounds: Annotated[int, Field(ge=1, le=10)] = 1
+    max_examples: Annotated[int, Field(ge=5)] | None = Field(
+        default=None,
+        description="The most examples the run may use (a larger dataset is a 400, never cut silently); "
+        "at most [dspy] optimize_max_examples, the default.",
+    )
+    max_model_calls: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="The run's model-call budget; at most [dspy] optimize_max_model_calls (the default)."
+    )
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    model: ModelName | None = Field(default=None, description="The gateway model (default: [dspy] default_model).")
+    deploy: bool = Field(default=True, description="Deploy the new version if it beats the deployed one on test.")
+
+
+class OptimizeStarted(BaseModel):
+    run_id: str = Field(
+        description="The workflow run doing the cycle: GET /api/v1/workflow/status/{run_id}; its progress "
+        "events at /api/v1/workflow/{run_id}/events."
+    )
+    program_id: str
+    status: str
+    estimated_model_calls: int
+
+
+class OptimizeOut(BaseModel):
+    """What a finished cycle made (the ``dspy.optimize`` step's output)."""
+
+    program_id: str
+    version: int
+    deployed: bool
+    deployed_version: int | None
+    scores: dict[str, dict[str, float]]
+    split: dict[str, int]
+    demos: int
+    model_calls: int
+
+
+class DeployRequest(RequestModel):
+    version: Annotated[int, Field(ge=1)]
+    force: bool = Field(default=False, description="Deploy even if it does not beat the deployed version on test.")
+
+
+class RollbackRequest(RequestModel):
+    version: Annotated[int, Field(ge=1)]

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
     from trellis.context.search.service import ContextSearch
     from trellis.context.service import ContextService
-    from trellis.dspy.engine import CallIdentity
+    from trellis.dspy.engine import CallGuard, CallIdentity
     from trellis.dspy.interface import DSPyModuleFactory, DSPyModuleInterface
     from trellis.dspy.modules.base import ModuleDeps, TrellisModule
     from trellis.dspy.registry import ModuleRegistry
@@ -261,8 +261,10 @@ class DSPyService:
         model: str | None = None,
         request_id: str | None = None,
         patient: bool = False,
+        guard: CallGuard | None = None,
     ) -> DSPyModuleInterface:
-        """A module ready to run as ``principal`` (the seed's ``DSPyModuleInterface``)."""
+        """A module ready to run as ``principal`` (the seed's ``DSPyModuleInterface``). ``patient``
+        and ``guard``: an optimization run's (waits for the rate budget; its call budget)."""
         from trellis.dspy.engine import CallIdentity
         from trellis.dspy.interface import DSPyModuleInterface
 
@@ -270,7 +272,7 @@ class DSPyService:
         self.check_scopes(principal, module_class)
         deps = self.deps()
         lm = self.lm_for(model)
-        identity = CallIdentity(principal, name, request_id, patient)
+        identity = CallIdentity(principal, name, request_id, patient, guard)
         return DSPyModuleInterface(
             module_class(deps),
             name=name,

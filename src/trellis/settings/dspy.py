@@ -27,3 +27,11 @@ class DSPySettings(BaseModel):
     # When the caller's `ai` budget is empty in the middle of an optimization run, wait for it up to this
     # long per model call (a module run from a request gets the 429 at once).
     rate_limit_wait_seconds: Annotated[float, Field(ge=0, le=600)] = 60.0
+    # Programs and datasets (``/api/v1/dspy/programs``, ``/datasets``). The most examples one
+    # dataset may hold, and the most an optimization run may use / the most model calls it may make:
+    # a request asking for more is a 400 naming the field; a run stops at its budget.
+    dataset_max_examples: Annotated[int, Field(gt=0, le=100_000)] = 5000
+    optimize_max_examples: Annotated[int, Field(gt=0, le=100_000)] = 1000
+    optimize_max_model_calls: Annotated[int, Field(gt=0, le=1_000_000)] = 2000
+    # How long one optimization run's step may take before the workflow engine cancels it.
+    optimize_timeout_seconds: Annotated[float, Field(gt=0, le=86_400)] = 3600.0

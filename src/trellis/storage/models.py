@@ -11,6 +11,7 @@ from trellis.auth.models import ApiKey, User, WsTicket
 from trellis.context.index.models import ContextEmbedding, ContextVectorEpoch
 from trellis.context.models import Context, ContextRelationship
 from trellis.dashboard.models import DashboardSession
+from trellis.dspy.models import DSPyDataset, DSPyProgram, DSPyProgramVersion
 from trellis.episodic.models import EpisodicLog
 from trellis.metrics.models import MetricHistogram, MetricSample, MetricSeries, MonitorLease
 from trellis.storage.base import Base
@@ -36,6 +37,9 @@ __all__ = [
     "ContextEmbedding",
     "ContextRelationship",
     "ContextVectorEpoch",
+    "DSPyDataset",
+    "DSPyProgram",
+    "DSPyProgramVersion",
     "DashboardSession",
     "EpisodicLog",
     "MetricHistogram",

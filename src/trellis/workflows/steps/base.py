@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from trellis.auth.schemas import Principal
     from trellis.context.search.service import ContextSearch
     from trellis.context.service import ContextService
+    from trellis.dspy.programs import ProgramService
     from trellis.dspy.service import DSPyService
     from trellis.gateway.service import Gateway
     from trellis.kit.clock import Clock
@@ -93,6 +94,8 @@ class StepServices:
     start_child: Callable[[StepContext, str, int | None, Any], Awaitable[str]]
     # DSPy modules (the dspy.run step); None where a process builds workflows without them.
     dspy: DSPyService | None = None
+    # DSPy programs (the dspy.optimize step).
+    dspy_programs: ProgramService | None = None
 
 
 @dataclass

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from trellis.dspy.schemas import OptimizeRequest
 from trellis.kit.errors import TrellisError
 from trellis.workflows.steps.base import StepConfig, StepContext, StepFailed, failed_from
 
@@ -57,3 +58,38 @@ class DSPyRunStep:
             return {**(flow.data or {}), "workflow": flow.workflow, "execution_time": flow.execution_time}
         except TrellisError as exc:
             raise failed_from(exc) from None
+
+
+class DSPyOptimizeConfig(StepConfig):
+    program_id: Annotated[str, Field(min_length=1, max_length=40)]
+    request: dict[str, Any]
+
+
+class DSPyOptimizeStep:
+    """``dspy.optimize``: one optimization cycle of a DSPy program (``ProgramService.optimize``),
+    as the run's owner. Queued by ``POST /api/v1/dspy/programs/{id}/optimize`` as the internal
+    workflow ``dspy.optimize``; its progress is in the run's events (``dspy.split``,
+    ``dspy.evaluated``, ``dspy.compiling``, ``dspy.compiled``, ``dspy.stored``). A cycle that fails
+    (an open breaker, the budget spent, a bad request) fails the step without a retry and stores
+    nothing."""
+
+    name: ClassVar[str] = "dspy.optimize"
+    Config: ClassVar[type[StepConfig]] = DSPyOptimizeConfig
+    side_effects: ClassVar[bool] = True  # stores a version, may deploy it
+    description: ClassVar[str] = "Optimize a DSPy program on a dataset; store (and maybe deploy) the new version."
+
+    async def run(self, ctx: StepContext, config: DSPyOptimizeConfig) -> Any:
+        programs = ctx.services.dspy_programs
+        if programs is None:
+            raise StepFailed("DSPy programs are not available in this process", retryable=False)
+        try:
+            request = OptimizeRequest.model_validate(config.request)
+        except ValidationError as exc:
+            raise StepFailed(f"invalid optimization request: {exc.errors()[0]['msg']}", retryable=False) from None
+        try:
+            out = await programs.optimize(ctx.owner, config.program_id, request, run_id=ctx.run_id, report=ctx.emit)
+        except TrellisError as exc:
+            failed = failed_from(exc)
+            failed.retryable = False  # a cycle is not replayed: its caller starts another
+            raise failed from None
+        return out.model_dump(mode="json")
