@@ -117,7 +117,9 @@ async def instrument(runtime: Any, stages: Stages) -> Any:
     return chosen
 
 
-def make_settings(data_dir: Path, url: str, admin_key: str, jwt_secret: str) -> Any:
+def make_settings(data_dir: Path, url: str, admin_key: str, jwt_secret: str, workflow_secret_key: str) -> Any:
+    """Off SQLite a runtime needs workflow secret keys (processes sharing the database share them):
+    the in-process runtime and the ``trellis serve`` beside it get the same one."""
     from trellis.settings import Settings
     from trellis.settings.gateway import GatewaySettings
 
@@ -126,6 +128,7 @@ def make_settings(data_dir: Path, url: str, admin_key: str, jwt_secret: str) -> 
         database_url=url,
         jwt_secret=jwt_secret,
         bootstrap_admin_key=admin_key,
+        workflow={"secret_keys": [workflow_secret_key]},
         log_level="WARNING",
         rate_limit_enabled=False,
         # Every query is measured cold: the modes take turns on the same text, and the gateway's

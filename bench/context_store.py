@@ -60,6 +60,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from cryptography.fernet import Fernet
 
 from _common import NOISE_WARN_PCT, REPO, BenchError, new_admin_key, noise_warning, stop_on_signals
 from _context_corpus import DIMENSIONS, TOPICS, Corpus, generate_corpus, generate_queries, load_vectors, save_vectors
@@ -159,8 +160,9 @@ async def run_backend(
 
     admin_key = new_admin_key()
     jwt_secret = secrets.token_hex(20)
+    workflow_secret_key = Fernet.generate_key().decode()
     data_dir = workdir / "data"
-    settings = make_settings(data_dir, target.url, admin_key, jwt_secret)
+    settings = make_settings(data_dir, target.url, admin_key, jwt_secret, workflow_secret_key)
     configure_logging("WARNING", json_output=True)
     runtime = build_runtime(settings)
     stages = Stages()
@@ -195,6 +197,7 @@ async def run_backend(
                     admin_key,
                     jwt_secret=jwt_secret,
                     database_url=target.url,
+                    workflow__secret_keys=[workflow_secret_key],
                     rate_limit_enabled=False,
                     gateway__cache_enabled=False,  # cold queries, as in make_settings
                 )

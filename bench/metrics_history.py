@@ -225,7 +225,7 @@ async def raw_baseline(runtime: Runtime, now: datetime, repeat: int) -> dict[str
     for _ in range(repeat):
         started = time.perf_counter()
         async with runtime.database.reader() as session:
-            await repo.counter_sums(session, lines, 10, until - 86_400, until, 60)
+            await repo.counter_sums(session, lines, [(10, until - 86_400, until)], 60)
         timings.append((time.perf_counter() - started) * 1000)
     return {
         "query": "baseline: 24 h of http.requests from raw 10-s rows",

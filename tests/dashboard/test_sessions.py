@@ -11,11 +11,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from sqlalchemy import event
 
-from tests.conftest import ADMIN_KEY, Harness
+from tests.auth.test_cache import change_arrives
+from tests.conftest import ADMIN_KEY, REDIS_URL, Harness
 from trellis.auth.schemas import Scope
 from trellis.dashboard.service import CSRF_HEADER, SESSION_COOKIE, SIGN_IN_COOKIE, derive_csrf
-from trellis.settings import Role
+from trellis.kit.errors import AuthenticationFailed
+from trellis.runtime import build_runtime
+from trellis.settings import Role, Settings
 
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
@@ -316,3 +320,87 @@ async def test_every_page_renders_its_frame_for_a_session(harness: Harness, path
         again = await c.get("/dashboard/sign-in?next=/dashboard/models")
         assert again.status_code == 303
         assert again.headers["location"] == "/dashboard/models"
+
+
+# --- the session cache: no database I/O per request, yet every way of ending a session still works ---
+
+
+def count_statements(h: Harness) -> list[str]:
+    """Every statement the harness's runtime sends to its database from now on."""
+    statements: list[str] = []
+
+    @event.listens_for(h.runtime.database.engine.sync_engine, "before_cursor_execute")
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    return statements
+
+
+async def test_a_cached_session_resolves_without_database_io(h: Harness, client: Any) -> None:
+    await sign_in(client, api_key=ADMIN_KEY)
+    token = client.cookies[SESSION_COOKIE]
+    first = await h.runtime.dashboard.resolve(token)  # loads the row (and the key) once
+    statements = count_statements(h)
+    for _ in range(9):  # the overview's requests of one refresh
+        again = await h.runtime.dashboard.resolve(token)
+        assert again.principal == first.principal
+    assert (await client.get("/dashboard")).status_code == 200
+    assert statements == []
+    # Signing out moves the auth epoch: the next resolve reads again, and finds no session.
+    assert await h.runtime.dashboard.sign_out(token)
+    with pytest.raises(AuthenticationFailed, match="No such session"):
+        await h.runtime.dashboard.resolve(token)
+    assert any("dashboard_sessions" in s for s in statements)
+
+
+async def test_without_a_shared_epoch_every_resolve_reads(make_harness: Callable[..., Any], postgres_url: str) -> None:
+    """PostgreSQL with LISTEN turned off (behind PgBouncer) has no epoch to learn changes from
+    (NoAuthEpoch): nothing is cached, so every resolve reads the row."""
+    async with make_harness(database_url=postgres_url, auth_cache_listen=False) as h, browser(h) as c:
+        await sign_in(c, api_key=ADMIN_KEY)
+        token = c.cookies[SESSION_COOKIE]
+        await h.runtime.dashboard.resolve(token)
+        statements = count_statements(h)
+        await h.runtime.dashboard.resolve(token)
+        assert any("dashboard_sessions" in s for s in statements)
+
+
+SHARED_EPOCHS = {
+    "embedded-file-epoch": lambda redis_prefix, pg: {},
+    "redis-epoch": lambda redis_prefix, pg: {"redis_url": REDIS_URL, "redis_key_prefix": redis_prefix},
+    "postgres-notify-epoch": lambda redis_prefix, pg: {"database_url": pg},
+}
+
+
+@pytest.fixture(params=sorted(SHARED_EPOCHS))
+def shared(request: pytest.FixtureRequest, redis_prefix: str) -> dict[str, Any]:
+    pg = request.getfixturevalue("postgres_url") if request.param.startswith("postgres") else ""
+    return SHARED_EPOCHS[request.param](redis_prefix, pg)
+
+
+@pytest.mark.parametrize("change", ["sign-out", "revoke-key", "disable-user"])
+async def test_a_session_cached_here_ends_with_a_change_made_by_another_process(
+    make_harness: Callable[..., Any], make_settings: Callable[..., Settings], shared: dict[str, Any], change: str
+) -> None:
+    async with make_harness(**shared) as h, browser(h) as c:
+        user_id = await h.create_user("frank")
+        key_id, key = await h.create_key(user_id)
+        await sign_in(c, api_key=key)
+        token = c.cookies[SESSION_COOKIE]
+        assert (await c.get("/dashboard")).status_code == 200
+        statements = count_statements(h)
+        assert (await c.get("/dashboard")).status_code == 200
+        assert statements == []  # cached here: this process would not notice on its own
+        other = build_runtime(make_settings(**shared))  # another replica, or the CLI
+        async with change_arrives(h):
+            try:
+                if change == "sign-out":
+                    assert await other.dashboard.sign_out(token)
+                elif change == "revoke-key":
+                    await other.auth.revoke_key(h.admin, key_id)
+                else:
+                    await other.auth.set_user_disabled(h.admin, user_id, True)
+            finally:
+                await other.close()
+        assert (await c.get("/dashboard")).status_code == 303
+        assert (await c.get("/api/v1/auth/me")).status_code == 401

@@ -106,8 +106,8 @@ async def evaluate(
 async def _counter_total(session: AsyncSession, ids: list[int], resolution: int, since: int, until: int) -> float:
     if not ids:
         return 0.0
-    rows = await metrics_repo.counter_sums(session, dict.fromkeys(ids, 0), resolution, since, until + 1, until + 1)
-    return sum(total for _, _, total in rows)
+    rows = await metrics_repo.counter_sums(session, dict.fromkeys(ids, 0), [(resolution, since, until + 1)], until + 1)
+    return sum(float(total) for _, _, total in rows)
 
 
 async def _histogram(
@@ -116,7 +116,9 @@ async def _histogram(
     size = len(series.buckets) + 1
     if not ids:
         return 0.0, 0.0, [0.0] * size
-    rows = await metrics_repo.histogram_sums(session, dict.fromkeys(ids, 0), resolution, since, until + 1, until + 1)
+    rows = await metrics_repo.histogram_sums(
+        session, dict.fromkeys(ids, 0), [(resolution, since, until + 1)], until + 1, size
+    )
     count = total = 0.0
     buckets = [0.0] * size
     for row in rows:

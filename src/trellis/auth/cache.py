@@ -252,5 +252,8 @@ class EpochCache(Generic[ValueT]):
             self._entries.clear()
         self._entries[key] = _Entry(value, epoch, self._clock.monotonic())
 
+    def discard(self, key: str) -> None:
+        self._entries.pop(key, None)
+
     def clear(self) -> None:
         self._entries.clear()

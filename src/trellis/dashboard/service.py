@@ -6,6 +6,12 @@ row's key: a leaked table opens no session). The session stands for the credenti
 and is revalidated on every use (``AuthService.revalidate``, an epoch-cached read), so revoking the
 key or disabling the user ends it at once, as it would end a WebSocket.
 
+The session row itself is cached the same way (``trellis.auth.cache.EpochCache``, tagged with the
+auth epoch read before the row): the overview page fires about nine requests per refresh, and while
+nothing was revoked each resolves from memory, with no database I/O. Signing out deletes the row and
+then moves the auth epoch, so every replica's cached copy stops being trusted; expiry is checked
+against the clock on every use, cached or not.
+
 CSRF: the token a page sends back (form field or ``X-CSRF-Token`` header) is an HMAC of the
 session token, so it needs no storage and cannot be computed without the cookie, which scripts on
 other sites can neither read nor (``SameSite=Strict``) have sent. The sign-in form, which has no
@@ -18,9 +24,11 @@ import base64
 import hashlib
 import hmac
 import secrets
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal
 
+from trellis.auth.cache import EpochCache, SingleFlight
 from trellis.auth.schemas import ROLE_SCOPES, Principal, Scope
 from trellis.auth.service import AuthService, hash_api_key
 from trellis.dashboard import repository as repo
@@ -51,12 +59,25 @@ def csrf_matches(token: str, submitted: str | None) -> bool:
     return bool(submitted) and hmac.compare_digest(derive_csrf(token), submitted or "")
 
 
+@dataclass(frozen=True, slots=True)
+class _StoredSession:
+    """What a session row says, detached from the ORM session that read it (safe to cache)."""
+
+    user_id: str
+    key_id: str | None
+    via: Literal["api_key", "jwt"]
+    scopes: frozenset[Scope]
+    expires_at: datetime
+
+
 class DashboardSessions:
     def __init__(self, database: Database, auth: AuthService, settings: DashboardSettings, clock: Clock) -> None:
         self._db = database
         self._auth = auth
         self._settings = settings
         self._clock = clock
+        self._cache: EpochCache[_StoredSession] = EpochCache(clock)
+        self._loads: SingleFlight[_StoredSession | None] = SingleFlight()
 
     async def sign_in_with_key(self, key: str) -> SignedIn:
         """A session standing for this API key (401 for a key that does not work)."""
@@ -93,18 +114,43 @@ class DashboardSessions:
         ended or expired session, a revoked or expired key or a disabled user is a 401."""
         if not token.startswith(SESSION_PREFIX) or len(token) > MAX_TOKEN_CHARS:
             raise AuthenticationFailed("Invalid session: sign in again")
-        async with self._db.reader() as session:
-            row = await repo.session_by_hash(session, hash_api_key(token))
-        if row is None:
+        stored = await self._stored(hash_api_key(token))
+        if stored is None:
             raise AuthenticationFailed("No such session (signed out, or never signed in): sign in again")
-        if row.expires_at <= self._clock.now():
+        if stored.expires_at <= self._clock.now():
             raise AuthenticationFailed("Session has expired: sign in again")
-        granted = frozenset(Scope(s) for s in row.scopes) & ROLE_SCOPES[Role.ADMIN]
-        via: Literal["api_key", "jwt"] = "api_key" if row.via == "api_key" else "jwt"
         # The role and username are placeholders: revalidate reads them as they stand now.
-        stored = Principal(row.user_id, "", Role.VIEWER, via, granted, row.key_id, None)
-        principal = await self._auth.revalidate(stored)
-        return BrowserSession(principal, derive_csrf(token), row.expires_at)
+        principal = await self._auth.revalidate(
+            Principal(stored.user_id, "", Role.VIEWER, stored.via, stored.scopes, stored.key_id, None)
+        )
+        return BrowserSession(principal, derive_csrf(token), stored.expires_at)
+
+    async def _stored(self, token_hash: str) -> _StoredSession | None:
+        """The session row, from memory while the auth epoch has not moved since it was read. The
+        epoch is read before the row, so a sign-out committed in between leaves it stale, not
+        trusted. An unknown epoch (Redis away, the PostgreSQL listener down) means a read every time."""
+        epoch = await self._auth.epoch.current()
+        found = None if epoch is None else self._cache.get(token_hash, epoch)
+        if found is not None:
+            return found
+
+        async def load() -> _StoredSession | None:
+            async with self._db.reader() as session:
+                row = await repo.session_by_hash(session, token_hash)
+            if row is None:
+                return None
+            return _StoredSession(
+                user_id=row.user_id,
+                key_id=row.key_id,
+                via="api_key" if row.via == "api_key" else "jwt",
+                scopes=frozenset(Scope(s) for s in row.scopes) & ROLE_SCOPES[Role.ADMIN],
+                expires_at=row.expires_at,
+            )
+
+        found = await self._loads.load(f"{epoch}:{token_hash}", load)
+        if found is not None and epoch is not None:
+            self._cache.put(token_hash, found, epoch)
+        return found
 
     async def authenticate_request(self, token: str, method: str, csrf_token: str | None) -> Principal:
         """The REST guard's step 1 for a request carrying the session cookie instead of a credential:
@@ -120,8 +166,14 @@ class DashboardSessions:
         return found.principal
 
     async def sign_out(self, token: str) -> bool:
-        """End the session (on every replica: the row is gone). False if there was none."""
+        """End the session on every replica: the row is gone, then the auth epoch moves so no replica
+        keeps trusting its cached copy. False if there was none."""
         if not token.startswith(SESSION_PREFIX) or len(token) > MAX_TOKEN_CHARS:
             return False
+        token_hash = hash_api_key(token)
         async with self._db.transaction() as session:
-            return await repo.delete_session(session, hash_api_key(token))
+            ended = await repo.delete_session(session, token_hash)
+        self._cache.discard(token_hash)
+        if ended:
+            await self._auth.epoch.bump()
+        return ended

@@ -132,36 +132,54 @@ def _ids(lines: Mapping[int, int]) -> str:
     return ", ".join(str(int(series_id)) for series_id in lines)
 
 
+Segments = Sequence[tuple[int, int, int]]
+
+
 async def counter_sums(
-    session: AsyncSession, lines: Mapping[int, int], resolution: int, since: int, until: int, step: int
-) -> list[tuple[int, int, float]]:
-    """(line, step start, sum of values) for the counters ``lines`` maps (series id -> line)."""
-    if not lines:
+    session: AsyncSession, lines: Mapping[int, int], segments: Segments, step: int
+) -> list[tuple[Any, ...]]:
+    """(line, step start, sum of values) for the counters ``lines`` maps (series id -> line), one
+    row per (segment, line, step) from one statement: each segment (resolution, since, until) is
+    summed on its own, so a step that two segments share comes back as two rows (at most two: the
+    caller adds them, and two floats add up the same in either order)."""
+    if not lines or not segments:
         return []
     # Only our integers are formatted into the statement (ids, line numbers, the step).
-    sql = text(
+    parts = [
         f"SELECT {_line_case(lines)} AS line, (ts / {int(step)}) * {int(step)} AS bucket, SUM(value) "  # noqa: S608
-        f"FROM metric_samples WHERE series_id IN ({_ids(lines)}) AND resolution = :resolution "
-        "AND ts >= :since AND ts < :until GROUP BY 1, 2"
-    )
-    result = await session.execute(sql, {"resolution": resolution, "since": since, "until": until})
-    return [(int(line), int(bucket), float(total)) for line, bucket, total in result.all()]
+        f"FROM metric_samples WHERE series_id IN ({_ids(lines)}) AND resolution = :r{i} "
+        f"AND ts >= :s{i} AND ts < :u{i} GROUP BY 1, 2"
+        for i in range(len(segments))
+    ]
+    params = _segment_params(segments)
+    result = await session.execute(text(" UNION ALL ".join(parts)), params)
+    return [tuple(row) for row in result.all()]
 
 
 async def histogram_sums(
-    session: AsyncSession, lines: Mapping[int, int], resolution: int, since: int, until: int, step: int
+    session: AsyncSession, lines: Mapping[int, int], segments: Segments, step: int, buckets: int
 ) -> list[tuple[Any, ...]]:
-    """(line, step start, count, sum, b0..b15) merged per line and step."""
-    if not lines:
+    """(line, step start, count, sum, b0..b{buckets-1}) merged per segment, line and step (empty
+    buckets 0, not NULL), from one statement; like ``counter_sums``, a step two segments share is
+    two rows."""
+    if not lines or not segments:
         return []
-    buckets = ", ".join(f"SUM({column})" for column in BUCKET_COLUMNS)
-    sql = text(
-        f"SELECT {_line_case(lines)} AS line, (ts / {int(step)}) * {int(step)} AS bucket, SUM(count), SUM(sum), "  # noqa: S608
-        f"{buckets} FROM metric_histograms WHERE series_id IN ({_ids(lines)}) AND resolution = :resolution "
-        "AND ts >= :since AND ts < :until GROUP BY 1, 2"
-    )
-    result = await session.execute(sql, {"resolution": resolution, "since": since, "until": until})
+    columns = ", ".join(f"COALESCE(SUM({column}), 0)" for column in BUCKET_COLUMNS[:buckets])
+    parts = [
+        f"SELECT {_line_case(lines)} AS line, (ts / {int(step)}) * {int(step)} AS bucket, SUM(count), "  # noqa: S608
+        f"SUM(sum), {columns} FROM metric_histograms WHERE series_id IN ({_ids(lines)}) "
+        f"AND resolution = :r{i} AND ts >= :s{i} AND ts < :u{i} GROUP BY 1, 2"
+        for i in range(len(segments))
+    ]
+    result = await session.execute(text(" UNION ALL ".join(parts)), _segment_params(segments))
     return [tuple(row) for row in result.all()]
+
+
+def _segment_params(segments: Segments) -> dict[str, int]:
+    params: dict[str, int] = {}
+    for i, (resolution, since, until) in enumerate(segments):
+        params.update({f"r{i}": resolution, f"s{i}": since, f"u{i}": until})
+    return params
 
 
 async def gauge_rows(
