@@ -30,6 +30,11 @@ async def _rows(h: Harness, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in (await session.execute(text(sql), params)).all()]
 
 
+async def _execute(h: Harness, sql: str, **params: Any) -> None:
+    async with h.runtime.database.transaction() as session:
+        await session.execute(text(sql), params)
+
+
 async def test_down_and_up_keeps_the_vectors_and_pins_the_commonest_model(h: Harness, alice: dict[str, str]) -> None:
     ids = []
     for content in ("Ferries cross the bay", "Lighthouses guide ships", "Tides follow the moon"):
@@ -39,7 +44,7 @@ async def test_down_and_up_keeps_the_vectors_and_pins_the_commonest_model(h: Har
             )["id"]
         )
     await _migrate(h, "0013", down=True)
-    await _rows(h, "UPDATE context_embeddings SET model = 'other-model' WHERE context_id = :id", id=ids[0])
+    await _execute(h, "UPDATE context_embeddings SET model = 'other-model' WHERE context_id = :id", id=ids[0])
 
     await _migrate(h, "head", down=False)
     assert sorted(await _rows(h, "SELECT context_id, model FROM context_embeddings")) == sorted(
@@ -49,7 +54,7 @@ async def test_down_and_up_keeps_the_vectors_and_pins_the_commonest_model(h: Har
     # A second model's vector for the same context is a row of its own now; the epoch trigger fires.
     owner = (await _rows(h, "SELECT owner_id FROM contexts WHERE id = :id", id=ids[1]))[0][0]
     [(epoch,)] = await _rows(h, "SELECT epoch FROM context_vector_epochs WHERE owner_id = :o", o=owner)
-    await _rows(
+    await _execute(
         h,
         "INSERT INTO context_embeddings (context_id, owner_id, model, dimensions, vector, content_hash) "
         "SELECT context_id, owner_id, 'other-model', dimensions, vector, content_hash FROM context_embeddings "

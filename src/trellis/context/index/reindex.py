@@ -106,6 +106,7 @@ class Reindexer:
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._stopping = False
+        self._holding = False  # this process may hold the job's lease (claimed, not yet ended)
 
     # --- the doors' operations --------------------------------------------------------------------
 
@@ -275,6 +276,7 @@ class Reindexer:
             )
             if not result.rowcount:  # type: ignore[attr-defined]
                 return None
+            self._holding = True
             return _Job(row.job_id, row.target_model, row.cursor or "")
 
     async def _advance(self, job: _Job) -> bool:
@@ -358,6 +360,9 @@ class Reindexer:
 
     async def release(self) -> None:
         """Give the lease back (a clean stop), so another process resumes at once."""
+        if not self._holding:
+            return
+        self._holding = False
         async with self._database.transaction() as session:
             await session.execute(
                 update(EmbeddingState)
