@@ -13,6 +13,7 @@ from trellis import __version__
 from trellis.alerts.api import router as alerts_router
 from trellis.auth.api import router as auth_router
 from trellis.context.api import router as context_router
+from trellis.context.index.api import router as reindex_router
 from trellis.context.ingest.api import INGEST_PATH
 from trellis.context.ingest.api import router as ingest_router
 from trellis.context.search.api import router as search_router
@@ -109,6 +110,7 @@ def create_app(
     # Static /api/context/... routers (search, ingest) go here, before the core's /api/context/{id}.
     app.include_router(search_router)
     app.include_router(ingest_router)
+    app.include_router(reindex_router)
     app.include_router(context_router)
     app.include_router(vectors_router)
     app.include_router(workflow_definitions_router)

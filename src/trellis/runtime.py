@@ -28,6 +28,7 @@ from trellis.auth.service import AuthService
 from trellis.auth.watch import AccessWatch
 from trellis.context.index.auto import AutoVectorIndex
 from trellis.context.index.base import VectorIndex
+from trellis.context.index.reindex import Reindexer
 from trellis.context.index.service import GatewayIndexer
 from trellis.context.ingest.service import IngestService
 from trellis.context.search.service import ContextSearch
@@ -93,6 +94,7 @@ class Runtime:
     vector_index: VectorIndex
     indexer: GatewayIndexer
     search: ContextSearch
+    reindexer: Reindexer
     vectors: VectorCollections
     workflow_parts: WorkflowParts
     bus: EventBus
@@ -159,6 +161,7 @@ class Runtime:
             self.monitoring.start()
         if index_sweep:
             self.indexer.start()
+            self.reindexer.start_worker()
         if workflow_worker and self.workflow_worker is not None:
             self.workflow_worker.start()
 
@@ -175,6 +178,7 @@ class Runtime:
         await self.run_events.close()  # publishes what the workers' last commits wrote
         await self.bus.close()
         await self.outbound.aclose()
+        await self.reindexer.stop()  # mid-batch if need be: what is stored stays, the lease is given back
         await self.indexer.stop()  # embeds what is still queued: needs the gateway, the log and the database
         await self.logs.stop()  # writes every queued log row (the indexer's included): needs the database
         await self.gateway.providers.aclose()
@@ -260,6 +264,15 @@ def build_runtime(
         keyword_weight=settings.context.search_keyword_weight,
         semantic_weight=settings.context.search_semantic_weight,
         document_decay=settings.context.search_document_decay,
+        models=indexer.models,
+    )
+    reindexer = Reindexer(
+        database,
+        gateway,
+        indexer,
+        clock,
+        batch_size=settings.context.reindex_batch_size,
+        lease_seconds=settings.context.reindex_lease_seconds,
     )
     vectors = VectorCollections(database, gateway, clock)
     bus = build_bus(settings, redis)
@@ -299,6 +312,7 @@ def build_runtime(
         vector_index,
         indexer,
         search,
+        reindexer,
         vectors,
         workflow_parts,
         bus,

@@ -144,6 +144,8 @@ class FakeUpstream:
         self._lock = threading.Lock()
         # What an endpoint does when its queue is empty (None: Ok()).
         self.default: dict[Endpoint, Behaviour] = {}
+        # How embeddings are computed: (model id, text) -> vector. None: [len(text), index, 0.5].
+        self.embedder: Callable[[str, str], list[float]] | None = None
         self._generation = 0  # bumped by reset/stop: releases handlers still waiting in Slow
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -315,8 +317,11 @@ class FakeUpstream:
             return self._error(behaviour)
         texts = body.get("input")
         texts = [texts] if isinstance(texts, str) else list(texts or [])
-        # A vector anyone can predict: [length of the text, its index, 0.5].
-        vectors = [[float(len(t)), float(i), 0.5] for i, t in enumerate(texts)]
+        if self.embedder is not None:
+            vectors = [self.embedder(str(body.get("model")), str(t)) for t in texts]
+        else:
+            # A vector anyone can predict: [length of the text, its index, 0.5].
+            vectors = [[float(len(t)), float(i), 0.5] for i, t in enumerate(texts)]
         rows = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
         tokens = sum(len(str(t).split()) for t in texts)
         return JSONResponse(

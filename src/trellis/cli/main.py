@@ -18,7 +18,7 @@ import typer
 
 from trellis import __version__
 from trellis.auth.secrets import ADMIN_KEY_FILE
-from trellis.cli import alerts, auth, context, dspy, gateway, ingest, metrics, search, workflow
+from trellis.cli import alerts, auth, context, dspy, gateway, ingest, metrics, reindex, search, workflow
 from trellis.cli.common import console, fail, prepare_embedded, redact_url, run, settings
 from trellis.runtime import Runtime
 from trellis.storage import migrate as migrations
@@ -38,6 +38,7 @@ app.command()(gateway.ask)
 app.command()(gateway.models)
 context.context_app.command("search")(search.context_search)
 context.context_app.command("ingest")(ingest.ingest)
+context.context_app.command("reindex")(reindex.reindex)
 app.add_typer(context.context_app, name="context")
 app.add_typer(workflow.workflow_app, name="workflow")
 app.add_typer(metrics.metrics_app, name="metrics")

@@ -52,3 +52,8 @@ class ContextSettings(BaseModel):
     search_semantic_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 1.0
     # group=document: a document scores s1 + decay*s2 + decay^2*s3 over its best three contexts.
     search_document_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    # Changing the embedding model (POST /api/context/reindex, `trellis context reindex`): contexts
+    # embedded per batch (one gateway call per owner in it), and how long a process holds the job
+    # without renewing (after it dies, another takes over once this has passed).
+    reindex_batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    reindex_lease_seconds: Annotated[float, Field(ge=5.0, le=3600.0)] = 60.0

@@ -8,7 +8,7 @@ its ``models`` here.
 
 from trellis.alerts.models import AlertEvent, AlertRule, AlertSilence
 from trellis.auth.models import ApiKey, User, WsTicket
-from trellis.context.index.models import ContextEmbedding, ContextVectorEpoch
+from trellis.context.index.models import ContextEmbedding, ContextVectorEpoch, EmbeddingState
 from trellis.context.models import Context, ContextRelationship
 from trellis.dashboard.models import DashboardSession
 from trellis.dspy.models import DSPyDataset, DSPyProgram, DSPyProgramVersion
@@ -41,6 +41,7 @@ __all__ = [
     "DSPyProgram",
     "DSPyProgramVersion",
     "DashboardSession",
+    "EmbeddingState",
     "EpisodicLog",
     "MetricHistogram",
     "MetricSample",

@@ -35,7 +35,7 @@ from trellis.context.index.base import NO_FILTER, DimensionMismatch, VectorEntry
 from trellis.context.index.exact import ExactVectorIndex
 from trellis.context.index.pgvector import PgVectorIndex
 from trellis.context.models import Context
-from trellis.kit.vector_math import normalized
+from trellis.kit.vector_math import normalized, pg_vector_literal, to_blob
 from trellis.storage import migrate
 from trellis.storage.database import Database
 
@@ -374,6 +374,31 @@ async def test_vectors_of_another_model_are_not_compared(backend: Backend) -> No
     query = backend.random(1)[0]
     assert {h.context_id for h in await backend.index.search(owner, "model-a", query, 10)} == set(first)
     assert {h.context_id for h in await backend.index.search(owner, "model-b", query, 10)} == set(second)
+
+
+async def test_two_models_vectors_of_the_same_contexts_coexist_unmixed(backend: Backend) -> None:
+    """During a reindex every context has a vector of the active model and one of the target (of the
+    same or another dimension): each search ranks its own model's, scored by them alone, and writing
+    one model's never replaces the other's (on pgvector: the HNSW graph holds both same-sized ones)."""
+    owner = await backend.add_user()
+    ids = await backend.add_contexts(owner, 12)
+    old = dict(zip(ids, backend.random(12), strict=True))
+    twin = dict(zip(ids, backend.random(12), strict=True))  # a second model of the column's size
+    small = {cid: backend.rng.standard_normal(16).astype(np.float32) for cid in ids}
+    await backend.put(owner, old, model="model-old")
+    query = backend.random(1)[0]
+    await backend.index.search(owner, "model-old", query, 5)  # warm any cache
+    await backend.put(owner, dict(list(twin.items())[:6]), model="model-twin")  # half done
+    await backend.put(owner, small, model="model-small")
+    for model, vectors, wanted in (("model-old", old, query), ("model-twin", dict(list(twin.items())[:6]), query)):
+        hits = await backend.index.search(owner, model, wanted, 12)
+        assert [h.context_id for h in hits] == brute_force(vectors, wanted, 12), model
+        for hit in hits:
+            expected = float(normalized(vectors[hit.context_id]) @ normalized(wanted))
+            assert hit.score == pytest.approx(expected, abs=2e-3), model
+    small_query = backend.rng.standard_normal(16).astype(np.float32)
+    hits = await backend.index.search(owner, "model-small", small_query, 12)
+    assert [h.context_id for h in hits] == brute_force(small, small_query, 12)
 
 
 async def test_other_dimensions_are_stored_and_searched(backend: Backend) -> None:
@@ -737,6 +762,28 @@ async def _out_of_line(database: Database) -> tuple[int, int]:
     return int(toasted), int(total)
 
 
+async def _insert_as_of_0005(backend: Backend, owner_id: str, vectors: dict[str, np.ndarray]) -> None:
+    """Vectors written as the code of that schema wrote them (today's upsert needs migration 0015's key)."""
+    hashes = await backend.hashes(list(vectors))
+    async with backend.database.transaction() as session:
+        for context_id, vector in vectors.items():
+            await session.execute(
+                text(
+                    "INSERT INTO context_embeddings (context_id, owner_id, model, dimensions, vector, content_hash, "
+                    "embedding) VALUES (:c, :o, :m, :d, :v, :h, CAST(:e AS vector))"
+                ),
+                {
+                    "c": context_id,
+                    "o": owner_id,
+                    "m": MODEL,
+                    "d": DIMS,
+                    "v": to_blob(vector),
+                    "h": hashes[context_id],
+                    "e": pg_vector_literal(vector),
+                },
+            )
+
+
 async def test_pgvector_embeddings_are_stored_in_the_row(pgvector_url: str) -> None:
     """Before migration 0006 the toaster moved ``embedding`` out of line (a row holds two copies of the
     vector, over the 2 KB threshold), so every distance read the TOAST table. 0006 keeps it in the row
@@ -749,7 +796,7 @@ async def test_pgvector_embeddings_are_stored_in_the_row(pgvector_url: str) -> N
         backend = Backend("pgvector", database, before, np.random.default_rng(13))
         owner = await backend.add_user()
         ids = await backend.add_contexts(owner, 30)
-        await backend.put(owner, dict(zip(ids, backend.random(30), strict=True)))
+        await _insert_as_of_0005(backend, owner, dict(zip(ids, backend.random(30), strict=True)))
         query = backend.random(1)[0]
         old_hits = await before.search(owner, MODEL, query, 10)
         assert await _out_of_line(database) == (30, 30)

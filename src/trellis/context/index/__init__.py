@@ -2,8 +2,10 @@
 and the indexer that fills it through the gateway.
 
 Every vector is stored portably in ``context_embeddings.vector`` (float32, little-endian), one row
-per context, tagged with the embedding model and the ``content_hash`` of the content it was
-computed from. Where the vectors are searched depends on the database:
+per context and embedding model, tagged with the ``content_hash`` of the content it was computed
+from. Searches rank only the vectors of the *active* model (``state``); a reindex (``reindex``)
+fills in another model's beside them and then switches. Where the vectors are searched depends on
+the database:
 
 ``ExactVectorIndex`` (SQLite, and PostgreSQL without pgvector)
     Exact cosine top-k with numpy. An owner's vectors for one model are loaded into one normalised
@@ -35,5 +37,7 @@ pgvector is available)
 
 Modules: ``base`` (the protocols: ``VectorIndex`` and the ``ContextIndexer`` seam writes call),
 ``repository`` (the SQL both indexes and the indexer share), ``exact``, ``pgvector``, ``auto``
-(choosing), ``service`` (``GatewayIndexer``), ``models`` (``context_embeddings`` and the epochs).
+(choosing), ``service`` (``GatewayIndexer``), ``state`` (the active model), ``reindex``
+(``Reindexer``: changing the model), ``api`` and ``schemas`` (its REST door), ``models``
+(``context_embeddings``, the epochs, the embedding state).
 """

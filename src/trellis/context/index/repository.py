@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, and_, or_, select, text
+from sqlalchemy import Select, and_, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trellis.context.index.base import VectorEntry, VectorFilter
@@ -20,8 +20,8 @@ _UPSERT = """
 INSERT INTO context_embeddings (context_id, owner_id, model, dimensions, vector, content_hash{extra_columns})
 SELECT id, owner_id, :model, :dimensions, :vector, content_hash{extra_values}
 FROM contexts WHERE id = :context_id AND owner_id = :owner_id AND content_hash = :content_hash
-ON CONFLICT (context_id) DO UPDATE SET
-  model = excluded.model, dimensions = excluded.dimensions, vector = excluded.vector,
+ON CONFLICT (context_id, model) DO UPDATE SET
+  dimensions = excluded.dimensions, vector = excluded.vector,
   content_hash = excluded.content_hash{extra_updates}
 """
 
@@ -33,8 +33,8 @@ FROM unnest(
 ) AS v(context_id, content_hash, dimensions, vector{extra_names})
 JOIN contexts c ON c.id = v.context_id AND c.owner_id = :owner_id AND c.content_hash = v.content_hash
 ORDER BY c.id
-ON CONFLICT (context_id) DO UPDATE SET
-  model = excluded.model, dimensions = excluded.dimensions, vector = excluded.vector,
+ON CONFLICT (context_id, model) DO UPDATE SET
+  dimensions = excluded.dimensions, vector = excluded.vector,
   content_hash = excluded.content_hash{extra_updates}
 """
 
@@ -165,27 +165,59 @@ async def contents(session: AsyncSession, owner_id: str, context_ids: Sequence[s
     return [ContentToEmbed(*row) for row in (await session.execute(statement)).all()]
 
 
-async def stored_vector_tags(session: AsyncSession, context_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """context id -> (content_hash, model) of the vector stored for it."""
-    statement = select(ContextEmbedding.context_id, ContextEmbedding.content_hash, ContextEmbedding.model).where(
-        ContextEmbedding.context_id.in_(list(context_ids))
+async def stored_hashes(session: AsyncSession, model: str, context_ids: Sequence[str]) -> dict[str, str]:
+    """context id -> content_hash of the vector of ``model`` stored for it."""
+    statement = select(ContextEmbedding.context_id, ContextEmbedding.content_hash).where(
+        ContextEmbedding.model == model, ContextEmbedding.context_id.in_(list(context_ids))
     )
-    return {row.context_id: (row.content_hash, row.model) for row in await session.execute(statement)}
+    return {row.context_id: row.content_hash for row in await session.execute(statement)}
+
+
+def _lacking(model: str) -> Select[str, str]:
+    """Contexts without a current vector of ``model`` (none, or one of other content)."""
+    return (
+        select(Context.owner_id, Context.id)
+        .outerjoin(ContextEmbedding, and_(ContextEmbedding.context_id == Context.id, ContextEmbedding.model == model))
+        .where(or_(ContextEmbedding.context_id.is_(None), ContextEmbedding.content_hash != Context.content_hash))
+    )
 
 
 async def missing_or_stale(session: AsyncSession, model: str, limit: int) -> list[tuple[str, str]]:
-    """(owner, context id) of contexts with no vector, or one of other content or another model."""
-    statement = (
-        select(Context.owner_id, Context.id)
-        .outerjoin(ContextEmbedding, ContextEmbedding.context_id == Context.id)
-        .where(
-            or_(
-                ContextEmbedding.context_id.is_(None),
-                ContextEmbedding.content_hash != Context.content_hash,
-                ContextEmbedding.model != model,
-            )
-        )
-        .order_by(Context.owner_id, Context.id)
-        .limit(limit)
-    )
+    """(owner, context id) of contexts with no vector of ``model``, or one of other content."""
+    statement = _lacking(model).order_by(Context.owner_id, Context.id).limit(limit)
     return [(owner_id, context_id) for owner_id, context_id in (await session.execute(statement)).all()]
+
+
+async def lacking_after(session: AsyncSession, model: str, cursor: str, limit: int) -> list[tuple[str, str]]:
+    """(owner, context id), in id order, of contexts after ``cursor`` lacking a current vector of
+    ``model``: the reindex's next batch. The walk is along the contexts' primary key, so a batch
+    costs its own rows whatever the store's size."""
+    statement = _lacking(model).where(Context.id > cursor).order_by(Context.id).limit(limit)
+    return [(owner_id, context_id) for owner_id, context_id in (await session.execute(statement)).all()]
+
+
+async def count_contexts(session: AsyncSession, *, after: str | None = None) -> int:
+    statement = select(func.count()).select_from(Context)
+    if after is not None:
+        statement = statement.where(Context.id <= after)
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def delete_other_models(database: Database, model: str) -> int:
+    """Drop every vector not of ``model`` (after a switch: the old model's). Returns how many."""
+    async with database.transaction() as session:
+        result = await session.execute(
+            ContextEmbedding.__table__.delete().where(ContextEmbedding.model != model)  # type: ignore[attr-defined]
+        )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def most_common_model(session: AsyncSession) -> str | None:
+    """The model most stored vectors have (pinning the active model on a store that has vectors)."""
+    statement = (
+        select(ContextEmbedding.model)
+        .group_by(ContextEmbedding.model)
+        .order_by(func.count().desc(), ContextEmbedding.model)
+        .limit(1)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()

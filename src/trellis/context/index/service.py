@@ -1,18 +1,20 @@
 """The real ``ContextIndexer``: embeds contexts through the gateway and stores their vectors.
 
-``index()`` embeds now, in batches of ``batch_size``: it reads the contexts' current content, skips
-those whose stored vector was computed from the same content (``content_hash``) with the current
-embedding model, embeds the rest with the gateway's default embedding model, and hands the vectors
-to the vector index, which refuses a vector whose content changed meanwhile. ``schedule()`` queues
+``index()`` embeds now, in batches of ``batch_size``: it reads the contexts' current content, and
+for each model to index — the *active* embedding model (``trellis.context.index.state``), and while
+a reindex runs its target model too — skips those whose stored vector of that model was computed
+from the same content (``content_hash``), embeds the rest, and hands the vectors to the vector
+index, which refuses a vector whose content changed meanwhile. ``schedule()`` queues
 ids for a background task (started and stopped with the app, like the log writer; ``stop()``
 drains the queue). ``forget()`` drops what the index caches in memory for the owner; the rows
 themselves go with the contexts (ON DELETE CASCADE).
 
 The queue is an accelerator, not the record: the database says which contexts lack a current
-vector (no row, another ``content_hash``, another model). ``sweep()`` finds them and queues them;
+vector of the active model (no row, or another ``content_hash``). ``sweep()`` finds them and queues them;
 the background task sweeps when it starts and every ``sweep_interval_seconds`` while idle, so
-contexts scheduled before a crash, or whose embedding failed (model down), or embedded by an older
-model, are picked up without anyone asking.
+contexts scheduled before a crash, or whose embedding failed (model down), are picked up without
+anyone asking. Changing the configured model is not such a case: that is a reindex, which embeds
+beside the old vectors and switches when done.
 
 Embedding failures never reach the writer of a context: they are logged, counted, and left to the
 sweep. Calls go through the gateway as the context's owner, on the door ``indexer``, so they show
@@ -31,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from trellis.auth.schemas import Principal
 from trellis.context.index import repository as repo
 from trellis.context.index.base import VectorEntry, VectorIndex
+from trellis.context.index.state import EmbeddingModels
 from trellis.gateway.service import CallContext, Gateway
 from trellis.kit.clock import Clock
 from trellis.kit.errors import TrellisError
@@ -75,6 +78,7 @@ class GatewayIndexer:
         *,
         model: str | None = None,
         sweep_interval_seconds: float = DEFAULT_SWEEP_INTERVAL_SECONDS,
+        models: EmbeddingModels | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -84,6 +88,7 @@ class GatewayIndexer:
         self._clock = clock
         self._batch_size = batch_size
         self._model = model
+        self.models = models or EmbeddingModels(database, gateway)
         self._sweep_interval = sweep_interval_seconds
         # owner -> ids in arrival order (a dict: ordered and deduplicated).
         self._pending: dict[str, dict[str, None]] = {}
@@ -94,6 +99,7 @@ class GatewayIndexer:
         self._stopping = False
         self._warned_no_model = False
         self.stats = IndexerStats()
+        self.last_error: str | None = None
 
     # --- the ContextIndexer protocol ----------------------------------------------------------
 
@@ -126,7 +132,9 @@ class GatewayIndexer:
     # --- the model --------------------------------------------------------------------------------
 
     def model_name(self) -> str | None:
-        """The embedding model vectors are computed with (its canonical name), or None if there is none."""
+        """The configured embedding model (its canonical name), or None if there is none. Vectors are
+        written for the active model (``models_to_index``), which is this one until a reindex says
+        otherwise, unless the indexer was made for one ``model``."""
         try:
             name, _ = self._gateway.resolve(self._model, "embed")
         except TrellisError as exc:
@@ -138,18 +146,37 @@ class GatewayIndexer:
 
     # --- work ------------------------------------------------------------------------------------
 
+    async def models_to_index(self) -> list[str]:
+        """The models a context written now gets vectors of (see ``EmbeddingModels``)."""
+        if self._model is not None:
+            return [name for name in [self.model_name()] if name]
+        models = await self.models.current()
+        if models.active is None and not self._warned_no_model:
+            self.model_name()  # logs why there is no model, once
+        return models.to_index
+
     async def _index_batch(self, owner_id: str, context_ids: Sequence[str]) -> None:
-        model = self.model_name()
-        if model is None:
+        try:
+            models = await self.models_to_index()
+        except SQLAlchemyError as exc:  # e.g. not migrated yet: the sweep retries later
+            self.stats.failures += 1
+            log.warning("context_index_failed", owner_id=owner_id, contexts=len(context_ids), error=str(exc))
             return
+        for model in models:
+            await self.embed_for(owner_id, context_ids, model)
+
+    async def embed_for(self, owner_id: str, context_ids: Sequence[str], model: str) -> int:
+        """Store vectors of ``model`` for those of the owner's ``context_ids`` lacking a current one.
+        Returns how many were written; failures are logged, counted and left to the sweep (or the
+        reindex) to retry, and -1 is returned."""
         try:
             async with self._database.session() as session:
                 contexts = await repo.contents(session, owner_id, context_ids)
-                stored = await repo.stored_vector_tags(session, [c.id for c in contexts])
-            todo = [c for c in contexts if stored.get(c.id) != (c.content_hash, model)]
+                stored = await repo.stored_hashes(session, model, [c.id for c in contexts])
+            todo = [c for c in contexts if stored.get(c.id) != c.content_hash]
             self.stats.skipped += len(contexts) - len(todo)
             if not todo:
-                return
+                return 0
             # The vectors are stored here, keyed by content hash: caching them in the gateway too would
             # only push search queries out of its cache.
             ctx = CallContext(principal=owner_principal(owner_id), door="indexer", cache="bypass")
@@ -159,23 +186,24 @@ class GatewayIndexer:
             entries = [VectorEntry(c.id, c.content_hash, v) for c, v in zip(todo, result.vectors, strict=True)]
             await self.index_backend.upsert(owner_id, served, entries)
             self.stats.embedded += len(entries)
+            return len(entries)
         except (TrellisError, SQLAlchemyError, OSError, ValueError) as exc:
             # The contexts are stored; keyword search finds them. The sweep retries later.
             self.stats.failures += 1
+            self.last_error = getattr(exc, "message", None) or str(exc)
             log.warning(
-                "context_index_failed",
-                owner_id=owner_id,
-                contexts=len(context_ids),
-                error=getattr(exc, "message", None) or str(exc),
+                "context_index_failed", owner_id=owner_id, model=model, contexts=len(context_ids), error=self.last_error
             )
+            return -1
 
     async def sweep(self, limit: int = SWEEP_LIMIT) -> int:
-        """Queue every context (up to ``limit``) whose vector is missing or not current. Returns how many."""
-        model = self.model_name()
-        if model is None:
+        """Queue every context (up to ``limit``) whose vector of the active model is missing or not
+        current. Returns how many. (A running reindex's target model is the reindex's to fill.)"""
+        models = await self.models_to_index()
+        if not models:
             return 0
         async with self._database.session() as session:
-            rows = await repo.missing_or_stale(session, model, limit)
+            rows = await repo.missing_or_stale(session, models[0], limit)
         by_owner: dict[str, list[str]] = {}
         for owner_id, context_id in rows:
             by_owner.setdefault(owner_id, []).append(context_id)

@@ -11,8 +11,11 @@ Retrievers
     rarer words, ranked by all of them: ``trellis.context.search.keyword`` explains how that bounds the
     cost at any corpus size.
 
-    ``semantic``: the query is embedded with the gateway's default embedding model and the vector
-    index (``trellis.context.index.exact``) returns the nearest contexts by cosine similarity.
+    ``semantic``: the query is embedded with the *active* embedding model
+    (``trellis.context.index.state``) and the vector index returns the nearest contexts among that
+    model's vectors, by cosine similarity. The active model is read from the database on every
+    search: while a reindex to another model runs, searches keep using the old model and its
+    vectors, and they switch together when it completes; a ranking never holds two models' vectors.
 
 Fusion
     ``hybrid`` runs both concurrently, each to a depth of ``max(2 * limit, 50)`` (at most 200),
@@ -42,6 +45,7 @@ from collections.abc import Sequence
 
 from trellis.auth.schemas import Principal
 from trellis.context.index.base import DimensionMismatch, VectorIndex
+from trellis.context.index.state import EmbeddingModels
 from trellis.context.models import Context
 from trellis.context.search import repository as repo
 from trellis.context.search.keyword import DEFAULT_BUDGET, Candidates, KeywordRetriever
@@ -160,8 +164,10 @@ class ContextSearch:
         keyword_weight: float = KEYWORD_WEIGHT,
         semantic_weight: float = 1.0,
         document_decay: float = DOCUMENT_DECAY,
+        models: EmbeddingModels | None = None,
     ) -> None:
         self._database = database
+        self._models = models or EmbeddingModels(database, gateway)
         self._gateway = gateway
         self._index = index
         self._keyword = KeywordRetriever(database, budget=keyword_budget)
@@ -329,8 +335,8 @@ class ContextSearch:
         return model, [(hit.context_id, hit.score) for hit in hits]
 
     async def _query_vector(self, ctx: CallContext, text: str) -> tuple[str, FloatArray]:
-        """The default embedding model's name and the text's vector (the gateway caches it)."""
-        model, embedded = await self._gateway.embed(ctx, None, [text])
+        """The active embedding model's name and the text's vector (the gateway caches it)."""
+        model, embedded = await self._gateway.embed(ctx, await self._models.active(), [text])
         return model, as_vector(embedded.vectors[0])
 
     async def fetch_contexts(self, owner_id: str, ids: Sequence[str]) -> dict[str, Context]:
