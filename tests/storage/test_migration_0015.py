@@ -43,7 +43,7 @@ async def test_down_and_up_keeps_the_vectors_and_pins_the_commonest_model(h: Har
                 await h.client.post("/api/context", json={"type": "note", "content": content}, headers=alice), 201
             )["id"]
         )
-    await _migrate(h, "0013", down=True)
+    await _migrate(h, "0014", down=True)
     await _execute(h, "UPDATE context_embeddings SET model = 'other-model' WHERE context_id = :id", id=ids[0])
 
     await _migrate(h, "head", down=False)
@@ -65,7 +65,7 @@ async def test_down_and_up_keeps_the_vectors_and_pins_the_commonest_model(h: Har
     assert bumped > epoch
     assert len(await _rows(h, "SELECT 1 FROM context_embeddings WHERE context_id = :id", id=ids[1])) == 2
 
-    await _migrate(h, "0013", down=True)  # one vector per context again: the active model's where it has one
+    await _migrate(h, "0014", down=True)  # one vector per context again: the active model's where it has one
     assert sorted(await _rows(h, "SELECT context_id, model FROM context_embeddings")) == sorted(
         [(ids[0], "other-model"), (ids[1], "minilm-l6"), (ids[2], "minilm-l6")]
     )

@@ -1,7 +1,7 @@
 """Changing the embedding model safely: a vector per (context, model), and the embedding state.
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-03
 
 ``context_embeddings`` was keyed by context alone, so changing the embedding model re-embedded in
@@ -25,7 +25,7 @@ from alembic import op
 from trellis.storage.base import UTCDateTime
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
