@@ -15,7 +15,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 endif
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck unit bench test-n8n test-sweeps lock clean help
+.PHONY: run test lint typecheck unit bench test-n8n test-sweeps test-soak lock clean help
 
 help:
 	@echo "make run    start Trellis at http://127.0.0.1:8000 (embedded defaults)"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench  run the benchmarks under bench/"
 	@echo "make test-n8n  the n8n client against a real n8n (installs it with npm once: ~5 min, 2.3 GB)"
 	@echo "make test-sweeps  the local model's structured-output and tool-call tests over every seed (~10 min)"
+	@echo "make test-soak  workers killed with SIGKILL mid-step 50 times per setup (~10 min)"
 	@echo "make lock   re-resolve requirements.lock from pyproject.toml"
 
 $(STAMP):
@@ -69,6 +70,10 @@ test-n8n: $(STAMP)
 # `make test` runs a few seeds of each local-model sweep (tests/sweeps.py); this runs them all.
 test-sweeps: $(STAMP)
 	TRELLIS_TEST_SWEEP=full $(BIN)/pytest tests/gateway/test_structured_local.py tests/gateway/test_tools_local.py
+
+# `make test` kills a worker 10 times per setup (tests/workflows/test_distributed.py); this, 50 times.
+test-soak: $(STAMP)
+	TRELLIS_TEST_WORKER_KILLS=50 $(BIN)/pytest tests/workflows/test_distributed.py
 
 lock:
 	$(PYTHON) -m pip install --quiet uv

@@ -24,7 +24,8 @@ from tests.processes import Process, free_port, start
 from tests.workflows.support import execute, save
 from trellis.workflows.models import WorkflowEvent, WorkflowRun
 
-KILLS = int(os.environ.get("TRELLIS_TEST_WORKER_KILLS", "50"))
+# 10 kills per setup in `make test`; the 50-kill loop the issue asks for is `make test-soak`.
+KILLS = int(os.environ.get("TRELLIS_TEST_WORKER_KILLS", "10"))
 LEASE_SECONDS = 2.0
 POLL_SECONDS = 0.2
 
