@@ -284,6 +284,10 @@ class Query:
         created_before: datetime | None = None,
         updated_after: datetime | None = None,
         updated_before: datetime | None = None,
+        owner: Annotated[
+            str | None,
+            strawberry.argument(description="Whose contexts: yours by default; an admin may name a user id or `all`."),
+        ] = None,
     ) -> ContextConnection:
         principal = await info.context.admit(Scope.READ)
         query = ContextListQuery.parse(
@@ -296,6 +300,7 @@ class Query:
             sort=sort.value,
             limit=first,
             cursor=after,
+            owner=owner,
         )
         rows, next_cursor = await info.context.runtime.context.list_page(principal, query)
         return ContextConnection(
