@@ -174,8 +174,9 @@ class ContextService:
         async with self._db.session() as session:
             return _readable(await repo.context_by_id(session, context_id), actor, context_id)
 
-    async def _own(self, actor: Principal, context_id: str) -> Context:
-        """A context the actor may change: their own only."""
+    async def get_own(self, actor: Principal, context_id: str) -> Context:
+        """A context the actor may change: their own only (an administrator's read of another user's
+        context is ``get``; a door about to write reads with this, so it fails before any work)."""
         if len(context_id) > _MAX_ID_LENGTH:
             raise _context_not_found(context_id)
         async with self._db.session() as session:
@@ -213,7 +214,7 @@ class ContextService:
             values[Context.meta] = data.metadata
 
         for _ in range(MAX_WRITE_ATTEMPTS):
-            current = await self._own(actor, context_id)
+            current = await self.get_own(actor, context_id)
             if expected is not None and current.version != expected:
                 raise _stale(current.version, expected)
             values[Context.updated_at] = self._clock.now()
@@ -224,7 +225,7 @@ class ContextService:
                     break
             if expected is not None:
                 # Another writer holding the same version committed first (or deleted it).
-                latest = await self._own(actor, context_id)
+                latest = await self.get_own(actor, context_id)
                 raise _stale(latest.version, expected)
         else:
             raise Conflict("The context kept changing under this update; try again")
@@ -234,7 +235,7 @@ class ContextService:
 
     async def delete(self, actor: Principal, context_id: str, *, expected_version: int | None = None) -> ContextDeleted:
         """Delete a context; its relationships (both directions) and its embedding go with it."""
-        current = await self._own(actor, context_id)
+        current = await self.get_own(actor, context_id)
         if expected_version is not None and current.version != expected_version:
             raise _stale(current.version, expected_version)
         async with self._db.transaction() as session:
@@ -243,7 +244,7 @@ class ContextService:
         if not deleted:
             if expected_version is None:
                 raise _context_not_found(context_id)
-            latest = await self._own(actor, context_id)
+            latest = await self.get_own(actor, context_id)
             raise _stale(latest.version, expected_version)
         try:
             await self.indexer.forget(actor.user_id, [context_id])
@@ -342,7 +343,7 @@ class ContextService:
         return out
 
     async def delete_relationship(self, actor: Principal, context_id: str, relationship_id: str) -> RelationshipOut:
-        await self._own(actor, context_id)
+        await self.get_own(actor, context_id)
         async with self._db.transaction() as session:
             edge = await repo.relationship_by_id(session, relationship_id)
             if (
