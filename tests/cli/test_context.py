@@ -95,6 +95,13 @@ def test_cli_acts_as_the_keys_owner(cli_data_dir: Path) -> None:
     assert cli("context", "link", bobs["id"], admins["id"], "--api-key", bob_key).exit_code == 1
     assert cli("context", "link", admins["id"], bobs["id"]).exit_code == 1
     assert cli("context", "rm", bobs["id"]).exit_code == 1
+    # The admin reads Bob's context and lists everyone's (issue 16); Bob may not list the admin's.
+    assert ok_json("context", "get", bobs["id"])["content"] == "bob's"
+    assert {item["id"] for item in ok_json("context", "list", "--owner", "all")["items"]} == {admins["id"], bobs["id"]}
+    assert [item["id"] for item in ok_json("context", "list", "--owner", bob["id"])["items"]] == [bobs["id"]]
+    refused = cli("context", "list", "--owner", "all", "--api-key", bob_key)
+    assert refused.exit_code == 1
+    assert "only an admin" in flat(refused.stderr)
     assert ok_json("context", "rm", bobs["id"], "--api-key", bob_key)["deleted"] is True
 
 

@@ -348,6 +348,12 @@ def test_wait_status_events_history(cli_data_dir: Path, tmp_path: Path) -> None:
     assert len(first_page["items"]) == 2
     rest = ok_json("workflow", "history", "--cursor", first_page["next_cursor"])
     assert len(rest["items"]) == 1
+    # --owner (issue 16): the admin's "all" and its own id list the same three runs; another id none.
+    everyone = ok_json("workflow", "history", "--owner", "all")
+    assert {item["id"] for item in everyone["items"]} == set(by_id)
+    owner = everyone["items"][0]["owner_id"]
+    assert {item["id"] for item in ok_json("workflow", "history", "--owner", owner)["items"]} == set(by_id)
+    assert ok_json("workflow", "history", "--owner", "usr_nobody")["items"] == []
     table = cli("workflow", "history")
     assert table.exit_code == 0
     assert run_id in table.stdout

@@ -251,12 +251,13 @@ async def test_another_users_context_is_not_found(h: Harness, alice: dict[str, s
     other = await create(h, alice, "alice's other")
     theirs = await create(h, bob, "bob's")
     url = f"{API}/{mine['id']}"
-    for who in (bob, ADMIN):  # private even from administrators
-        assert_error(await h.client.get(url, headers=who), 404, "not_found_error")
+    assert_error(await h.client.get(url, headers=bob), 404, "not_found_error")
+    assert_error(await h.client.get(f"{url}/relationships", headers=bob), 404, "not_found_error")
+    assert_error(await h.client.get(f"{url}/graph", headers=bob), 404, "not_found_error")
+    # Writes are the owner's only: an administrator (who may read it, below) gets 404 too.
+    for who in (bob, ADMIN):
         assert_error(await h.client.put(url, json={"content": "x"}, headers=who), 404, "not_found_error")
         assert_error(await h.client.delete(url, headers=who), 404, "not_found_error")
-        assert_error(await h.client.get(f"{url}/relationships", headers=who), 404, "not_found_error")
-        assert_error(await h.client.get(f"{url}/graph", headers=who), 404, "not_found_error")
         body = {"target_context_id": other["id"], "relationship_type": "x"}
         assert_error(await h.client.post(f"{url}/relationships", json=body, headers=who), 404, "not_found_error")
     # Nor can a relationship point at another user's context.
@@ -270,6 +271,30 @@ async def test_another_users_context_is_not_found(h: Harness, alice: dict[str, s
     got = assert_ok(await h.client.get(url, headers=alice))
     assert (got["content"], got["version"]) == ("alice's", 1)
     assert await count(h, ContextRelationship) == 0
+
+
+async def test_an_admin_reads_another_users_context_its_relationships_and_graph(
+    h: Harness, alice: dict[str, str], bob: dict[str, str]
+) -> None:
+    """Issue 16: administrators see everything, contexts included; writes stay the owner's."""
+    mine = await create(h, alice, "alice's")
+    other = await create(h, alice, "alice's other")
+    body = {"target_context_id": other["id"], "relationship_type": "refines"}
+    assert_ok(await h.client.post(f"{API}/{mine['id']}/relationships", json=body, headers=alice), 201)
+    url = f"{API}/{mine['id']}"
+    got = assert_ok(await h.client.get(url, headers=ADMIN))
+    assert (got["content"], got["owner_id"]) == ("alice's", mine["owner_id"])
+    edges = assert_ok(await h.client.get(f"{url}/relationships", headers=ADMIN))
+    assert [e["target_id"] for e in edges] == [other["id"]]
+    graph = assert_ok(await h.client.get(f"{url}/graph", headers=ADMIN))
+    assert {n["id"] for n in graph["nodes"]} == {mine["id"], other["id"]}
+    assert len(graph["edges"]) == 1
+    # The relationship an admin may read, it may not delete.
+    edge_id = edges[0]["id"]
+    response = await h.client.delete(f"{url}/relationships/{edge_id}", headers=ADMIN)
+    assert_error(response, 404, "not_found_error")
+    assert await count(h, ContextRelationship) == 1
+    assert assert_ok(await h.client.get(url, headers=alice))["version"] == 1
 
 
 # --- relationships -------------------------------------------------------------------------------

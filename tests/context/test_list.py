@@ -9,6 +9,7 @@ import pytest
 
 from tests.auth.support import assert_error, assert_ok, field_names
 from tests.conftest import ADMIN_KEY, Harness
+from tests.graphql.support import data_of, error_of, gql
 
 API = "/api/context"
 ADMIN = Harness.auth(ADMIN_KEY)
@@ -47,8 +48,25 @@ async def test_lists_only_ones_own_newest_first(h: Harness, alice: dict[str, str
     assert [item["id"] for item in data["items"]] == [second, first]
     assert data["next_cursor"] is None
     assert data["items"][0]["content"] == "two"
-    # Contexts are private, administrators included.
+    # An administrator's default list is their own, as before.
     assert (await page(h, ADMIN))["items"] == []
+
+
+async def test_owner_filter_for_admins_only(h: Harness, alice: dict[str, str], bob: dict[str, str]) -> None:
+    """Issue 16: an administrator lists one user's contexts (``owner``) or everyone's (``all``)."""
+    alices = await make(h, alice, "one")
+    bobs = await make(h, bob, "bob's")
+    alice_id = assert_ok(await h.client.get(f"{API}/{alices}", headers=alice))["owner_id"]
+    assert {item["id"] for item in (await page(h, ADMIN, owner="all"))["items"]} == {alices, bobs}
+    by_alice = (await page(h, ADMIN, owner=alice_id))["items"]
+    assert [(item["id"], item["owner_id"]) for item in by_alice] == [(alices, alice_id)]
+    assert (await page(h, ADMIN, owner="usr_nobody"))["items"] == []
+    assert await walk(h, ADMIN, owner="all", limit=1) == [bobs, alices]  # pages across owners
+    assert [item["id"] for item in (await page(h, alice, owner=alice_id))["items"]] == [alices]
+    for owner in ("all", "usr_nobody"):
+        response = await h.client.get(API, params={"owner": owner}, headers=bob)
+        assert assert_error(response, 403, "authorization_error")["details"]["owner"] == owner
+    assert_error(await h.client.get(API, params={"owner": "x" * 65}, headers=ADMIN), 400, "validation_error")
 
 
 async def test_sort_and_keyset_pages(h: Harness, alice: dict[str, str]) -> None:
@@ -118,3 +136,14 @@ async def test_a_cursor_is_tied_to_its_sort(h: Harness, alice: dict[str, str]) -
 
 async def test_needs_a_credential(h: Harness) -> None:
     assert_error(await h.client.get(API), 401, "authentication_error")
+
+
+async def test_graphql_contexts_follow_the_same_rules(h: Harness, alice: dict[str, str], bob: dict[str, str]) -> None:
+    alices = await make(h, alice, "one")
+    listing = "query($owner: String) { contexts(owner: $owner) { edges { node { id content } } } }"
+    nodes = data_of(await gql(h, listing, {"owner": "all"}, headers=ADMIN))["contexts"]["edges"]
+    assert [edge["node"] for edge in nodes] == [{"id": alices, "content": "one"}]
+    error_of(await gql(h, listing, {"owner": "all"}, headers=bob), "authorization_error")
+    one = "query($id: ID!) { context(id: $id) { id content } }"
+    assert data_of(await gql(h, one, {"id": alices}, headers=ADMIN))["context"] == {"id": alices, "content": "one"}
+    error_of(await gql(h, one, {"id": alices}, headers=bob), "not_found_error")

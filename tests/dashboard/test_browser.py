@@ -305,6 +305,37 @@ async def test_a_developer_sees_their_own_usage_only(tmp_path: Path) -> None:
         assert await page.locator("#log-table tbody tr.log-row").count() == 1
         assert await page.locator("#log-filters input[name=user_id]").count() == 0
         await page.screenshot(path=shots / "02-log.png", full_page=True)
+        # Contexts: their own only, with no owner to choose. (Made only now: indexing a context is a
+        # model call of its owner's, which the usage and log checks above would count.)
+        note = {"type": "note", "content": "the developer's own note about emus"}
+        theirs = (await admin.post("/api/context", json=note, headers=dev_headers)).json()["data"]
+        mine = (await admin.post("/api/context", json={"type": "note", "content": "the admin's note"})).json()["data"]
+        await page.click("header nav >> text=Contexts")
+        await page.wait_for_selector("#context-table tbody tr.context-row")
+        assert await page.locator("#context-table tbody tr.context-row").count() == 1
+        assert theirs["id"] in await page.inner_text("#context-table")
+        assert await page.locator("#context-search input[name=owner]").count() == 0
         await page.click("header nav >> text=Alerts")
         await page.wait_for_selector("#rule-table td:text-is('No rules.')")  # built-in rules are the operator's
+        assert errors == []
+
+        # An administrator sees everyone's contexts, each with its owner, and opens the developer's.
+        page = await (await browser.new_context(viewport={"width": 1280, "height": 800})).new_page()
+        errors = watch_errors(page)
+        await page.goto(server.url + "/dashboard/sign-in?next=/dashboard/contexts")
+        await page.fill("#key-form input[name=api_key]", ADMIN_KEY)
+        await page.click("#key-form button[type=submit]")
+        await page.wait_for_url("**/dashboard/contexts")
+        await page.wait_for_selector(f"#context-table a:text-is('{theirs['id']}')")
+        table = await page.inner_text("#context-table")
+        assert mine["id"] in table
+        assert theirs["owner_id"] in table
+        assert "(you)" in table
+        await page.screenshot(path=shots / "03-admin-contexts.png", full_page=True)
+        await page.fill("#context-search input[name=owner]", theirs["owner_id"])
+        await page.click("#context-search button[type=submit]")
+        await page.wait_for_selector(f"#context-table a:text-is('{theirs['id']}')")
+        assert mine["id"] not in await page.inner_text("#context-table")
+        await page.click(f"#context-table a:text-is('{theirs['id']}')")
+        await page.wait_for_selector("#graph-svg circle.node")
         assert errors == []

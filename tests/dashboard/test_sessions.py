@@ -404,3 +404,18 @@ async def test_a_session_cached_here_ends_with_a_change_made_by_another_process(
                 await other.close()
         assert (await c.get("/dashboard")).status_code == 303
         assert (await c.get("/api/v1/auth/me")).status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/dashboard/workflows", "/dashboard/contexts"])
+async def test_admins_get_an_owner_filter_and_column_others_do_not(harness: Harness, path: str) -> None:
+    """Issue 16: administrators see every user's runs and contexts (the scripts ask for owner=all
+    unless the Owner filter names one user); other users see their own, with no owner to choose."""
+    _, key = await harness.user_with_key("dev")
+    for api_key, admin in ((ADMIN_KEY, True), (key, False)):
+        async with browser(harness) as c:
+            await sign_in(c, api_key=api_key)
+            page = await c.get(path)
+            assert page.status_code == 200
+            assert ('name="owner"' in page.text) is admin
+            assert ("<th>Owner</th>" in page.text) is admin
+            assert ("Every user's" in page.text or "every user's" in page.text) is admin

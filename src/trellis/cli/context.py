@@ -161,10 +161,14 @@ def context_list(
     sort: Annotated[str, typer.Option(help="updated, -updated (newest first), created or -created.")] = "-updated",
     limit: Annotated[int, typer.Option("--limit", "-n", help=f"Page size, 1-{MAX_PAGE}.")] = DEFAULT_PAGE,
     cursor: Annotated[str | None, typer.Option(help="The next_cursor a previous page printed.")] = None,
+    owner: Annotated[
+        str | None, typer.Option(help="Whose: yours by default; an admin may give a user id or 'all'.")
+    ] = None,
     api_key: ApiKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List your contexts, newest first, a page at a time (the same as GET /api/context)."""
+    """List your contexts, newest first, a page at a time (the same as GET /api/context; an admin may
+    list another user's or everyone's with --owner)."""
     pairs = metadata_pairs(metadata or [])
 
     async def work(runtime: Runtime) -> ContextPage:
@@ -174,6 +178,7 @@ def context_list(
             sort=sort,
             limit=limit,
             cursor=cursor,
+            owner=owner,
         )
         actor = await acting(runtime, api_key)
         rows, next_cursor = await runtime.context.list_page(actor, query)

@@ -690,15 +690,18 @@ def workflow_history(
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=MAX_PAGE, help="Page size.")] = DEFAULT_PAGE,
     cursor: Annotated[str | None, typer.Option(help="The next_cursor a previous page printed.")] = None,
+    owner: Annotated[
+        str | None, typer.Option(help="Whose: yours by default; an admin may give a user id or 'all'.")
+    ] = None,
     api_key: ApiKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Your runs, newest first.
+    """Your runs, newest first (an admin: anyone's, with --owner).
 
     trellis workflow history --workflow hello --status failed --status cancelled -n 20
     """
     filters = HistoryFilters(
-        workflow=workflow, statuses=tuple(s.value for s in status or ()), limit=limit, cursor=cursor
+        workflow=workflow, statuses=tuple(s.value for s in status or ()), limit=limit, cursor=cursor, owner=owner
     )
 
     async def work(runtime: Runtime) -> RunPage:

@@ -58,6 +58,7 @@ METADATA_PREFIX = "metadata."
 NOT_FOUND: Responses = {404: {"description": "No such context, or another user's (not_found_error)"}}
 CONFLICT: Responses = {409: {"description": "Stale If-Match / version: details.current_version (conflict_error)"}}
 TOO_LARGE: Responses = {413: {"description": "content over [context] max_content_bytes (payload_too_large_error)"}}
+FORBIDDEN: Responses = {403: {"description": "A non-admin named another owner (authorization_error)"}}
 
 
 def _expected_version(if_match: str | None) -> int | None:
@@ -82,9 +83,10 @@ async def context_types(principal: Reader, runtime: RuntimeDep) -> Envelope[Cont
 
 @router.get(
     "",
-    summary="List your contexts: filter by type, metadata and time; sort; page with a cursor",
+    summary="List your contexts (admins: any owner's): filter by type, metadata and time; sort; page with a cursor",
     description="Metadata filters are query parameters named `metadata.<key>`, as in search. Pages are "
     "keyset-paged: pass `next_cursor` back as `cursor` (with the same filters and sort) for the next one.",
+    responses=FORBIDDEN,
 )
 async def list_contexts(
     request: Request,
@@ -102,6 +104,13 @@ async def list_contexts(
     sort: Annotated[str, Query(description="updated, -updated (default), created or -created.")] = "-updated",
     limit: Annotated[int, Query(description=f"Page size, 1-{MAX_PAGE}.")] = DEFAULT_PAGE,
     cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page.")] = None,
+    owner: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="Whose contexts: yours by default; an admin may name a user id or `all` (403 for anyone else).",
+        ),
+    ] = None,
 ) -> Envelope[ContextPage]:
     pairs = [(k, v) for k, v in request.query_params.multi_items() if k.startswith(METADATA_PREFIX)]
     query = ContextListQuery.parse(
@@ -114,6 +123,7 @@ async def list_contexts(
         sort=sort,
         limit=limit,
         cursor=cursor,
+        owner=owner,
     )
     rows, next_cursor = await runtime.context.list_page(principal, query)
     return ok(ContextPage(items=[ContextOut.of(row) for row in rows], next_cursor=next_cursor))

@@ -24,11 +24,15 @@ async def context_by_id(session: AsyncSession, context_id: str) -> Context | Non
     return await session.get(Context, context_id, populate_existing=True)
 
 
-async def contexts_by_ids(session: AsyncSession, owner_id: str, ids: Collection[str]) -> dict[str, Context]:
-    """The owner's contexts among these ids (others' and missing ones are simply absent)."""
+async def contexts_by_ids(session: AsyncSession, owner_id: str | None, ids: Collection[str]) -> dict[str, Context]:
+    """The owner's contexts among these ids (others' and missing ones are simply absent);
+    ``owner_id=None``: any owner's (an administrator's read)."""
     if not ids:
         return {}
-    rows = await session.execute(select(Context).where(Context.owner_id == owner_id, Context.id.in_(list(ids))))
+    statement = select(Context).where(Context.id.in_(list(ids)))
+    if owner_id is not None:
+        statement = statement.where(Context.owner_id == owner_id)
+    rows = await session.execute(statement)
     return {row.id: row for row in rows.scalars()}
 
 
@@ -85,14 +89,15 @@ async def find_relationship(
 
 async def relationships_touching(
     session: AsyncSession,
-    owner_id: str,
+    owner_id: str | None,
     context_ids: Collection[str],
     *,
     relationship_type: str | None = None,
     outgoing: bool = True,
     incoming: bool = True,
 ) -> list[ContextRelationship]:
-    """Relationships with one end among ``context_ids``, oldest first: one query for any number of ids."""
+    """Relationships with one end among ``context_ids``, oldest first: one query for any number of ids
+    (the owner's; ``owner_id=None``: any owner's)."""
     ids = list(context_ids)
     ends = []
     if outgoing:
@@ -101,7 +106,9 @@ async def relationships_touching(
         ends.append(ContextRelationship.target_id.in_(ids))
     if not ids or not ends:
         return []
-    statement = select(ContextRelationship).where(ContextRelationship.owner_id == owner_id, or_(*ends))
+    statement = select(ContextRelationship).where(or_(*ends))
+    if owner_id is not None:
+        statement = statement.where(ContextRelationship.owner_id == owner_id)
     if relationship_type is not None:
         statement = statement.where(ContextRelationship.relationship_type == relationship_type)
     statement = statement.order_by(ContextRelationship.created_at, ContextRelationship.id)
@@ -119,13 +126,16 @@ async def delete_relationship(session: AsyncSession, relationship_id: str, owner
 async def list_page(
     session: AsyncSession,
     dialect: str,
-    owner_id: str,
+    owner_id: str | None,
     query: ContextListQuery,
     after: tuple[datetime, str] | None,
 ) -> list[Context]:
-    """One page of the owner's contexts in ``query.sort`` order (ties by id), after the keyset ``after``."""
+    """One page of the owner's contexts (``owner_id=None``: everyone's) in ``query.sort`` order (ties
+    by id), after the keyset ``after``."""
     column = Context.created_at if query.sort.column == "created_at" else Context.updated_at
-    statement = select(Context).where(Context.owner_id == owner_id)
+    statement = select(Context)
+    if owner_id is not None:
+        statement = statement.where(Context.owner_id == owner_id)
     if query.types:
         statement = statement.where(Context.type.in_(query.types))
     clause = metadata_clause(dialect, Context.meta, query.metadata)

@@ -235,7 +235,8 @@ class ContextSort(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ContextListQuery:
-    """A page of one owner's contexts, every value checked (the REST and CLI doors build it)."""
+    """A page of one owner's contexts, every value checked (the REST and CLI doors build it).
+    ``owner``: the caller's own when None; an administrator may name a user id or ``all``."""
 
     types: tuple[str, ...] = ()
     metadata: MetadataFilter = field(default_factory=dict)
@@ -246,6 +247,7 @@ class ContextListQuery:
     sort: ContextSort = ContextSort.UPDATED_DESC
     limit: int = DEFAULT_PAGE
     cursor: str | None = None
+    owner: str | None = None
 
     @classmethod
     def parse(
@@ -260,6 +262,7 @@ class ContextListQuery:
         sort: str = ContextSort.UPDATED_DESC.value,
         limit: int = DEFAULT_PAGE,
         cursor: str | None = None,
+        owner: str | None = None,
     ) -> ContextListQuery:
         def invalid(name: str, message: str) -> ValidationFailed:
             return ValidationFailed.of(name, message, location="query")
@@ -288,4 +291,12 @@ class ContextListQuery:
             after, before = bounds[f"{column}_after"], bounds[f"{column}_before"]
             if after is not None and before is not None and after >= before:
                 raise invalid(f"{column}_before", f"must be later than {column}_after")
-        return cls(tuple(dict.fromkeys(wanted)), dict(metadata or {}), sort=order, limit=limit, cursor=cursor, **bounds)
+        return cls(
+            tuple(dict.fromkeys(wanted)),
+            dict(metadata or {}),
+            sort=order,
+            limit=limit,
+            cursor=cursor,
+            owner=owner,
+            **bounds,
+        )

@@ -1,8 +1,11 @@
 """The context store's core: contexts, their relationships and the graph. Every door calls this.
 
-Contexts are private to their owner, administrators included: another user's context answers 404
-exactly like a missing one (``visible_or_404(admin_sees_all=False)``), so ids cannot be probed and
-no administrator reads a user's notes by accident. Relationships join two contexts of one owner.
+Contexts belong to their owner: another user's context answers 404 exactly like a missing one
+(``visible_or_404``), so ids cannot be probed. Administrators see everything (issue 16): they read
+any user's context, its relationships and graph, and list another user's (``owner``) or everyone's
+contexts; writes (update, delete, relationships) stay the owner's only, and an administrator's write
+to another user's context answers 404 like any foreign id. Search stays per owner (the caller's own
+index). Relationships join two contexts of one owner.
 
 Writes are optimistic: every context carries a ``version``, bumped by each update. An update or
 delete given the version it is based on (``If-Match`` or ``version``) is one compare-and-set
@@ -41,7 +44,7 @@ from trellis.kit.cursor import decode_keyset, encode_keyset
 from trellis.kit.errors import Conflict, FieldError, NotFound, PayloadTooLarge, ValidationFailed
 from trellis.kit.ids import new_id
 from trellis.kit.logging import get_logger
-from trellis.kit.ownership import visible_or_404
+from trellis.kit.ownership import owner_scope, visible_or_404
 from trellis.settings import Settings
 from trellis.storage.database import Database
 
@@ -66,7 +69,18 @@ def _context_not_found(context_id: str) -> NotFound:
 
 
 def _owned(row: Context | None, actor: Principal, context_id: str) -> Context:
+    """The context if the actor may change it: their own only, administrators included."""
     return visible_or_404(row, actor, what="Context", object_id=context_id, admin_sees_all=False)
+
+
+def _readable(row: Context | None, actor: Principal, context_id: str) -> Context:
+    """The context if the actor may read it: their own, or anyone's for an administrator."""
+    return visible_or_404(row, actor, what="Context", object_id=context_id)
+
+
+def _read_owner(actor: Principal) -> str | None:
+    """The owner a batched read is limited to (``None``: any, for an administrator)."""
+    return None if actor.is_admin else actor.user_id
 
 
 class ContextService:
@@ -83,10 +97,12 @@ class ContextService:
     # --- contexts ----------------------------------------------------------------------------
 
     async def list_page(self, actor: Principal, query: ContextListQuery) -> tuple[list[Context], str | None]:
-        """A page of the actor's own contexts (admins too: contexts are private) and the cursor of the next."""
+        """A page of the actor's own contexts and the cursor of the next; an administrator may name
+        another owner or ``all`` (``query.owner``), anyone else only themselves (403)."""
+        owner = owner_scope(actor, query.owner, what="contexts")
         after = decode_keyset(query.cursor, s=query.sort.value) if query.cursor is not None else None
         async with self._db.reader() as session:
-            rows = await repo.list_page(session, self._db.dialect, actor.user_id, query, after)
+            rows = await repo.list_page(session, self._db.dialect, owner, query, after)
         if len(rows) < query.limit:
             return rows, None
         return rows, page_cursor(rows[-1], query.sort)
@@ -152,19 +168,29 @@ class ContextService:
         return context, edges
 
     async def get(self, actor: Principal, context_id: str) -> Context:
+        """A context the actor may read (an administrator: anyone's)."""
+        if len(context_id) > _MAX_ID_LENGTH:
+            raise _context_not_found(context_id)
+        async with self._db.session() as session:
+            return _readable(await repo.context_by_id(session, context_id), actor, context_id)
+
+    async def get_own(self, actor: Principal, context_id: str) -> Context:
+        """A context the actor may change: their own only (an administrator's read of another user's
+        context is ``get``; a door about to write reads with this, so it fails before any work)."""
         if len(context_id) > _MAX_ID_LENGTH:
             raise _context_not_found(context_id)
         async with self._db.session() as session:
             return _owned(await repo.context_by_id(session, context_id), actor, context_id)
 
     async def get_many(self, actor: Principal, context_ids: Collection[str]) -> dict[str, Context]:
-        """The actor's own contexts among these ids, in one query; missing and other users' ids are
-        simply absent (a door that batches reads, GraphQL's loaders, answers them as not found)."""
+        """The contexts among these ids the actor may read (as ``get``), in one query; missing and
+        unreadable ids are simply absent (a door that batches reads, GraphQL's loaders, answers them
+        as not found)."""
         wanted = {i for i in context_ids if len(i) <= _MAX_ID_LENGTH}
         if not wanted:
             return {}
         async with self._db.reader() as session:
-            return await repo.contexts_by_ids(session, actor.user_id, wanted)
+            return await repo.contexts_by_ids(session, _read_owner(actor), wanted)
 
     async def update(
         self, actor: Principal, context_id: str, data: ContextUpdate, *, expected_version: int | None = None
@@ -188,7 +214,7 @@ class ContextService:
             values[Context.meta] = data.metadata
 
         for _ in range(MAX_WRITE_ATTEMPTS):
-            current = await self.get(actor, context_id)
+            current = await self.get_own(actor, context_id)
             if expected is not None and current.version != expected:
                 raise _stale(current.version, expected)
             values[Context.updated_at] = self._clock.now()
@@ -199,7 +225,7 @@ class ContextService:
                     break
             if expected is not None:
                 # Another writer holding the same version committed first (or deleted it).
-                latest = await self.get(actor, context_id)
+                latest = await self.get_own(actor, context_id)
                 raise _stale(latest.version, expected)
         else:
             raise Conflict("The context kept changing under this update; try again")
@@ -209,7 +235,7 @@ class ContextService:
 
     async def delete(self, actor: Principal, context_id: str, *, expected_version: int | None = None) -> ContextDeleted:
         """Delete a context; its relationships (both directions) and its embedding go with it."""
-        current = await self.get(actor, context_id)
+        current = await self.get_own(actor, context_id)
         if expected_version is not None and current.version != expected_version:
             raise _stale(current.version, expected_version)
         async with self._db.transaction() as session:
@@ -218,7 +244,7 @@ class ContextService:
         if not deleted:
             if expected_version is None:
                 raise _context_not_found(context_id)
-            latest = await self.get(actor, context_id)
+            latest = await self.get_own(actor, context_id)
             raise _stale(latest.version, expected_version)
         try:
             await self.indexer.forget(actor.user_id, [context_id])
@@ -272,11 +298,11 @@ class ContextService:
         direction: Direction | None = None,
     ) -> list[RelationshipOut]:
         """Both directions (or one), oldest first, each marked outgoing or incoming."""
-        await self.get(actor, context_id)
+        context = await self.get(actor, context_id)
         async with self._db.session() as session:
             rows = await repo.relationships_touching(
                 session,
-                actor.user_id,
+                context.owner_id,
                 [context_id],
                 relationship_type=relationship_type,
                 outgoing=direction in (None, "outgoing"),
@@ -293,7 +319,8 @@ class ContextService:
         direction: Direction | None = None,
     ) -> dict[str, list[RelationshipOut]]:
         """``list_relationships`` for many contexts in one query, each context's list oldest first.
-        Ids that are not the actor's contexts get an empty list: only the actor's edges are read."""
+        Ids the actor may not read get an empty list: only the actor's edges are read (an
+        administrator's: every owner's, as ``get`` lets them read every context)."""
         ids = list(dict.fromkeys(context_ids))
         out: dict[str, list[RelationshipOut]] = {context_id: [] for context_id in ids}
         if not ids:
@@ -301,7 +328,12 @@ class ContextService:
         outgoing, incoming = direction in (None, "outgoing"), direction in (None, "incoming")
         async with self._db.reader() as session:
             rows = await repo.relationships_touching(
-                session, actor.user_id, ids, relationship_type=relationship_type, outgoing=outgoing, incoming=incoming
+                session,
+                _read_owner(actor),
+                ids,
+                relationship_type=relationship_type,
+                outgoing=outgoing,
+                incoming=incoming,
             )
         for row in rows:
             if outgoing and row.source_id in out:
@@ -311,7 +343,7 @@ class ContextService:
         return out
 
     async def delete_relationship(self, actor: Principal, context_id: str, relationship_id: str) -> RelationshipOut:
-        await self.get(actor, context_id)
+        await self.get_own(actor, context_id)
         async with self._db.transaction() as session:
             edge = await repo.relationship_by_id(session, relationship_id)
             if (
@@ -346,8 +378,9 @@ class ContextService:
             for level in range(1, depth + 1):
                 if not frontier or truncated:
                     break
+                # The root's owner: an administrator reading another user's graph sees that user's.
                 touching = await repo.relationships_touching(
-                    session, actor.user_id, frontier, relationship_type=relationship_type
+                    session, root.owner_id, frontier, relationship_type=relationship_type
                 )
                 discovered: list[str] = []
                 for edge in touching:
@@ -362,7 +395,7 @@ class ContextService:
                     if edge.source_id in depths and edge.target_id in depths:
                         edges.setdefault(edge.id, edge)
                 frontier = discovered
-            rows = await repo.contexts_by_ids(session, actor.user_id, [i for i in depths if i != root.id])
+            rows = await repo.contexts_by_ids(session, root.owner_id, [i for i in depths if i != root.id])
         rows[root.id] = root
         nodes = [GraphNode.of(rows[i], d) for i, d in depths.items() if i in rows]
         return GraphOut(

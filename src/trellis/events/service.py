@@ -108,8 +108,9 @@ class LiveEvents:
 
     async def authorize(self, actor: Principal, raw: object) -> Topic:
         """The topic, if ``actor`` may follow it: its own feed, runs and generations; administrators
-        the dashboard. Another user's run or generation is a 404 (as on every door), another user's
-        feed or the dashboard for a non-administrator a 403."""
+        the dashboard and any user's run (``WorkflowService.run`` decides, as for the run's status).
+        Another user's run or generation is a 404 (as on every door), another user's feed or the
+        dashboard for a non-administrator a 403."""
         topic = parse_topic(raw)
         if Scope.READ not in actor.scopes:
             raise PermissionDenied("This credential lacks the 'read' scope", details={"scope": "read"})

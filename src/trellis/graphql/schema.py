@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from graphql import FieldNode
@@ -227,6 +227,10 @@ class Query:
         status: list[str] | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        owner: Annotated[
+            str | None,
+            strawberry.argument(description="Whose runs: yours by default; an admin may name a user id or `all`."),
+        ] = None,
     ) -> WorkflowRunConnection:
         principal = await info.context.admit(Scope.READ)
         filters = HistoryFilters(
@@ -236,6 +240,7 @@ class Query:
             until=as_utc(until) if until else None,
             limit=_page(first, MAX_PAGE),
             cursor=after,
+            owner=owner,
         )
         rows, next_cursor = await info.context.runtime.workflows.history(principal, filters)
         return WorkflowRunConnection(
@@ -279,6 +284,10 @@ class Query:
         created_before: datetime | None = None,
         updated_after: datetime | None = None,
         updated_before: datetime | None = None,
+        owner: Annotated[
+            str | None,
+            strawberry.argument(description="Whose contexts: yours by default; an admin may name a user id or `all`."),
+        ] = None,
     ) -> ContextConnection:
         principal = await info.context.admit(Scope.READ)
         query = ContextListQuery.parse(
@@ -291,6 +300,7 @@ class Query:
             sort=sort.value,
             limit=first,
             cursor=after,
+            owner=owner,
         )
         rows, next_cursor = await info.context.runtime.context.list_page(principal, query)
         return ContextConnection(

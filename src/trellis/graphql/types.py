@@ -534,6 +534,7 @@ class WorkflowStepState:
 @strawberry.type(description="A workflow run (the seed's WorkflowStatus; GET /api/v1/workflow/status/{id}).")
 class WorkflowStatus:
     id: strawberry.ID
+    owner_id: str = strawberry.field(description="The user who started the run (admins read every user's runs).")
     status: str = strawberry.field(description="queued, running, waiting, succeeded, failed or cancelled.")
     progress: float = strawberry.field(description="0..1: the share of the workflow's steps that are done.")
     result: str | None = strawberry.field(description="The run's result as JSON text (`output` has it as JSON).")
@@ -559,6 +560,7 @@ class WorkflowStatus:
         message = out.error.get("message") if isinstance(out.error, dict) else None
         return cls(
             id=strawberry.ID(out.id),
+            owner_id=out.owner_id,
             status=out.status,
             progress=out.progress,
             result=to_json_text(out.result),

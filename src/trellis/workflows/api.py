@@ -62,6 +62,7 @@ n8n = APIRouter(prefix="/api/v1/n8n", tags=["n8n"])
 
 Responses = dict[int | str, dict[str, Any]]
 NOT_FOUND: Responses = {404: {"description": "No such workflow, version or run, or another user's (not_found_error)"}}
+FORBIDDEN: Responses = {403: {"description": "A non-admin named another owner (authorization_error)"}}
 EVENTS_PAGE = 500
 
 
@@ -188,10 +189,21 @@ async def run_status(run_id: str, principal: Reader, runtime: RuntimeDep) -> Env
     return ok(RunDetail(**RunOut.of(run).model_dump(), steps=[StepOut.of(step) for step in steps]))
 
 
-@runs.get("/history", summary="Your runs, newest first; filter by workflow, status and time")
+@runs.get(
+    "/history",
+    summary="Your runs, newest first; filter by workflow, status and time (admins: any owner's)",
+    responses=FORBIDDEN,
+)
 async def history(
     principal: Reader,
     runtime: RuntimeDep,
+    owner: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="Whose runs: yours by default; an admin may name a user id or `all` (403 for anyone else).",
+        ),
+    ] = None,
     workflow: Annotated[str | None, Query(max_length=128)] = None,
     status_: Annotated[list[RunStatus] | None, Query(alias="status", description="Repeat for several.")] = None,
     since: Annotated[datetime | None, Query(description="Created at or after (ISO 8601; UTC if no offset).")] = None,
@@ -206,6 +218,7 @@ async def history(
         until=as_utc(until) if until else None,
         limit=limit,
         cursor=cursor,
+        owner=owner,
     )
     rows, next_cursor = await runtime.workflows.history(principal, filters)
     return ok(RunPage(items=[RunOut.of(row) for row in rows], next_cursor=next_cursor))

@@ -136,7 +136,7 @@ async def step_events(session: AsyncSession, run_id: str, step: str, kind: str) 
 
 @dataclass(frozen=True, slots=True)
 class HistoryQuery:
-    owner_id: str
+    owner_id: str | None  # None: every owner's runs (an admin's "all")
     workflow: str | None
     statuses: tuple[str, ...]
     since: datetime | None
@@ -146,7 +146,9 @@ class HistoryQuery:
 
 
 async def history(session: AsyncSession, query: HistoryQuery) -> list[WorkflowRun]:
-    statement = select(WorkflowRun).where(WorkflowRun.owner_id == query.owner_id)
+    statement = select(WorkflowRun)
+    if query.owner_id is not None:
+        statement = statement.where(WorkflowRun.owner_id == query.owner_id)
     if query.workflow is not None:
         statement = statement.where(WorkflowRun.workflow_name == query.workflow)
     if query.statuses:
@@ -538,30 +540,33 @@ async def n8n_connections(session: AsyncSession, owner_id: str) -> list[N8nConne
 
 
 async def versions_by_keys(
-    session: AsyncSession, owner_id: str, keys: Collection[tuple[str, int]]
+    session: AsyncSession, owner_id: str | None, keys: Collection[tuple[str, int]]
 ) -> list[tuple[Workflow, WorkflowVersion]]:
     """The owner's workflows (deleted ones included: runs keep their version) with the versions
-    named by ``(workflow_id, version)``, in one query."""
+    named by ``(workflow_id, version)``, in one query (``owner_id=None``: any owner's)."""
     if not keys:
         return []
     statement = (
         select(Workflow, WorkflowVersion)
         .join(WorkflowVersion, WorkflowVersion.workflow_id == Workflow.id)
-        .where(
-            Workflow.owner_id == owner_id,
-            tuple_(WorkflowVersion.workflow_id, WorkflowVersion.version).in_(list(keys)),
-        )
+        .where(tuple_(WorkflowVersion.workflow_id, WorkflowVersion.version).in_(list(keys)))
     )
+    if owner_id is not None:
+        statement = statement.where(Workflow.owner_id == owner_id)
     return [(row[0], row[1]) for row in (await session.execute(statement)).all()]
 
 
-async def owned_steps_of_runs(session: AsyncSession, owner_id: str, run_ids: Collection[str]) -> list[WorkflowStep]:
-    """The steps of the owner's runs among ``run_ids``, in one query."""
+async def owned_steps_of_runs(
+    session: AsyncSession, owner_id: str | None, run_ids: Collection[str]
+) -> list[WorkflowStep]:
+    """The steps of the owner's runs among ``run_ids``, in one query (``owner_id=None``: any owner's)."""
     if not run_ids:
         return []
     statement = (
         select(WorkflowStep)
         .join(WorkflowRun, WorkflowRun.id == WorkflowStep.run_id)
-        .where(WorkflowRun.owner_id == owner_id, WorkflowStep.run_id.in_(list(run_ids)))
+        .where(WorkflowStep.run_id.in_(list(run_ids)))
     )
+    if owner_id is not None:
+        statement = statement.where(WorkflowRun.owner_id == owner_id)
     return list((await session.execute(statement)).scalars())

@@ -108,6 +108,7 @@ class StepOut(BaseModel):
 class RunOut(BaseModel):
     id: str
     execution_id: str = Field(description="The same as id (the seed's name).")
+    owner_id: str = Field(description="The user who started the run (an admin reads every user's runs).")
     workflow: str
     version: int
     status: RunStatus
@@ -128,6 +129,7 @@ class RunOut(BaseModel):
         return cls(
             id=row.id,
             execution_id=row.id,
+            owner_id=row.owner_id,
             workflow=row.workflow_name,
             version=row.version,
             status=row.status,

@@ -29,7 +29,7 @@ from trellis.kit.cursor import decode_keyset, encode_keyset
 from trellis.kit.errors import AuthenticationFailed, Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from trellis.kit.ids import new_id
 from trellis.kit.outbound import OutboundClient
-from trellis.kit.ownership import visible_or_404
+from trellis.kit.ownership import owner_scope, visible_or_404
 from trellis.kit.secretbox import SecretBox
 from trellis.kit.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from trellis.settings import Role, WorkflowSettings
@@ -78,6 +78,7 @@ class HistoryFilters:
     until: datetime | None = None
     limit: int = 50
     cursor: str | None = None
+    owner: str | None = None  # None: the caller's own runs; a user id, or ALL_OWNERS (admins only)
 
 
 class WorkflowService:
@@ -436,6 +437,14 @@ class WorkflowService:
         return run.id
 
     async def run(self, actor: Principal, run_id: str) -> WorkflowRun:
+        """A run the actor may read: their own, or anyone's for an admin (admins see everything)."""
+        async with self._database.reader() as session:
+            row = await repo.run_by_id(session, run_id)
+        return visible_or_404(row, actor, what="workflow run", object_id=run_id)
+
+    async def _own_run(self, actor: Principal, run_id: str) -> WorkflowRun:
+        """A run the actor may change (cancel, retry): their own only. An admin's attempt on another
+        user's run answers 404 like any foreign id: admins may see every run, not act as its owner."""
         async with self._database.reader() as session:
             row = await repo.run_by_id(session, run_id)
         return visible_or_404(row, actor, what="workflow run", object_id=run_id, admin_sees_all=False)
@@ -443,7 +452,7 @@ class WorkflowService:
     async def detail(self, actor: Principal, run_id: str) -> tuple[WorkflowRun, list[WorkflowStep]]:
         async with self._database.reader() as session:
             row = await repo.run_by_id(session, run_id)
-            visible_or_404(row, actor, what="workflow run", object_id=run_id, admin_sees_all=False)
+            visible_or_404(row, actor, what="workflow run", object_id=run_id)
             steps = await repo.steps_of(session, run_id)
         assert row is not None
         return row, await self._in_definition_order(row.workflow_id, row.version, steps)
@@ -462,25 +471,29 @@ class WorkflowService:
         return sorted(steps, key=position)
 
     async def steps_of_runs(self, actor: Principal, runs: Sequence[WorkflowRun]) -> dict[str, list[WorkflowStep]]:
-        """``detail``'s steps for many of the actor's runs in one query (others' runs get none)."""
+        """``detail``'s steps for many runs the actor may read in one query (others' runs get none;
+        an admin reads every run's, as ``detail`` lets them)."""
+        owner = None if actor.is_admin else actor.user_id
         async with self._database.reader() as session:
-            rows = await repo.owned_steps_of_runs(session, actor.user_id, {run.id for run in runs})
+            rows = await repo.owned_steps_of_runs(session, owner, {run.id for run in runs})
         by_run: dict[str, list[WorkflowStep]] = {run.id: [] for run in runs}
         for step in rows:
             by_run[step.run_id].append(step)
         return {
             run.id: await self._in_definition_order(run.workflow_id, run.version, by_run[run.id])
             for run in runs
-            if run.owner_id == actor.user_id
+            if owner is None or run.owner_id == owner
         }
 
     async def versions_of(
         self, actor: Principal, keys: Collection[tuple[str, int]]
     ) -> dict[tuple[str, int], tuple[Workflow, WorkflowVersion]]:
         """The workflow and version each ``(workflow_id, version)`` names (what a run ran), one query;
-        keys that are not the actor's are absent. Deleted workflows are included: runs keep them."""
+        keys that are not the actor's are absent (an admin's see every owner's, as their runs do).
+        Deleted workflows are included: runs keep them."""
+        owner = None if actor.is_admin else actor.user_id
         async with self._database.reader() as session:
-            rows = await repo.versions_by_keys(session, actor.user_id, set(keys))
+            rows = await repo.versions_by_keys(session, owner, set(keys))
         return {(workflow.id, version.version): (workflow, version) for workflow, version in rows}
 
     async def wait_for(self, run_id: str, seconds: float) -> WorkflowRun:
@@ -529,7 +542,7 @@ class WorkflowService:
     async def history(self, actor: Principal, filters: HistoryFilters) -> tuple[list[WorkflowRun], str | None]:
         before = decode_keyset(filters.cursor, order="runs") if filters.cursor else None
         query = repo.HistoryQuery(
-            owner_id=actor.user_id,
+            owner_id=owner_scope(actor, filters.owner, what="runs"),
             workflow=filters.workflow,
             statuses=filters.statuses,
             since=filters.since,
@@ -548,7 +561,7 @@ class WorkflowService:
             return await repo.events_after(session, run_id, after, limit)
 
     async def cancel(self, actor: Principal, run_id: str) -> WorkflowRun:
-        row = await self.run(actor, run_id)
+        row = await self._own_run(actor, run_id)
         if row.status not in CANCELLABLE:
             raise Conflict(
                 f"the run is {row.status}; only queued, running or waiting runs can be cancelled",
@@ -618,7 +631,7 @@ class WorkflowService:
     async def retry(self, actor: Principal, run_id: str) -> WorkflowRun:
         """Re-run a failed or cancelled run from the steps that did not succeed, keeping the outputs
         of those that did (the same run id; its attempts keep counting)."""
-        row = await self.run(actor, run_id)
+        row = await self._own_run(actor, run_id)
         if row.status not in RETRYABLE:
             raise Conflict(
                 f"the run is {row.status}; only failed or cancelled runs can be retried",

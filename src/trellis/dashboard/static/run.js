@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { api, el, fmt, badge, live, showError } = Trellis;
+  const { api, el, fmt, badge, live, showError, me } = Trellis;
   const id = document.body.dataset.objectId;
   const ACTIVE = new Set(["queued", "running", "waiting"]);
 
@@ -33,8 +33,10 @@
       document.querySelector("#run-progress .bar").style.width = `${Math.round(run.progress * 100)}%`;
       const actions = document.getElementById("run-actions");
       actions.replaceChildren();
-      if (ACTIVE.has(run.status) && !run.cancel_requested) actions.append(el("button", { type: "button", id: "cancel-run", onclick: () => act("cancel"), text: "Cancel run" }));
-      if (run.status === "failed" || run.status === "cancelled") actions.append(el("button", { type: "button", id: "retry-run", onclick: () => act("retry"), text: "Retry run" }));
+      fact("Owner", run.owner_id === me.id ? `${run.owner_id} (you)` : run.owner_id);
+      const mine = run.owner_id === me.id; // an administrator looking at another's run: no actions
+      if (mine && ACTIVE.has(run.status) && !run.cancel_requested) actions.append(el("button", { type: "button", id: "cancel-run", onclick: () => act("cancel"), text: "Cancel run" }));
+      if (mine && (run.status === "failed" || run.status === "cancelled")) actions.append(el("button", { type: "button", id: "retry-run", onclick: () => act("retry"), text: "Retry run" }));
       const steps = document.querySelector("#step-table tbody");
       steps.replaceChildren();
       for (const step of run.steps) {

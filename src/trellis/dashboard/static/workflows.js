@@ -1,6 +1,8 @@
 /* Workflows: your runs (GET /api/v1/workflow/history, filters in the URL, paged by cursor), kept
    live by your event feed over /ws (user:<id>; administrators also follow "dashboard", every
-   user's runs starting and ending); cancel and retry (POST .../cancel, .../retry). */
+   user's runs starting and ending); cancel and retry (POST .../cancel, .../retry). Administrators
+   see every user's runs (owner=all, or the user id typed in the Owner filter) with an owner
+   column; cancel and retry are offered on their own runs only (the API refuses the others). */
 "use strict";
 
 (() => {
@@ -22,6 +24,7 @@
 
   function actions(run) {
     const cell = el("td", { class: "actions" });
+    if (run.owner_id !== me.id) return cell; // seeing is not acting: only the owner cancels or retries
     if (ACTIVE.has(run.status) && !run.cancel_requested) cell.append(el("button", { type: "button", class: "small-button cancel", onclick: () => act(run, "cancel"), text: "Cancel" }));
     if (run.status === "failed" || run.status === "cancelled") cell.append(el("button", { type: "button", class: "small-button retry", onclick: () => act(run, "retry"), text: "Retry" }));
     return cell;
@@ -36,9 +39,9 @@
   async function load() {
     const q = query();
     try {
-      const page = await api("/api/v1/workflow/history", { params: { workflow: q.workflow, status: q.status, cursor: q.cursor, limit: 25 } });
+      const page = await api("/api/v1/workflow/history", { params: { workflow: q.workflow, status: q.status, cursor: q.cursor, limit: 25, owner: me.admin ? q.owner || "all" : undefined } });
       tbody.replaceChildren();
-      if (!page.items.length) tbody.append(el("tr", {}, el("td", { colspan: 7, class: "muted", text: "No runs." })));
+      if (!page.items.length) tbody.append(el("tr", {}, el("td", { colspan: me.admin ? 8 : 7, class: "muted", text: "No runs." })));
       for (const run of page.items) {
         tbody.append(
           el(
@@ -49,6 +52,7 @@
             el("td", {}, badge(run.status)),
             progress(run),
             el("td", { text: run.current_step || "–" }),
+            me.admin ? el("td", { class: "small owner", text: run.owner_id === me.id ? `${run.owner_id} (you)` : run.owner_id }) : null,
             el("td", { class: "small", text: fmt.time(run.started_at || run.created_at) }),
             actions(run),
           ),

@@ -59,7 +59,9 @@ class RoleRefinementModule(TrellisModule):
         solo_developer_context: str = "Local development with resource constraints",
     ) -> dspy.Prediction:
         caller = self.deps.caller
-        current = await self.deps.contexts.get(caller.principal, context_id)
+        # The refined definition is written back: the caller's own role only (an administrator may
+        # read any user's context, but not change it), checked before the model is called.
+        current = await self.deps.contexts.get_own(caller.principal, context_id)
         if current.type != ROLE_TYPE:
             raise ValidationFailed.of(
                 "context_id", f"is a {current.type!r} context, not a {ROLE_TYPE!r} one", type="context_type"
