@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from trellis.auth.schemas import Principal
@@ -279,6 +279,15 @@ class Reindexer:
             self._holding = True
             return _Job(row.job_id, row.target_model, row.cursor or "")
 
+    def _fence(self, job: _Job) -> tuple[ColumnElement[bool], ...]:
+        """The fence on every write of a running job: this process still holds its lease."""
+        return (
+            EmbeddingState.id == STATE_ID,
+            EmbeddingState.job_id == job.job_id,
+            EmbeddingState.status == RUNNING,
+            EmbeddingState.lease_owner == self.worker_id,
+        )
+
     async def _advance(self, job: _Job) -> bool:
         """Store the cursor and progress, renewing the lease; False when this process lost the job."""
         now = self._clock.now()
@@ -287,12 +296,7 @@ class Reindexer:
             done = await repo.count_contexts(session, after=job.cursor) if job.cursor else 0
             result = await session.execute(
                 update(EmbeddingState)
-                .where(
-                    EmbeddingState.id == STATE_ID,
-                    EmbeddingState.job_id == job.job_id,
-                    EmbeddingState.status == RUNNING,
-                    EmbeddingState.lease_owner == self.worker_id,
-                )
+                .where(*self._fence(job))
                 .values(
                     cursor=job.cursor,
                     total=total,
@@ -313,12 +317,7 @@ class Reindexer:
             total = await repo.count_contexts(session)
             result = await session.execute(
                 update(EmbeddingState)
-                .where(
-                    EmbeddingState.id == STATE_ID,
-                    EmbeddingState.job_id == job.job_id,
-                    EmbeddingState.status == RUNNING,
-                    EmbeddingState.lease_owner == self.worker_id,
-                )
+                .where(*self._fence(job))
                 .values(
                     active_model=job.target,
                     status="done",
