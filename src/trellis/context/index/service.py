@@ -92,6 +92,9 @@ class GatewayIndexer:
         self._sweep_interval = sweep_interval_seconds
         # owner -> ids in arrival order (a dict: ordered and deduplicated).
         self._pending: dict[str, dict[str, None]] = {}
+        # (model, context id) -> done, for embeddings under way in this process: the inline index of a
+        # write and the background sweep may reach one context at once, and it is embedded once.
+        self._in_flight: dict[tuple[str, str], asyncio.Event] = {}
         # Events are made with the task, in its event loop (a runtime may outlive one loop: the CLI).
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
@@ -173,18 +176,33 @@ class GatewayIndexer:
             async with self._database.session() as session:
                 contexts = await repo.contents(session, owner_id, context_ids)
                 stored = await repo.stored_hashes(session, model, [c.id for c in contexts])
-            todo = [c for c in contexts if stored.get(c.id) != c.content_hash]
-            self.stats.skipped += len(contexts) - len(todo)
+            stale = [c for c in contexts if stored.get(c.id) != c.content_hash]
+            self.stats.skipped += len(contexts) - len(stale)
+            elsewhere = [self._in_flight[(model, c.id)] for c in stale if (model, c.id) in self._in_flight]
+            todo = [c for c in stale if (model, c.id) not in self._in_flight]
             if not todo:
+                for done in elsewhere:  # another call is embedding them: its result is this call's
+                    await done.wait()
                 return 0
             # The vectors are stored here, keyed by content hash: caching them in the gateway too would
             # only push search queries out of its cache.
             ctx = CallContext(principal=owner_principal(owner_id), door="indexer", cache="bypass")
-            served, result = await self._gateway.embed(ctx, model, [c.text for c in todo])
-            if len(result.vectors) != len(todo):
-                raise TrellisError(f"the embedding model returned {len(result.vectors)} vectors for {len(todo)} texts")
-            entries = [VectorEntry(c.id, c.content_hash, v) for c, v in zip(todo, result.vectors, strict=True)]
-            await self.index_backend.upsert(owner_id, served, entries)
+            mine = {(model, c.id): asyncio.Event() for c in todo}
+            self._in_flight.update(mine)
+            try:
+                served, result = await self._gateway.embed(ctx, model, [c.text for c in todo])
+                if len(result.vectors) != len(todo):
+                    raise TrellisError(
+                        f"the embedding model returned {len(result.vectors)} vectors for {len(todo)} texts"
+                    )
+                entries = [VectorEntry(c.id, c.content_hash, v) for c, v in zip(todo, result.vectors, strict=True)]
+                await self.index_backend.upsert(owner_id, served, entries)
+            finally:
+                for key, done in mine.items():
+                    self._in_flight.pop(key, None)
+                    done.set()
+            for done in elsewhere:
+                await done.wait()
             self.stats.embedded += len(entries)
             return len(entries)
         except (TrellisError, SQLAlchemyError, OSError, ValueError) as exc:
