@@ -1,6 +1,7 @@
-"""A rule's condition evaluated over the metric history at one instant: the value it reads and
-whether the condition holds. Reads go through the metric history's repository and math (counters
-summed, histogram buckets merged before percentiles, gauges combined as their series says)."""
+"""A rule's condition evaluated over the metric history at one instant, per label set of its
+``group_by``: the value each reads and whether the condition holds. Reads go through the metric
+history's repository and math (counters summed, histogram buckets merged before percentiles, gauges
+combined as their series says), one statement for all of a rule's label sets."""
 
 from __future__ import annotations
 
