@@ -75,7 +75,10 @@ async def test_an_alert_fires_notifies_and_resolves(make_harness: Any, database_
 
         rule = ok_data(await h.client.get(f"{RULES}/{created['id']}", headers=ADMIN))
         assert rule["state"] == "firing"
-        assert [r["id"] for r in ok_data(await h.client.get("/api/v1/alerts", headers=ADMIN))] == [created["id"]]
+        now = ok_data(await h.client.get("/api/v1/alerts", headers=ADMIN))
+        assert [(a["rule_id"], a["state"], a["labels"]) for a in now] == [
+            (created["id"], "firing", {"route_class": "db", "status_class": "2xx", "status": "200"})
+        ]
 
         h.clock.advance(70)  # the traffic leaves the window
         await sample(h)

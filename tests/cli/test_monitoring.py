@@ -70,6 +70,17 @@ def test_alerts_commands(cli_data_dir: Path) -> None:
     assert "Silenced" in silenced.stdout
     again = ok_json("alerts", "rules")
     assert next(r for r in again if r["builtin"] == "disk_space")["silenced_until"] is not None
+    breaker = next(r for r in again if r["builtin"] == "breaker_open")
+    assert breaker["group_by"] == ["endpoint"]
+    one = cli("alerts", "silence", breaker["id"], "--for", "1h", "--match", "endpoint=openai:http://a.test")
+    assert one.exit_code == 0, one.output
+    assert "where endpoint=openai:http://a.test" in flat(one.stdout)
+    bad_match = cli("alerts", "silence", breaker["id"], "--match", "endpoint")
+    assert bad_match.exit_code == 1
+    assert "LABEL=VALUE" in flat(bad_match.output)
+    unknown_label = cli("alerts", "silence", breaker["id"], "--match", "model=x")
+    assert unknown_label.exit_code == 1
+    assert "no label 'model'" in flat(unknown_label.output)
     unknown = cli("alerts", "silence", "alr_nope", "--for", "5m")
     assert unknown.exit_code == 1
     assert "not found" in flat(unknown.output)

@@ -1,4 +1,4 @@
-"""REST door for alerts: ``/api/v1/alerts`` (what is pending or firing now), ``/rules``, ``/events``
+"""REST door for alerts: ``/api/v1/alerts`` (the instances pending or firing now), ``/rules``, ``/events``
 (the history of state changes, with each notification's outcome) and ``/silences``."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from trellis.alerts.schemas import (
     MAX_PAGE,
     AlertEventPage,
+    AlertOut,
     AlertRuleCreate,
     AlertRuleCreated,
     AlertRuleOut,
@@ -33,9 +34,13 @@ class RuleDeleted(BaseModel):
     deleted: bool = True
 
 
-@router.get("", summary="Alerts now: your rules (admins: all, built-in included) that are pending or firing")
-async def active_alerts(principal: Reader, runtime: RuntimeDep) -> Envelope[list[AlertRuleOut]]:
-    return ok(await runtime.alerts.list_rules(principal, states=("pending", "firing")))
+@router.get(
+    "",
+    summary="Alerts now: the label sets (instances) of your rules (admins: all, built-in included) that are "
+    "pending or firing, each with its labels",
+)
+async def active_alerts(principal: Reader, runtime: RuntimeDep) -> Envelope[list[AlertOut]]:
+    return ok(await runtime.alerts.alerts_now(principal))
 
 
 @router.get("/rules", summary="Alert rules: yours (admins: all, built-in included), with their state")
@@ -104,7 +109,8 @@ async def list_silences(principal: Reader, runtime: RuntimeDep, all: bool = Fals
 @router.post(
     "/silences",
     status_code=status.HTTP_201_CREATED,
-    summary="Silence a rule until a time: its state still changes, its notifications are held back",
+    summary="Silence a rule (or, with matchers, its instances whose labels match) until a time: states still "
+    "change, notifications are held back",
     responses=NOT_FOUND,
 )
 async def create_silence(body: SilenceCreate, principal: Writer, runtime: RuntimeDep) -> Envelope[SilenceOut]:

@@ -1,5 +1,9 @@
 """The built-in rules: error rate, p95 latency, a model's breaker open, log rows dropped, disk space.
 
+The breaker rule has one instance per provider endpoint (``group_by = ["endpoint"]``: each open
+breaker fires, and resolves, on its own); the others judge the whole service, as their Prometheus
+equivalents do.
+
 They belong to no one (administrators see and manage them), are created once with the thresholds of
 ``[alerts]``, and can be switched off by an administrator (``PATCH enabled: false``) or by the
 operator's settings (``default_rules = false``, ``disabled_rules = [...]``). ``deploy/prometheus/``
@@ -23,6 +27,8 @@ class BuiltinRule:
     condition: dict[str, Any]
     for_seconds: int
     severity: str
+    # As the Prometheus rules in deploy/prometheus group: only the breaker rule is per label set.
+    group_by: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -64,6 +70,7 @@ def builtin_rules(settings: AlertsSettings) -> list[BuiltinRule]:
             {"type": "threshold", "fn": "max", "op": ">", "value": 0, "window_seconds": 60},
             0,
             "critical",
+            ("endpoint",),
         ),
         BuiltinRule(
             "log_dropped",

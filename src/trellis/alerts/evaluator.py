@@ -2,13 +2,17 @@
 
 Each round (``[alerts] evaluate_seconds``) takes or renews the ``alerts-evaluator`` lease in the
 database; a replica that does not hold it does nothing. The holder reads each rule's condition from
-the metric history (``conditions.py``), moves its state
+the metric history (``conditions.py``), once per label set of its ``group_by``, and moves each label
+set's state (its *instance*) on its own, with its own ``for`` timer:
 
     inactive ─(holds)→ pending ─(held for ``for_seconds``)→ firing ─(stops holding)→ resolved
     pending ─(stops holding)→ inactive        resolved ─(holds)→ pending (or firing at once)
 
-and writes the changes, with an event per change, in one transaction fenced by the lease's epoch (a
-holder that lost its lease writes nothing). After the commit each event goes out live (the
+A label set that is no longer in the data counts as not holding (a firing one resolves). Inactive
+instances have no row; resolved ones are forgotten after ``[alerts] resolved_keep_seconds``. A
+rule's own state is the most urgent of its instances'. The changes, with an event per instance
+change, are written in one transaction fenced by the lease's epoch (a holder that lost its lease
+writes nothing). After the commit each event goes out live (the
 ``dashboard`` feed and the owner's ``user:<id>`` feed) and its webhook is delivered in the
 background; events left pending by a replica that died are picked up by the next round.
 """
@@ -18,18 +22,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import Table, bindparam, delete, update
 
 from trellis.alerts import conditions
 from trellis.alerts import repository as repo
-from trellis.alerts.models import AlertRule
+from trellis.alerts.models import AlertEvent, AlertInstance, AlertRule, AlertSilence
 from trellis.alerts.notify import AlertNotifier
-from trellis.alerts.schemas import AlertEventOut
-from trellis.alerts.service import AlertService, event_row
+from trellis.alerts.schemas import STATE_RANK, AlertEventOut
+from trellis.alerts.service import AlertService, event_row, silence_end
 from trellis.kit.clock import Clock
+from trellis.kit.ids import new_id
 from trellis.kit.logging import get_logger
 from trellis.metrics import repository as metrics_repo
 from trellis.metrics.catalog import BY_NAME
@@ -40,6 +46,7 @@ log = get_logger(__name__)
 
 LEASE = "alerts-evaluator"
 RULES = cast(Table, AlertRule.__table__)  # Core, for an executemany update by key
+INSTANCES = cast(Table, AlertInstance.__table__)
 RETENTION_EVERY_SECONDS = 3600
 Sleep = Callable[[float], Awaitable[None]]
 Publish = Callable[[AlertEventOut], Awaitable[None]]
@@ -47,6 +54,17 @@ Publish = Callable[[AlertEventOut], Awaitable[None]]
 
 class LeaseLost(Exception):
     """Another replica took the evaluator lease during this round."""
+
+
+@dataclass
+class Changes:
+    """What one round writes."""
+
+    events: list[AlertEvent] = field(default_factory=list)
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    added: list[AlertInstance] = field(default_factory=list)
+    updated: list[dict[str, Any]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
 
 
 class AlertEvaluator:
@@ -96,8 +114,12 @@ class AlertEvaluator:
         await self._alerts.ensure_builtin_rules()
         async with self._db.reader() as session:
             rules = await repo.rules(session, None, everyone=True)
-            silenced = await repo.silenced_until(session, [r.id for r in rules], now)
-            outcomes: dict[str, conditions.Outcome | None] = {}
+            ids = [r.id for r in rules]
+            silences = await repo.active_silences(session, ids, now)
+            current: dict[str, dict[str, AlertInstance]] = {}
+            for row in await repo.instances(session, ids):
+                current.setdefault(row.rule_id, {})[row.labels_key] = row
+            outcomes: dict[str, dict[str, conditions.Instance] | None] = {}
             stamp = int(now.timestamp())
             for rule in rules:
                 if not self._alerts.effective_enabled(rule):
@@ -105,25 +127,38 @@ class AlertEvaluator:
                     continue
                 series = BY_NAME.get(rule.series)
                 if series is None:
-                    outcomes[rule.id] = conditions.Outcome(False, None, f"unknown series {rule.series}")
+                    outcomes[rule.id] = {}
                     continue
                 owner = metrics_repo.SYSTEM_OWNER if series.scope == "system" else rule.user_id
                 window = int(rule.condition.get("window_seconds", 300))
                 try:
                     outcomes[rule.id] = await conditions.evaluate(
-                        session, series, owner, dict(rule.labels), dict(rule.condition), stamp, self._reading(window)
+                        session,
+                        series,
+                        owner,
+                        dict(rule.labels),
+                        list(rule.group_by or []),
+                        dict(rule.condition),
+                        stamp,
+                        self._reading(window),
                     )
                 except Exception as exc:  # noqa: BLE001 - one broken rule must not stop the others
                     log.warning("alert_rule_failed", rule_id=rule.id, error=type(exc).__name__, detail=str(exc)[:200])
-                    outcomes[rule.id] = conditions.Outcome(False, None, f"evaluation failed: {type(exc).__name__}")
-        events, updates = self._transitions(rules, outcomes, silenced, now)
+                    failed = conditions.Outcome(False, None, f"evaluation failed: {type(exc).__name__}")
+                    outcomes[rule.id] = {
+                        key: conditions.Instance(dict(row.labels), failed)
+                        for key, row in current.get(rule.id, {}).items()
+                    }
+        changes = Changes()
+        for rule in rules:
+            self._transitions(rule, outcomes.get(rule.id), current.get(rule.id, {}), silences, now, changes)
         try:
             async with self._db.transaction() as session:
                 if not await metrics_repo.hold_lease(
                     session, LEASE, self.holder, self.epoch, now, self.settings.lease_seconds
                 ):
                     raise LeaseLost
-                if updates:
+                if changes.rules:
                     await session.execute(
                         update(RULES)
                         .where(RULES.c.id == bindparam("rule_id"))
@@ -133,15 +168,30 @@ class AlertEvaluator:
                             value=bindparam("new_value"),
                             evaluated_at=bindparam("new_evaluated"),
                         ),
-                        updates,
+                        changes.rules,
                     )
-                session.add_all(events)
+                if changes.updated:
+                    await session.execute(
+                        update(INSTANCES)
+                        .where(INSTANCES.c.id == bindparam("instance_id"))
+                        .values(
+                            state=bindparam("new_state"),
+                            state_since=bindparam("new_since"),
+                            value=bindparam("new_value"),
+                            evaluated_at=bindparam("new_evaluated"),
+                        ),
+                        changes.updated,
+                    )
+                if changes.removed:
+                    await session.execute(delete(AlertInstance).where(AlertInstance.id.in_(changes.removed)))
+                session.add_all(changes.added)
+                session.add_all(changes.events)
         except LeaseLost:
             log.info("alert_evaluator_lease_lost", holder=self.holder)
             self.epoch = None
             return None
         self.rounds += 1
-        out = [AlertEventOut.of(event) for event in events]
+        out = [AlertEventOut.of(event) for event in changes.events]
         for event in out:
             if self._publish is not None:
                 with contextlib.suppress(Exception):
@@ -154,20 +204,28 @@ class AlertEvaluator:
 
     def _transitions(
         self,
-        rules: list[AlertRule],
-        outcomes: dict[str, conditions.Outcome | None],
-        silenced: dict[str, datetime],
+        rule: AlertRule,
+        outcomes: dict[str, conditions.Instance] | None,
+        current: dict[str, AlertInstance],
+        silences: list[AlertSilence],
         now: datetime,
-    ) -> tuple[list[Any], list[dict[str, Any]]]:
-        events = []
-        updates = []
-        for rule in rules:
-            outcome = outcomes.get(rule.id)
-            state, since = rule.state, rule.state_since
-            value = outcome.value if outcome is not None else None
-            message = outcome.message if outcome is not None else "switched off"
+        changes: Changes,
+    ) -> None:
+        """Move each of the rule's label sets on its own, then the rule's summary."""
+        keep = timedelta(seconds=self.settings.resolved_keep_seconds)
+        gone = conditions.Outcome(False, None, "no longer in the data")
+        off = conditions.Outcome(False, None, "switched off")
+        # key -> (state after this round, value): what the rule's summary is made of.
+        after: dict[str, tuple[str, float | None]] = {}
+        for key in sorted(set(current) | set(outcomes or {})):
+            row = current.get(key)
+            seen = (outcomes or {}).get(key)
+            labels = dict(row.labels) if row is not None else seen.labels if seen is not None else {}
+            outcome = off if outcomes is None else seen.outcome if seen is not None else gone
+            state = row.state if row is not None else "inactive"
+            since = row.state_since if row is not None else now
             new_state = state
-            if outcome is None:
+            if outcomes is None:
                 new_state = "inactive"
             elif outcome.holds:
                 if state in ("inactive", "resolved"):
@@ -181,23 +239,66 @@ class AlertEvaluator:
             if new_state != state:
                 notify = "none"
                 if new_state == "firing" or (state == "firing" and new_state == "resolved"):
-                    if rule.id in silenced:
+                    if silence_end(silences, rule.id, labels) is not None:
                         notify = "silenced"
                     elif self._alerts.webhook_of(rule) is not None:
                         notify = "pending"
-                events.append(event_row(rule, state, new_state, now, value, message, notify))
+                changes.events.append(
+                    event_row(rule, labels, state, new_state, now, outcome.value, outcome.message, notify)
+                )
                 since = now
-            if new_state != state or value != rule.value or outcome is not None:
-                updates.append(
+            after[key] = (new_state, outcome.value)
+            forgotten = new_state == "resolved" and now - since >= keep
+            if row is None:
+                if new_state != "inactive":
+                    changes.added.append(
+                        AlertInstance(
+                            id=new_id("ali"),
+                            rule_id=rule.id,
+                            labels_key=key,
+                            labels=labels,
+                            state=new_state,
+                            state_since=since,
+                            value=outcome.value,
+                            evaluated_at=now,
+                        )
+                    )
+            elif new_state == "inactive" or forgotten:
+                changes.removed.append(row.id)
+            elif new_state != state or outcome.value != row.value or outcomes is not None:
+                changes.updated.append(
                     {
-                        "rule_id": rule.id,
+                        "instance_id": row.id,
                         "new_state": new_state,
                         "new_since": since,
-                        "new_value": value,
-                        "new_evaluated": now if outcome is not None else rule.evaluated_at,
+                        "new_value": outcome.value,
+                        "new_evaluated": now,
                     }
                 )
-        return events, updates
+        self._summary(rule, after, outcomes is not None, now, changes)
+
+    @staticmethod
+    def _summary(
+        rule: AlertRule, after: dict[str, tuple[str, float | None]], evaluated: bool, now: datetime, changes: Changes
+    ) -> None:
+        """The rule's own state: the most urgent of its instances' (firing, pending, resolved,
+        inactive), and the value of the first label set in that state."""
+        state, value = "inactive", None
+        for key in sorted(after):
+            candidate, candidate_value = after[key]
+            if STATE_RANK[candidate] > STATE_RANK[state] or (value is None and candidate == state):
+                state, value = candidate, candidate_value
+        since = rule.state_since if state == rule.state else now
+        if state != rule.state or value != rule.value or evaluated:
+            changes.rules.append(
+                {
+                    "rule_id": rule.id,
+                    "new_state": state,
+                    "new_since": since,
+                    "new_value": value,
+                    "new_evaluated": now if evaluated else rule.evaluated_at,
+                }
+            )
 
     async def _resume_pending(self, now: datetime) -> None:
         """Deliveries a replica left pending (it died, or stopped mid-retry) are taken over."""

@@ -39,7 +39,7 @@ Published = Callable[[AlertEventOut], Awaitable[None]]
 
 
 def payload(event: AlertEvent, rule: AlertRule) -> dict[str, Any]:
-    """What a receiver gets: the event, and enough of the rule to act on it."""
+    """What a receiver gets: the event (with its instance's ``labels``), and enough of the rule to act on it."""
     return {
         "type": "alert",
         "event": AlertEventOut.of(event).model_dump(mode="json", exclude={"notification"}),
@@ -49,6 +49,7 @@ def payload(event: AlertEvent, rule: AlertRule) -> dict[str, Any]:
             "severity": rule.severity,
             "series": rule.series,
             "labels": rule.labels,
+            "group_by": list(rule.group_by or []),
             "condition": rule.condition,
             "builtin": rule.builtin,
         },

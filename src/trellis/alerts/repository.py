@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from trellis.alerts.models import AlertEvent, AlertRule, AlertSilence
+from trellis.alerts.models import AlertEvent, AlertInstance, AlertRule, AlertSilence
 
 
 async def rule_by_id(session: AsyncSession, rule_id: str) -> AlertRule | None:
@@ -33,18 +33,28 @@ async def builtin_names(session: AsyncSession) -> set[str]:
     return {name for name in result.scalars() if name}
 
 
-async def silenced_until(session: AsyncSession, rule_ids: Sequence[str], now: datetime) -> dict[str, datetime]:
+async def active_silences(session: AsyncSession, rule_ids: Sequence[str], now: datetime) -> list[AlertSilence]:
+    """The silences of these rules that have not ended (their matchers are compared by the caller)."""
     if not rule_ids:
-        return {}
+        return []
     result = await session.execute(
-        select(AlertSilence.rule_id, func.max(AlertSilence.ends_at))
-        .where(AlertSilence.rule_id.in_(rule_ids), AlertSilence.ends_at > now)
-        .group_by(AlertSilence.rule_id)
+        select(AlertSilence).where(AlertSilence.rule_id.in_(rule_ids), AlertSilence.ends_at > now)
     )
-    out: dict[str, datetime] = {}
-    for rule_id, ends in result.all():
-        out[rule_id] = ends if ends.tzinfo else ends.replace(tzinfo=now.tzinfo)
-    return out
+    return list(result.scalars())
+
+
+async def instances(session: AsyncSession, rule_ids: Sequence[str], states: Sequence[str] = ()) -> list[AlertInstance]:
+    """These rules' instances (all of them, or those in ``states``), in a stable order."""
+    if not rule_ids:
+        return []
+    query = (
+        select(AlertInstance)
+        .where(AlertInstance.rule_id.in_(rule_ids))
+        .order_by(AlertInstance.rule_id, AlertInstance.labels_key)
+    )
+    if states:
+        query = query.where(AlertInstance.state.in_(states))
+    return list((await session.execute(query)).scalars())
 
 
 async def events_page(

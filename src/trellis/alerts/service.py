@@ -2,6 +2,11 @@
 administrators), their history of state changes, silences. Evaluation is ``evaluator.py``'s,
 delivery ``notify.py``'s.
 
+A rule has one state per label set (an *instance*, ``AlertInstance``), as Prometheus alerts do:
+``group_by`` names the labels that tell its instances apart (``default_group_by``), the rule's own
+state is the most urgent of its instances', and silences cover a whole rule or the instances whose
+labels include their ``matchers``.
+
 Visibility: a user sees and changes their own rules, events and silences; another user's is a 404.
 Administrators see everything, built-in rules included. A rule reads the metric history with its
 owner's rights: usage series of its owner (administrators: any user's, or all summed), system
@@ -20,7 +25,10 @@ from trellis.alerts.defaults import builtin_rules, switched_off
 from trellis.alerts.models import AlertEvent, AlertRule, AlertSilence
 from trellis.alerts.schemas import (
     MAX_PAGE,
+    STATE_RANK,
     AlertEventOut,
+    AlertInstanceOut,
+    AlertOut,
     AlertRuleCreate,
     AlertRuleCreated,
     AlertRuleOut,
@@ -36,7 +44,7 @@ from trellis.kit.errors import Conflict, NotFound, ValidationFailed
 from trellis.kit.ids import new_id
 from trellis.kit.outbound import OutboundClient
 from trellis.kit.secretbox import SecretBox
-from trellis.metrics.catalog import SeriesDef
+from trellis.metrics.catalog import BY_NAME, SeriesDef
 from trellis.metrics.service import MetricsService
 from trellis.settings import AlertsSettings
 from trellis.storage.database import Database
@@ -46,6 +54,33 @@ Publish = Callable[[AlertEventOut], Awaitable[None]]
 
 def _rule_not_found(rule_id: str) -> NotFound:
     return NotFound("alert rule not found", details={"rule_id": rule_id})
+
+
+def default_group_by(series: SeriesDef, labels: dict[str, str], condition: dict[str, Any]) -> list[str]:
+    """A rule's instances when it does not say: one per value of every label its filters leave
+    open, for threshold and rate conditions (a breaker per endpoint, requests per status). A ratio
+    compares part of the data with the whole, and grouping by the labels that split them would make
+    every ratio 0 or 1; an absence rule grouped by every label would fire for each label set ever
+    seen that went quiet: both judge the whole unless ``group_by`` is given."""
+    if condition["type"] in ("ratio", "absence"):
+        return []
+    return [name for name in series.labels if name not in labels]
+
+
+def silence_end(silences: list[AlertSilence], rule_id: str, labels: dict[str, str] | None) -> datetime | None:
+    """The end of the longest of ``silences`` covering this rule's instance with ``labels`` (None:
+    the whole rule, i.e. silences without matchers)."""
+    ends = [
+        s.ends_at
+        for s in silences
+        if s.rule_id == rule_id
+        and (
+            not s.matchers
+            if labels is None
+            else all(labels.get(name) == value for name, value in (s.matchers or {}).items())
+        )
+    ]
+    return max(ends) if ends else None
 
 
 class AlertService:
@@ -87,6 +122,7 @@ class AlertService:
                         description=rule.description,
                         series=rule.series,
                         labels={},
+                        group_by=list(rule.group_by),
                         user_id=None,
                         condition=rule.condition,
                         for_seconds=rule.for_seconds,
@@ -115,21 +151,54 @@ class AlertService:
         return rule
 
     async def _out(self, rules: list[AlertRule]) -> list[AlertRuleOut]:
+        ids = [r.id for r in rules]
         async with self._db.session() as session:
-            silenced = await repo.silenced_until(session, [r.id for r in rules], self._clock.now())
+            silences = await repo.active_silences(session, ids, self._clock.now())
+            rows = await repo.instances(session, ids)
+        by_rule: dict[str, list[AlertInstanceOut]] = {}
+        for row in sorted(rows, key=lambda r: (-STATE_RANK.get(r.state, 0), r.labels_key)):
+            by_rule.setdefault(row.rule_id, []).append(
+                AlertInstanceOut.of(row, silenced_until=silence_end(silences, row.rule_id, dict(row.labels)))
+            )
         return [
-            AlertRuleOut.of(rule, enabled=self.effective_enabled(rule), silenced_until=silenced.get(rule.id))
+            AlertRuleOut.of(
+                rule,
+                enabled=self.effective_enabled(rule),
+                silenced_until=silence_end(silences, rule.id, None),
+                instances=by_rule.get(rule.id, []),
+            )
             for rule in rules
         ]
 
     async def _check(
-        self, actor: Principal, series_name: str, labels: dict[str, str], user_id: str | None, condition: dict[str, Any]
+        self,
+        actor: Principal,
+        series_name: str,
+        labels: dict[str, str],
+        user_id: str | None,
+        condition: dict[str, Any],
+        group_by: list[str] | None = None,
     ) -> tuple[SeriesDef, str | None]:
         series = self._metrics.definition(actor, series_name, location="body")
+        allowed = ", ".join(series.labels) or "none"
         for name in labels:
             if name not in series.labels:
-                allowed = ", ".join(series.labels) or "none"
                 raise ValidationFailed.of("labels", f"{series.name} has no label {name[:64]!r} (its labels: {allowed})")
+        for name in group_by or []:
+            if name not in series.labels:
+                raise ValidationFailed.of(
+                    "group_by", f"{series.name} has no label {name[:64]!r} to group by (its labels: {allowed})"
+                )
+        if group_by is not None and len(set(group_by)) != len(group_by):
+            raise ValidationFailed.of("group_by", "a label is named twice")
+        if group_by and condition["type"] == "ratio":
+            for name in condition["numerator"]:
+                if name in group_by:
+                    raise ValidationFailed.of(
+                        "group_by",
+                        f"{name[:64]!r} splits the ratio's numerator from the whole: grouped by it, every ratio "
+                        "would be 0 or 1",
+                    )
         watched: str | None = None
         if series.scope == "usage":
             if actor.is_admin:
@@ -167,7 +236,10 @@ class AlertService:
 
     async def create_rule(self, actor: Principal, body: AlertRuleCreate) -> AlertRuleCreated:
         condition = body.condition.model_dump(exclude_none=True)
-        _, watched = await self._check(actor, body.series, body.labels, body.user_id, condition)
+        series, watched = await self._check(actor, body.series, body.labels, body.user_id, condition, body.group_by)
+        group_by = (
+            list(body.group_by) if body.group_by is not None else default_group_by(series, body.labels, condition)
+        )
         await self._check_webhook(body.webhook_url)
         secret = secrets.token_urlsafe(32) if body.webhook_url else None
         now = self._clock.now()
@@ -179,6 +251,7 @@ class AlertService:
             description=body.description,
             series=body.series,
             labels=dict(body.labels),
+            group_by=group_by,
             user_id=watched,
             condition=condition,
             for_seconds=body.for_seconds,
@@ -212,6 +285,33 @@ class AlertService:
             rules = [rule for rule in rules if rule.state in states]
         return await self._out(rules)
 
+    async def alerts_now(self, actor: Principal, *, states: tuple[str, ...] = ("pending", "firing")) -> list[AlertOut]:
+        """The instances of the rules ``actor`` sees that are in ``states``, most urgent first."""
+        if actor.is_admin:
+            await self.ensure_builtin_rules()
+        now = self._clock.now()
+        async with self._db.session() as session:
+            rules = {r.id: r for r in await repo.rules(session, actor.user_id, everyone=actor.is_admin)}
+            rows = await repo.instances(session, list(rules), states)
+            silences = await repo.active_silences(session, list(rules), now)
+        out = []
+        for row in rows:
+            rule = rules[row.rule_id]
+            if not self.effective_enabled(rule):
+                continue
+            base = AlertInstanceOut.of(row, silenced_until=silence_end(silences, row.rule_id, dict(row.labels)))
+            out.append(
+                AlertOut(
+                    **base.model_dump(),
+                    rule_name=rule.name,
+                    severity=rule.severity,
+                    series=rule.series,
+                    builtin=rule.builtin,
+                )
+            )
+        out.sort(key=lambda a: (-STATE_RANK[a.state], a.state_since, a.rule_id))
+        return out
+
     async def get_rule(self, actor: Principal, rule_id: str) -> AlertRuleOut:
         async with self._db.session() as session:
             rule = self._visible(actor, await repo.rule_by_id(session, rule_id), rule_id)
@@ -224,8 +324,9 @@ class AlertService:
             rule = self._visible(actor, await repo.rule_by_id(session, rule_id), rule_id)
             labels = dict(body.labels) if "labels" in sent and body.labels is not None else dict(rule.labels)
             condition = body.condition.model_dump(exclude_none=True) if body.condition is not None else rule.condition
-            if body.condition is not None or "labels" in sent:
-                await self._check(actor, rule.series, labels, rule.user_id, condition)
+            group_by = list(body.group_by) if body.group_by is not None else list(rule.group_by or [])
+            if body.condition is not None or "labels" in sent or body.group_by is not None:
+                await self._check(actor, rule.series, labels, rule.user_id, condition, group_by)
             if "webhook_url" in sent:
                 if rule.builtin is not None:
                     raise ValidationFailed.of(
@@ -237,6 +338,9 @@ class AlertService:
                 rule.webhook_secret = self._box.encrypt(secret) if secret else None
             rule.labels = labels
             rule.condition = condition
+            # A changed grouping names other label sets: the old instances are no longer in the
+            # data at the next evaluation and resolve (firing ones notify that they did).
+            rule.group_by = group_by
             for name in ("name", "description", "for_seconds", "severity", "enabled"):
                 if name in sent and (getattr(body, name) is not None or name == "description"):
                     setattr(rule, name, getattr(body, name))
@@ -296,9 +400,18 @@ class AlertService:
             raise ValidationFailed.of("ends_at", "a silence must end in the future")
         async with self._db.transaction() as session:
             rule = self._visible(actor, await repo.rule_by_id(session, body.rule_id), body.rule_id)
+            series = BY_NAME.get(rule.series)
+            known = series.labels if series is not None else ()
+            for name in body.matchers:
+                if name not in known:
+                    allowed = ", ".join(known) or "none"
+                    raise ValidationFailed.of(
+                        "matchers", f"{rule.series} has no label {name[:64]!r} (its labels: {allowed})"
+                    )
             row = AlertSilence(
                 id=new_id("sil"),
                 rule_id=rule.id,
+                matchers=dict(body.matchers),
                 owner_id=rule.owner_id,
                 created_by=actor.user_id,
                 ends_at=ends,
@@ -341,12 +454,20 @@ class AlertService:
 
 
 def event_row(
-    rule: AlertRule, from_state: str, to_state: str, at: datetime, value: float | None, message: str, notify: str
+    rule: AlertRule,
+    labels: dict[str, str],
+    from_state: str,
+    to_state: str,
+    at: datetime,
+    value: float | None,
+    message: str,
+    notify: str,
 ) -> AlertEvent:
     return AlertEvent(
         id=new_id("ale"),
         rule_id=rule.id,
         owner_id=rule.owner_id,
+        labels=dict(labels),
         rule_name=rule.name,
         severity=rule.severity,
         from_state=from_state,

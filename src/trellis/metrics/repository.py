@@ -241,6 +241,21 @@ async def latest_ts(session: AsyncSession, series_ids: Sequence[int], resolution
     return None if value is None else int(value)
 
 
+async def latest_ts_by_series(
+    session: AsyncSession, series_ids: Sequence[int], resolution: int, histogram: bool
+) -> dict[int, int]:
+    """The newest sample of each of these series at this resolution (per-label-set absence checks)."""
+    if not series_ids:
+        return {}
+    table: Any = MetricHistogram if histogram else MetricSample
+    result = await session.execute(
+        select(table.series_id, func.max(table.ts))
+        .where(table.series_id.in_(series_ids), table.resolution == resolution)
+        .group_by(table.series_id)
+    )
+    return {int(series_id): int(ts) for series_id, ts in result.all() if ts is not None}
+
+
 # --- retention ------------------------------------------------------------------------------------
 
 

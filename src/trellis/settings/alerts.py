@@ -39,5 +39,8 @@ class AlertsSettings(BaseModel):
     webhook_backoff_seconds: Annotated[float, Field(ge=0, le=600)] = 1.0
     webhook_max_backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
     webhook_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    # A resolved alert instance (one label set of a rule) is shown this long, then forgotten (its
+    # events stay); the rule's state goes back to inactive when none of its instances is left.
+    resolved_keep_seconds: Annotated[int, Field(ge=0, le=30 * 86_400)] = 900
     # Alert events older than this are deleted.
     events_retention_days: Annotated[int, Field(ge=1, le=3660)] = 90

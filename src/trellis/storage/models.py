@@ -6,7 +6,7 @@ it at run time, so a domain never learns about another through it. A new domain 
 its ``models`` here.
 """
 
-from trellis.alerts.models import AlertEvent, AlertRule, AlertSilence
+from trellis.alerts.models import AlertEvent, AlertInstance, AlertRule, AlertSilence
 from trellis.auth.models import ApiKey, User, WsTicket
 from trellis.context.index.models import ContextEmbedding, ContextVectorEpoch, EmbeddingState
 from trellis.context.models import Context, ContextRelationship
@@ -29,6 +29,7 @@ from trellis.workflows.models import (
 
 __all__ = [
     "AlertEvent",
+    "AlertInstance",
     "AlertRule",
     "AlertSilence",
     "ApiKey",

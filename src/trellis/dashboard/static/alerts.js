@@ -1,4 +1,5 @@
-/* Alerts: rules with their state (GET /api/v1/alerts/rules), what fires now (GET /api/v1/alerts),
+/* Alerts: rules with their state and their label sets' (GET /api/v1/alerts/rules), what fires now,
+   one line per label set (GET /api/v1/alerts),
    silences (GET/POST/DELETE /api/v1/alerts/silences) and the history of state changes
    (GET /api/v1/alerts/events, paged by cursor); live over /ws: alert events arrive on the
    "dashboard" feed (administrators) or the owner's own feed, and the page refreshes on each. */
@@ -8,6 +9,17 @@
   const { api, el, fmt, badge, query, pager, live, stamp, showError, me } = Trellis;
   const DURATIONS = [["15 min", 900], ["1 h", 3600], ["4 h", 4 * 3600], ["24 h", 86400]];
   const names = new Map();
+
+  function labelText(labels) {
+    const parts = Object.entries(labels || {}).map(([k, v]) => `${k}=${v}`);
+    return parts.length ? `{${parts.join(", ")}}` : "";
+  }
+
+  function counts(rule) {
+    const by = {};
+    for (const i of rule.instances) by[i.state] = (by[i.state] || 0) + 1;
+    return ["firing", "pending", "resolved"].filter((s) => by[s]).map((s) => `${by[s]} ${s}`).join(" · ");
+  }
 
   function condition(rule) {
     const c = rule.condition;
@@ -26,9 +38,9 @@
     }
   }
 
-  async function silence(rule, seconds) {
+  async function silence(ruleId, seconds, matchers) {
     try {
-      await api("/api/v1/alerts/silences", { method: "POST", body: { rule_id: rule.id, duration_seconds: seconds, comment: "from the dashboard" } });
+      await api("/api/v1/alerts/silences", { method: "POST", body: { rule_id: ruleId, matchers: matchers || {}, duration_seconds: seconds, comment: "from the dashboard" } });
       await load();
     } catch (error) {
       showError("alerts-error", error);
@@ -37,7 +49,7 @@
 
   function silenceCell(rule) {
     const select = el("select", { "aria-label": `Silence ${rule.name} for` }, ...DURATIONS.map(([label, s]) => el("option", { value: s, text: label })));
-    return el("td", { class: "actions" }, select, el("button", { type: "button", class: "small-button silence", onclick: () => silence(rule, Number(select.value)), text: "Silence" }));
+    return el("td", { class: "actions" }, select, el("button", { type: "button", class: "small-button silence", onclick: () => silence(rule.id, Number(select.value)), text: "Silence" }));
   }
 
   async function rules() {
@@ -51,10 +63,10 @@
           "tr",
           { "data-rule": rule.id, "data-state": rule.state, class: rule.enabled ? "" : "muted" },
           el("td", {}, el("strong", { text: rule.name }), rule.builtin ? el("div", { class: "small muted", text: "built-in" }) : null, rule.enabled ? null : el("div", { class: "small", text: "switched off" })),
-          el("td", { class: "small", text: rule.series + (Object.keys(rule.labels).length ? " " + JSON.stringify(rule.labels) : "") }),
+          el("td", { class: "small", text: rule.series + (Object.keys(rule.labels).length ? " " + JSON.stringify(rule.labels) : "") + (rule.group_by.length ? ` by ${rule.group_by.join(", ")}` : "") }),
           el("td", { class: "small", text: condition(rule) + (rule.for_seconds ? ` for ${rule.for_seconds}s` : "") }),
           el("td", {}, badge(rule.severity)),
-          el("td", {}, badge(rule.state)),
+          el("td", {}, badge(rule.state), rule.instances.length > 0 && rule.group_by.length > 0 ? el("div", { class: "small muted", text: counts(rule) }) : null),
           el("td", { class: "num", text: rule.value === null ? "–" : fmt.n(rule.value) }),
           el("td", { class: "small", text: fmt.time(rule.state_since) }),
           el("td", { class: "small", text: rule.silenced_until ? fmt.time(rule.silenced_until) : "–" }),
@@ -65,7 +77,11 @@
     if (!all.length) body.append(el("tr", {}, el("td", { colspan: 9, class: "muted", text: "No rules." })));
     const list = document.getElementById("active-alerts");
     list.replaceChildren();
-    for (const rule of active) list.append(el("li", { class: `active-alert ${rule.state}`, "data-rule": rule.id }, badge(rule.state), " ", el("strong", { text: rule.name }), ` · ${rule.series} · value ${rule.value === null ? "–" : fmt.n(rule.value)} · since ${fmt.clock(rule.state_since)}`, rule.silenced_until ? el("span", { class: "small muted", text: ` · silenced until ${fmt.time(rule.silenced_until)}` }) : null));
+    // One line per label set: a rule grouped by a label fires for each of its values on its own.
+    for (const alert of active) {
+      const quiet = alert.silenced_until ? null : el("button", { type: "button", class: "small-button silence-one", title: "Silence this label set for 1 h", onclick: () => silence(alert.rule_id, 3600, alert.labels), text: "Silence 1 h" });
+      list.append(el("li", { class: `active-alert ${alert.state}`, "data-rule": alert.rule_id, "data-labels": labelText(alert.labels) }, badge(alert.state), " ", el("strong", { text: alert.rule_name }), " ", el("span", { class: "small labels", text: labelText(alert.labels) }), ` · ${alert.series} · value ${alert.value === null ? "–" : fmt.n(alert.value)} · since ${fmt.clock(alert.state_since)}`, alert.silenced_until ? el("span", { class: "small muted", text: ` · silenced until ${fmt.time(alert.silenced_until)}` }) : null, quiet ? " " : null, quiet));
+    }
     if (!active.length) list.append(el("li", { class: "muted", text: "Nothing is firing." }));
   }
 
@@ -82,7 +98,7 @@
           showError("alerts-error", error);
         }
       };
-      body.append(el("tr", { "data-silence": s.id }, el("td", { text: names.get(s.rule_id) || s.rule_id }), el("td", { class: "small", text: fmt.time(s.ends_at) }), el("td", { class: "small", text: s.created_by }), el("td", { class: "small", text: s.comment || "" }), el("td", {}, el("button", { type: "button", class: "small-button cancel", onclick: end, text: "End" }))));
+      body.append(el("tr", { "data-silence": s.id }, el("td", { text: `${names.get(s.rule_id) || s.rule_id} ${labelText(s.matchers)}`.trim() }), el("td", { class: "small", text: fmt.time(s.ends_at) }), el("td", { class: "small", text: s.created_by }), el("td", { class: "small", text: s.comment || "" }), el("td", {}, el("button", { type: "button", class: "small-button cancel", onclick: end, text: "End" }))));
     }
     if (!all.length) body.append(el("tr", {}, el("td", { colspan: 5, class: "muted", text: "No active silences." })));
   }
@@ -92,7 +108,7 @@
     const body = document.querySelector("#event-table tbody");
     body.replaceChildren();
     for (const e of page.items) {
-      body.append(el("tr", { class: "alert-event", "data-to": e.to_state }, el("td", { class: "small", text: fmt.time(e.at) }), el("td", { text: e.rule_name }), el("td", {}, badge(e.from_state), " → ", badge(e.to_state)), el("td", { class: "num", text: e.value === null ? "–" : fmt.n(e.value) }), el("td", { class: "small", text: e.message }), el("td", { class: "small", text: e.notification.status + (e.notification.last_error ? `: ${e.notification.last_error}` : "") })));
+      body.append(el("tr", { class: "alert-event", "data-to": e.to_state }, el("td", { class: "small", text: fmt.time(e.at) }), el("td", {}, e.rule_name, Object.keys(e.labels).length ? el("div", { class: "small muted labels", text: labelText(e.labels) }) : null), el("td", {}, badge(e.from_state), " → ", badge(e.to_state)), el("td", { class: "num", text: e.value === null ? "–" : fmt.n(e.value) }), el("td", { class: "small", text: e.message }), el("td", { class: "small", text: e.notification.status + (e.notification.last_error ? `: ${e.notification.last_error}` : "") })));
     }
     if (!page.items.length) body.append(el("tr", {}, el("td", { colspan: 6, class: "muted", text: "No state changes yet." })));
     pager(document.getElementById("pager"), page.next_cursor);

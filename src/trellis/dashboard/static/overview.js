@@ -133,9 +133,11 @@
   async function alerts() {
     if (!firing) return;
     const active = await api("/api/v1/alerts");
-    const now = active.filter((rule) => rule.state === "firing");
+    // One entry per label set (a rule may fire for several: a breaker per endpoint).
+    const now = active.filter((alert) => alert.state === "firing");
+    const named = (a) => a.rule_name + (Object.keys(a.labels).length ? ` {${Object.entries(a.labels).map(([k, v]) => `${k}=${v}`).join(", ")}}` : "");
     firing.hidden = now.length === 0;
-    firing.textContent = now.length ? `${now.length} alert${now.length === 1 ? "" : "s"} firing: ${now.map((r) => r.name).join(", ")}` : "";
+    firing.textContent = now.length ? `${now.length} alert${now.length === 1 ? "" : "s"} firing: ${now.map(named).join(", ")}` : "";
   }
 
   let running = null;
