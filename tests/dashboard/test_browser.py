@@ -56,6 +56,30 @@ async def make_contexts(api: httpx.AsyncClient) -> dict[str, str]:
     return {"root": root, "burrows": burrows, "diet": diet}
 
 
+async def rule_reaches(api: httpx.AsyncClient, rule_id: str, state: str, seconds: float) -> None:
+    """Through the API, before looking at the page: when the rule never gets there, the failure says
+    what the evaluator saw (the rule, its series' recent points, the collector's gaps), not only that a
+    selector timed out."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    rule: dict[str, Any] = {}
+    while loop.time() < deadline:
+        answer = await api.get(f"/api/v1/alerts/rules/{rule_id}")
+        assert answer.status_code == 200, answer.text
+        rule = answer.json()["data"]
+        if rule["state"] == state:
+            return
+        await asyncio.sleep(0.5)  # a real server's evaluator runs every second: poll it, bounded
+    points = await api.get(
+        "/api/v1/db/metrics", params={"series": "http.requests", "label": "route_class:auth", "step": 1}
+    )
+    collector = await api.get("/api/v1/db/metrics/collector")
+    raise AssertionError(
+        f"rule {rule_id} not {state} after {seconds} s: {rule}\n"
+        f"series: {points.text[:3000]}\ncollector: {collector.text}"
+    )
+
+
 async def start_nap(api: httpx.AsyncClient) -> str:
     response = await api.post("/api/v1/workflow/execute", json={"workflow": "nap", "input": {}})
     assert response.status_code in (200, 202), response.text
@@ -223,7 +247,8 @@ async def test_the_dashboard_in_chromium(tmp_path: Path) -> None:
         # window missed them once in CI, with the whole suite running beside the served process).
         answers = await asyncio.gather(*(api.get("/api/v1/auth/me") for _ in range(30)))
         assert [answer.status_code for answer in answers] == [200] * 30
-        await page.wait_for_selector(f"tr[data-rule='{rule_id}'][data-state='firing']", timeout=60_000)
+        await rule_reaches(api, rule_id, "firing", 60)
+        await page.wait_for_selector(f"tr[data-rule='{rule_id}'][data-state='firing']", timeout=20_000)
         await page.wait_for_selector(f"#active-alerts li[data-rule='{rule_id}']")
         await page.wait_for_selector("tr.alert-event[data-to='firing']")
         await page.screenshot(path=shots / "11-alert-firing.png", full_page=True)
@@ -236,7 +261,8 @@ async def test_the_dashboard_in_chromium(tmp_path: Path) -> None:
         await row.locator("button.silence").click()
         await page.wait_for_selector("#silence-table tr[data-silence]")
         # No more auth calls: the window empties and the alert resolves, live.
-        await page.wait_for_selector(f"tr[data-rule='{rule_id}'][data-state='resolved']", timeout=90_000)
+        await rule_reaches(api, rule_id, "resolved", 90)
+        await page.wait_for_selector(f"tr[data-rule='{rule_id}'][data-state='resolved']", timeout=20_000)
         await page.wait_for_selector("tr.alert-event[data-to='resolved']")
         await page.screenshot(path=shots / "12-alert-resolved.png", full_page=True)
         await page.locator("#silence-table button.cancel").click()
