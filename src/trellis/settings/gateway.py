@@ -38,7 +38,7 @@ class ModelConfig(BaseModel):
     api_key_env: str | None = Field(default=None, description="Read the API key from this environment variable.")
     connect_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
     read_timeout_seconds: Annotated[float, Field(gt=0)] = 120.0
-    # Anything else the provider understands (llama.cpp: n_threads, n_batch, ...).
+    # Anything else the provider understands (llama.cpp: n_threads, n_batch, seed, chat_format).
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

