@@ -5,15 +5,18 @@ phrase, e.g. 404 → "Not Found"). ``--examples`` codes are taken in a seeded or
 loop into train / dev / test; the metric is exact match of the phrase (case and spaces ignored).
 One ``FourPartOptimizationLoop.run_cycle`` runs on the local model (SmolLM2-135M by default,
 ``--model`` for another configured one) with the caller's identity, every call through the
-gateway: the module is scored on the held-out test split, compiled with BootstrapFewShot on
-train, scored again on test, stored as version 1 and deployed only if better. Prints the test scores before and after,
-the model calls and tokens the cycle spent (from the episodic log) and the time.
+gateway: the module is scored on the held-out test split, compiled on train (BootstrapFewShot by
+default; ``--optimizer miprov2_light`` or ``gepa``, whose instruction proposals and reflections go
+through the gateway too), scored again on test, stored as version 1 and deployed only if better.
+Prints the test scores before and after, the model calls and tokens the cycle spent (from the
+episodic log) and the time.
 
 SmolLM2-135M is weak: expect small or no gains and read the numbers as they are.
 The machine may be shared with other work: times are indicative.
 
     .venv/bin/python bench/dspy_optimize.py                # 15 examples: a few minutes on 2 cores
     .venv/bin/python bench/dspy_optimize.py --examples 25
+    .venv/bin/python bench/dspy_optimize.py --examples 5 --optimizer gepa --max-metric-calls 6
 """
 
 from __future__ import annotations
@@ -67,7 +70,9 @@ def build_module() -> Any:
     return StatusModule
 
 
-async def measure(examples: int, model: str | None, seed: int) -> dict[str, Any]:
+async def measure(
+    examples: int, model: str | None, seed: int, optimizer: str, optimizer_params: dict[str, Any]
+) -> dict[str, Any]:
     from trellis.dspy.programs import FourPartOptimizationLoop
 
     codes = [s for s in HTTPStatus if 200 <= s.value < 600]
@@ -99,7 +104,14 @@ async def measure(examples: int, model: str | None, seed: int) -> dict[str, Any]
             started = time.perf_counter()
             result = await loop.run_cycle(
                 principal,
-                {"module_class": "http_status", "program": "http_status", "test_data": data, "seed": seed},
+                {
+                    "module_class": "http_status",
+                    "program": "http_status",
+                    "test_data": data,
+                    "seed": seed,
+                    "optimizer": optimizer,
+                    "optimizer_params": optimizer_params,
+                },
             )
             seconds = time.perf_counter() - started
             await runtime.logs.flush()
@@ -116,6 +128,8 @@ async def measure(examples: int, model: str | None, seed: int) -> dict[str, Any]
             await runtime.close()
     return {
         "model": str(served).removeprefix("trellis/"),
+        "optimizer": optimizer,
+        "optimizer_params": optimizer_params,
         "examples": examples,
         "split": result.split,
         "baseline_test_score": result.baseline_test_score,
@@ -135,11 +149,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--examples", type=int, default=15)
     parser.add_argument("--model", default=None, help="a configured gateway model (default: the default chat model)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--optimizer", default="bootstrap_few_shot", choices=["bootstrap_few_shot", "miprov2_light", "gepa"]
+    )
+    parser.add_argument("--max-metric-calls", type=int, default=None, help="gepa: module runs its search may make")
     args = parser.parse_args(argv)
     started = datetime.now(UTC)
-    out = asyncio.run(measure(args.examples, args.model, args.seed))
+    extra = {"max_metric_calls": args.max_metric_calls} if args.max_metric_calls is not None else {}
+    out = asyncio.run(measure(args.examples, args.model, args.seed, args.optimizer, extra))
     rows = [
         ["model", out["model"]],
+        ["optimizer", out["optimizer"]],
         ["split train/dev/test", "/".join(str(out["split"][k]) for k in ("train", "dev", "test"))],
         ["test score before", f"{out['baseline_test_score']:.3f}"],
         ["test score after", f"{out['optimized_test_score']:.3f}"],

@@ -178,6 +178,9 @@ async def test_miprov2_light_proposes_and_searches_through_the_gateway_within_it
     # run stayed within what was estimated before it started.
     kinds = {tuple(requested_fields(b)) for b in own_calls(env)}
     assert {("observations",), ("summary",), ("proposed_instruction",)} <= kinds
+    # Proposals are longer than answers: up to [dspy] optimizer_max_tokens, capped by the model's 512.
+    assert {b["max_tokens"] for b in own_calls(env)} == {512}
+    assert (params["optimizer_model"], params["optimizer_max_tokens"]) == ("up", 512)
     plan = miprov2_light_plan(6, 2, 1, 4, 8)
     estimate = 2 * (2 + 2) + plan["runs"] + plan["prompt_calls"]
     assert estimate == estimate_model_calls(result.split, "miprov2_light", params, 1)
@@ -224,6 +227,7 @@ async def test_gepa_reflects_through_the_gateway_on_its_own_model_and_the_instru
     reflections = own_calls(env)
     assert reflections
     assert {b["model"] for b in reflections} == {"fake-critic"}
+    assert {b["max_tokens"] for b in reflections} == {512}
     prompt = json.dumps(reflections[0]["messages"])
     assert "expected" in prompt
     assert "I do not know" in prompt

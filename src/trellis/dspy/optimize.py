@@ -284,7 +284,7 @@ def _compile(
     metric: Callable[..., float],
     labels: Sequence[str],
     seed: int,
-    reflection_lm: dspy.LM | None,
+    optimizer_lm: dspy.LM | None,
 ) -> Any:
     """The optimizer's ``compile`` (in a worker thread, inside the caller's ``call_scope``)."""
     if optimizer == "labeled_few_shot":
@@ -298,12 +298,14 @@ def _compile(
         )
         return teleprompter.compile(student, trainset=train)
     if optimizer == "miprov2_light":
-        # The prompt and task models are the LM in context: the gateway's, as the caller. Dev is
+        # The task model is the LM in context, the prompt model ``optimizer_lm`` (both the gateway's,
+        # called as the caller). Dev is
         # the validation set the trials are scored on (the test split stays held out); nothing is
         # written to disk (no log_dir) and no candidate programs are kept on the result.
         mipro = dspy.MIPROv2(
             metric=metric,
             auto="light",
+            prompt_model=optimizer_lm,
             max_bootstrapped_demos=int(params["max_bootstrapped_demos"]),
             max_labeled_demos=int(params["max_labeled_demos"]),
             seed=seed,
@@ -316,7 +318,7 @@ def _compile(
             metric=exact_match_feedback(labels),
             max_metric_calls=int(params["max_metric_calls"]),
             reflection_minibatch_size=int(params["reflection_minibatch_size"]),
-            reflection_lm=reflection_lm or dspy.settings.lm,
+            reflection_lm=optimizer_lm or dspy.settings.lm,
             seed=seed,
             track_stats=False,
             use_wandb=False,
@@ -338,11 +340,12 @@ async def run_optimization(
     seed: int,
     guard: CallGuard,
     report: Report,
-    reflection_lm: dspy.LM | None = None,
+    optimizer_lm: dspy.LM | None = None,
 ) -> CycleOutcome:
     """Evaluate the module on dev and test, compile it on train, evaluate the result; raise the
-    product's error when the guard recorded a failure that ends the run. ``reflection_lm``:
-    GEPA's (default: the module's LM)."""
+    product's error when the guard recorded a failure that ends the run. ``optimizer_lm``: the LM
+    of the optimizer's own calls, MIPROv2's prompt model or GEPA's reflection model (default: the
+    module's)."""
     split = split_examples(len(rows), seed)
     examples = [dspy.Example(**dict(row)).with_inputs(*[k for k in inputs if k in row]) for row in rows]
     train = [examples[i] for i in split.train]
@@ -366,7 +369,7 @@ async def run_optimization(
         # back to the event loop through the sync engine, as the caller (``call_scope``; DSPy
         # carries it into the threads its evaluators start).
         with call_scope(identity, lm, adapter):
-            return _compile(optimizer, params, student.deepcopy(), train, dev, metric, labels, seed, reflection_lm)
+            return _compile(optimizer, params, student.deepcopy(), train, dev, metric, labels, seed, optimizer_lm)
 
     await report("dspy.compiling", {"optimizer": optimizer, "train": len(train)})
     try:

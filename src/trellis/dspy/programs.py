@@ -59,6 +59,8 @@ from trellis.kit.ids import new_id
 from trellis.settings import DSPySettings
 
 if TYPE_CHECKING:
+    import dspy
+
     from trellis.dspy.interface import DSPyModuleInterface
     from trellis.dspy.service import DSPyService
     from trellis.kit.clock import Clock
@@ -480,6 +482,7 @@ class ProgramService:
             plan = miprov2_light_plan(
                 sizes["train"], sizes["dev"], predictors, params["max_bootstrapped_demos"], params["max_labeled_demos"]
             )
+            chosen = request.model or self._settings.default_model
             params.update(
                 auto="light",
                 num_candidates=plan["candidates"],
@@ -491,9 +494,23 @@ class ProgramService:
             if params["max_metric_calls"] is None:
                 params["max_metric_calls"] = gepa_light_budget(predictors, sizes["dev"])
             chosen = params["reflection_model"] or request.model or self._settings.default_model
-            params["reflection_model"] = self._dspy.gateway.resolve(chosen, "chat")[0]  # 404 for an unknown model
             params["valset"] = "dev"
+        # The optimizer's own calls: which model (404 when unknown), and how long an answer.
+        name, model = self._dspy.gateway.resolve(chosen, "chat")
+        if optimizer == "gepa":
+            params["reflection_model"] = name
+        params["optimizer_model"] = name
+        params["optimizer_max_tokens"] = min(self._settings.optimizer_max_tokens, model.max_output_tokens)
         return params
+
+    def _optimizer_lm(self, params: Mapping[str, Any]) -> dspy.LM | None:
+        """The LM of the optimizer's own calls (MIPROv2's proposals, GEPA's reflections): its model's
+        LM, answering up to ``optimizer_max_tokens`` (in ``params``); None for the other optimizers."""
+        if "optimizer_model" not in params:
+            return None
+        lm = self._dspy.lm_for(params["optimizer_model"])
+        copied: dspy.LM = lm.copy(max_tokens=params["optimizer_max_tokens"])
+        return copied
 
     def _predictors(self, module: str) -> int:
         """How many predictors (prompts an optimizer can tune) a fresh instance of the module has."""
@@ -579,7 +596,6 @@ class ProgramService:
         interface = self._dspy.interface(
             principal, program.module, model=request.model, request_id=run_id, patient=True, guard=guard
         )
-        reflection = params.get("reflection_model")
         inputs = list(self._dspy.registry.module(program.module).signature.input_fields)
         started = time.perf_counter()
         outcome = await run_optimization(
@@ -592,7 +608,7 @@ class ProgramService:
             seed=request.seed,
             guard=guard,
             report=emit,
-            reflection_lm=self._dspy.lm_for(reflection) if reflection is not None else None,
+            optimizer_lm=self._optimizer_lm(params),
         )
         document = {
             "format": FORMAT,
