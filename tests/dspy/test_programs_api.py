@@ -5,6 +5,7 @@ and another user's ids."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.auth.support import assert_error, assert_ok, field_names
-from tests.dspy.capitals import ATLAS, EXAMPLES, CapitalModule, oracle, shown_examples_model
+from tests.dspy.capitals import ATLAS, EXAMPLES, CapitalModule, oracle, requested_fields, shown_examples_model
 from tests.dspy.support import Env, dspy_env
 from tests.gateway.upstream import Computed, Ok, Status
 
@@ -254,6 +255,44 @@ async def test_miprov2_light_and_gepa_run_as_workflows_and_store_their_optimizer
                 )
             ).scalars()
         assert ATLAS in document
+
+
+def garbled_own_calls(body: dict[str, Any]) -> Ok:
+    """The capital module's calls answered by the oracle; the optimizer's own calls with prose."""
+    return oracle(body) if requested_fields(body) == ["capital"] else Ok("Let me think about that...")
+
+
+async def test_a_proposal_that_does_not_parse_fails_a_miprov2_run_cleanly_and_stores_nothing(env: Env) -> None:
+    env.up.default["chat"] = Computed(garbled_own_calls)
+    data, prog = await dataset(env), await program(env)
+    run = await optimized(env, prog["id"], data["id"], seed=1, optimizer="miprov2_light")
+    assert run["status"] == "failed", run
+    (step,) = run["steps"]
+    assert step["attempt"] == 1
+    assert step["error"]["code"] == "model_output_error"
+    assert "module 'capital'" in step["error"]["message"]
+    assert "Traceback" not in json.dumps(run)
+    shown = assert_ok(await env.h.client.get(f"{API}/programs/{prog['id']}", headers=env.alice))
+    assert (shown["deployed_version"], shown["versions"]) == (None, [])
+
+
+async def test_gepa_skips_a_reflection_that_does_not_parse_and_keeps_what_it_had(env: Env) -> None:
+    """GEPA treats a proposal that fails as no proposal (as its evaluators treat a failed example):
+    the run ends with the unchanged program, stored, not deployed; the failed reflections are in
+    the episodic log as errors."""
+    env.up.default["chat"] = Computed(garbled_own_calls)
+    data, prog = await dataset(env), await program(env)
+    run = await optimized(env, prog["id"], data["id"], seed=1, optimizer="gepa", max_metric_calls=20)
+    assert run["status"] == "succeeded", run
+    assert run["result"]["scores"]["optimized"] == {"dev": 0.0, "test": 0.0}
+    assert (run["result"]["version"], run["result"]["deployed"]) == (1, False)
+    await env.h.runtime.logs.flush()
+    logs = assert_ok(
+        await env.h.client.get("/api/v1/db/logs", params={"door": "dspy", "limit": 200}, headers=env.alice)
+    )
+    failed = [item for item in logs["items"] if item["status"] != "ok"]
+    assert failed
+    assert len(logs["items"]) == run["result"]["model_calls"]
 
 
 async def test_an_optimizer_that_tunes_prompts_refuses_a_module_without_predictors(env: Env) -> None:

@@ -374,9 +374,10 @@ async def run_optimization(
     await report("dspy.compiling", {"optimizer": optimizer, "train": len(train)})
     try:
         compiled = await asyncio.to_thread(compile_program)
-    except Exception:
+    except Exception as exc:  # noqa: BLE001 - what the optimizer raised ends the run as the product's error
         guard.raise_if_failed()
-        raise
+        # e.g. GEPA stops at a reflection whose answer does not parse: a 502 naming the module.
+        raise interface.error_of(exc) from None
     guard.raise_if_failed()
     count = sum(len(getattr(p, "demos", []) or []) for _, p in compiled.named_predictors())
     await report("dspy.compiled", {"demos": count, "model_calls": guard.calls})
