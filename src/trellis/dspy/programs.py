@@ -9,8 +9,9 @@
 * **Programs**: a named use of a module. Each optimization cycle that finishes adds a version:
   the compiled state with the dataset, split, optimizer, parameters, model and scores, signed (see
   ``optimize.py``). ``deployed_version`` is what ``run`` uses.
-* **Optimization** is a durable workflow run: ``start_optimization`` checks the request (budget
-  limits are 400s naming the field) and queues a run of the internal one-step workflow
+* **Optimization** is a durable workflow run: ``start_optimization`` checks the request (the
+  optimizer and the parameters it reads, the budget limits and the calls the optimizer is
+  estimated to make: 400s naming the field) and queues a run of the internal one-step workflow
   ``dspy.optimize``; the step calls ``optimize``, which runs the cycle, reports progress as run
   events, and stores the version — and, when asked, deploys it if it beats the deployed version
   on the held-out test split — in one transaction. A cycle that fails (an open breaker, the budget
