@@ -11,8 +11,9 @@ codes taken in a seeded order and split by the loop into train / dev / test:
 
 The metric is exact match (case and spaces ignored). One ``FourPartOptimizationLoop.run_cycle``
 runs with the caller's identity, every call through the gateway: the module is scored on the
-held-out test split, compiled with BootstrapFewShot on train, scored again on test, stored as
-version 1 and deployed only if better. Prints the test scores before and after, the model calls
+held-out test split, compiled on train (BootstrapFewShot by default; ``--optimizer miprov2_light``
+or ``gepa``, whose instruction proposals and reflections go through the gateway too), scored again
+on test, stored as version 1 and deployed only if better. Prints the test scores before and after, the model calls
 and tokens the cycle spent (from the episodic log) and the time.
 
 Models: SmolLM2-135M-Instruct by default (``--model`` for another configured one); ``--gemma``
@@ -24,6 +25,7 @@ other work: times are indicative.
     .venv/bin/python bench/dspy_optimize.py                          # SmolLM2, class task, 15 examples
     .venv/bin/python bench/dspy_optimize.py --gemma --examples 30    # Gemma 3 270M
     .venv/bin/python bench/dspy_optimize.py --task phrase
+    .venv/bin/python bench/dspy_optimize.py --examples 5 --optimizer gepa --max-metric-calls 6
 """
 
 from __future__ import annotations
@@ -111,7 +113,14 @@ def gemma_file() -> Path:
 
 
 async def measure(
-    task: str, examples: int, model: str | None, seed: int, gguf: Path | None, chat_format: str | None
+    task: str,
+    examples: int,
+    model: str | None,
+    seed: int,
+    gguf: Path | None,
+    chat_format: str | None,
+    optimizer: str,
+    optimizer_params: dict[str, Any],
 ) -> dict[str, Any]:
     from trellis.dspy.programs import FourPartOptimizationLoop
 
@@ -155,7 +164,14 @@ async def measure(
             started = time.perf_counter()
             result = await loop.run_cycle(
                 principal,
-                {"module_class": "http_status", "program": "http_status", "test_data": data, "seed": seed},
+                {
+                    "module_class": "http_status",
+                    "program": "http_status",
+                    "test_data": data,
+                    "seed": seed,
+                    "optimizer": optimizer,
+                    "optimizer_params": optimizer_params,
+                },
             )
             seconds = time.perf_counter() - started
             await runtime.logs.flush()
@@ -173,6 +189,8 @@ async def measure(
     return {
         "model": str(served).removeprefix("trellis/") if gguf is None else gguf.name,
         "task": task,
+        "optimizer": optimizer,
+        "optimizer_params": optimizer_params,
         "examples": examples,
         "split": result.split,
         "baseline_test_score": result.baseline_test_score,
@@ -198,15 +216,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--chat-format", default=None, help="llama-cpp-python's chat format for --gguf (--gemma: gemma)"
     )
+    parser.add_argument(
+        "--optimizer", default="bootstrap_few_shot", choices=["bootstrap_few_shot", "miprov2_light", "gepa"]
+    )
+    parser.add_argument("--max-metric-calls", type=int, default=None, help="gepa: module runs its search may make")
     args = parser.parse_args(argv)
     gguf, chat_format = args.gguf, args.chat_format
     if args.gemma:
         gguf, chat_format = gemma_file(), chat_format or "gemma"
     started = datetime.now(UTC)
-    out = asyncio.run(measure(args.task, args.examples, args.model, args.seed, gguf, chat_format))
+    extra = {"max_metric_calls": args.max_metric_calls} if args.max_metric_calls is not None else {}
+    out = asyncio.run(
+        measure(args.task, args.examples, args.model, args.seed, gguf, chat_format, args.optimizer, extra)
+    )
     rows = [
         ["model", out["model"]],
         ["task", out["task"]],
+        ["optimizer", out["optimizer"]],
         ["split train/dev/test", "/".join(str(out["split"][k]) for k in ("train", "dev", "test"))],
         ["test score before", f"{out['baseline_test_score']:.3f}"],
         ["test score after", f"{out['optimized_test_score']:.3f}"],

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from tests.dspy.capitals import requested_fields
 from tests.dspy.support import answer, upstream_model
 from tests.gateway.upstream import Computed, FakeUpstream, Ok
 from trellis.cli.main import app
@@ -143,3 +144,60 @@ def test_datasets_programs_optimize_deploy_and_rollback(data_dir: Path, upstream
     result = cli("dspy", "optimize", "rewriter", "--dataset", dataset["id"], "--max-model-calls", "999999")
     assert result.exit_code == 1
     assert "max_model_calls" in result.output
+
+
+HINT = "Keep only the question's keywords and drop the rest."
+
+
+def rewrites_when_taught(body: dict[str, Any]) -> Ok:
+    """The rewriter's calls: right when shown worked examples or given the hint as instruction.
+    Any other call (GEPA's reflection, MIPROv2's proposals) answers the hint in every field."""
+    fields = requested_fields(body)
+    if fields != ["processed_query"]:
+        return Ok(json.dumps(dict.fromkeys(fields, HINT)))
+    question = body["messages"][-1]["content"]
+    query = next(q for q in REWRITES if q in question)
+    knows = len(body["messages"]) > 2 or HINT in body["messages"][0]["content"]
+    return Ok(json.dumps({"processed_query": REWRITES[query] if knows else "zzz"}))
+
+
+def test_optimize_with_gepa_and_bad_optimizer_options(data_dir: Path, upstream: FakeUpstream, tmp_path: Path) -> None:
+    upstream.default["chat"] = Computed(rewrites_when_taught)
+    lines = tmp_path / "rewrites.jsonl"
+    lines.write_text("\n".join(json.dumps({"query": q, "processed_query": k}) for q, k in REWRITES.items()))
+    result = cli("dspy", "datasets", "upload", "rewrites", str(lines), "-m", "documentation_query", "--json")
+    assert result.exit_code == 0, result.output
+    dataset = json.loads(result.output)["id"]
+    assert cli("dspy", "programs", "create", "rewriter", "-m", "documentation_query").exit_code == 0
+
+    for options, field in (
+        (["--optimizer", "simba"], "optimizer"),
+        (["--optimizer", "gepa", "--max-metric-calls", "20", "--max-rounds", "2"], "max_rounds"),
+        (["--optimizer", "miprov2_light", "--max-metric-calls", "20"], "max_metric_calls"),
+        (["--optimizer", "gepa", "--max-metric-calls", "20", "--max-model-calls", "30"], "max_model_calls"),
+    ):
+        result = cli("dspy", "optimize", "rewriter", "--dataset", dataset, *options)
+        assert result.exit_code == 1, options
+        assert field in result.output, (options, result.output)
+    assert upstream.calls("chat") == []
+
+    options = ["--optimizer", "gepa", "--max-metric-calls", "20", "--reflection-minibatch-size", "2"]
+    result = cli("dspy", "optimize", "rewriter", "--dataset", dataset, "--seed", "1", *options, "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["status"] == "succeeded", out
+    assert out["result"]["scores"]["baseline"]["test"] == 0.0
+    assert out["result"]["scores"]["optimized"]["test"] == 1.0
+    result = cli("dspy", "programs", "show", "rewriter", "--json")
+    assert result.exit_code == 0, result.output
+    (version,) = json.loads(result.output)["versions"]
+    assert version["optimizer"] == "gepa"
+    assert (
+        version["optimizer_params"]["max_metric_calls"],
+        version["optimizer_params"]["reflection_minibatch_size"],
+    ) == (
+        20,
+        2,
+    )
+    result = cli("dspy", "programs", "show", "rewriter")
+    assert "gepa" in result.output

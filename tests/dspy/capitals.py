@@ -53,3 +53,31 @@ def shown_examples_model(body: dict[str, Any]) -> Ok:
     country = next(c for c in CAPITALS if c in question)
     knows = len(messages) > 2
     return Ok(json.dumps({"capital": CAPITALS[country] if knows else "I do not know"}))
+
+
+# What the fake model takes as an instruction that teaches it capitals: an optimizer that finds it
+# (MIPROv2's proposals, GEPA's reflections, both answered by ``oracle``) makes the program right
+# without demos.
+ATLAS = "Consult the atlas and answer with the capital city's name."
+
+
+def requested_fields(body: dict[str, Any]) -> list[str]:
+    """The output fields a call asks for: the properties of the JSON schema DSPy's JSON adapter
+    sends (the fake answers any signature it is given)."""
+    fmt = body.get("response_format") or {}
+    schema = (fmt.get("json_schema") or {}).get("schema") or {}
+    return list(schema.get("properties") or {})
+
+
+def oracle(body: dict[str, Any]) -> Ok:
+    """The capital module's calls: right when shown worked examples or told to consult the atlas.
+    Any other signature's call (an optimizer's own: a dataset summary, a program description, an
+    instruction proposal, a reflection) gets the atlas instruction in every field it asks for."""
+    fields = requested_fields(body)
+    messages = body["messages"]
+    if fields == ["capital"]:
+        question = messages[-1]["content"]
+        country = next(c for c in CAPITALS if f"{c}\n" in question or question.rstrip().endswith(c))
+        knows = len(messages) > 2 or ATLAS in messages[0]["content"]
+        return Ok(json.dumps({"capital": CAPITALS[country] if knows else "I do not know"}))
+    return Ok(json.dumps({f: ATLAS for f in fields}))

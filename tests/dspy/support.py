@@ -73,12 +73,19 @@ class Env:
 
 @asynccontextmanager
 async def dspy_env(
-    make_harness: Callable[..., Any], *, extra_models: dict[str, Any] | None = None, **overrides: Any
+    make_harness: Callable[..., Any],
+    *,
+    extra_models: dict[str, Any] | None = None,
+    models_on_upstream: dict[str, dict[str, Any]] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Env]:
+    """``models_on_upstream``: more gateway models served by the same fake upstream (each
+    ``upstream_model`` with the given changes, e.g. another ``model_id``)."""
     up = FakeUpstream().start()
     try:
+        same = {name: upstream_model(up, **extra) for name, extra in (models_on_upstream or {}).items()}
         settings: dict[str, Any] = {
-            "models": {"up": upstream_model(up), **(extra_models or {})},
+            "models": {"up": upstream_model(up), **same, **(extra_models or {})},
             "dspy": {"default_model": "up"},
             **overrides,
         }

@@ -5,6 +5,7 @@ and another user's ids."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.auth.support import assert_error, assert_ok, field_names
-from tests.dspy.capitals import EXAMPLES, CapitalModule, shown_examples_model
+from tests.dspy.capitals import ATLAS, EXAMPLES, CapitalModule, oracle, requested_fields, shown_examples_model
 from tests.dspy.support import Env, dspy_env
 from tests.gateway.upstream import Computed, Ok, Status
 
@@ -198,6 +199,115 @@ async def test_optimize_runs_as_a_workflow_with_progress_then_deploy_rollback_an
     assert assert_ok(await env.h.client.get(f"{API}/programs", headers=env.bob)) == []
 
 
+@pytest.mark.parametrize(
+    ("request_body", "stored"),
+    [
+        (
+            {"optimizer": "miprov2_light", "max_bootstrapped_demos": 2, "max_labeled_demos": 2},
+            {"auto": "light", "num_trials": 10, "max_bootstrapped_demos": 2, "max_labeled_demos": 2},
+        ),
+        (
+            {"optimizer": "gepa", "max_metric_calls": 24, "reflection_minibatch_size": 2},
+            {"max_metric_calls": 24, "reflection_minibatch_size": 2, "reflection_model": "up"},
+        ),
+    ],
+    ids=["miprov2_light", "gepa"],
+)
+async def test_miprov2_light_and_gepa_run_as_workflows_and_store_their_optimizer(
+    env: Env, request_body: dict[str, Any], stored: dict[str, Any]
+) -> None:
+    env.up.default["chat"] = Computed(oracle)
+    data, prog = await dataset(env), await program(env)
+    body = {"dataset_id": data["id"], "seed": 1, **request_body}
+    started = assert_ok(await post(env, f"/programs/{prog['id']}/optimize", body), 202)
+    estimate = started["estimated_model_calls"]
+    assert 0 < estimate <= 100
+    await env.h.runtime.workflows.wait_for(started["run_id"], 60)
+    run = assert_ok(await env.h.client.get(f"/api/v1/workflow/status/{started['run_id']}", headers=env.alice))
+    assert run["status"] == "succeeded", run
+    assert run["result"]["scores"] == {"baseline": {"dev": 0.0, "test": 0.0}, "optimized": {"dev": 1.0, "test": 1.0}}
+    assert 0 < run["result"]["model_calls"] <= estimate
+
+    shown = assert_ok(await env.h.client.get(f"{API}/programs/{prog['id']}", headers=env.alice))
+    (v1,) = shown["versions"]
+    assert (v1["optimizer"], v1["deployed"], v1["intact"], v1["run_id"]) == (
+        request_body["optimizer"],
+        True,
+        True,
+        run["id"],
+    )
+    assert {k: v1["optimizer_params"][k] for k in stored} == stored
+    assert v1["optimizer_params"]["max_model_calls"] == 100
+    await env.h.runtime.logs.flush()
+    logs = assert_ok(
+        await env.h.client.get("/api/v1/db/logs", params={"door": "dspy", "limit": 200}, headers=env.alice)
+    )
+    assert len(logs["items"]) == run["result"]["model_calls"]
+    assert {item["module"] for item in logs["items"]} == {"capital"}
+    answer = assert_ok(await post(env, f"/programs/{prog['id']}/run", {"inputs": {"country": "Peru"}}))
+    assert answer["data"] == {"capital": "Lima"}
+    if request_body["optimizer"] == "gepa":
+        assert v1["demos"] == 0  # the instruction alone, which the deployed version carries
+        async with env.h.runtime.database.reader() as session:
+            (document,) = (
+                await session.execute(
+                    text("SELECT document FROM dspy_program_versions WHERE program_id = :p"), {"p": prog["id"]}
+                )
+            ).scalars()
+        assert ATLAS in document
+
+
+def garbled_own_calls(body: dict[str, Any]) -> Ok:
+    """The capital module's calls answered by the oracle; the optimizer's own calls with prose."""
+    return oracle(body) if requested_fields(body) == ["capital"] else Ok("Let me think about that...")
+
+
+async def test_a_proposal_that_does_not_parse_fails_a_miprov2_run_cleanly_and_stores_nothing(env: Env) -> None:
+    env.up.default["chat"] = Computed(garbled_own_calls)
+    data, prog = await dataset(env), await program(env)
+    run = await optimized(env, prog["id"], data["id"], seed=1, optimizer="miprov2_light")
+    assert run["status"] == "failed", run
+    (step,) = run["steps"]
+    assert step["attempt"] == 1
+    assert step["error"]["code"] == "model_output_error"
+    assert "module 'capital'" in step["error"]["message"]
+    assert "Traceback" not in json.dumps(run)
+    shown = assert_ok(await env.h.client.get(f"{API}/programs/{prog['id']}", headers=env.alice))
+    assert (shown["deployed_version"], shown["versions"]) == (None, [])
+
+
+async def test_gepa_skips_a_reflection_that_does_not_parse_and_keeps_what_it_had(env: Env) -> None:
+    """GEPA treats a proposal that fails as no proposal (as its evaluators treat a failed example):
+    the run ends with the unchanged program, stored, not deployed; the failed reflections are in
+    the episodic log as errors."""
+    env.up.default["chat"] = Computed(garbled_own_calls)
+    data, prog = await dataset(env), await program(env)
+    run = await optimized(env, prog["id"], data["id"], seed=1, optimizer="gepa", max_metric_calls=20)
+    assert run["status"] == "succeeded", run
+    assert run["result"]["scores"]["optimized"] == {"dev": 0.0, "test": 0.0}
+    assert (run["result"]["version"], run["result"]["deployed"]) == (1, False)
+    await env.h.runtime.logs.flush()
+    logs = assert_ok(
+        await env.h.client.get("/api/v1/db/logs", params={"door": "dspy", "limit": 200}, headers=env.alice)
+    )
+    failed = [item for item in logs["items"] if item["status"] != "ok"]
+    assert failed
+    assert len(logs["items"]) == run["result"]["model_calls"]
+
+
+async def test_an_optimizer_that_tunes_prompts_refuses_a_module_without_predictors(env: Env) -> None:
+    rows = [{"query": f"question {i}", "documents": [{"id": f"ctx_{i}"}]} for i in range(6)]
+    data = assert_ok(
+        await post(env, "/datasets", {"name": "docs", "module": "documentation_retrieval", "examples": rows}), 201
+    )
+    prog = assert_ok(await post(env, "/programs", {"name": "docs", "module": "documentation_retrieval"}), 201)
+    for extra in ({"optimizer": "miprov2_light"}, {"optimizer": "gepa", "max_metric_calls": 10}):
+        response = await post(env, f"/programs/{prog['id']}/optimize", {"dataset_id": data["id"], **extra})
+        error = assert_error(response, 400, "validation_error")
+        assert field_names(error) == {"optimizer"}
+        assert "no predictors" in error["details"]["fields"][0]["message"]
+
+
 async def test_a_program_without_a_deployed_version_does_not_run(env: Env) -> None:
     prog = await program(env)
     error = assert_error(
@@ -214,9 +324,24 @@ BAD_OPTIMIZATIONS: list[tuple[dict[str, Any], str]] = [
     ({"max_examples": 5}, "dataset_id"),  # the dataset is larger
     ({"max_labeled_demos": 9}, "max_labeled_demos"),  # [dspy] max_demos is 8
     ({"metric_fields": ["country"]}, "metric_fields"),
-    ({"optimizer": "gepa"}, "optimizer"),
+    ({"optimizer": "simba"}, "optimizer"),
+    ({"optimizer": None}, "optimizer"),
     ({"max_rounds": "1"}, "max_rounds"),
     ({"dataset_id": None}, "dataset_id"),
+    # MIPROv2 light and GEPA: their budgets, and parameters that are not theirs.
+    ({"optimizer": "miprov2_light", "max_model_calls": 60}, "max_model_calls"),  # it needs up to 65 here
+    ({"optimizer": "gepa"}, "max_model_calls"),  # GEPA's light budget is far over 100 calls
+    ({"optimizer": "gepa", "max_metric_calls": 80}, "max_model_calls"),
+    ({"optimizer": "gepa", "max_metric_calls": 0}, "max_metric_calls"),
+    ({"optimizer": "gepa", "max_metric_calls": 20, "reflection_minibatch_size": 0}, "reflection_minibatch_size"),
+    ({"optimizer": "gepa", "max_metric_calls": 20, "max_rounds": 2}, "max_rounds"),
+    ({"optimizer": "gepa", "max_metric_calls": 20, "max_labeled_demos": 2}, "max_labeled_demos"),
+    ({"optimizer": "gepa", "max_metric_calls": 20, "reflection_model": ""}, "reflection_model"),
+    ({"optimizer": "miprov2_light", "max_rounds": 2}, "max_rounds"),
+    ({"optimizer": "miprov2_light", "max_metric_calls": 20}, "max_metric_calls"),
+    ({"optimizer": "miprov2_light", "max_bootstrapped_demos": 0}, "max_bootstrapped_demos"),  # 8 labelled
+    ({"optimizer": "bootstrap_few_shot", "reflection_model": "up"}, "reflection_model"),
+    ({"optimizer": "labeled_few_shot", "max_bootstrapped_demos": 2}, "max_bootstrapped_demos"),
 ]
 
 
@@ -355,6 +480,9 @@ async def test_optimizing_needs_the_ai_and_write_scopes_and_a_known_model(env: E
     error = assert_error(
         await post(env, f"/programs/{prog['id']}/optimize", {**body, "model": "nope"}), 404, "not_found_error"
     )
+    assert error["details"]["model"] == "nope"
+    gepa = {**body, "optimizer": "gepa", "max_metric_calls": 20, "reflection_model": "nope"}
+    error = assert_error(await post(env, f"/programs/{prog['id']}/optimize", gepa), 404, "not_found_error")
     assert error["details"]["model"] == "nope"
     assert env.up.calls("chat") == []
     runs = assert_ok(await env.h.client.get("/api/v1/workflow/history", headers=env.alice))

@@ -399,16 +399,35 @@ async def _follow(runtime: Runtime, actor: Principal, run_id: str, *, show: bool
 def optimize(
     program: Annotated[str, typer.Argument(help="The program's id or name.")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="The dataset's id.")],
-    optimizer: Annotated[str, typer.Option(help="bootstrap_few_shot or labeled_few_shot.")] = "bootstrap_few_shot",
+    optimizer: Annotated[
+        str, typer.Option(help="bootstrap_few_shot, labeled_few_shot, miprov2_light or gepa.")
+    ] = "bootstrap_few_shot",
     seed: Annotated[int, typer.Option(help="The split's seed.")] = 0,
     max_model_calls: Annotated[int | None, typer.Option(help="The run's model-call budget.")] = None,
     model: Annotated[str | None, typer.Option(help="The gateway model.")] = None,
+    max_bootstrapped_demos: Annotated[
+        int | None, typer.Option(help="bootstrap_few_shot, miprov2_light: traces kept as demos (default 4).")
+    ] = None,
+    max_labeled_demos: Annotated[
+        int | None, typer.Option(help="bootstrap_few_shot, labeled_few_shot, miprov2_light: demos from train.")
+    ] = None,
+    max_rounds: Annotated[int | None, typer.Option(help="bootstrap_few_shot: passes over train (default 1).")] = None,
+    max_metric_calls: Annotated[
+        int | None, typer.Option(help="gepa: module runs its search may make (default: GEPA's light budget).")
+    ] = None,
+    reflection_model: Annotated[
+        str | None, typer.Option(help="gepa: the gateway model that reflects (default: --model).")
+    ] = None,
+    reflection_minibatch_size: Annotated[
+        int | None, typer.Option(help="gepa: examples per reflection (default 3).")
+    ] = None,
     deploy: Annotated[bool, typer.Option("--deploy/--no-deploy", help="Deploy the result if it is better.")] = True,
     follow: Annotated[bool, typer.Option("--follow/--no-follow", help="Show progress until the run ends.")] = True,
     api_key: ApiKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Optimize a program on a dataset: a workflow run; shows its progress and the scores."""
+    """Optimize a program on a dataset: a workflow run; shows its progress and the scores. An option
+    the chosen optimizer does not read is refused, naming it."""
     try:
         request = OptimizeRequest(
             dataset_id=dataset,
@@ -417,6 +436,12 @@ def optimize(
             max_model_calls=max_model_calls,
             model=model,
             deploy=deploy,
+            max_bootstrapped_demos=max_bootstrapped_demos,
+            max_labeled_demos=max_labeled_demos,
+            max_rounds=max_rounds,
+            max_metric_calls=max_metric_calls,
+            reflection_model=reflection_model,
+            reflection_minibatch_size=reflection_minibatch_size,
         )
     except ValueError as exc:
         fail(f"invalid option: {exc}")

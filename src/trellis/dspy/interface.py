@@ -107,6 +107,10 @@ class DSPyModuleInterface:
     def model(self) -> str:
         return str(self._lm.model).removeprefix("trellis/")
 
+    def error_of(self, exc: BaseException) -> TrellisError:
+        """What a run (or an optimizer working on this module) raised, as the product's error."""
+        return self._translate(exc, self.name)
+
     async def run(self, inputs: dict[str, Any]) -> tuple[dict[str, Any], float]:
         """(outputs, seconds); raises the product's errors."""
         started = time.perf_counter()

@@ -9,8 +9,9 @@
 * **Programs**: a named use of a module. Each optimization cycle that finishes adds a version:
   the compiled state with the dataset, split, optimizer, parameters, model and scores, signed (see
   ``optimize.py``). ``deployed_version`` is what ``run`` uses.
-* **Optimization** is a durable workflow run: ``start_optimization`` checks the request (budget
-  limits are 400s naming the field) and queues a run of the internal one-step workflow
+* **Optimization** is a durable workflow run: ``start_optimization`` checks the request (the
+  optimizer and the parameters it reads, the budget limits and the calls the optimizer is
+  estimated to make: 400s naming the field) and queues a run of the internal one-step workflow
   ``dspy.optimize``; the step calls ``optimize``, which runs the cycle, reports progress as run
   events, and stores the version — and, when asked, deploys it if it beats the deployed version
   on the held-out test split — in one transaction. A cycle that fails (an open breaker, the budget
@@ -59,6 +60,8 @@ from trellis.kit.ids import new_id
 from trellis.settings import DSPySettings
 
 if TYPE_CHECKING:
+    import dspy
+
     from trellis.dspy.interface import DSPyModuleInterface
     from trellis.dspy.service import DSPyService
     from trellis.kit.clock import Clock
@@ -107,6 +110,18 @@ def _examples_model(name: str, signature: Any) -> type[BaseModel]:
     for field_name, info in signature.output_fields.items():
         definitions[field_name] = (info.annotation | None, None)
     return create_model(f"{name}_example", __config__=ConfigDict(extra="forbid", strict=True), **definitions)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """An optimization request as checked: what the run uses."""
+
+    program: DSPyProgram
+    dataset: DSPyDataset
+    size: int
+    params: dict[str, Any]
+    estimate: int
+    budget: int
 
 
 def _not_found(kind: str, ident: str) -> NotFound:
@@ -425,9 +440,85 @@ class ProgramService:
             )
         return labels
 
-    async def _check(
-        self, principal: Principal, program_id: str, request: OptimizeRequest
-    ) -> tuple[DSPyProgram, DSPyDataset, int, int]:
+    def _optimizer_params(
+        self, request: OptimizeRequest, module: str, demos: int, sizes: Mapping[str, int]
+    ) -> dict[str, Any]:
+        """The parameters the chosen optimizer reads, defaults filled in; a parameter it does not
+        read is a 400 naming it, as is a combination it cannot run."""
+        from trellis.dspy.optimize import DEFAULTS, OPTIMIZERS, gepa_light_budget, miprov2_light_plan
+
+        optimizer = request.optimizer
+        reads = OPTIMIZERS[optimizer]
+        for name in sorted({n for names in OPTIMIZERS.values() for n in names} - set(reads)):
+            if getattr(request, name) is not None:
+                raise ValidationFailed.of(
+                    name,
+                    f"not a parameter of {optimizer} (it reads: {', '.join(reads)})",
+                    type="not_used_by_optimizer",
+                )
+        params: dict[str, Any] = {}
+        for name in reads:
+            value = getattr(request, name)
+            params[name] = value if value is not None else DEFAULTS.get(name)
+        if "max_labeled_demos" in params:
+            params["max_labeled_demos"] = demos
+        if optimizer not in ("miprov2_light", "gepa"):
+            return params
+        predictors = self._predictors(module)
+        if predictors == 0:
+            raise ValidationFailed.of(
+                "optimizer",
+                f"module {module!r} has no predictors: {optimizer} tunes predictors' instructions",
+                type="nothing_to_optimize",
+            )
+        params["predictors"] = predictors
+        if optimizer == "miprov2_light":
+            if params["max_bootstrapped_demos"] == 0 and params["max_labeled_demos"] > 0:
+                # MIPROv2 draws each bootstrapped set's size from 1..max_bootstrapped_demos.
+                raise ValidationFailed.of(
+                    "max_bootstrapped_demos",
+                    "miprov2_light needs at least 1 (or max_labeled_demos 0 too, for instructions only)",
+                    type="greater_than_equal",
+                )
+            plan = miprov2_light_plan(
+                sizes["train"], sizes["dev"], predictors, params["max_bootstrapped_demos"], params["max_labeled_demos"]
+            )
+            chosen = request.model or self._settings.default_model
+            params.update(
+                auto="light",
+                num_candidates=plan["candidates"],
+                num_instruction_candidates=plan["instruction_candidates"],
+                num_trials=plan["trials"],
+                valset="dev",
+            )
+        else:
+            if params["max_metric_calls"] is None:
+                params["max_metric_calls"] = gepa_light_budget(predictors, sizes["dev"])
+            chosen = params["reflection_model"] or request.model or self._settings.default_model
+            params["valset"] = "dev"
+        # The optimizer's own calls: which model (404 when unknown), and how long an answer.
+        name, model = self._dspy.gateway.resolve(chosen, "chat")
+        if optimizer == "gepa":
+            params["reflection_model"] = name
+        params["optimizer_model"] = name
+        params["optimizer_max_tokens"] = min(self._settings.optimizer_max_tokens, model.max_output_tokens)
+        return params
+
+    def _optimizer_lm(self, params: Mapping[str, Any]) -> dspy.LM | None:
+        """The LM of the optimizer's own calls (MIPROv2's proposals, GEPA's reflections): its model's
+        LM, answering up to ``optimizer_max_tokens`` (in ``params``); None for the other optimizers."""
+        if "optimizer_model" not in params:
+            return None
+        lm = self._dspy.lm_for(params["optimizer_model"])
+        copied: dspy.LM = lm.copy(max_tokens=params["optimizer_max_tokens"])
+        return copied
+
+    def _predictors(self, module: str) -> int:
+        """How many predictors (prompts an optimizer can tune) a fresh instance of the module has."""
+        instance: Any = self._dspy.registry.module(module)(self._dspy.deps())
+        return len(instance.predictors())
+
+    async def _check(self, principal: Principal, program_id: str, request: OptimizeRequest) -> _Request:
         from trellis.dspy.optimize import estimate_model_calls, split_examples
 
         if Scope.WRITE not in principal.scopes:
@@ -443,31 +534,38 @@ class ProgramService:
         self._dspy.check_scopes(principal, self._dspy.registry.module(program.module))
         if request.model is not None:
             self._dspy.gateway.resolve(request.model, "chat")  # 404 for an unknown model
-        size, _, budget = self._limits(request, dataset.size)
-        self._labels(request, program.module, dataset.examples)
+        size, demos, budget = self._limits(request, dataset.size)
+        labels = self._labels(request, program.module, dataset.examples)
         sizes = split_examples(size, request.seed).sizes
-        estimate = estimate_model_calls(sizes, request.optimizer, request.max_rounds)
+        params = self._optimizer_params(request, program.module, demos, sizes)
+        estimate = estimate_model_calls(sizes, request.optimizer, params, params.get("predictors", 1))
         if estimate > budget:
             raise ValidationFailed.of(
                 "max_model_calls",
                 f"this dataset and optimizer need up to {estimate} model calls; the budget is {budget}",
                 type="budget_too_small",
+                estimated_model_calls=estimate,
             )
-        return program, dataset, estimate, budget
+        params.update(metric="exact_match", metric_fields=labels, max_model_calls=budget)
+        if request.optimizer == "gepa":
+            params["metric"] = "exact_match_feedback"
+        return _Request(program, dataset, size, params, estimate, budget)
 
     async def start_optimization(
         self, principal: Principal, program_id: str, request: OptimizeRequest
     ) -> OptimizeStarted:
         """Check the request, then queue the cycle as a workflow run (202 with its id)."""
-        program, _, estimate, _ = await self._check(principal, program_id, request)
+        checked = await self._check(principal, program_id, request)
         if self._start_run is None:
             raise RuntimeError("optimization runs are not wired in this process (ProgramService.bind_runs)")
         run_id = await self._start_run(
             principal,
             optimize_definition(self._settings.optimize_timeout_seconds),
-            {"program_id": program.id, "request": request.model_dump(mode="json")},
+            {"program_id": checked.program.id, "request": request.model_dump(mode="json")},
         )
-        return OptimizeStarted(run_id=run_id, program_id=program.id, status="queued", estimated_model_calls=estimate)
+        return OptimizeStarted(
+            run_id=run_id, program_id=checked.program.id, status="queued", estimated_model_calls=checked.estimate
+        )
 
     async def optimize(
         self,
@@ -487,39 +585,31 @@ class ProgramService:
             return None
 
         emit = report or quiet
-        program, dataset, _, budget = await self._check(principal, program_id, request)
+        checked = await self._check(principal, program_id, request)
+        program, dataset, params = checked.program, checked.dataset, checked.params
         if run_id is not None:
             async with self._database.reader() as session:
                 done = await repo.version_of_run(session, program.id, run_id)
             if done is not None:
                 return await self._outcome_of(principal, program.id, done.version)
-        size, demos, _ = self._limits(request, dataset.size)
-        examples = list(dataset.examples)[:size]
-        labels = self._labels(request, program.module, examples)
-        guard = CallGuard(budget)
+        examples = list(dataset.examples)[: checked.size]
+        guard = CallGuard(checked.budget)
         interface = self._dspy.interface(
             principal, program.module, model=request.model, request_id=run_id, patient=True, guard=guard
         )
         inputs = list(self._dspy.registry.module(program.module).signature.input_fields)
-        params = {
-            "max_bootstrapped_demos": request.max_bootstrapped_demos,
-            "max_labeled_demos": demos,
-            "max_rounds": request.max_rounds,
-            "metric": "exact_match",
-            "metric_fields": labels,
-            "max_model_calls": budget,
-        }
         started = time.perf_counter()
         outcome = await run_optimization(
             interface,
             examples,
             inputs=inputs,
-            labels=labels,
+            labels=params["metric_fields"],
             optimizer=request.optimizer,
             params=params,
             seed=request.seed,
             guard=guard,
             report=emit,
+            optimizer_lm=self._optimizer_lm(params),
         )
         document = {
             "format": FORMAT,
@@ -534,6 +624,7 @@ class ProgramService:
             "scores": outcome.scores,
             "demos": outcome.demos,
             "model_calls": outcome.model_calls,
+            "estimated_model_calls": checked.estimate,
             "seconds": time.perf_counter() - started,
             "state": outcome.state,
         }
@@ -742,7 +833,8 @@ class FourPartOptimizationLoop:
         """``config``: ``module_class`` (a registered module), ``program`` (its name; created if
         new), ``test_data`` (labelled examples), ``output_fields`` (what the metric compares),
         ``optimization_objectives`` (kept in the dataset's name only: the metric is exact match),
-        ``seed``, ``optimizer``, ``max_model_calls``."""
+        ``seed``, ``optimizer``, ``optimizer_params`` (that optimizer's request parameters, e.g.
+        ``{"max_metric_calls": 40}`` for ``gepa``), ``max_model_calls``, ``model``."""
         started = time.perf_counter()
         programs = self._programs
         module = str(config["module_class"])
@@ -760,6 +852,8 @@ class FourPartOptimizationLoop:
             metric_fields=config.get("output_fields"),
             seed=int(config.get("seed", 0)),
             max_model_calls=config.get("max_model_calls"),
+            model=config.get("model"),
+            **dict(config.get("optimizer_params") or {}),
         )
         out = await programs.optimize(principal, program_id, request)
         return CycleResult(

@@ -138,17 +138,45 @@ class ProgramOut(BaseModel):
     versions: list[VersionOut] | None = Field(default=None, description="Every version (GET of one program).")
 
 
+OptimizerName = Literal["bootstrap_few_shot", "labeled_few_shot", "miprov2_light", "gepa"]
+
+
 class OptimizeRequest(RequestModel):
+    """One optimization cycle. The optimizer's own parameters are checked against it: one the
+    chosen optimizer does not use is a 400 naming it (never ignored)."""
+
     dataset_id: Annotated[str, StringConstraints(min_length=1, max_length=40)]
-    optimizer: Literal["bootstrap_few_shot", "labeled_few_shot"] = "bootstrap_few_shot"
+    optimizer: OptimizerName = Field(
+        default="bootstrap_few_shot",
+        description="bootstrap_few_shot (DSPy's BootstrapFewShot), labeled_few_shot (demos from train, no "
+        "model calls to compile), miprov2_light (MIPROv2, auto='light': instructions and demos searched with "
+        "Optuna) or gepa (GEPA: instructions evolved by a reflection model from the metric's feedback).",
+    )
     metric_fields: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None = Field(
         default=None, description="The output fields the exact-match metric compares (default: every labelled one)."
     )
-    max_bootstrapped_demos: Annotated[int, Field(ge=0, le=32)] = 4
-    max_labeled_demos: Annotated[int, Field(ge=0, le=32)] | None = Field(
-        default=None, description="Default (and at most): [dspy] max_demos."
+    max_bootstrapped_demos: Annotated[int, Field(ge=0, le=32)] | None = Field(
+        default=None, description="bootstrap_few_shot, miprov2_light: traces kept as demos (default 4)."
     )
-    max_rounds: Annotated[int, Field(ge=1, le=10)] = 1
+    max_labeled_demos: Annotated[int, Field(ge=0, le=32)] | None = Field(
+        default=None,
+        description="bootstrap_few_shot, labeled_few_shot, miprov2_light: demos straight from train. "
+        "Default (and at most): [dspy] max_demos.",
+    )
+    max_rounds: Annotated[int, Field(ge=1, le=10)] | None = Field(
+        default=None, description="bootstrap_few_shot: passes over train while bootstrapping (default 1)."
+    )
+    max_metric_calls: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
+        default=None,
+        description="gepa: the module runs GEPA's search may make (GEPA's max_metric_calls; default: its "
+        "'light' budget for this dataset).",
+    )
+    reflection_model: ModelName | None = Field(
+        default=None, description="gepa: the gateway model that reflects and proposes instructions (default: model)."
+    )
+    reflection_minibatch_size: Annotated[int, Field(ge=1, le=32)] | None = Field(
+        default=None, description="gepa: train examples shown to the reflection model per step (default 3)."
+    )
     max_examples: Annotated[int, Field(ge=5)] | None = Field(
         default=None,
         description="The most examples the run may use (a larger dataset is a 400, never cut silently); "

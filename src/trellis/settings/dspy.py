@@ -33,5 +33,8 @@ class DSPySettings(BaseModel):
     dataset_max_examples: Annotated[int, Field(gt=0, le=100_000)] = 5000
     optimize_max_examples: Annotated[int, Field(gt=0, le=100_000)] = 1000
     optimize_max_model_calls: Annotated[int, Field(gt=0, le=1_000_000)] = 2000
+    # The longest answer of an optimizer's own calls (MIPROv2's instruction proposals, GEPA's
+    # reflections: instructions, longer than a module's answers), capped at the model's max_output_tokens.
+    optimizer_max_tokens: Annotated[int, Field(gt=0)] = 512
     # How long one optimization run's step may take before the workflow engine cancels it.
     optimize_timeout_seconds: Annotated[float, Field(gt=0, le=86_400)] = 3600.0
