@@ -40,15 +40,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from trellis.auth.schemas import Principal
 from trellis.context.index import repository as repo
-from trellis.context.index.models import EmbeddingState
+from trellis.context.index.repository import RUNNING
 from trellis.context.index.schemas import ReindexOut
 from trellis.context.index.service import GatewayIndexer
-from trellis.context.index.state import RUNNING, STATE_ID, EmbeddingModels, read
+from trellis.context.index.state import EmbeddingModels
 from trellis.episodic.schemas import Door
 from trellis.gateway.service import CallContext, Gateway
 from trellis.kit.clock import Clock
@@ -119,7 +118,7 @@ class Reindexer:
     async def current(self) -> ReindexOut:
         models = await self._models.current()
         async with self._database.reader() as session:
-            return ReindexOut.of(await read(session), active=models.active)
+            return ReindexOut.of(await repo.read_state(session), active=models.active)
 
     async def start(self, actor: Principal, model: str | None, *, door: Door = "rest") -> ReindexOut:
         """Start re-embedding every context with ``model`` (the configured default when None)."""
@@ -131,27 +130,9 @@ class Reindexer:
         now = self._clock.now()
         async with self._database.transaction() as session:
             total = await repo.count_contexts(session)
-            result = await session.execute(
-                update(EmbeddingState)
-                .where(EmbeddingState.id == STATE_ID, EmbeddingState.status != RUNNING)
-                .values(
-                    status=RUNNING,
-                    job_id=new_id("rdx"),
-                    target_model=target,
-                    previous_model=EmbeddingState.active_model,
-                    requested_by=actor.user_id,
-                    total=total,
-                    done=0,
-                    cursor="",
-                    error=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    started_at=now,
-                    updated_at=now,
-                    finished_at=None,
-                )
+            started = await repo.start_job(
+                session, job_id=new_id("rdx"), target=target, requested_by=actor.user_id, total=total, now=now
             )
-            started = bool(result.rowcount)  # type: ignore[attr-defined]
         if not started:
             running = await self.current()
             raise Conflict(
@@ -255,38 +236,23 @@ class Reindexer:
     async def _claim(self) -> _Job | None:
         now = self._clock.now().timestamp()
         async with self._database.transaction() as session:
-            row = await read(session)
+            row = await repo.read_state(session)
             if row is None or row.status != RUNNING or row.target_model is None or row.job_id is None:
                 return None
             held = row.lease_owner not in (None, self.worker_id) and (row.lease_expires_at or 0.0) > now
             if held:
                 return None
-            result = await session.execute(
-                update(EmbeddingState)
-                .where(
-                    EmbeddingState.id == STATE_ID,
-                    EmbeddingState.job_id == row.job_id,
-                    EmbeddingState.status == RUNNING,
-                    # Compare-and-set on the lease as read: two claimants, one winner.
-                    EmbeddingState.lease_owner.is_(None)
-                    if row.lease_owner is None
-                    else EmbeddingState.lease_owner == row.lease_owner,
-                )
-                .values(lease_owner=self.worker_id, lease_expires_at=now + self.lease_seconds)
+            claimed = await repo.claim_lease(
+                session,
+                job_id=row.job_id,
+                held_by=row.lease_owner,
+                worker_id=self.worker_id,
+                expires_at=now + self.lease_seconds,
             )
-            if not result.rowcount:  # type: ignore[attr-defined]
+            if not claimed:
                 return None
             self._holding = True
             return _Job(row.job_id, row.target_model, row.cursor or "")
-
-    def _fence(self, job: _Job) -> tuple[ColumnElement[bool], ...]:
-        """The fence on every write of a running job: this process still holds its lease."""
-        return (
-            EmbeddingState.id == STATE_ID,
-            EmbeddingState.job_id == job.job_id,
-            EmbeddingState.status == RUNNING,
-            EmbeddingState.lease_owner == self.worker_id,
-        )
 
     async def _advance(self, job: _Job) -> bool:
         """Store the cursor and progress, renewing the lease; False when this process lost the job."""
@@ -294,18 +260,16 @@ class Reindexer:
         async with self._database.transaction() as session:
             total = await repo.count_contexts(session)
             done = await repo.count_contexts(session, after=job.cursor) if job.cursor else 0
-            result = await session.execute(
-                update(EmbeddingState)
-                .where(*self._fence(job))
-                .values(
-                    cursor=job.cursor,
-                    total=total,
-                    done=done,
-                    updated_at=now,
-                    lease_expires_at=now.timestamp() + self.lease_seconds,
-                )
+            return await repo.advance_job(
+                session,
+                job_id=job.job_id,
+                worker_id=self.worker_id,
+                cursor=job.cursor,
+                total=total,
+                done=done,
+                now=now,
+                expires_at=now.timestamp() + self.lease_seconds,
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def _switch(self, job: _Job) -> bool | None:
         """Make the target the active model, in one transaction that also checks no context lacks a
@@ -315,22 +279,10 @@ class Reindexer:
             if await repo.lacking_after(session, job.target, "", 1):
                 return None
             total = await repo.count_contexts(session)
-            result = await session.execute(
-                update(EmbeddingState)
-                .where(*self._fence(job))
-                .values(
-                    active_model=job.target,
-                    status="done",
-                    total=total,
-                    done=total,
-                    cursor=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    updated_at=now,
-                    finished_at=now,
-                )
+            switched = await repo.finish_job(
+                session, job_id=job.job_id, worker_id=self.worker_id, target=job.target, total=total, now=now
             )
-            if not result.rowcount:  # type: ignore[attr-defined]
+            if not switched:
                 return False
         removed = await repo.delete_other_models(self._database, job.target)
         log.info("context_reindex_done", model=job.target, contexts=total, old_vectors_removed=removed)
@@ -339,22 +291,7 @@ class Reindexer:
     async def _fail(self, job: _Job, error: str) -> None:
         now = self._clock.now()
         async with self._database.transaction() as session:
-            await session.execute(
-                update(EmbeddingState)
-                .where(
-                    EmbeddingState.id == STATE_ID,
-                    EmbeddingState.job_id == job.job_id,
-                    EmbeddingState.lease_owner == self.worker_id,
-                )
-                .values(
-                    status="failed",
-                    error=error,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    updated_at=now,
-                    finished_at=now,
-                )
-            )
+            await repo.fail_job(session, job_id=job.job_id, worker_id=self.worker_id, error=error, now=now)
         log.warning("context_reindex_failed", model=job.target, error=error)
 
     async def release(self) -> None:
@@ -363,11 +300,7 @@ class Reindexer:
             return
         self._holding = False
         async with self._database.transaction() as session:
-            await session.execute(
-                update(EmbeddingState)
-                .where(EmbeddingState.id == STATE_ID, EmbeddingState.lease_owner == self.worker_id)
-                .values(lease_owner=None, lease_expires_at=None)
-            )
+            await repo.release_lease(session, self.worker_id)
 
     # --- the background task -----------------------------------------------------------------------
 

@@ -13,17 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from trellis.context.index import repository as repo
-from trellis.context.index.models import EmbeddingState
 from trellis.gateway.service import Gateway
 from trellis.kit.errors import TrellisError
 from trellis.storage.database import Database
-
-STATE_ID = "context"
-RUNNING = "running"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +52,9 @@ class EmbeddingModels:
     async def current(self) -> Models:
         """The active model (pinned on first use) and the running reindex's target."""
         async with self._database.reader() as session:
-            row = await read(session)
+            row = await repo.read_state(session)
         if row is not None and row.active_model is not None:
-            return Models(row.active_model, row.target_model if row.status == RUNNING else None)
+            return Models(row.active_model, row.target_model if row.status == repo.RUNNING else None)
         return Models(await self._pin(), None)
 
     async def active(self) -> str | None:
@@ -73,19 +66,4 @@ class EmbeddingModels:
             chosen = await repo.most_common_model(session) or self.configured()
             if chosen is None:
                 return None
-            row = await read(session)
-            if row is None:  # the row the migration made is gone: make it again
-                session.add(EmbeddingState(id=STATE_ID, active_model=chosen, status="idle", total=0, done=0))
-                return chosen
-            await session.execute(
-                update(EmbeddingState)
-                .where(EmbeddingState.id == STATE_ID, EmbeddingState.active_model.is_(None))
-                .values(active_model=chosen)
-            )
-            row = await read(session)
-        return row.active_model if row is not None and row.active_model else chosen
-
-
-async def read(session: AsyncSession) -> EmbeddingState | None:
-    result = await session.execute(select(EmbeddingState).where(EmbeddingState.id == STATE_ID))
-    return result.scalar_one_or_none()
+            return await repo.pin_active_model(session, chosen) or chosen
