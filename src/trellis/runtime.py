@@ -30,6 +30,7 @@ from trellis.context.index.auto import AutoVectorIndex
 from trellis.context.index.base import VectorIndex
 from trellis.context.index.reindex import Reindexer
 from trellis.context.index.service import GatewayIndexer
+from trellis.context.index.state import EmbeddingModels
 from trellis.context.ingest.service import IngestService
 from trellis.context.search.service import ContextSearch
 from trellis.context.service import ContextService
@@ -180,6 +181,7 @@ class Runtime:
         await self.outbound.aclose()
         await self.reindexer.stop()  # mid-batch if need be: what is stored stays, the lease is given back
         await self.indexer.stop()  # embeds what is still queued: needs the gateway, the log and the database
+        await self.indexer.models.aclose()
         await self.logs.stop()  # writes every queued log row (the indexer's included): needs the database
         await self.gateway.providers.aclose()
         await self.limiter.close()
@@ -201,15 +203,19 @@ def build_redis(settings: Settings) -> Redis | None:
     )
 
 
-def build_auth_epoch(settings: Settings, redis: Redis | None, database: Database, clock: Clock) -> AuthEpoch:
-    """Where processes sharing this database learn that access was taken away (see auth/cache.py)."""
+def build_auth_epoch(
+    settings: Settings, redis: Redis | None, database: Database, clock: Clock, name: str = "auth"
+) -> AuthEpoch:
+    """Where processes sharing this database learn that access was taken away (see auth/cache.py),
+    or, under another ``name``, that something else they cache changed (``embedding``: the active
+    embedding model, see context/index/state.py)."""
     if redis is not None:
-        return RedisAuthEpoch(redis, f"{settings.redis_key_prefix}auth:epoch")
+        return RedisAuthEpoch(redis, f"{settings.redis_key_prefix}{name}:epoch")
     url = make_url(settings.resolved_database_url)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return FileAuthEpoch(Path(f"{url.database}.auth-epoch"))
+        return FileAuthEpoch(Path(f"{url.database}.{name}-epoch"))
     if url.get_backend_name() == "postgresql" and settings.auth_cache_listen:
-        return PostgresAuthEpoch(database, asyncpg_dsn(url), clock)
+        return PostgresAuthEpoch(database, asyncpg_dsn(url), clock, channel=f"trellis_{name}_epoch")
     return NoAuthEpoch()
 
 
@@ -246,7 +252,11 @@ def build_runtime(
     # first use); contexts are embedded through the gateway as they are written.
     use_one_blas_thread()  # exact scoring: one BLAS thread per search, not a spinning pool per process
     vector_index = AutoVectorIndex(database, ef_search=settings.context.vector_ef_search)
-    indexer = GatewayIndexer(database, gateway, vector_index, clock)
+    # The active embedding model, read on every search and indexing batch: cached under an epoch.
+    models = EmbeddingModels(
+        database, gateway, epoch=build_auth_epoch(settings, redis, database, clock, "embedding"), clock=clock
+    )
+    indexer = GatewayIndexer(database, gateway, vector_index, clock, models=models)
     context = ContextService(database, settings, clock, indexer)
     ingest = IngestService(
         database,

@@ -5,8 +5,9 @@ A reindex re-embeds every context with a *target* model beside the vectors of th
 (``context_embeddings`` holds a vector per context and model, migration 0015). Until it completes,
 searches embed their query with the active model and rank only its vectors; the indexer gives every
 context written meanwhile vectors of both models. When every context has a current vector of the
-target model, one statement makes it the active model (and ends the job), so every process's next
-search uses it; the old model's vectors are deleted after. Two models' vectors are never in one
+target model, one statement makes it the active model (and ends the job), then the embedding epoch
+moves, so every process's next search uses it (``trellis.context.index.state``); the old model's
+vectors are deleted after. Two models' vectors are never in one
 ranking, and no search sees a half-embedded store.
 
 Starting (``start``, admins only): the model must exist in the gateway and be able to embed (400
@@ -140,6 +141,7 @@ class Reindexer:
                 f"({running.done} of {running.total} contexts); wait for it to finish",
                 details={"job_id": running.job_id, "target_model": running.target_model},
             )
+        await self._models.changed()  # every process's indexer now writes the target's vectors too
         log.info("context_reindex_started", model=target, contexts=total, by=actor.user_id)
         self.wake()
         return await self.current()
@@ -284,6 +286,7 @@ class Reindexer:
             )
             if not switched:
                 return False
+        await self._models.changed()  # every process's searches now use the target
         removed = await repo.delete_other_models(self._database, job.target)
         log.info("context_reindex_done", model=job.target, contexts=total, old_vectors_removed=removed)
         return True
@@ -292,6 +295,7 @@ class Reindexer:
         now = self._clock.now()
         async with self._database.transaction() as session:
             await repo.fail_job(session, job_id=job.job_id, worker_id=self.worker_id, error=error, now=now)
+        await self._models.changed()
         log.warning("context_reindex_failed", model=job.target, error=error)
 
     async def release(self) -> None:
