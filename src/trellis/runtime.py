@@ -37,6 +37,7 @@ from trellis.context.service import ContextService
 from trellis.dashboard.service import DashboardSessions
 from trellis.dspy.programs import ProgramService, program_key
 from trellis.dspy.service import DSPyService
+from trellis.episodic.schemas import CallRecord
 from trellis.episodic.service import EpisodicLogService
 from trellis.episodic.writer import EpisodicLogWriter
 from trellis.events.base import DASHBOARD, EventBus, MessageType, message, user_topic
@@ -246,7 +247,8 @@ def build_runtime(
     auth = AuthService(database, settings, jwt_secret, clock, build_auth_epoch(settings, redis, database, clock))
     logs = EpisodicLogWriter(database, clock, retention_days=settings.gateway.log_retention_days)
     registry = CollectorRegistry()
-    gateway = build_gateway(settings, clock, redis, logs, registry, sleep=sleep, jitter=jitter)
+    usage = UsageMeter()  # the metric history's usage: every call record the gateway makes
+    gateway = build_gateway(settings, clock, redis, logs, registry, sleep=sleep, jitter=jitter, on_call=usage.record)
     logs.on_drop = lambda reason, count: gateway.metrics.log_dropped.labels(reason).inc(count)
     # Semantic search: vectors in the database, searched exactly in-process or by pgvector (chosen on
     # first use); contexts are embedded through the gateway as they are written.
@@ -304,7 +306,7 @@ def build_runtime(
     dspy_programs.bind_runs(workflow_parts.start_internal_run)
     system_metrics = SystemMetricsService(registry, clock)
     monitoring = build_monitoring(
-        settings, clock, database, registry, gateway, indexer, bus, workflow_parts, system_metrics
+        settings, clock, database, registry, usage, indexer, bus, workflow_parts, system_metrics
     )
     return Runtime(
         settings,
@@ -373,7 +375,7 @@ def build_monitoring(
     clock: Clock,
     database: Database,
     registry: CollectorRegistry,
-    gateway: Gateway,
+    usage: UsageMeter,
     indexer: GatewayIndexer,
     bus: EventBus,
     workflow_parts: WorkflowParts,
@@ -382,8 +384,6 @@ def build_monitoring(
     """The collector samples this process (usage from the gateway's call records, gauges from probes)
     and publishes each sample's headline numbers to the dashboard feed; the evaluator publishes alert
     state changes there and to the rule owner's feed."""
-    usage = UsageMeter()
-    gateway.on_call = usage.record
     live = LiveMetrics(registry)
     data_dir_gauge(registry, settings.data_dir)
 
@@ -608,6 +608,7 @@ def build_gateway(
     *,
     sleep: Callable[[float], Awaitable[None]] | None = None,
     jitter: Callable[[], float] | None = None,
+    on_call: Callable[[CallRecord], None] | None = None,
 ) -> Gateway:
     tuning = settings.gateway
     breaker: CircuitBreaker
@@ -639,4 +640,5 @@ def build_gateway(
         sleep=sleep,
         jitter=jitter,
         embeddings=embeddings,
+        on_call=on_call,
     )
