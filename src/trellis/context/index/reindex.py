@@ -259,19 +259,9 @@ class Reindexer:
     async def _advance(self, job: _Job) -> bool:
         """Store the cursor and progress, renewing the lease; False when this process lost the job."""
         now = self._clock.now()
+        expires_at = now.timestamp() + self.lease_seconds
         async with self._database.transaction() as session:
-            total = await repo.count_contexts(session)
-            done = await repo.count_contexts(session, after=job.cursor) if job.cursor else 0
-            return await repo.advance_job(
-                session,
-                job_id=job.job_id,
-                worker_id=self.worker_id,
-                cursor=job.cursor,
-                total=total,
-                done=done,
-                now=now,
-                expires_at=now.timestamp() + self.lease_seconds,
-            )
+            return await repo.advance_job(session, job.job_id, self.worker_id, job.cursor, now, expires_at)
 
     async def _switch(self, job: _Job) -> bool | None:
         """Make the target the active model, in one transaction that also checks no context lacks a

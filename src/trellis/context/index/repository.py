@@ -308,17 +308,12 @@ def _fence(job_id: str, worker_id: str) -> tuple[ColumnElement[bool], ...]:
 
 
 async def advance_job(
-    session: AsyncSession,
-    *,
-    job_id: str,
-    worker_id: str,
-    cursor: str,
-    total: int,
-    done: int,
-    now: datetime,
-    expires_at: float,
+    session: AsyncSession, job_id: str, worker_id: str, cursor: str, now: datetime, expires_at: float
 ) -> bool:
-    """Store the cursor and progress and renew the lease, fenced. False: the lease was lost."""
+    """Store the cursor and the progress (contexts up to it, of all) and renew the lease, fenced.
+    False: the lease was lost."""
+    total = await count_contexts(session)
+    done = await count_contexts(session, after=cursor) if cursor else 0
     result = await session.execute(
         update(EmbeddingState)
         .where(*_fence(job_id, worker_id))
