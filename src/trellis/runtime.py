@@ -30,12 +30,14 @@ from trellis.context.index.auto import AutoVectorIndex
 from trellis.context.index.base import VectorIndex
 from trellis.context.index.reindex import Reindexer
 from trellis.context.index.service import GatewayIndexer
+from trellis.context.index.state import EmbeddingModels
 from trellis.context.ingest.service import IngestService
 from trellis.context.search.service import ContextSearch
 from trellis.context.service import ContextService
 from trellis.dashboard.service import DashboardSessions
 from trellis.dspy.programs import ProgramService, program_key
 from trellis.dspy.service import DSPyService
+from trellis.episodic.schemas import CallRecord
 from trellis.episodic.service import EpisodicLogService
 from trellis.episodic.writer import EpisodicLogWriter
 from trellis.events.base import DASHBOARD, EventBus, MessageType, message, user_topic
@@ -180,6 +182,7 @@ class Runtime:
         await self.outbound.aclose()
         await self.reindexer.stop()  # mid-batch if need be: what is stored stays, the lease is given back
         await self.indexer.stop()  # embeds what is still queued: needs the gateway, the log and the database
+        await self.indexer.models.aclose()
         await self.logs.stop()  # writes every queued log row (the indexer's included): needs the database
         await self.gateway.providers.aclose()
         await self.limiter.close()
@@ -201,15 +204,19 @@ def build_redis(settings: Settings) -> Redis | None:
     )
 
 
-def build_auth_epoch(settings: Settings, redis: Redis | None, database: Database, clock: Clock) -> AuthEpoch:
-    """Where processes sharing this database learn that access was taken away (see auth/cache.py)."""
+def build_auth_epoch(
+    settings: Settings, redis: Redis | None, database: Database, clock: Clock, name: str = "auth"
+) -> AuthEpoch:
+    """Where processes sharing this database learn that access was taken away (see auth/cache.py),
+    or, under another ``name``, that something else they cache changed (``embedding``: the active
+    embedding model, see context/index/state.py)."""
     if redis is not None:
-        return RedisAuthEpoch(redis, f"{settings.redis_key_prefix}auth:epoch")
+        return RedisAuthEpoch(redis, f"{settings.redis_key_prefix}{name}:epoch")
     url = make_url(settings.resolved_database_url)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return FileAuthEpoch(Path(f"{url.database}.auth-epoch"))
+        return FileAuthEpoch(Path(f"{url.database}.{name}-epoch"))
     if url.get_backend_name() == "postgresql" and settings.auth_cache_listen:
-        return PostgresAuthEpoch(database, asyncpg_dsn(url), clock)
+        return PostgresAuthEpoch(database, asyncpg_dsn(url), clock, channel=f"trellis_{name}_epoch")
     return NoAuthEpoch()
 
 
@@ -240,13 +247,18 @@ def build_runtime(
     auth = AuthService(database, settings, jwt_secret, clock, build_auth_epoch(settings, redis, database, clock))
     logs = EpisodicLogWriter(database, clock, retention_days=settings.gateway.log_retention_days)
     registry = CollectorRegistry()
-    gateway = build_gateway(settings, clock, redis, logs, registry, sleep=sleep, jitter=jitter)
+    usage = UsageMeter()  # the metric history's usage: every call record the gateway makes
+    gateway = build_gateway(settings, clock, redis, logs, registry, sleep=sleep, jitter=jitter, on_call=usage.record)
     logs.on_drop = lambda reason, count: gateway.metrics.log_dropped.labels(reason).inc(count)
     # Semantic search: vectors in the database, searched exactly in-process or by pgvector (chosen on
     # first use); contexts are embedded through the gateway as they are written.
     use_one_blas_thread()  # exact scoring: one BLAS thread per search, not a spinning pool per process
     vector_index = AutoVectorIndex(database, ef_search=settings.context.vector_ef_search)
-    indexer = GatewayIndexer(database, gateway, vector_index, clock)
+    # The active embedding model, read on every search and indexing batch: cached under an epoch.
+    models = EmbeddingModels(
+        database, gateway, epoch=build_auth_epoch(settings, redis, database, clock, "embedding"), clock=clock
+    )
+    indexer = GatewayIndexer(database, gateway, vector_index, clock, models=models)
     context = ContextService(database, settings, clock, indexer)
     ingest = IngestService(
         database,
@@ -294,7 +306,7 @@ def build_runtime(
     dspy_programs.bind_runs(workflow_parts.start_internal_run)
     system_metrics = SystemMetricsService(registry, clock)
     monitoring = build_monitoring(
-        settings, clock, database, registry, gateway, indexer, bus, workflow_parts, system_metrics
+        settings, clock, database, registry, usage, indexer, bus, workflow_parts, system_metrics
     )
     return Runtime(
         settings,
@@ -363,7 +375,7 @@ def build_monitoring(
     clock: Clock,
     database: Database,
     registry: CollectorRegistry,
-    gateway: Gateway,
+    usage: UsageMeter,
     indexer: GatewayIndexer,
     bus: EventBus,
     workflow_parts: WorkflowParts,
@@ -372,8 +384,6 @@ def build_monitoring(
     """The collector samples this process (usage from the gateway's call records, gauges from probes)
     and publishes each sample's headline numbers to the dashboard feed; the evaluator publishes alert
     state changes there and to the rule owner's feed."""
-    usage = UsageMeter()
-    gateway.on_call = usage.record
     live = LiveMetrics(registry)
     data_dir_gauge(registry, settings.data_dir)
 
@@ -598,6 +608,7 @@ def build_gateway(
     *,
     sleep: Callable[[float], Awaitable[None]] | None = None,
     jitter: Callable[[], float] | None = None,
+    on_call: Callable[[CallRecord], None] | None = None,
 ) -> Gateway:
     tuning = settings.gateway
     breaker: CircuitBreaker
@@ -629,4 +640,5 @@ def build_gateway(
         sleep=sleep,
         jitter=jitter,
         embeddings=embeddings,
+        on_call=on_call,
     )

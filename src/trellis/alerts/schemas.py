@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from trellis.alerts.models import AlertEvent, AlertInstance, AlertRule, AlertSilence
+from trellis.kit.pagination import Page
 from trellis.kit.requests import RequestModel
 
 Op = Literal[">", ">=", "<", "<="]
@@ -253,9 +254,8 @@ class AlertEventOut(BaseModel):
         )
 
 
-class AlertEventPage(BaseModel):
-    items: list[AlertEventOut]
-    next_cursor: str | None
+class AlertEventPage(Page[AlertEventOut]):
+    pass
 
 
 class EventFilters(BaseModel):

@@ -182,7 +182,7 @@ def context_list(
         )
         actor = await acting(runtime, api_key)
         rows, next_cursor = await runtime.context.list_page(actor, query)
-        return ContextPage(items=[ContextOut.of(row) for row in rows], next_cursor=next_cursor)
+        return ContextPage.of(rows, next_cursor, ContextOut.of)
 
     page = run(work)
     if as_json:

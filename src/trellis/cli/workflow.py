@@ -707,7 +707,7 @@ def workflow_history(
     async def work(runtime: Runtime) -> RunPage:
         actor = await acting(runtime, api_key)
         rows, next_cursor = await runtime.workflows.history(actor, filters)
-        return RunPage(items=[RunOut.of(row) for row in rows], next_cursor=next_cursor)
+        return RunPage.of(rows, next_cursor, RunOut.of)
 
     page = run(work)
     if as_json:

@@ -126,7 +126,7 @@ async def list_contexts(
         owner=owner,
     )
     rows, next_cursor = await runtime.context.list_page(principal, query)
-    return ok(ContextPage(items=[ContextOut.of(row) for row in rows], next_cursor=next_cursor))
+    return ok(ContextPage.of(rows, next_cursor, ContextOut.of))
 
 
 @router.post(

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from trellis.context.models import Context, ContextRelationship
 from trellis.kit.clock import as_utc
 from trellis.kit.errors import ValidationFailed
+from trellis.kit.pagination import Page
 from trellis.kit.requests import RequestModel
 from trellis.storage.metadata_filter import MetadataFilter
 
@@ -111,9 +112,8 @@ class ContextOut(BaseModel):
         )
 
 
-class ContextPage(BaseModel):
-    items: list[ContextOut]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last one.")
+class ContextPage(Page[ContextOut]):
+    pass
 
 
 class RelationshipOut(BaseModel):

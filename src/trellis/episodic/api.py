@@ -43,7 +43,7 @@ async def list_logs(
         cursor=cursor,
     )
     rows, next_cursor = await runtime.episodic.list(principal, filters)
-    return ok(LogPage(items=[LogOut.model_validate(row) for row in rows], next_cursor=next_cursor))
+    return ok(LogPage.of(rows, next_cursor, LogOut.model_validate))
 
 
 @router.get("/{log_id}", summary="One model call")

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from trellis.kit.pagination import Page
+
 # "indexer": embeddings the context store computes for semantic search (trellis.context.index.service).
 # Which door a model call came through; the one definition (the gateway and every service take it).
 Door = Literal["rest", "openai", "graphql", "cli", "workflow", "dspy", "indexer", "ws"]
@@ -80,9 +82,8 @@ class LogOut(BaseModel):
     module: str | None = None
 
 
-class LogPage(BaseModel):
-    items: list[LogOut]
-    next_cursor: str | None
+class LogPage(Page[LogOut]):
+    pass
 
 
 @dataclass(frozen=True, slots=True)

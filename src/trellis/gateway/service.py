@@ -152,7 +152,9 @@ class Gateway:
         sleep: Callable[[float], Awaitable[None]] | None = None,
         jitter: Callable[[], float] | None = None,
         embeddings: EmbeddingCache | None = None,
+        on_call: Callable[[CallRecord], None] | None = None,
     ) -> None:
+        """``on_call`` also gets every call record (the runtime gives the metric history's usage meter)."""
         self._settings = settings
         self._models = settings.all_models()
         self._aliases = {alias: name for name, m in self._models.items() for alias in m.aliases}
@@ -162,8 +164,7 @@ class Gateway:
         self._embeddings = embeddings or EmbeddingCache.from_settings(settings.gateway, clock)
         self._logs = logs
         self.metrics = metrics
-        # Every call record also goes here (the runtime sets it: the metric history's usage meter).
-        self.on_call: Callable[[CallRecord], None] | None = None
+        self._on_call = on_call
         self._clock = clock
         self._retry = RetryPolicy.from_settings(settings.gateway)
         self._sleep = sleep
@@ -754,8 +755,8 @@ class Gateway:
             fallback_from=parts.fallback_from,
             module=ctx.module,
         )
-        if self.on_call is not None:
-            self.on_call(record)
+        if self._on_call is not None:
+            self._on_call(record)
         self._logs.submit(record)
 
 

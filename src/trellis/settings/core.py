@@ -61,9 +61,9 @@ class Settings(BaseSettings):
     redis_key_prefix: str = "trellis:"
     redis_timeout_seconds: Annotated[float, Field(gt=0, le=10)] = 0.25
     # On PostgreSQL without Redis, each process LISTENs for "access was taken away" notifications so
-    # it can cache credentials (trellis.auth.cache.PostgresAuthEpoch). LISTEN needs a session of its
-    # own: behind PgBouncer in transaction mode turn this off (then every request reads the
-    # database) or set redis_url.
+    # it can cache credentials (trellis.auth.cache.PostgresAuthEpoch), and for "the embedding model
+    # changed" (trellis.context.index.state). LISTEN needs a session of its own: behind PgBouncer in
+    # transaction mode turn this off (then every request reads the database) or set redis_url.
     auth_cache_listen: bool = True
 
     host: str = "127.0.0.1"

@@ -221,7 +221,7 @@ async def history(
         owner=owner,
     )
     rows, next_cursor = await runtime.workflows.history(principal, filters)
-    return ok(RunPage(items=[RunOut.of(row) for row in rows], next_cursor=next_cursor))
+    return ok(RunPage.of(rows, next_cursor, RunOut.of))
 
 
 # Hooks go before /{run_id}/...: "hooks" is not a run id.

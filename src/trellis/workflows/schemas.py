@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field
 
+from trellis.kit.pagination import Page
 from trellis.kit.requests import RequestModel
 from trellis.workflows.definition import NAME_PATTERN
 from trellis.workflows.models import N8nConnection, Workflow, WorkflowEvent, WorkflowHook, WorkflowRun, WorkflowStep
@@ -60,9 +61,8 @@ class WorkflowSummary(BaseModel):
     updated_at: datetime
 
 
-class WorkflowPage(BaseModel):
-    items: list[WorkflowSummary]
-    next_cursor: str | None
+class WorkflowPage(Page[WorkflowSummary]):
+    pass
 
 
 class WorkflowDeleted(BaseModel):
@@ -155,9 +155,8 @@ class ExecuteOut(RunOut):
     created: bool = Field(description="False when an earlier request with this idempotency key made the run.")
 
 
-class RunPage(BaseModel):
-    items: list[RunOut]
-    next_cursor: str | None
+class RunPage(Page[RunOut]):
+    pass
 
 
 class EventOut(BaseModel):

@@ -9,20 +9,25 @@ batch (``work(max_batches=...)``); a batch stopped that way keeps its lease, as 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from tests.auth.support import assert_error, assert_ok, field_names
 from tests.conftest import ADMIN_KEY, Harness
 from tests.gateway.upstream import FakeUpstream
+from trellis.auth.cache import PostgresAuthEpoch
 from trellis.context.index.models import ContextEmbedding
 from trellis.context.index.reindex import Reindexer
+from trellis.runtime import build_runtime
+from trellis.settings import Settings
 
 API = "/api/context"
 REINDEX = f"{API}/reindex"
@@ -67,18 +72,21 @@ async def no_wait(_: float) -> None:
     return None
 
 
-@pytest.fixture
-async def h(make_harness: Callable[..., Any], database_url: str, upstream: FakeUpstream) -> AsyncIterator[Harness]:
-    upstream.reset()
+def settings(upstream: FakeUpstream, database_url: str) -> dict[str, Any]:
+    """The harness's settings (a second runtime on its database is made with them too)."""
     models = {
         "old": embedder(upstream, "old-embed"),
         "new": embedder(upstream, "new-embed", aliases=["new-alias"]),
         # Configured, able to embed on paper, but nothing answers at its address.
         "broken": {**embedder(upstream, "old-embed"), "base_url": "http://127.0.0.1:9/v1"},
     }
-    async with make_harness(
-        database_url=database_url, models=models, gateway={"default_embed_model": "old"}, sleep=no_wait
-    ) as harness:
+    return {"database_url": database_url, "models": models, "gateway": {"default_embed_model": "old"}}
+
+
+@pytest.fixture
+async def h(make_harness: Callable[..., Any], database_url: str, upstream: FakeUpstream) -> AsyncIterator[Harness]:
+    upstream.reset()
+    async with make_harness(sleep=no_wait, **settings(upstream, database_url)) as harness:
         harness.runtime.reindexer.batch_size = BATCH
         yield harness
 
@@ -379,3 +387,75 @@ async def test_the_active_model_is_pinned_so_a_config_change_alone_changes_nothi
         async with h.runtime.database.session() as session:
             count = (await session.execute(select(func.count()).select_from(ContextEmbedding))).scalar_one()
         assert count == len(made)
+
+
+# --- the active model is cached under an epoch: no read of the state row on a warm search ---------
+
+
+def state_reads(h: Harness) -> list[str]:
+    """Statements that touch ``context_embedding_state`` from now on."""
+    statements: list[str] = []
+
+    @event.listens_for(h.runtime.database.engine.sync_engine, "before_cursor_execute")
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "context_embedding_state" in statement:
+            statements.append(statement)
+
+    return statements
+
+
+@asynccontextmanager
+async def change_arrives(h: Harness) -> AsyncIterator[None]:
+    """Around another process's change: on PostgreSQL the embedding epoch is pushed (NOTIFY), so wait
+    until the notification has reached this process. The file and Redis epochs are read per search."""
+    epoch = h.runtime.indexer.models.epoch
+    if isinstance(epoch, PostgresAuthEpoch):
+        epoch.notified.clear()
+    yield
+    if isinstance(epoch, PostgresAuthEpoch):
+        await asyncio.wait_for(epoch.notified.wait(), timeout=10)
+
+
+async def test_a_warm_search_does_not_read_the_embedding_state(h: Harness, alice: dict[str, str]) -> None:
+    made = await load(h, alice, TEXTS[:3])
+    await semantic(h, alice, "warming up")
+    reads = state_reads(h)
+    for query in ("ink", "salt", "maps"):
+        assert_scored_by(await semantic(h, alice, query), "old-embed", query, made)
+        hybrid = assert_ok(await h.client.get(f"{API}/search", params={"query": query}, headers=alice))
+        assert hybrid["model"] == "old"
+    assert reads == []
+    # A reindex started in this process is seen at once (its writes get the target's vectors too).
+    await h.runtime.reindexer.stop()
+    assert_ok(await h.client.post(REINDEX, json={"model": "new"}, headers=ADMIN), 202)
+    made.update(await load(h, alice, ["Note 10: lanterns"]))
+    assert set(await vectors(h)) == {"old", "new"}
+    assert len(reads) > 0
+
+
+async def test_a_switch_made_by_another_process_is_seen_by_searches(
+    h: Harness,
+    alice: dict[str, str],
+    upstream: FakeUpstream,
+    database_url: str,
+    make_settings: Callable[..., Settings],
+) -> None:
+    await h.runtime.reindexer.stop()  # the other process works the reindex
+    made = await load(h, alice, TEXTS[:4])
+    assert_scored_by(await semantic(h, alice, "bells"), "old-embed", "bells", made)  # cached: old
+    other = build_runtime(make_settings(**settings(upstream, database_url)))  # the CLI, another replica
+    try:
+        async with change_arrives(h):
+            await other.reindexer.start(h.admin, "new", door="cli")
+        # Started elsewhere: this process's writes now get the target's vectors too.
+        fresh = await load(h, alice, ["Note 10: lanterns"])
+        assert set(fresh) <= (await vectors(h))["new"]
+        made.update(fresh)
+        async with change_arrives(h):
+            assert await other.reindexer.work()
+    finally:
+        await other.close()
+    assert (await status(h))["active_model"] == "new"
+    after = await semantic(h, alice, "bells")
+    assert after["model"] == "new"
+    assert_scored_by(after, "new-embed", "bells", made)

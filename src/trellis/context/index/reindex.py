@@ -5,8 +5,9 @@ A reindex re-embeds every context with a *target* model beside the vectors of th
 (``context_embeddings`` holds a vector per context and model, migration 0015). Until it completes,
 searches embed their query with the active model and rank only its vectors; the indexer gives every
 context written meanwhile vectors of both models. When every context has a current vector of the
-target model, one statement makes it the active model (and ends the job), so every process's next
-search uses it; the old model's vectors are deleted after. Two models' vectors are never in one
+target model, one statement makes it the active model (and ends the job), then the embedding epoch
+moves, so every process's next search uses it (``trellis.context.index.state``); the old model's
+vectors are deleted after. Two models' vectors are never in one
 ranking, and no search sees a half-embedded store.
 
 Starting (``start``, admins only): the model must exist in the gateway and be able to embed (400
@@ -40,15 +41,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from trellis.auth.schemas import Principal
 from trellis.context.index import repository as repo
-from trellis.context.index.models import EmbeddingState
+from trellis.context.index.repository import RUNNING
 from trellis.context.index.schemas import ReindexOut
 from trellis.context.index.service import GatewayIndexer
-from trellis.context.index.state import RUNNING, STATE_ID, EmbeddingModels, read
+from trellis.context.index.state import EmbeddingModels
 from trellis.episodic.schemas import Door
 from trellis.gateway.service import CallContext, Gateway
 from trellis.kit.clock import Clock
@@ -119,7 +119,7 @@ class Reindexer:
     async def current(self) -> ReindexOut:
         models = await self._models.current()
         async with self._database.reader() as session:
-            return ReindexOut.of(await read(session), active=models.active)
+            return ReindexOut.of(await repo.read_state(session), active=models.active)
 
     async def start(self, actor: Principal, model: str | None, *, door: Door = "rest") -> ReindexOut:
         """Start re-embedding every context with ``model`` (the configured default when None)."""
@@ -131,27 +131,9 @@ class Reindexer:
         now = self._clock.now()
         async with self._database.transaction() as session:
             total = await repo.count_contexts(session)
-            result = await session.execute(
-                update(EmbeddingState)
-                .where(EmbeddingState.id == STATE_ID, EmbeddingState.status != RUNNING)
-                .values(
-                    status=RUNNING,
-                    job_id=new_id("rdx"),
-                    target_model=target,
-                    previous_model=EmbeddingState.active_model,
-                    requested_by=actor.user_id,
-                    total=total,
-                    done=0,
-                    cursor="",
-                    error=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    started_at=now,
-                    updated_at=now,
-                    finished_at=None,
-                )
+            started = await repo.start_job(
+                session, job_id=new_id("rdx"), target=target, requested_by=actor.user_id, total=total, now=now
             )
-            started = bool(result.rowcount)  # type: ignore[attr-defined]
         if not started:
             running = await self.current()
             raise Conflict(
@@ -159,6 +141,7 @@ class Reindexer:
                 f"({running.done} of {running.total} contexts); wait for it to finish",
                 details={"job_id": running.job_id, "target_model": running.target_model},
             )
+        await self._models.changed()  # every process's indexer now writes the target's vectors too
         log.info("context_reindex_started", model=target, contexts=total, by=actor.user_id)
         self.wake()
         return await self.current()
@@ -255,57 +238,30 @@ class Reindexer:
     async def _claim(self) -> _Job | None:
         now = self._clock.now().timestamp()
         async with self._database.transaction() as session:
-            row = await read(session)
+            row = await repo.read_state(session)
             if row is None or row.status != RUNNING or row.target_model is None or row.job_id is None:
                 return None
             held = row.lease_owner not in (None, self.worker_id) and (row.lease_expires_at or 0.0) > now
             if held:
                 return None
-            result = await session.execute(
-                update(EmbeddingState)
-                .where(
-                    EmbeddingState.id == STATE_ID,
-                    EmbeddingState.job_id == row.job_id,
-                    EmbeddingState.status == RUNNING,
-                    # Compare-and-set on the lease as read: two claimants, one winner.
-                    EmbeddingState.lease_owner.is_(None)
-                    if row.lease_owner is None
-                    else EmbeddingState.lease_owner == row.lease_owner,
-                )
-                .values(lease_owner=self.worker_id, lease_expires_at=now + self.lease_seconds)
+            claimed = await repo.claim_lease(
+                session,
+                job_id=row.job_id,
+                held_by=row.lease_owner,
+                worker_id=self.worker_id,
+                expires_at=now + self.lease_seconds,
             )
-            if not result.rowcount:  # type: ignore[attr-defined]
+            if not claimed:
                 return None
             self._holding = True
             return _Job(row.job_id, row.target_model, row.cursor or "")
 
-    def _fence(self, job: _Job) -> tuple[ColumnElement[bool], ...]:
-        """The fence on every write of a running job: this process still holds its lease."""
-        return (
-            EmbeddingState.id == STATE_ID,
-            EmbeddingState.job_id == job.job_id,
-            EmbeddingState.status == RUNNING,
-            EmbeddingState.lease_owner == self.worker_id,
-        )
-
     async def _advance(self, job: _Job) -> bool:
         """Store the cursor and progress, renewing the lease; False when this process lost the job."""
         now = self._clock.now()
+        expires_at = now.timestamp() + self.lease_seconds
         async with self._database.transaction() as session:
-            total = await repo.count_contexts(session)
-            done = await repo.count_contexts(session, after=job.cursor) if job.cursor else 0
-            result = await session.execute(
-                update(EmbeddingState)
-                .where(*self._fence(job))
-                .values(
-                    cursor=job.cursor,
-                    total=total,
-                    done=done,
-                    updated_at=now,
-                    lease_expires_at=now.timestamp() + self.lease_seconds,
-                )
-            )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            return await repo.advance_job(session, job.job_id, self.worker_id, job.cursor, now, expires_at)
 
     async def _switch(self, job: _Job) -> bool | None:
         """Make the target the active model, in one transaction that also checks no context lacks a
@@ -315,23 +271,12 @@ class Reindexer:
             if await repo.lacking_after(session, job.target, "", 1):
                 return None
             total = await repo.count_contexts(session)
-            result = await session.execute(
-                update(EmbeddingState)
-                .where(*self._fence(job))
-                .values(
-                    active_model=job.target,
-                    status="done",
-                    total=total,
-                    done=total,
-                    cursor=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    updated_at=now,
-                    finished_at=now,
-                )
+            switched = await repo.finish_job(
+                session, job_id=job.job_id, worker_id=self.worker_id, target=job.target, total=total, now=now
             )
-            if not result.rowcount:  # type: ignore[attr-defined]
+            if not switched:
                 return False
+        await self._models.changed()  # every process's searches now use the target
         removed = await repo.delete_other_models(self._database, job.target)
         log.info("context_reindex_done", model=job.target, contexts=total, old_vectors_removed=removed)
         return True
@@ -339,22 +284,8 @@ class Reindexer:
     async def _fail(self, job: _Job, error: str) -> None:
         now = self._clock.now()
         async with self._database.transaction() as session:
-            await session.execute(
-                update(EmbeddingState)
-                .where(
-                    EmbeddingState.id == STATE_ID,
-                    EmbeddingState.job_id == job.job_id,
-                    EmbeddingState.lease_owner == self.worker_id,
-                )
-                .values(
-                    status="failed",
-                    error=error,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    updated_at=now,
-                    finished_at=now,
-                )
-            )
+            await repo.fail_job(session, job_id=job.job_id, worker_id=self.worker_id, error=error, now=now)
+        await self._models.changed()
         log.warning("context_reindex_failed", model=job.target, error=error)
 
     async def release(self) -> None:
@@ -363,11 +294,7 @@ class Reindexer:
             return
         self._holding = False
         async with self._database.transaction() as session:
-            await session.execute(
-                update(EmbeddingState)
-                .where(EmbeddingState.id == STATE_ID, EmbeddingState.lease_owner == self.worker_id)
-                .values(lease_owner=None, lease_expires_at=None)
-            )
+            await repo.release_lease(session, self.worker_id)
 
     # --- the background task -----------------------------------------------------------------------
 

@@ -1,16 +1,18 @@
 """The SQL of the vector index that both implementations share: writing vectors (refusing stale
-ones), deleting them, and the ids a search's filters allow."""
+ones), deleting them, and the ids a search's filters allow; the indexer's reads; and the embedding
+state with the reindex job (its lease-fenced writes)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, and_, func, or_, select, text
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trellis.context.index.base import VectorEntry, VectorFilter
-from trellis.context.index.models import ContextEmbedding
+from trellis.context.index.models import ContextEmbedding, EmbeddingState
 from trellis.context.models import Context
 from trellis.kit.vector_math import as_vector, pg_vector_literal, to_blob
 from trellis.storage.database import Database
@@ -221,3 +223,151 @@ async def most_common_model(session: AsyncSession) -> str | None:
         .limit(1)
     )
     return (await session.execute(statement)).scalar_one_or_none()
+
+
+# --- the embedding state and the reindex job (``context_embedding_state``, one row) ---------------
+
+STATE_ID = "context"
+RUNNING = "running"
+
+
+async def read_state(session: AsyncSession) -> EmbeddingState | None:
+    result = await session.execute(select(EmbeddingState).where(EmbeddingState.id == STATE_ID))
+    return result.scalar_one_or_none()
+
+
+async def pin_active_model(session: AsyncSession, model: str) -> str | None:
+    """Make ``model`` the active model unless one already is (another process may have pinned one
+    meanwhile: that one stays). Returns the active model after."""
+    row = await read_state(session)
+    if row is None:  # the row the migration made is gone: make it again
+        session.add(EmbeddingState(id=STATE_ID, active_model=model, status="idle", total=0, done=0))
+        return model
+    await session.execute(
+        update(EmbeddingState)
+        .where(EmbeddingState.id == STATE_ID, EmbeddingState.active_model.is_(None))
+        .values(active_model=model)
+    )
+    row = await read_state(session)
+    return row.active_model if row is not None else None
+
+
+async def start_job(
+    session: AsyncSession, *, job_id: str, target: str, requested_by: str, total: int, now: datetime
+) -> bool:
+    """Start a job unless one runs (a compare-and-set on the status). Returns whether it started."""
+    result = await session.execute(
+        update(EmbeddingState)
+        .where(EmbeddingState.id == STATE_ID, EmbeddingState.status != RUNNING)
+        .values(
+            status=RUNNING,
+            job_id=job_id,
+            target_model=target,
+            previous_model=EmbeddingState.active_model,
+            requested_by=requested_by,
+            total=total,
+            done=0,
+            cursor="",
+            error=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            started_at=now,
+            updated_at=now,
+            finished_at=None,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def claim_lease(
+    session: AsyncSession, *, job_id: str, held_by: str | None, worker_id: str, expires_at: float
+) -> bool:
+    """Take the running job's lease from ``held_by`` (as read; None: nobody). Returns whether won."""
+    result = await session.execute(
+        update(EmbeddingState)
+        .where(
+            EmbeddingState.id == STATE_ID,
+            EmbeddingState.job_id == job_id,
+            EmbeddingState.status == RUNNING,
+            # Compare-and-set on the lease as read: two claimants, one winner.
+            EmbeddingState.lease_owner.is_(None) if held_by is None else EmbeddingState.lease_owner == held_by,
+        )
+        .values(lease_owner=worker_id, lease_expires_at=expires_at)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _fence(job_id: str, worker_id: str) -> tuple[ColumnElement[bool], ...]:
+    """The fence on every write of a running job: ``worker_id`` still holds its lease."""
+    return (
+        EmbeddingState.id == STATE_ID,
+        EmbeddingState.job_id == job_id,
+        EmbeddingState.status == RUNNING,
+        EmbeddingState.lease_owner == worker_id,
+    )
+
+
+async def advance_job(
+    session: AsyncSession, job_id: str, worker_id: str, cursor: str, now: datetime, expires_at: float
+) -> bool:
+    """Store the cursor and the progress (contexts up to it, of all) and renew the lease, fenced.
+    False: the lease was lost."""
+    total = await count_contexts(session)
+    done = await count_contexts(session, after=cursor) if cursor else 0
+    result = await session.execute(
+        update(EmbeddingState)
+        .where(*_fence(job_id, worker_id))
+        .values(cursor=cursor, total=total, done=done, updated_at=now, lease_expires_at=expires_at)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def finish_job(
+    session: AsyncSession, *, job_id: str, worker_id: str, target: str, total: int, now: datetime
+) -> bool:
+    """Make ``target`` the active model and end the job, fenced. False: the lease was lost."""
+    result = await session.execute(
+        update(EmbeddingState)
+        .where(*_fence(job_id, worker_id))
+        .values(
+            active_model=target,
+            status="done",
+            total=total,
+            done=total,
+            cursor=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+            finished_at=now,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def fail_job(session: AsyncSession, *, job_id: str, worker_id: str, error: str, now: datetime) -> None:
+    """Mark the job failed with ``error`` (while ``worker_id`` holds its lease) and free the lease."""
+    await session.execute(
+        update(EmbeddingState)
+        .where(
+            EmbeddingState.id == STATE_ID,
+            EmbeddingState.job_id == job_id,
+            EmbeddingState.lease_owner == worker_id,
+        )
+        .values(
+            status="failed",
+            error=error,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+            finished_at=now,
+        )
+    )
+
+
+async def release_lease(session: AsyncSession, worker_id: str) -> None:
+    """Give back the lease ``worker_id`` holds, if it does."""
+    await session.execute(
+        update(EmbeddingState)
+        .where(EmbeddingState.id == STATE_ID, EmbeddingState.lease_owner == worker_id)
+        .values(lease_owner=None, lease_expires_at=None)
+    )

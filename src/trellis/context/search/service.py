@@ -13,9 +13,10 @@ Retrievers
 
     ``semantic``: the query is embedded with the *active* embedding model
     (``trellis.context.index.state``) and the vector index returns the nearest contexts among that
-    model's vectors, by cosine similarity. The active model is read from the database on every
-    search: while a reindex to another model runs, searches keep using the old model and its
-    vectors, and they switch together when it completes; a ranking never holds two models' vectors.
+    model's vectors, by cosine similarity. The active model comes from the database, cached in
+    process under an epoch that the reindex moves (``trellis.context.index.state``): while a
+    reindex to another model runs, searches keep using the old model and its vectors, and they
+    switch when it completes; a ranking never holds two models' vectors.
 
 Fusion
     ``hybrid`` runs both concurrently, each to a depth of ``max(2 * limit, 50)`` (at most 200),
