@@ -23,11 +23,17 @@ question in each mode through ``GET /api/context/search`` and prints, per mode a
 * latency p50/p95 of the search request (in process, through the ASGI app: HTTP routing,
   validation and JSON included, no socket).
 
+With ``--rerank`` every mode is asked twice, as it is and with ``rerank=true`` (rows ``MODE+rr``: the
+cross-encoder reorders the best ``[context] rerank_depth`` fused candidates), in the same run on the
+same ingested store; the reranker's own time per query (``rerank.milliseconds`` in each answer, p50
+and p95) is printed beside the request latency.
+
 Document-level: a hit counts for its document (its ``source``) whatever chunk it is; the ranking of
 documents is the order of their first hit (unless the service answers per document itself).
 
     .venv/bin/python bench/retrieval_quality.py                 # SQLite, every split, every mode
     .venv/bin/python bench/retrieval_quality.py --split dev     # what levers are tuned on
+    .venv/bin/python bench/retrieval_quality.py --modes hybrid --rerank   # hybrid with and without the reranker
     .venv/bin/python bench/retrieval_quality.py --postgres postgresql://postgres@127.0.0.1:5432/postgres
 
 Results are saved to ``bench/results/retrieval_quality-<UTC time>.json``.
@@ -151,6 +157,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         name = mode if group == "context" else f"{mode}/doc"
                         params = extra if group == "context" else {**extra, "group": group}
                         report["modes"][name] = await evaluate(client, headers, questions, mode, params)
+                        if args.rerank:
+                            reranked = {**params, "rerank": "true"}
+                            report["modes"][f"{name}+rr"] = await evaluate(client, headers, questions, mode, reranked)
                 if args.tune:
                     report["tuning"] = await tune(client, headers, load_questions("dev"))
     finally:
@@ -181,6 +190,7 @@ async def evaluate(
 ) -> dict[str, Any]:
     per_kind: dict[str, list[dict[str, float]]] = defaultdict(list)
     latencies: list[float] = []
+    reranking: list[float] = []  # the reranker's own time per query, as each answer reports it
     misses: list[dict[str, Any]] = []
     for q in questions:
         params = {"query": q["question"], "mode": mode, "limit": FETCH, **extra}
@@ -189,7 +199,12 @@ async def evaluate(
         latencies.append((time.perf_counter() - began) * 1000)
         if response.status_code != 200:
             raise SystemExit(f"search failed: {response.status_code} {response.text[:500]}")
-        ranking = document_ranking(response.json()["data"]["items"])
+        data = response.json()["data"]
+        if extra.get("rerank") == "true":
+            if not data["rerank"]["applied"]:
+                raise SystemExit(f"the reranker was not applied: {data['rerank']['reason']}")
+            reranking.append(data["rerank"]["milliseconds"])
+        ranking = document_ranking(data["items"])
         s = score(ranking, q["relevant"])
         per_kind[q["kind"]].append(s)
         per_kind["all"].append(s)
@@ -201,11 +216,20 @@ async def evaluate(
         kind: {metric: round(statistics.fmean(s[metric] for s in rows), 3) for metric in rows[0]} | {"n": len(rows)}
         for kind, rows in per_kind.items()
     }
-    return {
+    out: dict[str, Any] = {
         "metrics": table,
         "latency_ms": {"p50": round(percentile(latencies, 50), 1), "p95": round(percentile(latencies, 95), 1)},
         "misses": misses,
     }
+    if reranking:
+        # The first query loads the model: its time is the load's, not a query's.
+        steady = reranking[1:] or reranking
+        out["rerank_ms"] = {
+            "first": reranking[0],
+            "p50": round(percentile(steady, 50), 1),
+            "p95": round(percentile(steady, 95), 1),
+        }
+    return out
 
 
 async def tune(client: Any, headers: dict[str, str], questions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -254,7 +278,10 @@ def print_report(report: dict[str, Any]) -> None:
         f"\n{report['questions']} questions (split {report['split']}), {report['documents']} documents, "
         f"{report['contexts']} contexts"
     )
-    print(f"{'mode':13} {'kind':15} {'n':>3} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR@10':>7}   latency p50/p95 ms")
+    print(
+        f"{'mode':13} {'kind':15} {'n':>3} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR@10':>7}   latency p50/p95 ms"
+        "   (+rr: of which reranking p50/p95)"
+    )
     splits = ["", "dev:", "test:"] if report["split"] == "all" else [""]
     for prefix in splits:
         if prefix:
@@ -270,6 +297,8 @@ def _print_rows(report: dict[str, Any], prefix: str) -> None:
                 continue
             timing = result["latency_ms"]
             lat = f"   {timing['p50']}/{timing['p95']}" if kind == "all" and not prefix else ""
+            if lat and "rerank_ms" in result:
+                lat += f"   ({result['rerank_ms']['p50']}/{result['rerank_ms']['p95']})"
             print(
                 f"{mode:9} {kind:15} {m['n']:>3} {m['R@1']:6.3f} {m['R@5']:6.3f} {m['R@10']:6.3f} "
                 f"{m['MRR@10']:7.3f}{lat}"
@@ -291,6 +320,9 @@ def main() -> None:
         help="ask for a hit per context (the default) and/or per document (group=document, shown as MODE/doc)",
     )
     parser.add_argument("--tune", action="store_true", help="also try fusion parameters on the dev split")
+    parser.add_argument(
+        "--rerank", action="store_true", help="ask every mode also with rerank=true (rows MODE+rr), same run"
+    )
     parser.add_argument("--misses", action="store_true", help="print the questions missed at 5")
     parser.add_argument("--label", default="", help="a name for this run in the saved JSON")
     args = parser.parse_args()
@@ -300,6 +332,15 @@ def main() -> None:
     report["settings"] = args.settings
     report["params"] = args.params
     print_report(report)
+    reranked = {mode: result for mode, result in report["modes"].items() if "rerank_ms" in result}
+    for mode, result in reranked.items():
+        base = report["modes"][mode.removesuffix("+rr")]["latency_ms"]
+        timing, own = result["latency_ms"], result["rerank_ms"]
+        print(
+            f"{mode}: request p50 {base['p50']} -> {timing['p50']} ms, p95 {base['p95']} -> {timing['p95']} ms; "
+            f"the reranker itself p50 {own['p50']} ms, p95 {own['p95']} ms (first query, model load included: "
+            f"{own['first']} ms)"
+        )
     if args.misses:
         for mode, result in report["modes"].items():
             for miss in result["misses"]:
