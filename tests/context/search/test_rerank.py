@@ -57,7 +57,7 @@ def order(result: dict[str, Any]) -> list[str]:
 
 
 async def test_the_packaged_cross_encoder_scores_answers_above_non_answers() -> None:
-    model_path, tokenizer_path = packaged_files()
+    model_path, _ = packaged_files()
     assert model_path.stat().st_size > 20_000_000  # the weights, not a pointer to a download
     encoder = CrossEncoder()
     assert encoder.status().report() == {"ok": True, "loaded": False, "model": PACKAGED_MODEL}
@@ -81,11 +81,12 @@ async def test_a_missing_model_file_is_reported_and_remembered(tmp_path: Path) -
     _, tokenizer_path = packaged_files()
     encoder = CrossEncoder(model_path=tmp_path / "missing.onnx", tokenizer_path=tokenizer_path)
     status = encoder.status()
-    assert status.ok is False and status.loaded is False
+    assert status.ok is False
+    assert status.loaded is False
     assert "missing.onnx" in (status.error or "")
-    with pytest.raises(RerankerUnavailable, match="missing.onnx"):
+    with pytest.raises(RerankerUnavailable, match=r"missing\.onnx"):
         await encoder.scores(QUESTION, [ANSWER])
-    with pytest.raises(RerankerUnavailable, match="missing.onnx"):  # remembered, not retried
+    with pytest.raises(RerankerUnavailable, match=r"missing\.onnx"):  # remembered, not retried
         await encoder.scores(QUESTION, [ANSWER])
     assert encoder.loads == 0
 
@@ -212,7 +213,8 @@ async def test_a_reranker_that_fails_to_load_leaves_search_answering(
         assert ready["degraded"] == ["reranker"]
         assert ready["failing"] == []
         check = ready["checks"]["reranker"]
-        assert check["ok"] is False and "broken.onnx" in check["error"], check
+        assert check["ok"] is False, check
+        assert "broken.onnx" in check["error"], check
 
 
 async def test_a_missing_model_file_shows_in_ready_before_any_query(
