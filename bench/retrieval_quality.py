@@ -162,6 +162,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             report["modes"][f"{name}+rr"] = await evaluate(client, headers, questions, mode, reranked)
                 if args.tune:
                     report["tuning"] = await tune(client, headers, load_questions("dev"))
+                if args.tune_rerank:
+                    depth = runtime.settings.context.rerank_depth
+                    report["rerank_tuning"] = await tune_rerank(client, headers, load_questions("dev"), depth)
     finally:
         if database_name is not None:
             await runtime.database.dispose()
@@ -273,6 +276,68 @@ async def tune(client: Any, headers: dict[str, str], questions: Sequence[dict[st
     return results
 
 
+def blend(fused: Sequence[str], reranked: dict[str, float], depth: int, weight: float, k: int = 20) -> list[str]:
+    """The fused order with its best ``depth`` reordered by ``weight / (k + fused rank) + 1 / (k + rerank
+    rank)`` (weight 0: by the cross-encoder alone, as the service does); the rest follow."""
+    head = [cid for cid in fused[:depth] if cid in reranked]
+    by_model = {cid: rank for rank, cid in enumerate(sorted(head, key=lambda c: -reranked[c]), start=1)}
+    fused_rank = {cid: rank for rank, cid in enumerate(head, start=1)}
+    order = sorted(head, key=lambda c: (-(weight / (k + fused_rank[c]) + 1 / (k + by_model[c])), fused_rank[c]))
+    return order + [cid for cid in fused if cid not in by_model]
+
+
+async def tune_rerank(
+    client: Any, headers: dict[str, str], questions: Sequence[dict[str, Any]], depth: int
+) -> list[dict[str, Any]]:
+    """How deep to rerank and how much of the fused order to keep, tried on the dev questions only: each
+    question is asked once fused and once reranked to ``[context] rerank_depth`` (run with a large one,
+    e.g. 50); shallower depths and blends are computed here from those scores (a pair's score does not
+    depend on the other candidates). Prints the best few by R@5, then MRR@10, per grouping."""
+    from trellis.context.search.service import fuse_documents
+
+    rows: list[tuple[dict[str, Any], list[str], dict[str, float], dict[str, str]]] = []
+    for q in questions:
+        params = {"query": q["question"], "mode": "hybrid", "limit": 100}
+        fused_items = (await client.get("/api/context/search", params=params, headers=headers)).json()["data"]["items"]
+        data = (await client.get("/api/context/search", params={**params, "rerank": "true"}, headers=headers)).json()
+        scores = {i["context"]["id"]: i["rerank_score"] for i in data["data"]["items"] if i["rerank_score"] is not None}
+        sources = {i["context"]["id"]: i["context"]["source"] for i in fused_items}
+        rows.append((q, [i["context"]["id"] for i in fused_items], scores, sources))
+    results: list[dict[str, Any]] = []
+    for d in sorted({5, 10, 15, 20, 30, 40, 50, depth}):
+        if d > depth:
+            continue
+        for weight in (0.0, 0.5, 1.0, 2.0, 4.0):
+            for group in ("context", "document"):
+                scored = []
+                for q, fused, scores, sources in rows:
+                    order = blend(fused, scores, d, weight)
+                    if group == "context":
+                        ranking = document_ranking([{"context": {"source": sources[c]}} for c in order])
+                    else:
+                        ranked = [(c, 1.0 / (20 + r)) for r, c in enumerate(order, start=1)]
+                        ranking = [key for key, _, _ in fuse_documents(ranked, sources, decay=0.5)]
+                    scored.append(score(ranking, q["relevant"]))
+                mean = {m: round(statistics.fmean(r[m] for r in scored), 3) for m in scored[0]}
+                para = [r for (q, *_), r in zip(rows, scored, strict=True) if q["kind"] == "paraphrase"]
+                mean["para_R@5"] = round(statistics.fmean(r["R@5"] for r in para), 3)
+                results.append({"depth": d, "fused_weight": weight, "group": group, **mean})
+    for group in ("context", "document"):
+        print(f"\nrerank tuning on {len(questions)} dev questions, group={group}: best by R@5, then MRR@10")
+        ranked_results = sorted(
+            (r for r in results if r["group"] == group), key=lambda r: (-r["R@5"], -r["MRR@10"], -r["R@1"])
+        )
+        for r in ranked_results[:10]:
+            print(
+                f"  depth={r['depth']:<3} fused_weight={r['fused_weight']:<4} R@1={r['R@1']:.3f} R@5={r['R@5']:.3f} "
+                f"R@10={r['R@10']:.3f} MRR@10={r['MRR@10']:.3f} paraphrase R@5={r['para_R@5']:.3f}"
+            )
+        for r in results:
+            if r["group"] == group and r["depth"] == depth and r["fused_weight"] == 0.0:
+                print(f"  (as served, depth={depth} alone: R@5={r['R@5']:.3f} MRR@10={r['MRR@10']:.3f})")
+    return results
+
+
 def print_report(report: dict[str, Any]) -> None:
     print(
         f"\n{report['questions']} questions (split {report['split']}), {report['documents']} documents, "
@@ -320,6 +385,12 @@ def main() -> None:
         help="ask for a hit per context (the default) and/or per document (group=document, shown as MODE/doc)",
     )
     parser.add_argument("--tune", action="store_true", help="also try fusion parameters on the dev split")
+    parser.add_argument(
+        "--tune-rerank",
+        action="store_true",
+        help="also try rerank depths and blends with the fused order on the dev split (set a large "
+        "rerank_depth with --settings)",
+    )
     parser.add_argument(
         "--rerank", action="store_true", help="ask every mode also with rerank=true (rows MODE+rr), same run"
     )
