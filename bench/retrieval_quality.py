@@ -276,23 +276,23 @@ async def tune(client: Any, headers: dict[str, str], questions: Sequence[dict[st
     return results
 
 
-def blend(fused: Sequence[str], reranked: dict[str, float], depth: int, weight: float, k: int = 20) -> list[str]:
-    """The fused order with its best ``depth`` reordered by ``weight / (k + fused rank) + 1 / (k + rerank
-    rank)`` (weight 0: by the cross-encoder alone, as the service does); the rest follow."""
+def blend(fused: Sequence[str], reranked: dict[str, float], depth: int, weight: float) -> list[str]:
+    """The fused order with its best ``depth`` reordered as the service does (``blend_rerank``)."""
+    from trellis.context.search.service import blend_rerank
+
     head = [cid for cid in fused[:depth] if cid in reranked]
-    by_model = {cid: rank for rank, cid in enumerate(sorted(head, key=lambda c: -reranked[c]), start=1)}
-    fused_rank = {cid: rank for rank, cid in enumerate(head, start=1)}
-    order = sorted(head, key=lambda c: (-(weight / (k + fused_rank[c]) + 1 / (k + by_model[c])), fused_rank[c]))
-    return order + [cid for cid in fused if cid not in by_model]
+    order = blend_rerank(head, reranked, fused_weight=weight)
+    return order + [cid for cid in fused if cid not in set(head)]
 
 
 async def tune_rerank(
     client: Any, headers: dict[str, str], questions: Sequence[dict[str, Any]], depth: int
 ) -> list[dict[str, Any]]:
-    """How deep to rerank and how much of the fused order to keep, tried on the dev questions only: each
-    question is asked once fused and once reranked to ``[context] rerank_depth`` (run with a large one,
-    e.g. 50); shallower depths and blends are computed here from those scores (a pair's score does not
-    depend on the other candidates). Prints the best few by R@5, then MRR@10, per grouping."""
+    """How deep to rerank and how much of the fused order to keep (``rerank_fused_weight``), tried on the
+    dev questions only: each question is asked once fused and once reranked to ``[context] rerank_depth``
+    (run with a large one, e.g. 50); shallower depths and blends are computed here from those scores (a
+    pair's score does not depend on the other candidates). Prints the best few by R@5, then MRR@10, per
+    grouping."""
     from trellis.context.search.service import fuse_documents
 
     rows: list[tuple[dict[str, Any], list[str], dict[str, float], dict[str, str]]] = []
@@ -333,8 +333,8 @@ async def tune_rerank(
                 f"R@10={r['R@10']:.3f} MRR@10={r['MRR@10']:.3f} paraphrase R@5={r['para_R@5']:.3f}"
             )
         for r in results:
-            if r["group"] == group and r["depth"] == depth and r["fused_weight"] == 0.0:
-                print(f"  (as served, depth={depth} alone: R@5={r['R@5']:.3f} MRR@10={r['MRR@10']:.3f})")
+            if r["group"] == group and r["depth"] == 20 and r["fused_weight"] == 1.0:
+                print(f"  (the default, depth=20 fused_weight=1.0: R@5={r['R@5']:.3f} MRR@10={r['MRR@10']:.3f})")
     return results
 
 

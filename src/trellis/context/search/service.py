@@ -33,9 +33,13 @@ UI searching again, an agent retrying) skips the embedding model, and the episod
 call was answered from the cache.
 
 Reranking (``rerank``, opt-in per query): after fusion, a cross-encoder scores the query against each
-of the best ``[context] rerank_depth`` candidates (30) and they are reordered by its score; the rest
-follow in their fused order. Each reranked hit carries ``rerank_score``; ``score`` stays the fused
-score. Per document, documents are then fused from the reranked order (by rank, ``1 / (k + rank)``).
+of the best ``[context] rerank_depth`` candidates (20) and they are reordered by
+``rerank_fused_weight / (k + fused rank) + 1 / (k + the cross-encoder's rank)`` (weight 1.0: its
+ranking and the fused one count alike; 0: the cross-encoder's alone), the rest following in their
+fused order (``blend_rerank``; depth and weight chosen on the dev split of
+``bench/retrieval_quality.py``). Each reranked hit carries ``rerank_score`` (the model's logit);
+``score`` stays the fused score. Per document, documents are then fused from the reranked order (by
+rank, ``1 / (k + rank)``).
 It costs one model run per candidate (``trellis.context.search.rerank``: tens of milliseconds each on
 a CPU). A reranker that cannot load does not fail the search: the fused order is answered and
 ``rerank`` says why it was not applied.
@@ -60,7 +64,7 @@ from trellis.context.index.state import EmbeddingModels
 from trellis.context.models import Context
 from trellis.context.search import repository as repo
 from trellis.context.search.keyword import DEFAULT_BUDGET, Candidates, KeywordRetriever
-from trellis.context.search.rerank import DEFAULT_DEPTH, CrossEncoder, RerankerUnavailable
+from trellis.context.search.rerank import DEFAULT_DEPTH, DEFAULT_FUSED_WEIGHT, CrossEncoder, RerankerUnavailable
 from trellis.context.search.schemas import (
     DocumentRef,
     Grouping,
@@ -146,6 +150,18 @@ def fuse(
     return sorted(scores.items(), key=lambda item: (-item[1], best[item[0]], positions[item[0]], item[0]))
 
 
+def blend_rerank(head: Sequence[str], scores: dict[str, float], *, fused_weight: float, k: int = RRF_K) -> list[str]:
+    """``head`` (candidate ids in fused order, each with a cross-encoder score in ``scores``) ordered by
+    ``fused_weight / (k + fused rank) + 1 / (k + rank by score)``, ties by fused rank."""
+    fused_rank = {context_id: rank for rank, context_id in enumerate(head, start=1)}
+    by_model = sorted(head, key=lambda context_id: (-scores[context_id], fused_rank[context_id]))
+    model_rank = {context_id: rank for rank, context_id in enumerate(by_model, start=1)}
+    return sorted(
+        head,
+        key=lambda c: (-(fused_weight / (k + fused_rank[c]) + 1.0 / (k + model_rank[c])), fused_rank[c]),
+    )
+
+
 def fuse_documents(
     order: Sequence[tuple[str, float]], keys: dict[str, str], *, decay: float = DOCUMENT_DECAY
 ) -> list[tuple[str, list[str], float]]:
@@ -180,6 +196,7 @@ class ContextSearch:
         models: EmbeddingModels | None = None,
         reranker: CrossEncoder | None = None,
         rerank_depth: int = DEFAULT_DEPTH,
+        rerank_fused_weight: float = DEFAULT_FUSED_WEIGHT,
     ) -> None:
         self._database = database
         self._models = models or EmbeddingModels(database, gateway)
@@ -191,6 +208,7 @@ class ContextSearch:
         self._document_decay = document_decay
         self._reranker = reranker
         self._rerank_depth = rerank_depth
+        self._rerank_fused_weight = rerank_fused_weight
 
     @property
     def reranker(self) -> CrossEncoder | None:
@@ -314,8 +332,8 @@ class ContextSearch:
     async def _rerank(
         self, owner_id: str, text: str, order: Sequence[tuple[str, float]]
     ) -> tuple[list[tuple[str, float]], dict[str, float], RerankReport]:
-        """The fused order with its best ``rerank_depth`` candidates reordered by the cross-encoder (ties
-        keep the fused order), their scores, and what to report; the fused order unchanged, and why, when
+        """The fused order with its best ``rerank_depth`` candidates reordered by ``blend_rerank``, their
+        cross-encoder scores, and what to report; the fused order unchanged, and why, when
         the reranker is off or cannot run."""
         if self._reranker is None:
             reason = "reranking is turned off ([context] rerank_enabled = false)"
@@ -330,8 +348,9 @@ class ContextSearch:
         except RerankerUnavailable as exc:
             log.warning("rerank_unavailable", error=str(exc))
             return list(order), {}, RerankReport(False, self._reranker.model, reason=str(exc))
-        position = {context_id: i for i, (context_id, _) in enumerate(present)}
-        by_model = sorted(zip(present, scores, strict=True), key=lambda item: (-item[1], position[item[0][0]]))
+        by_id = {context_id: score for (context_id, _), score in zip(present, scores, strict=True)}
+        fused = dict(present)
+        ids = blend_rerank([cid for cid, _ in present], by_id, fused_weight=self._rerank_fused_weight, k=self._rrf_k)
         rest = list(order[len(head) :]) + [pair for pair in head if pair[0] not in rows]
         report = RerankReport(
             True,
@@ -339,7 +358,7 @@ class ContextSearch:
             candidates=len(present),
             milliseconds=round((time.perf_counter() - started) * 1000, 1),
         )
-        return [pair for pair, _ in by_model] + rest, {pair[0]: score for pair, score in by_model}, report
+        return [(cid, fused[cid]) for cid in ids] + rest, by_id, report
 
     async def _explain(
         self,
