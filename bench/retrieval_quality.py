@@ -23,11 +23,17 @@ question in each mode through ``GET /api/context/search`` and prints, per mode a
 * latency p50/p95 of the search request (in process, through the ASGI app: HTTP routing,
   validation and JSON included, no socket).
 
+With ``--rerank`` every mode is asked twice, as it is and with ``rerank=true`` (rows ``MODE+rr``: the
+cross-encoder reorders the best ``[context] rerank_depth`` fused candidates), in the same run on the
+same ingested store; the reranker's own time per query (``rerank.milliseconds`` in each answer, p50
+and p95) is printed beside the request latency.
+
 Document-level: a hit counts for its document (its ``source``) whatever chunk it is; the ranking of
 documents is the order of their first hit (unless the service answers per document itself).
 
     .venv/bin/python bench/retrieval_quality.py                 # SQLite, every split, every mode
     .venv/bin/python bench/retrieval_quality.py --split dev     # what levers are tuned on
+    .venv/bin/python bench/retrieval_quality.py --modes hybrid --rerank   # hybrid with and without the reranker
     .venv/bin/python bench/retrieval_quality.py --postgres postgresql://postgres@127.0.0.1:5432/postgres
 
 Results are saved to ``bench/results/retrieval_quality-<UTC time>.json``.
@@ -151,8 +157,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         name = mode if group == "context" else f"{mode}/doc"
                         params = extra if group == "context" else {**extra, "group": group}
                         report["modes"][name] = await evaluate(client, headers, questions, mode, params)
+                        if args.rerank:
+                            reranked = {**params, "rerank": "true"}
+                            report["modes"][f"{name}+rr"] = await evaluate(client, headers, questions, mode, reranked)
                 if args.tune:
                     report["tuning"] = await tune(client, headers, load_questions("dev"))
+                if args.tune_rerank:
+                    depth = runtime.settings.context.rerank_depth
+                    report["rerank_tuning"] = await tune_rerank(client, headers, load_questions("dev"), depth)
     finally:
         if database_name is not None:
             await runtime.database.dispose()
@@ -181,6 +193,7 @@ async def evaluate(
 ) -> dict[str, Any]:
     per_kind: dict[str, list[dict[str, float]]] = defaultdict(list)
     latencies: list[float] = []
+    reranking: list[float] = []  # the reranker's own time per query, as each answer reports it
     misses: list[dict[str, Any]] = []
     for q in questions:
         params = {"query": q["question"], "mode": mode, "limit": FETCH, **extra}
@@ -189,7 +202,12 @@ async def evaluate(
         latencies.append((time.perf_counter() - began) * 1000)
         if response.status_code != 200:
             raise SystemExit(f"search failed: {response.status_code} {response.text[:500]}")
-        ranking = document_ranking(response.json()["data"]["items"])
+        data = response.json()["data"]
+        if extra.get("rerank") == "true":
+            if not data["rerank"]["applied"]:
+                raise SystemExit(f"the reranker was not applied: {data['rerank']['reason']}")
+            reranking.append(data["rerank"]["milliseconds"])
+        ranking = document_ranking(data["items"])
         s = score(ranking, q["relevant"])
         per_kind[q["kind"]].append(s)
         per_kind["all"].append(s)
@@ -201,11 +219,20 @@ async def evaluate(
         kind: {metric: round(statistics.fmean(s[metric] for s in rows), 3) for metric in rows[0]} | {"n": len(rows)}
         for kind, rows in per_kind.items()
     }
-    return {
+    out: dict[str, Any] = {
         "metrics": table,
         "latency_ms": {"p50": round(percentile(latencies, 50), 1), "p95": round(percentile(latencies, 95), 1)},
         "misses": misses,
     }
+    if reranking:
+        # The first query loads the model: its time is the load's, not a query's.
+        steady = reranking[1:] or reranking
+        out["rerank_ms"] = {
+            "first": reranking[0],
+            "p50": round(percentile(steady, 50), 1),
+            "p95": round(percentile(steady, 95), 1),
+        }
+    return out
 
 
 async def tune(client: Any, headers: dict[str, str], questions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -249,12 +276,77 @@ async def tune(client: Any, headers: dict[str, str], questions: Sequence[dict[st
     return results
 
 
+def blend(fused: Sequence[str], reranked: dict[str, float], depth: int, weight: float) -> list[str]:
+    """The fused order with its best ``depth`` reordered as the service does (``blend_rerank``)."""
+    from trellis.context.search.service import blend_rerank
+
+    head = [cid for cid in fused[:depth] if cid in reranked]
+    order = blend_rerank(head, reranked, fused_weight=weight)
+    return order + [cid for cid in fused if cid not in set(head)]
+
+
+async def tune_rerank(
+    client: Any, headers: dict[str, str], questions: Sequence[dict[str, Any]], depth: int
+) -> list[dict[str, Any]]:
+    """How deep to rerank and how much of the fused order to keep (``rerank_fused_weight``), tried on the
+    dev questions only: each question is asked once fused and once reranked to ``[context] rerank_depth``
+    (run with a large one, e.g. 50); shallower depths and blends are computed here from those scores (a
+    pair's score does not depend on the other candidates). Prints the best few by R@5, then MRR@10, per
+    grouping."""
+    from trellis.context.search.service import fuse_documents
+
+    rows: list[tuple[dict[str, Any], list[str], dict[str, float], dict[str, str]]] = []
+    for q in questions:
+        params = {"query": q["question"], "mode": "hybrid", "limit": 100}
+        fused_items = (await client.get("/api/context/search", params=params, headers=headers)).json()["data"]["items"]
+        data = (await client.get("/api/context/search", params={**params, "rerank": "true"}, headers=headers)).json()
+        scores = {i["context"]["id"]: i["rerank_score"] for i in data["data"]["items"] if i["rerank_score"] is not None}
+        sources = {i["context"]["id"]: i["context"]["source"] for i in fused_items}
+        rows.append((q, [i["context"]["id"] for i in fused_items], scores, sources))
+    results: list[dict[str, Any]] = []
+    for d in sorted({5, 10, 15, 20, 30, 40, 50, depth}):
+        if d > depth:
+            continue
+        for weight in (0.0, 0.5, 1.0, 2.0, 4.0):
+            for group in ("context", "document"):
+                scored = []
+                for q, fused, scores, sources in rows:
+                    order = blend(fused, scores, d, weight)
+                    if group == "context":
+                        ranking = document_ranking([{"context": {"source": sources[c]}} for c in order])
+                    else:
+                        ranked = [(c, 1.0 / (20 + r)) for r, c in enumerate(order, start=1)]
+                        ranking = [key for key, _, _ in fuse_documents(ranked, sources, decay=0.5)]
+                    scored.append(score(ranking, q["relevant"]))
+                mean = {m: round(statistics.fmean(r[m] for r in scored), 3) for m in scored[0]}
+                para = [r for (q, *_), r in zip(rows, scored, strict=True) if q["kind"] == "paraphrase"]
+                mean["para_R@5"] = round(statistics.fmean(r["R@5"] for r in para), 3)
+                results.append({"depth": d, "fused_weight": weight, "group": group, **mean})
+    for group in ("context", "document"):
+        print(f"\nrerank tuning on {len(questions)} dev questions, group={group}: best by R@5, then MRR@10")
+        ranked_results = sorted(
+            (r for r in results if r["group"] == group), key=lambda r: (-r["R@5"], -r["MRR@10"], -r["R@1"])
+        )
+        for r in ranked_results[:10]:
+            print(
+                f"  depth={r['depth']:<3} fused_weight={r['fused_weight']:<4} R@1={r['R@1']:.3f} R@5={r['R@5']:.3f} "
+                f"R@10={r['R@10']:.3f} MRR@10={r['MRR@10']:.3f} paraphrase R@5={r['para_R@5']:.3f}"
+            )
+        for r in results:
+            if r["group"] == group and r["depth"] == 20 and r["fused_weight"] == 1.0:
+                print(f"  (the default, depth=20 fused_weight=1.0: R@5={r['R@5']:.3f} MRR@10={r['MRR@10']:.3f})")
+    return results
+
+
 def print_report(report: dict[str, Any]) -> None:
     print(
         f"\n{report['questions']} questions (split {report['split']}), {report['documents']} documents, "
         f"{report['contexts']} contexts"
     )
-    print(f"{'mode':13} {'kind':15} {'n':>3} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR@10':>7}   latency p50/p95 ms")
+    print(
+        f"{'mode':13} {'kind':15} {'n':>3} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR@10':>7}   latency p50/p95 ms"
+        "   (+rr: of which reranking p50/p95)"
+    )
     splits = ["", "dev:", "test:"] if report["split"] == "all" else [""]
     for prefix in splits:
         if prefix:
@@ -270,6 +362,8 @@ def _print_rows(report: dict[str, Any], prefix: str) -> None:
                 continue
             timing = result["latency_ms"]
             lat = f"   {timing['p50']}/{timing['p95']}" if kind == "all" and not prefix else ""
+            if lat and "rerank_ms" in result:
+                lat += f"   ({result['rerank_ms']['p50']}/{result['rerank_ms']['p95']})"
             print(
                 f"{mode:9} {kind:15} {m['n']:>3} {m['R@1']:6.3f} {m['R@5']:6.3f} {m['R@10']:6.3f} "
                 f"{m['MRR@10']:7.3f}{lat}"
@@ -291,6 +385,15 @@ def main() -> None:
         help="ask for a hit per context (the default) and/or per document (group=document, shown as MODE/doc)",
     )
     parser.add_argument("--tune", action="store_true", help="also try fusion parameters on the dev split")
+    parser.add_argument(
+        "--tune-rerank",
+        action="store_true",
+        help="also try rerank depths and blends with the fused order on the dev split (set a large "
+        "rerank_depth with --settings)",
+    )
+    parser.add_argument(
+        "--rerank", action="store_true", help="ask every mode also with rerank=true (rows MODE+rr), same run"
+    )
     parser.add_argument("--misses", action="store_true", help="print the questions missed at 5")
     parser.add_argument("--label", default="", help="a name for this run in the saved JSON")
     args = parser.parse_args()
@@ -300,6 +403,15 @@ def main() -> None:
     report["settings"] = args.settings
     report["params"] = args.params
     print_report(report)
+    reranked = {mode: result for mode, result in report["modes"].items() if "rerank_ms" in result}
+    for mode, result in reranked.items():
+        base = report["modes"][mode.removesuffix("+rr")]["latency_ms"]
+        timing, own = result["latency_ms"], result["rerank_ms"]
+        print(
+            f"{mode}: request p50 {base['p50']} -> {timing['p50']} ms, p95 {base['p95']} -> {timing['p95']} ms; "
+            f"the reranker itself p50 {own['p50']} ms, p95 {own['p95']} ms (first query, model load included: "
+            f"{own['first']} ms)"
+        )
     if args.misses:
         for mode, result in report["modes"].items():
             for miss in result["misses"]:

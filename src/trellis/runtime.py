@@ -32,6 +32,7 @@ from trellis.context.index.reindex import Reindexer
 from trellis.context.index.service import GatewayIndexer
 from trellis.context.index.state import EmbeddingModels
 from trellis.context.ingest.service import IngestService
+from trellis.context.search.rerank import reranker_from_settings
 from trellis.context.search.service import ContextSearch
 from trellis.context.service import ContextService
 from trellis.dashboard.service import DashboardSessions
@@ -277,6 +278,15 @@ def build_runtime(
         semantic_weight=settings.context.search_semantic_weight,
         document_decay=settings.context.search_document_decay,
         models=indexer.models,
+        reranker=reranker_from_settings(
+            settings.context.rerank_enabled,
+            settings.context.rerank_model_path,
+            settings.context.rerank_tokenizer_path,
+            settings.context.rerank_max_length,
+            settings.context.rerank_threads,
+        ),
+        rerank_depth=settings.context.rerank_depth,
+        rerank_fused_weight=settings.context.rerank_fused_weight,
     )
     reindexer = Reindexer(
         database,

@@ -33,6 +33,9 @@ def context_search(
         str, typer.Option("--group", help="context (default): a hit per context; document: a hit per document.")
     ] = "context",
     passages: Annotated[bool, typer.Option("--passages", help="Each hit carries its best-matching chunk.")] = False,
+    rerank: Annotated[
+        bool, typer.Option("--rerank", help="Reorder the best candidates with the cross-encoder (slower).")
+    ] = False,
     api_key: ApiKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -48,6 +51,7 @@ def context_search(
             limit=limit,
             group=group,
             passages=passages,
+            rerank=rerank,
         )
         actor = await acting(runtime, api_key)
         return SearchOut.of(await runtime.search.search(actor, parsed, door="cli"))
@@ -58,6 +62,8 @@ def context_search(
         return
     if out.degraded:
         console.print(f"[yellow]Not available: {', '.join(out.degraded)}; showing the rest.[/yellow]")
+    if out.rerank is not None and not out.rerank.applied:
+        console.print(f"[yellow]Not reranked: {out.rerank.reason}[/yellow]")
     if not out.items:
         console.print("No matches.")
         return

@@ -1,11 +1,14 @@
 """Readiness: can this replica serve? Checks the database (reachable, schema current) and Redis, and
 reports the event bus: a bus that lost Redis is *degraded* (live events reach only this replica's
-clients until it is back), named in ``degraded`` without failing the probe by itself."""
+clients until it is back), named in ``degraded`` without failing the probe by itself. So is a search
+reranker that cannot load (searches asking for a rerank answer without it): its status is a cheap
+check that never loads the model."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -30,7 +33,14 @@ async def _timed(check: Any) -> dict[str, Any]:
     return result
 
 
-async def readiness(database: Database, redis: Redis | None, bus: EventBus | None = None) -> dict[str, Any]:
+async def readiness(
+    database: Database,
+    redis: Redis | None,
+    bus: EventBus | None = None,
+    reranker: Callable[[], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """``reranker``: the search reranker's status report (``ok``, and ``error`` when not), if there is one."""
+
     async def schema() -> dict[str, Any]:
         revision = await current_revision(database)
         head = head_revision()
@@ -54,5 +64,9 @@ async def readiness(database: Database, redis: Redis | None, bus: EventBus | Non
         checks["events"] = health.report()
         if not health.ok:
             degraded.append("events")
+    if reranker is not None:
+        checks["reranker"] = reranker()
+        if not checks["reranker"]["ok"]:
+            degraded.append("reranker")
     status = "not_ready" if failing else "degraded" if degraded else "ready"
     return {"status": status, "failing": failing, "degraded": degraded, "checks": checks}

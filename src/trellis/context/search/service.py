@@ -32,6 +32,18 @@ gateway's cache is shared, in process and in Redis when configured): a repeated 
 UI searching again, an agent retrying) skips the embedding model, and the episodic log says the
 call was answered from the cache.
 
+Reranking (``rerank``, opt-in per query): after fusion, a cross-encoder scores the query against each
+of the best ``[context] rerank_depth`` candidates (20) and they are reordered by
+``rerank_fused_weight / (k + fused rank) + 1 / (k + the cross-encoder's rank)`` (weight 1.0: its
+ranking and the fused one count alike; 0: the cross-encoder's alone), the rest following in their
+fused order (``blend_rerank``; depth and weight chosen on the dev split of
+``bench/retrieval_quality.py``). Each reranked hit carries ``rerank_score`` (the model's logit);
+``score`` stays the fused score. Per document, documents are then fused from the reranked order (by
+rank, ``1 / (k + rank)``).
+It costs one model run per candidate (``trellis.context.search.rerank``: tens of milliseconds each on
+a CPU). A reranker that cannot load does not fail the search: the fused order is answered and
+``rerank`` says why it was not applied.
+
 Filters (``types``: any of; ``metadata``: JSON-typed equality, see ``trellis.storage.metadata_filter``)
 apply inside each retriever, in SQL, before ranking. Only the caller's own contexts are searched,
 admins included.
@@ -42,17 +54,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import Sequence
 
 from trellis.auth.schemas import Principal
 from trellis.context.index.base import DimensionMismatch, VectorIndex
+from trellis.context.index.repository import embedding_text
 from trellis.context.index.state import EmbeddingModels
 from trellis.context.models import Context
 from trellis.context.search import repository as repo
 from trellis.context.search.keyword import DEFAULT_BUDGET, Candidates, KeywordRetriever
+from trellis.context.search.rerank import DEFAULT_DEPTH, DEFAULT_FUSED_WEIGHT, CrossEncoder, RerankerUnavailable
 from trellis.context.search.schemas import (
     DocumentRef,
     Grouping,
+    RerankReport,
     Retriever,
     RetrieverRank,
     SearchHit,
@@ -134,6 +150,18 @@ def fuse(
     return sorted(scores.items(), key=lambda item: (-item[1], best[item[0]], positions[item[0]], item[0]))
 
 
+def blend_rerank(head: Sequence[str], scores: dict[str, float], *, fused_weight: float, k: int = RRF_K) -> list[str]:
+    """``head`` (candidate ids in fused order, each with a cross-encoder score in ``scores``) ordered by
+    ``fused_weight / (k + fused rank) + 1 / (k + rank by score)``, ties by fused rank."""
+    fused_rank = {context_id: rank for rank, context_id in enumerate(head, start=1)}
+    by_model = sorted(head, key=lambda context_id: (-scores[context_id], fused_rank[context_id]))
+    model_rank = {context_id: rank for rank, context_id in enumerate(by_model, start=1)}
+    return sorted(
+        head,
+        key=lambda c: (-(fused_weight / (k + fused_rank[c]) + 1.0 / (k + model_rank[c])), fused_rank[c]),
+    )
+
+
 def fuse_documents(
     order: Sequence[tuple[str, float]], keys: dict[str, str], *, decay: float = DOCUMENT_DECAY
 ) -> list[tuple[str, list[str], float]]:
@@ -166,6 +194,9 @@ class ContextSearch:
         semantic_weight: float = 1.0,
         document_decay: float = DOCUMENT_DECAY,
         models: EmbeddingModels | None = None,
+        reranker: CrossEncoder | None = None,
+        rerank_depth: int = DEFAULT_DEPTH,
+        rerank_fused_weight: float = DEFAULT_FUSED_WEIGHT,
     ) -> None:
         self._database = database
         self._models = models or EmbeddingModels(database, gateway)
@@ -175,6 +206,14 @@ class ContextSearch:
         self._rrf_k = rrf_k
         self._weights: dict[Retriever, float] = {"keyword": keyword_weight, "semantic": semantic_weight}
         self._document_decay = document_decay
+        self._reranker = reranker
+        self._rerank_depth = rerank_depth
+        self._rerank_fused_weight = rerank_fused_weight
+
+    @property
+    def reranker(self) -> CrossEncoder | None:
+        """The cross-encoder ``rerank`` uses (None: turned off)."""
+        return self._reranker
 
     async def search(
         self, principal: Principal, query: SearchQuery, *, door: Door = "rest", request_id: str | None = None
@@ -233,6 +272,9 @@ class ContextSearch:
         else:
             (only,) = ranked.values()
             order = list(only)
+        rerank_scores: dict[str, float] = {}
+        if query.rerank:
+            order, rerank_scores, result.rerank = await self._rerank(owner_id, query.text, order)
         ranks: dict[str, dict[Retriever, RetrieverRank]] = {}
         for name, hits in ranked.items():
             for rank, (context_id, score) in enumerate(hits, start=1):
@@ -243,11 +285,16 @@ class ContextSearch:
             async with self._database.reader() as session:
                 labels = await repo.labels(session, owner_id, [context_id for context_id, _ in order])
         if query.group is Grouping.DOCUMENT:
-            result.hits = await self._per_document(owner_id, ranked, order, ranks, labels, query.limit)
+            reranked = rerank_scores if result.rerank is not None and result.rerank.applied else None
+            result.hits = await self._per_document(owner_id, ranked, order, ranks, labels, query.limit, reranked)
         else:
             page = order[: query.limit]
             rows = await self.fetch_contexts(owner_id, [context_id for context_id, _ in page])
-            result.hits = [SearchHit(rows[cid], score, ranks[cid]) for cid, score in page if cid in rows]
+            result.hits = [
+                SearchHit(rows[cid], score, ranks[cid], rerank_score=rerank_scores.get(cid))
+                for cid, score in page
+                if cid in rows
+            ]
         await self._explain(result.hits, order, labels, passages=query.passages)
         return result
 
@@ -259,11 +306,18 @@ class ContextSearch:
         ranks: dict[str, dict[Retriever, RetrieverRank]],
         labels: dict[str, repo.Label],
         limit: int,
+        reranked: dict[str, float] | None = None,
     ) -> list[SearchHit]:
         """One hit per document: its contexts' fused scores (rank-based, so one retriever's raw scores
         and hybrid's RRF are on the same footing) combined by ``fuse_documents``; the hit shows the
-        document's best context."""
-        fused = order if len(ranked) > 1 else fuse(ranked, k=self._rrf_k)
+        document's best context. Reranked (``reranked``: the cross-encoder's scores), the contexts'
+        scores come from their rank in the reranked order instead."""
+        if reranked is not None:
+            fused: Sequence[tuple[str, float]] = [
+                (context_id, 1.0 / (self._rrf_k + rank)) for rank, (context_id, _) in enumerate(order, start=1)
+            ]
+        else:
+            fused = order if len(ranked) > 1 else fuse(ranked, k=self._rrf_k)
         keys = {context_id: label.source for context_id, label in labels.items() if label.source is not None}
         documents = fuse_documents(fused, keys, decay=self._document_decay)[:limit]
         rows = await self.fetch_contexts(owner_id, [members[0] for _, members, _ in documents])
@@ -271,8 +325,40 @@ class ContextSearch:
         for _, members, score in documents:
             best = members[0]
             if best in rows:
-                hits.append(SearchHit(rows[best], score, ranks[best], matches=len(members)))
+                rerank_score = None if reranked is None else reranked.get(best)
+                hits.append(SearchHit(rows[best], score, ranks[best], matches=len(members), rerank_score=rerank_score))
         return hits
+
+    async def _rerank(
+        self, owner_id: str, text: str, order: Sequence[tuple[str, float]]
+    ) -> tuple[list[tuple[str, float]], dict[str, float], RerankReport]:
+        """The fused order with its best ``rerank_depth`` candidates reordered by ``blend_rerank``, their
+        cross-encoder scores, and what to report; the fused order unchanged, and why, when
+        the reranker is off or cannot run."""
+        if self._reranker is None:
+            reason = "reranking is turned off ([context] rerank_enabled = false)"
+            return list(order), {}, RerankReport(False, None, reason=reason)
+        started = time.perf_counter()
+        head = list(order[: self._rerank_depth])
+        rows = await self.fetch_contexts(owner_id, [context_id for context_id, _ in head])
+        present = [(context_id, score) for context_id, score in head if context_id in rows]
+        passages = [embedding_text(rows[cid].content, rows[cid].source, rows[cid].meta) for cid, _ in present]
+        try:
+            scores = await self._reranker.scores(text, passages)
+        except RerankerUnavailable as exc:
+            log.warning("rerank_unavailable", error=str(exc))
+            return list(order), {}, RerankReport(False, self._reranker.model, reason=str(exc))
+        by_id = {context_id: score for (context_id, _), score in zip(present, scores, strict=True)}
+        fused = dict(present)
+        ids = blend_rerank([cid for cid, _ in present], by_id, fused_weight=self._rerank_fused_weight, k=self._rrf_k)
+        rest = list(order[len(head) :]) + [pair for pair in head if pair[0] not in rows]
+        report = RerankReport(
+            True,
+            self._reranker.model,
+            candidates=len(present),
+            milliseconds=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return [(cid, fused[cid]) for cid in ids] + rest, by_id, report
 
     async def _explain(
         self,
