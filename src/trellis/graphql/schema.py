@@ -60,6 +60,7 @@ from trellis.graphql.types import (
     Model,
     PageInfo,
     Relationship,
+    SearchGrouping,
     SearchMode,
     SearchResult,
     SystemMetrics,
@@ -317,9 +318,21 @@ class Query:
         types: list[str] | None = None,
         metadata: JSON | None = None,
         limit: int | None = None,
+        group: SearchGrouping = SearchGrouping.CONTEXT,
+        passages: bool = False,
+        rerank: bool = False,
     ) -> SearchResult:
         principal = await info.context.admit(Scope.READ)
-        parsed = SearchQuery.parse(query, mode=mode.value, types=types or (), metadata=_metadata(metadata), limit=limit)
+        parsed = SearchQuery.parse(
+            query,
+            mode=mode.value,
+            types=types or (),
+            metadata=_metadata(metadata),
+            limit=limit,
+            group=group.value,
+            passages=passages,
+            rerank=rerank,
+        )
         result = await info.context.runtime.search.search(
             principal, parsed, door="graphql", request_id=current_request_id()
         )

@@ -238,6 +238,12 @@ class SearchMode(Enum):
     KEYWORD = "keyword"
 
 
+@strawberry.enum(description="Search hits per context (each chunk apart) or per document (its chunks fused).")
+class SearchGrouping(Enum):
+    CONTEXT = "context"
+    DOCUMENT = "document"
+
+
 @strawberry.enum(description="A context listing's order: a column, newest first when DESC.")
 class ContextSort(Enum):
     CREATED = "created"
@@ -426,12 +432,32 @@ class RetrieverRank:
     score: float
 
 
+@strawberry.type(description="The ingested document a hit belongs to (or is).")
+class DocumentRef:
+    source: str
+    id: strawberry.ID | None
+
+
+@strawberry.type(description="Whether the cross-encoder reordered the candidates (asked for with rerank).")
+class RerankReport:
+    applied: bool
+    model: str | None
+    candidates: int
+    milliseconds: float
+    reason: str | None
+
+
 @strawberry.type
 class SearchHit:
     context: Context
     score: float
     keyword: RetrieverRank | None = strawberry.field(description="Where keyword search ranked it, if it did.")
     semantic: RetrieverRank | None = strawberry.field(description="Where semantic search ranked it, if it did.")
+    document: DocumentRef | None = strawberry.field(description="Its ingested document; null for other contexts.")
+    heading_path: list[str] | None = strawberry.field(description="A markdown chunk's headings, outermost first.")
+    passage: str | None = strawberry.field(description="With passages: the best-matching chunk's text.")
+    matches: int = strawberry.field(description="group DOCUMENT: how many of the document's contexts were found.")
+    rerank_score: float | None = strawberry.field(description="With rerank: the cross-encoder's score (a logit).")
 
 
 @strawberry.type(description="Search results (GET /api/context/search).")
@@ -443,6 +469,8 @@ class SearchResult:
     metadata: JSON
     model: str | None
     degraded: list[str]
+    group: SearchGrouping
+    rerank: RerankReport | None
     items: list[SearchHit]
 
     @classmethod
@@ -461,12 +489,24 @@ class SearchResult:
             metadata=_json(out.metadata),
             model=out.model,
             degraded=list(out.degraded),
+            group=SearchGrouping(out.group.value),
+            rerank=None if out.rerank is None else RerankReport(**out.rerank.model_dump()),
             items=[
                 SearchHit(
                     context=Context.of(found.context),
                     score=hit.score,
                     keyword=rank(hit, "keyword"),
                     semantic=rank(hit, "semantic"),
+                    document=None
+                    if hit.document is None
+                    else DocumentRef(
+                        source=hit.document.source,
+                        id=strawberry.ID(hit.document.id) if hit.document.id is not None else None,
+                    ),
+                    heading_path=hit.heading_path,
+                    passage=hit.passage,
+                    matches=hit.matches,
+                    rerank_score=hit.rerank_score,
                 )
                 for found, hit in zip(result.hits, out.items, strict=True)
             ],
