@@ -201,3 +201,9 @@ def test_optimize_with_gepa_and_bad_optimizer_options(data_dir: Path, upstream: 
     )
     result = cli("dspy", "programs", "show", "rewriter")
     assert "gepa" in result.output
+    result = cli("dspy", "programs", "delete", "rewriter")
+    assert result.exit_code == 0, result.output
+    assert "Deleted program prg_" in result.output
+    result = cli("dspy", "programs", "show", "rewriter")
+    assert result.exit_code != 0
+    assert "rewriter" in result.output

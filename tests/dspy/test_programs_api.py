@@ -17,6 +17,7 @@ from tests.auth.support import assert_error, assert_ok, field_names
 from tests.dspy.capitals import ATLAS, EXAMPLES, CapitalModule, oracle, requested_fields, shown_examples_model
 from tests.dspy.support import Env, dspy_env
 from tests.gateway.upstream import Computed, Ok, Status
+from trellis.dspy import repository as repo
 
 API = "/api/v1/dspy"
 
@@ -197,6 +198,18 @@ async def test_optimize_runs_as_a_workflow_with_progress_then_deploy_rollback_an
         assert_error(await post(env, f"/programs/{prog['id']}{path}", body, headers=env.bob), 404, "not_found_error")
     assert_error(await env.h.client.get(f"{API}/programs/{prog['id']}", headers=env.bob), 404, "not_found_error")
     assert assert_ok(await env.h.client.get(f"{API}/programs", headers=env.bob)) == []
+
+    # Delete: not another user's; the owner's goes with its versions, and its dataset is free again.
+    assert_error(await env.h.client.delete(f"{API}/programs/{prog['id']}", headers=env.bob), 404, "not_found_error")
+    assert assert_ok(await env.h.client.delete(f"{API}/programs/{prog['id']}", headers=env.alice)) == {
+        "id": prog["id"],
+        "deleted": True,
+    }
+    assert_error(await env.h.client.get(f"{API}/programs/{prog['id']}", headers=env.alice), 404, "not_found_error")
+    assert_error(await env.h.client.delete(f"{API}/programs/{prog['id']}", headers=env.alice), 404, "not_found_error")
+    async with env.h.runtime.database.reader() as session:
+        assert await repo.versions(session, prog["id"]) == []
+    assert assert_ok(await env.h.client.delete(f"{API}/datasets/{data['id']}", headers=env.alice))["deleted"] is True
 
 
 @pytest.mark.parametrize(

@@ -333,6 +333,21 @@ def programs_show(
     _print_program(out)
 
 
+@programs_app.command("delete")
+def programs_delete(
+    program: Annotated[str, typer.Argument(help="The program's id or name.")], api_key: ApiKeyOption = None
+) -> None:
+    """Delete a program and all its versions (its datasets are kept)."""
+
+    async def work(runtime: Runtime) -> str:
+        actor = await acting(runtime, api_key)
+        program_id = await _program_id(runtime, actor, program)
+        await runtime.dspy_programs.delete_program(actor, program_id)
+        return program_id
+
+    console.print(f"Deleted program {run(work)}")
+
+
 @programs_app.command("run")
 def programs_run(
     program: Annotated[str, typer.Argument(help="The program's id or name.")],

@@ -188,6 +188,16 @@ async def get_program(program_id: Id, principal: Reader, runtime: RuntimeDep) ->
     return ok(await runtime.dspy_programs.get_program(principal, program_id))
 
 
+@router.delete(
+    "/programs/{program_id}",
+    summary="Delete a program and all its versions (its datasets are kept)",
+    responses=NOT_FOUND,
+)
+async def delete_program(program_id: Id, principal: Writer, runtime: RuntimeDep) -> Envelope[Deleted]:
+    await runtime.dspy_programs.delete_program(principal, program_id)
+    return ok(Deleted(id=program_id))
+
+
 @router.post(
     "/programs/{program_id}/optimize",
     status_code=status.HTTP_202_ACCEPTED,

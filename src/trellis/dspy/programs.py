@@ -304,6 +304,15 @@ class ProgramService:
             raise Conflict(f"You have a program named {data.name!r}", details={"name": data.name}) from None
         return self._program_out(row, 0)
 
+    async def delete_program(self, principal: Principal, program_id: str) -> None:
+        """The program and every version of it. Its datasets stay (delete them on their own). A
+        cycle still running for it fails when it comes to store its version (the program is gone)."""
+        async with self._database.transaction() as session:
+            row = await repo.owned_program(session, principal.user_id, program_id, for_update=True)
+            if row is None:
+                raise _not_found("program", program_id)
+            await repo.delete_program(session, program_id)
+
     @staticmethod
     def _program_out(row: DSPyProgram, latest: int, versions: list[VersionOut] | None = None) -> ProgramOut:
         return ProgramOut(

@@ -28,6 +28,12 @@ async def delete_dataset(session: AsyncSession, dataset_id: str) -> None:
     await session.execute(delete(DSPyDataset).where(DSPyDataset.id == dataset_id))
 
 
+async def delete_program(session: AsyncSession, program_id: str) -> None:
+    """The program and, by cascade, its versions (its datasets are the owner's, kept)."""
+    await session.execute(delete(DSPyProgramVersion).where(DSPyProgramVersion.program_id == program_id))
+    await session.execute(delete(DSPyProgram).where(DSPyProgram.id == program_id))
+
+
 async def owned_program(
     session: AsyncSession, owner_id: str, program_id: str, *, for_update: bool = False
 ) -> DSPyProgram | None:
