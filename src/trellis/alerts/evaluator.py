@@ -24,9 +24,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
-
-from sqlalchemy import Table, bindparam, delete, update
+from typing import Any
 
 from trellis.alerts import conditions
 from trellis.alerts import repository as repo
@@ -45,8 +43,6 @@ from trellis.storage.database import Database
 log = get_logger(__name__)
 
 LEASE = "alerts-evaluator"
-RULES = cast(Table, AlertRule.__table__)  # Core, for an executemany update by key
-INSTANCES = cast(Table, AlertInstance.__table__)
 RETENTION_EVERY_SECONDS = 3600
 Sleep = Callable[[float], Awaitable[None]]
 Publish = Callable[[AlertEventOut], Awaitable[None]]
@@ -158,32 +154,9 @@ class AlertEvaluator:
                     session, LEASE, self.holder, self.epoch, now, self.settings.lease_seconds
                 ):
                     raise LeaseLost
-                if changes.rules:
-                    await session.execute(
-                        update(RULES)
-                        .where(RULES.c.id == bindparam("rule_id"))
-                        .values(
-                            state=bindparam("new_state"),
-                            state_since=bindparam("new_since"),
-                            value=bindparam("new_value"),
-                            evaluated_at=bindparam("new_evaluated"),
-                        ),
-                        changes.rules,
-                    )
-                if changes.updated:
-                    await session.execute(
-                        update(INSTANCES)
-                        .where(INSTANCES.c.id == bindparam("instance_id"))
-                        .values(
-                            state=bindparam("new_state"),
-                            state_since=bindparam("new_since"),
-                            value=bindparam("new_value"),
-                            evaluated_at=bindparam("new_evaluated"),
-                        ),
-                        changes.updated,
-                    )
-                if changes.removed:
-                    await session.execute(delete(AlertInstance).where(AlertInstance.id.in_(changes.removed)))
+                await repo.update_states(session, AlertRule, changes.rules, key="rule_id")
+                await repo.update_states(session, AlertInstance, changes.updated, key="instance_id")
+                await repo.delete_instances(session, changes.removed)
                 session.add_all(changes.added)
                 session.add_all(changes.events)
         except LeaseLost:

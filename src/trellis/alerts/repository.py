@@ -4,11 +4,39 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import Table, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trellis.alerts.models import AlertEvent, AlertInstance, AlertRule, AlertSilence
+
+
+async def update_states(
+    session: AsyncSession, model: type[AlertRule] | type[AlertInstance], rows: Sequence[dict[str, Any]], *, key: str
+) -> None:
+    """One executemany of new states by id (Core: the ORM's bulk update cannot bind the key by
+    another name). Each row: ``key`` (the id), ``new_state``, ``new_since``, ``new_value``,
+    ``new_evaluated``."""
+    if not rows:
+        return
+    table = cast(Table, model.__table__)
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam(key))
+        .values(
+            state=bindparam("new_state"),
+            state_since=bindparam("new_since"),
+            value=bindparam("new_value"),
+            evaluated_at=bindparam("new_evaluated"),
+        )
+    )
+    await session.execute(statement, list(rows))
+
+
+async def delete_instances(session: AsyncSession, instance_ids: Sequence[str]) -> None:
+    if instance_ids:
+        await session.execute(delete(AlertInstance).where(AlertInstance.id.in_(instance_ids)))
 
 
 async def rule_by_id(session: AsyncSession, rule_id: str) -> AlertRule | None:
