@@ -4,12 +4,9 @@ searchable exactly when 0013 is applied."""
 
 from __future__ import annotations
 
-from alembic import command
-from sqlalchemy.engine import Connection
-
 from tests.auth.support import assert_ok
 from tests.conftest import Harness
-from trellis.storage import migrate
+from tests.storage.migrations import migrate_to
 
 DOCUMENT = "# Orchard\n\n## Pruning\n\nCut back the apple trees in late winter.\n"
 
@@ -19,25 +16,15 @@ async def _keyword(h: Harness, who: dict[str, str], query: str) -> list[str]:
     return [hit["context"]["source"] for hit in data["items"]]
 
 
-async def _migrate(h: Harness, revision: str, *, down: bool) -> None:
-    def run(sync_conn: Connection) -> None:
-        config = migrate.alembic_config()
-        config.attributes["connection"] = sync_conn
-        (command.downgrade if down else command.upgrade)(config, revision)
-
-    async with h.runtime.database.engine.begin() as conn:
-        await conn.run_sync(run)
-
-
 async def test_down_and_up_again_keeps_the_index_whole(h: Harness, alice: dict[str, str]) -> None:
     parts = [("files", ("notes/orchard_care.md", DOCUMENT.encode(), "text/markdown"))]
     assert_ok(await h.client.post("/api/context/ingest", files=parts, headers=alice))
     assert "notes/orchard_care.md" in await _keyword(h, alice, "orchard_care")  # a file name: a title
 
-    await _migrate(h, "0012", down=True)
+    await migrate_to(h, "0012", down=True)
     assert await _keyword(h, alice, "apple trees")  # content: still indexed after the rebuild
     assert await _keyword(h, alice, "orchard_care") == []  # titles are not, before 0013
 
-    await _migrate(h, "head", down=False)
+    await migrate_to(h, "head", down=False)
     assert "notes/orchard_care.md" in await _keyword(h, alice, "orchard_care")
     assert await _keyword(h, alice, "apple trees")

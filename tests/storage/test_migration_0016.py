@@ -8,13 +8,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from alembic import command
-from sqlalchemy import text
-from sqlalchemy.engine import Connection
-
 from tests.alerts.support import RULES, SILENCES, ok_data
 from tests.conftest import Harness
-from trellis.storage import migrate
+from tests.storage.migrations import execute, migrate_to, rows
 
 RULE = {
     "name": "busy logs",
@@ -22,26 +18,6 @@ RULE = {
     "labels": {"route_class": "db"},
     "condition": {"type": "threshold", "op": ">", "value": 2, "window_seconds": 60},
 }
-
-
-async def _migrate(h: Harness, revision: str, *, down: bool) -> None:
-    def run(sync_conn: Connection) -> None:
-        config = migrate.alembic_config()
-        config.attributes["connection"] = sync_conn
-        (command.downgrade if down else command.upgrade)(config, revision)
-
-    async with h.runtime.database.engine.begin() as conn:
-        await conn.run_sync(run)
-
-
-async def _rows(h: Harness, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    async with h.runtime.database.transaction() as session:
-        return [tuple(row) for row in (await session.execute(text(sql), params)).all()]
-
-
-async def _execute(h: Harness, sql: str, **params: Any) -> None:
-    async with h.runtime.database.transaction() as session:
-        await session.execute(text(sql), params)
 
 
 def _json(value: Any) -> Any:
@@ -55,34 +31,34 @@ async def test_down_and_up_keeps_rules_events_and_silences(h: Harness, admin_hea
         await h.client.post(SILENCES, json={"rule_id": rule_id, "duration_seconds": 600}, headers=admin_headers), 201
     )
 
-    await _migrate(h, "0015", down=True)
+    await migrate_to(h, "0015", down=True)
     # Before 0016: one state per rule. This one fires, with an event saying so.
-    await _execute(
+    await execute(
         h,
         "UPDATE alert_rules SET state = 'firing', value = 3.0, state_since = created_at WHERE id = :id",
         id=rule_id,
     )
-    await _execute(
+    await execute(
         h,
         "INSERT INTO alert_events (id, rule_id, owner_id, rule_name, severity, from_state, to_state, at, value, "
         "message, notify_status, notify_attempts) SELECT 'ale_old', id, owner_id, name, severity, 'inactive', "
         "'firing', created_at, 3.0, 'busy', 'none', 0 FROM alert_rules WHERE id = :id",
         id=rule_id,
     )
-    [(since,)] = await _rows(h, "SELECT state_since FROM alert_rules WHERE id = :id", id=rule_id)
+    [(since,)] = await rows(h, "SELECT state_since FROM alert_rules WHERE id = :id", id=rule_id)
 
-    await _migrate(h, "head", down=False)
-    instances = await _rows(h, "SELECT rule_id, labels_key, state, state_since, value FROM alert_instances")
+    await migrate_to(h, "head", down=False)
+    instances = await rows(h, "SELECT rule_id, labels_key, state, state_since, value FROM alert_instances")
     assert instances == [(rule_id, '{"route_class":"db"}', "firing", since, 3.0)]
-    [(labels,)] = await _rows(h, "SELECT labels FROM alert_events WHERE id = 'ale_old'")
+    [(labels,)] = await rows(h, "SELECT labels FROM alert_events WHERE id = 'ale_old'")
     assert _json(labels) == {"route_class": "db"}
     groups = {
-        name: _json(value) for name, value in await _rows(h, "SELECT COALESCE(builtin, id), group_by FROM alert_rules")
+        name: _json(value) for name, value in await rows(h, "SELECT COALESCE(builtin, id), group_by FROM alert_rules")
     }
     assert groups["breaker_open"] == ["endpoint"]
     assert groups[rule_id] == []  # rules written before keep their meaning: one instance each
     assert groups["error_rate"] == []
-    [(matchers,)] = await _rows(h, "SELECT matchers FROM alert_silences")
+    [(matchers,)] = await rows(h, "SELECT matchers FROM alert_silences")
     assert _json(matchers) == {}
 
     # Through the API: the rule, its one instance and the old event, with labels.
@@ -94,12 +70,12 @@ async def test_down_and_up_keeps_rules_events_and_silences(h: Harness, admin_hea
     events = ok_data(await h.client.get("/api/v1/alerts/events", params={"rule_id": rule_id}, headers=admin_headers))
     assert [(e["id"], e["labels"]) for e in events["items"]] == [("ale_old", {"route_class": "db"})]
 
-    await _migrate(h, "0015", down=True)  # nothing is lost going down: the rule keeps its summary
-    assert await _rows(h, "SELECT state, value FROM alert_rules WHERE id = :id", id=rule_id) == [("firing", 3.0)]
-    assert await _rows(h, "SELECT id FROM alert_events WHERE rule_id = :id", id=rule_id) == [("ale_old",)]
-    assert len(await _rows(h, "SELECT id FROM alert_silences")) == 1
-    await _migrate(h, "head", down=False)
-    assert len(await _rows(h, "SELECT id FROM alert_instances")) == 1
+    await migrate_to(h, "0015", down=True)  # nothing is lost going down: the rule keeps its summary
+    assert await rows(h, "SELECT state, value FROM alert_rules WHERE id = :id", id=rule_id) == [("firing", 3.0)]
+    assert await rows(h, "SELECT id FROM alert_events WHERE rule_id = :id", id=rule_id) == [("ale_old",)]
+    assert len(await rows(h, "SELECT id FROM alert_silences")) == 1
+    await migrate_to(h, "head", down=False)
+    assert len(await rows(h, "SELECT id FROM alert_instances")) == 1
     ok_data(await h.client.delete(f"{RULES}/{rule_id}", headers=admin_headers))  # the cascade still works
-    assert await _rows(h, "SELECT id FROM alert_instances") == []
-    assert await _rows(h, "SELECT id FROM alert_events WHERE rule_id = :id", id=rule_id) == []
+    assert await rows(h, "SELECT id FROM alert_instances") == []
+    assert await rows(h, "SELECT id FROM alert_events WHERE rule_id = :id", id=rule_id) == []
