@@ -115,3 +115,58 @@ async def test_the_sync_engine_runs_on_the_servers_loop_from_a_worker_thread(env
     with call_scope(identity, lm), pytest.raises(Exception, match="deadlock"):
         dspy.Predict("question -> answer")(question="2+2?")
     assert len(env.up.calls("chat")) == 1
+
+
+# --- native function calling ------------------------------------------------------------------------
+
+
+def weather(city: str) -> str:
+    """The weather in a city, today."""
+    return f"Sunny in {city}"
+
+
+class AskWithTools(dspy.Signature):  # type: ignore[misc]
+    """Answer the question; call a tool when it helps."""
+
+    question: str = dspy.InputField()
+    tools: list[dspy.Tool] = dspy.InputField()
+    calls: dspy.ToolCalls = dspy.OutputField()
+
+
+def weather_call(city: str) -> dict[str, Any]:
+    return {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": f'{{"city": "{city}"}}'}}
+
+
+async def test_native_function_calling_goes_through_the_gateway_and_back(env: Env) -> None:
+    """DSPy's adapters pass a signature's tools natively (the engine says it supports function
+    calling): they reach the model as OpenAI tools with their JSON schemas, and the model's call
+    comes back as DSPy's ``ToolCalls``, which runs the function."""
+    lm = env.h.runtime.dspy.lm_for("up")
+    principal = await env.h.runtime.auth.authenticate(env.alice["Authorization"].removeprefix("Bearer "))
+    for adapter in ("json", "chat"):
+        env.up.reset()
+        env.up.chat(Ok(text="", finish_reason="tool_calls", tool_calls=(weather_call("Lima"),)))
+        native = dspy.JSONAdapter() if adapter == "json" else dspy.ChatAdapter(use_native_function_calling=True)
+        with call_scope(CallIdentity(principal, "tools"), lm), dspy.context(adapter=native):
+            result = await dspy.Predict(AskWithTools).acall(question="Weather in Lima?", tools=[dspy.Tool(weather)])
+        [call] = result.calls.tool_calls
+        assert (call.name, call.args) == ("weather", {"city": "Lima"}), adapter
+        assert call.execute(functions=[dspy.Tool(weather)]) == "Sunny in Lima"
+        [sent] = env.up.calls("chat")
+        [tool] = sent.body["tools"]
+        assert tool["function"]["name"] == "weather"
+        assert tool["function"]["description"].startswith("The weather in a city")
+        assert tool["function"]["parameters"]["properties"]["city"]["type"] == "string"
+        assert sent.body["tool_choice"] == "auto"
+    await env.h.runtime.logs.flush()
+    logged = assert_ok(await env.h.client.get("/api/v1/db/logs", params={"door": "dspy"}, headers=env.alice))
+    assert [row["finish_reason"] for row in logged["items"][:2]] == ["tool_calls", "tool_calls"]
+
+
+async def test_a_tool_call_with_arguments_that_are_not_json_is_a_clean_error(env: Env) -> None:
+    lm = env.h.runtime.dspy.lm_for("up")
+    principal = await env.h.runtime.auth.authenticate(env.alice["Authorization"].removeprefix("Bearer "))
+    broken = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{city: Lima"}}
+    env.up.chat(Ok(text="", finish_reason="tool_calls", tool_calls=(broken,)))
+    with call_scope(CallIdentity(principal, "tools"), lm), pytest.raises(Exception, match="not valid JSON"):
+        await dspy.Predict(AskWithTools).acall(question="Weather in Lima?", tools=[dspy.Tool(weather)])

@@ -33,3 +33,25 @@ async def test_model_switcher_runs_on_the_local_model_and_is_logged(harness: Har
     assert {row.module for row in rows} == {"model_switcher"}
     assert all(row.prompt_tokens > 0 and row.completion_tokens > 0 for row in rows)
     assert all(row.served_model == "smollm2-135m" for row in rows)
+
+
+async def test_native_function_calling_on_the_local_model(harness: Harness) -> None:
+    """DSPy's JSON adapter passes the signature's tools natively; the local model's call is
+    grammar-constrained to the function's schema and comes back as DSPy's ``ToolCalls``."""
+    import dspy
+
+    from tests.dspy.test_engine import AskWithTools, weather
+    from trellis.dspy.engine import CallIdentity
+    from trellis.dspy.interface import call_scope
+
+    _, key = await harness.user_with_key("alice")
+    principal = await harness.runtime.auth.authenticate(key)
+    with call_scope(CallIdentity(principal, "tools"), harness.runtime.dspy.lm_for(None)):
+        result = await dspy.Predict(AskWithTools).acall(
+            question="What is the weather in Lima?", tools=[dspy.Tool(weather)]
+        )
+    [call] = result.calls.tool_calls
+    assert call.name == "weather"
+    assert set(call.args) == {"city"}
+    assert isinstance(call.args["city"], str)
+    assert call.execute(functions=[dspy.Tool(weather)]) == f"Sunny in {call.args['city']}"

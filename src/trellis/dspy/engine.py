@@ -17,6 +17,11 @@ The async engine runs on the server's event loop. The sync engine (what DSPy use
 is called without ``await``: the optimizers, in a worker thread) hands each call to that loop and
 waits; calling it on the loop's own thread would deadlock and is refused.
 
+DSPy's native function calling goes through: a request's function tools and tool choice become the
+gateway's, assistant turns with calls and tool turns with results are carried both ways, and the
+model's calls come back as ``ToolCallPart`` s (streamed as tool-call deltas), which DSPy's adapters
+turn into ``dspy.ToolCalls``.
+
 DSPy's response cache is off for these LMs (``cache=False``): its key ignores where a call goes
 and whose it is, while the gateway's cache is per model and per user.
 """
@@ -24,15 +29,14 @@ and whose it is, while the gateway's cache is per model and per user.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
 import dspy
 from dspy.lm15 import (
-    Message as LMMessage,
-)
-from dspy.lm15 import (
+    FunctionTool,
     Request,
     Response,
     StreamDeltaEvent,
@@ -40,6 +44,17 @@ from dspy.lm15 import (
     StreamStartEvent,
     TextDelta,
     TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
+from dspy.lm15 import (
+    Message as LMMessage,
+)
+from dspy.lm15 import (
+    ToolCallDelta as LMToolCallDelta,
+)
+from dspy.lm15 import (
+    ToolChoice as LMToolChoice,
 )
 from dspy.lm15 import (
     Usage as LMUsage,
@@ -47,12 +62,12 @@ from dspy.lm15 import (
 
 from trellis.auth.schemas import Principal
 from trellis.gateway.service import CallContext, Gateway, InvalidModelOutput, StreamOutcome
-from trellis.gateway.types import Completion, CompletionRequest, Message, Role
+from trellis.gateway.types import Completion, CompletionRequest, Message, Role, ToolCall, ToolSpec
 from trellis.kit.errors import AuthenticationFailed, TrellisError, ValidationFailed
 
 # What a canonical request's config may carry that the gateway honours; anything else set is a 400.
 _HONOURED = {"max_tokens", "temperature", "top_p", "stop", "seed", "response_format"}
-_FINISH = {"stop": "stop", "length": "length", "error": "error", "cancelled": "error"}
+_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_call", "error": "error", "cancelled": "error"}
 MODEL_PREFIX = "trellis/"
 IDENTITY_KEY = "trellis_call"
 # dspy.lm15's StreamStartEvent | StreamDeltaEvent | StreamEndEvent | StreamErrorEvent (not exported).
@@ -131,6 +146,52 @@ def _text_of(message: LMMessage) -> str:
     return text
 
 
+def _assistant_message(message: LMMessage) -> Message:
+    """An assistant turn, with the function calls it made (DSPy's native function calling)."""
+    calls = tuple(
+        ToolCall(part.id, part.name, json.dumps(part.input, ensure_ascii=False))
+        for part in message.parts
+        if isinstance(part, ToolCallPart)
+    )
+    if not calls:
+        return Message("assistant", _text_of(message))
+    text = "".join(part.text for part in message.parts if isinstance(part, TextPart))
+    return Message("assistant", text, tool_calls=calls)
+
+
+def _tool_messages(message: LMMessage) -> list[Message]:
+    """A tool turn: one gateway message per function result, tied to its call's id."""
+    answers: list[Message] = []
+    for part in message.parts:
+        if not isinstance(part, ToolResultPart):
+            raise ValidationFailed.of("messages", "a tool turn holds function results only", type="unsupported_content")
+        text = "".join(getattr(piece, "text", "") or "" for piece in part.content)
+        answers.append(Message("tool", text, tool_call_id=part.id))
+    return answers
+
+
+def _tools(request: Request) -> tuple[tuple[ToolSpec, ...], str]:
+    """DSPy's function tools and its tool choice as the gateway takes them ("auto", "required",
+    "none" or the one function's name); anything else (a provider's built-in tool) is a 400."""
+    specs: list[ToolSpec] = []
+    for tool in request.tools:
+        if not isinstance(tool, FunctionTool):
+            raise ValidationFailed.of("tools", f"{type(tool).__name__} is not a function tool", type="unsupported")
+        specs.append(ToolSpec(tool.name, tool.description or "", dict(tool.parameters)))
+    choice: LMToolChoice | None = request.config.tool_choice
+    if choice is None:
+        return tuple(specs), "auto"
+    if choice.parallel is False:
+        raise ValidationFailed.of("parallel_tool_calls", "not supported by the gateway", type="unsupported_parameter")
+    if not choice.allowed:
+        return tuple(specs), choice.mode
+    if choice.mode == "required" and len(choice.allowed) == 1:
+        return tuple(specs), choice.allowed[0]
+    raise ValidationFailed.of(
+        "tool_choice", "only one allowed function, with mode required, is supported", type="unsupported_parameter"
+    )
+
+
 def _system_text(system: Any) -> str:
     if isinstance(system, str):
         return system
@@ -140,10 +201,12 @@ def _system_text(system: Any) -> str:
 class AsyncGatewayEngine:
     """The async engine (``async_engine=``): one canonical DSPy request, one gateway call."""
 
-    supports_function_calling = False
+    supports_function_calling = True
     supports_reasoning = False
     supports_response_schema = True
-    supported_params = frozenset({"temperature", "max_tokens", "top_p", "stop", "seed", "response_format"})
+    supported_params = frozenset(
+        {"temperature", "max_tokens", "top_p", "stop", "seed", "response_format", "tools", "tool_choice"}
+    )
 
     def __init__(self, gateway: Gateway, model_name: str, admit: Admit) -> None:
         self._gateway = gateway
@@ -160,7 +223,13 @@ class AsyncGatewayEngine:
             messages.append(Message("system", _system_text(request.system)))
         for message in request.messages:
             role: Role
-            if message.role in ("user", "assistant"):
+            if message.role == "assistant":
+                messages.append(_assistant_message(message))
+                continue
+            if message.role == "tool":
+                messages.extend(_tool_messages(message))
+                continue
+            if message.role == "user":
                 role = message.role
             elif message.role == "developer":
                 role = "system"
@@ -170,10 +239,9 @@ class AsyncGatewayEngine:
         return messages
 
     async def prepare(self, request: Request) -> tuple[CallIdentity, CompletionRequest]:
-        if request.tools:
-            raise ValidationFailed.of("tools", "tool calling is not available to DSPy modules here", type="unsupported")
+        tools, tool_choice = _tools(request)
         config = request.config
-        for name in ("top_k", "tool_choice", "reasoning", "cache", "frequency_penalty", "presence_penalty"):
+        for name in ("top_k", "reasoning", "cache", "frequency_penalty", "presence_penalty"):
             if getattr(config, name, None) is not None:
                 raise ValidationFailed.of(name, "not supported by the gateway", type="unsupported_parameter")
         extensions = getattr(config, "extensions", None) or {}
@@ -206,6 +274,8 @@ class AsyncGatewayEngine:
             seed=config.seed,
             json_schema=json_schema,
             json_object=json_object,
+            tools=tools,
+            tool_choice=tool_choice,
         )
         if identity.guard is not None:
             identity.guard.admit()
@@ -238,11 +308,16 @@ class AsyncGatewayEngine:
         yield StreamStartEvent(model=self._name)
         finish = "stop"
         usage: LMUsage | None = None
+        # Each streamed function call is a part of the message after the text (if any), in order.
+        parts: dict[str, int] = {}
         chunks = self._gateway.stream(self._context(identity), self._name, self._model, completion_request, outcome)
         try:
             async for chunk in chunks:
                 if chunk.delta:
-                    yield StreamDeltaEvent(TextDelta(chunk.delta))
+                    yield StreamDeltaEvent(TextDelta(chunk.delta, part_index=parts.setdefault("text", len(parts))))
+                for call in chunk.tool_calls:
+                    index = parts.setdefault(f"call {call.index}", len(parts))
+                    yield StreamDeltaEvent(LMToolCallDelta(call.arguments, index, call.id, call.name))
                 if chunk.finish_reason is not None:
                     finish = _FINISH.get(chunk.finish_reason, "error")
                     if chunk.usage is not None:
@@ -263,10 +338,19 @@ class AsyncGatewayEngine:
 
 def to_response(completion: Completion, model: str) -> Response:
     usage = LMUsage(input_tokens=completion.usage.prompt_tokens, output_tokens=completion.usage.completion_tokens)
+    parts: list[Any] = [TextPart(completion.text)] if completion.text or not completion.tool_calls else []
+    for call in completion.tool_calls:
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except json.JSONDecodeError:
+            raise InvalidModelOutput.of(model, [f"the arguments of {call.name!r} are not JSON"]) from None
+        if not isinstance(arguments, dict):
+            raise InvalidModelOutput.of(model, [f"the arguments of {call.name!r} are not a JSON object"])
+        parts.append(ToolCallPart(call.id, call.name, arguments))
     return Response(
         id=None,
         model=model,
-        message=LMMessage.assistant([TextPart(completion.text)]),
+        message=LMMessage.assistant(parts),
         finish_reason=_FINISH.get(completion.finish_reason, "error"),
         usage=usage,
     )
@@ -279,7 +363,7 @@ async def _next(events: AsyncGenerator[StreamEvent, None]) -> StreamEvent:
 class GatewayEngine:
     """The sync engine (``engine=``): the async engine's call, run on the server's loop and waited for."""
 
-    supports_function_calling = False
+    supports_function_calling = AsyncGatewayEngine.supports_function_calling
     supports_reasoning = False
     supports_response_schema = True
     supported_params = AsyncGatewayEngine.supported_params

@@ -179,6 +179,20 @@ class OpenAICompatibleProvider:
             }
         elif request.json_object:
             body["response_format"] = {"type": "json_object"}
+        if request.tools and "tools" not in request.passthrough:
+            # Tools from a door that is not OpenAI's own (DSPy's engine, a workflow step): in
+            # OpenAI's form, with the choice as the gateway holds it.
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
+                for t in request.tools
+            ]
+            choice = request.tool_choice
+            body["tool_choice"] = (
+                choice if choice in ("auto", "required", "none") else {"type": "function", "function": {"name": choice}}
+            )
         # The caller's own response_format, tools, tool_choice and parallel_tool_calls, unchanged.
         body.update(request.passthrough)
         return body
