@@ -170,3 +170,29 @@ async def test_a_tool_call_with_arguments_that_are_not_json_is_a_clean_error(env
     env.up.chat(Ok(text="", finish_reason="tool_calls", tool_calls=(broken,)))
     with call_scope(CallIdentity(principal, "tools"), lm), pytest.raises(Exception, match="not valid JSON"):
         await dspy.Predict(AskWithTools).acall(question="Weather in Lima?", tools=[dspy.Tool(weather)])
+
+
+async def test_a_streamed_function_call_arrives_as_tool_call_deltas(env: Env) -> None:
+    from dspy.lm15 import FunctionTool, Message, Request, ToolCallDelta
+
+    from trellis.dspy.engine import AsyncGatewayEngine
+
+    principal = await env.h.runtime.auth.authenticate(env.alice["Authorization"].removeprefix("Bearer "))
+
+    async def admit(identity: CallIdentity) -> None:
+        return None
+
+    engine = AsyncGatewayEngine(env.h.runtime.gateway, "up", admit)
+    request = Request(
+        model="up",
+        messages=(Message.user("Weather in Lima?"),),
+        tools=(FunctionTool("weather", "The weather in a city.", {"type": "object", "properties": {"city": {}}}),),
+    )
+    env.up.chat(Ok(text="", finish_reason="tool_calls", tool_calls=(weather_call("Lima"),)))
+    with dspy.context(trellis_call=CallIdentity(principal, "tools")):
+        events = [event async for event in engine.stream(request)]
+    deltas = [event.delta for event in events if isinstance(getattr(event, "delta", None), ToolCallDelta)]
+    assert {(d.id, d.name, d.part_index) for d in deltas if d.name} == {("call_1", "weather", 0)}
+    assert "".join(d.input for d in deltas) == '{"city": "Lima"}'
+    assert events[-1].finish_reason == "tool_call"
+    assert env.up.calls("chat")[0].body["stream"] is True
