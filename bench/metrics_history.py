@@ -1,11 +1,29 @@
 """The metric history: database size after a simulated month, query latency, the collector's CPU.
 
 One in-process Trellis (the real app, the real collector, a clock the script moves) on a fresh
-SQLite file (and, with ``--postgres``, a fresh PostgreSQL database) lives through ``--days`` of
-simulated traffic at the default 10-second interval: each interval a few dozen HTTP requests over
-eight routes and five statuses with latencies, model calls of three users on two models, gauges
-that move now and then; the collector samples it, rolls it up and (every 10 minutes, as in
-production) applies retention. Then:
+SQLite file (and, with ``--postgres``, a fresh PostgreSQL database) lives through simulated traffic
+at the default 10-second interval, one turn of the collector's loop per interval.
+
+What is simulated and what is real (``_metrics_month.py``): no HTTP request is made and no model
+is called. Each interval, the numbers requests and model calls would leave behind are put straight
+into the objects the real code updates (``HttpMetrics.observe``, which the app's middleware calls;
+the gateway's Prometheus counters and latency histogram; ``UsageMeter.record``, which the gateway
+calls with each call record; the workflow and WebSocket gauges): a few dozen requests over eight
+routes and five statuses with latencies, model calls by model and user with tokens and cost, gauges
+that move. Everything after that is the production code: ``MetricsCollector.run_once`` reads the
+registry and the usage meter, computes the deltas, rolls them up 10 s -> 1 min -> 1 h, writes its
+batches and runs retention every 10 simulated minutes.
+
+Two modes:
+
+* ``--month copy`` (default): ``--days`` are simulated, and the rest of ``--month-days`` is filled
+  with copies of the last day's roll-up rows (quick; every day alike);
+* ``--month real``: all ``--month-days`` (30: 259,200 samples) are simulated, with varied traffic
+  (weekends, growth, incident hours, users appearing; ``Traffic(varied=True)``), and the database's
+  size and rows are printed after each day. Unless ``--no-copy-baseline``, a copy-based run of one
+  day of the same traffic comes first, and the two are compared at the end.
+
+Then, for each run:
 
 * **size**: the database file (SQLite, after a checkpoint) or ``pg_database_size``, and rows per
   resolution;
@@ -14,10 +32,10 @@ production) applies retention. Then:
   calls each. Baseline in the same run: the 24-hour counter query read from the raw 10-second rows
   (what the history would cost without roll-ups);
 * **collector CPU**: the process CPU time (all threads: aiosqlite's included) per sample during the
-  last simulated day, as a share of one core at the 10-second interval.
+  last simulated day (and over the whole run), as a share of one core at the 10-second interval.
 
-    .venv/bin/python bench/metrics_history.py                  # SQLite, 30 days (several minutes)
-    .venv/bin/python bench/metrics_history.py --days 3         # a quick look
+    .venv/bin/python bench/metrics_history.py --days 1          # SQLite, a day copied to a month
+    .venv/bin/python bench/metrics_history.py --month real      # SQLite, a real month (over an hour)
     .venv/bin/python bench/metrics_history.py --postgres postgres@127.0.0.1:5432
 
 Targets (issue 16): queries p95 under 50 ms on SQLite, collector under 1% of a core; the size is
