@@ -15,12 +15,13 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 endif
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck unit bench bench-gemma test-n8n test-sweeps test-soak lock clean help
+.PHONY: run test lint typecheck unit bench bench-month bench-gemma test-n8n test-sweeps test-soak lock clean help
 
 help:
 	@echo "make run    start Trellis at http://127.0.0.1:8000 (embedded defaults)"
 	@echo "make test   ruff + mypy (strict) + the whole test suite"
 	@echo "make bench  run the benchmarks under bench/"
+	@echo "make bench-month  a real month of metric history (259,200 samples, SQLite; over an hour)"
 	@echo "make bench-gemma  one DSPy optimization cycle on SmolLM2 and on Gemma 3 270M (installs Gemma: ~240 MB)"
 	@echo "make test-n8n  the n8n client against a real n8n (installs it with npm once: ~5 min, 2.3 GB)"
 	@echo "make test-sweeps  the local model's structured-output and tool-call tests over every seed (~10 min)"
@@ -63,6 +64,11 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python bench/auth_overhead.py
 	$(BIN)/python bench/workflow_runs.py
+
+# bench/metrics_history.py --month real: every 10-s sample of 30 days through the collector (then a
+# day copied to a month, to compare); over an hour on a busy 2-core machine.
+bench-month: $(STAMP)
+	$(BIN)/python bench/metrics_history.py --month real --repeat 20
 
 # One optimization cycle on the default SmolLM2 and on Gemma 3 270M, which this installs (pinned, with
 # hashes) into .venv once; Trellis itself never needs it.

@@ -1,11 +1,29 @@
 """The metric history: database size after a simulated month, query latency, the collector's CPU.
 
 One in-process Trellis (the real app, the real collector, a clock the script moves) on a fresh
-SQLite file (and, with ``--postgres``, a fresh PostgreSQL database) lives through ``--days`` of
-simulated traffic at the default 10-second interval: each interval a few dozen HTTP requests over
-eight routes and five statuses with latencies, model calls of three users on two models, gauges
-that move now and then; the collector samples it, rolls it up and (every 10 minutes, as in
-production) applies retention. Then:
+SQLite file (and, with ``--postgres``, a fresh PostgreSQL database) lives through simulated traffic
+at the default 10-second interval, one turn of the collector's loop per interval.
+
+What is simulated and what is real (``_metrics_month.py``): no HTTP request is made and no model
+is called. Each interval, the numbers requests and model calls would leave behind are put straight
+into the objects the real code updates (``HttpMetrics.observe``, which the app's middleware calls;
+the gateway's Prometheus counters and latency histogram; ``UsageMeter.record``, which the gateway
+calls with each call record; the workflow and WebSocket gauges): a few dozen requests over eight
+routes and five statuses with latencies, model calls by model and user with tokens and cost, gauges
+that move. Everything after that is the production code: ``MetricsCollector.run_once`` reads the
+registry and the usage meter, computes the deltas, rolls them up 10 s -> 1 min -> 1 h, writes its
+batches and runs retention every 10 simulated minutes.
+
+Two modes:
+
+* ``--month copy`` (default): ``--days`` are simulated, and the rest of ``--month-days`` is filled
+  with copies of the last day's roll-up rows (quick; every day alike);
+* ``--month real``: all ``--month-days`` (30: 259,200 samples) are simulated, with varied traffic
+  (weekends, growth, incident hours, users appearing; ``Traffic(varied=True)``), and the database's
+  size and rows are printed after each day. Unless ``--no-copy-baseline``, a copy-based run of one
+  day of the same traffic comes first, and the two are compared at the end.
+
+Then, for each run:
 
 * **size**: the database file (SQLite, after a checkpoint) or ``pg_database_size``, and rows per
   resolution;
@@ -14,10 +32,10 @@ production) applies retention. Then:
   calls each. Baseline in the same run: the 24-hour counter query read from the raw 10-second rows
   (what the history would cost without roll-ups);
 * **collector CPU**: the process CPU time (all threads: aiosqlite's included) per sample during the
-  last simulated day, as a share of one core at the 10-second interval.
+  last simulated day (and over the whole run), as a share of one core at the 10-second interval.
 
-    .venv/bin/python bench/metrics_history.py                  # SQLite, 30 days (several minutes)
-    .venv/bin/python bench/metrics_history.py --days 3         # a quick look
+    .venv/bin/python bench/metrics_history.py --days 1          # SQLite, a day copied to a month
+    .venv/bin/python bench/metrics_history.py --month real      # SQLite, a real month (over an hour)
     .venv/bin/python bench/metrics_history.py --postgres postgres@127.0.0.1:5432
 
 Targets (issue 16): queries p95 under 50 ms on SQLite, collector under 1% of a core; the size is
@@ -28,8 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
-import random
+import json
 import sys
 import tempfile
 import time
@@ -51,63 +68,12 @@ from _common import (
     write_results,
 )
 from _databases import check_postgres, postgres_database
+from _metrics_month import LoopCost, Traffic, live_through
 from trellis.app import create_app
-from trellis.episodic.schemas import CallRecord
 from trellis.kit.clock import ManualClock
 from trellis.runtime import Runtime
 from trellis.settings import Settings
 from trellis.storage import migrate
-
-ROUTES = (
-    "/api/v1/ai/generate",
-    "/v1/chat/completions",
-    "/api/context/search",
-    "/api/context",
-    "/api/v1/workflow/execute",
-    "/api/v1/db/logs",
-    "/graphql",
-    "/health",
-)
-STATUSES = ((200, 0.9), (404, 0.04), (400, 0.03), (429, 0.02), (500, 0.01))
-MODELS = ("smollm2", "remote-gpt")
-USERS = ("usr_alice", "usr_bob", "usr_carol")
-
-
-def simulate_interval(runtime: Runtime, rng: random.Random, second_of_month: int) -> None:
-    """One 10-second interval of traffic, recorded where the real code records it."""
-    http = runtime.monitoring_http  # type: ignore[attr-defined]
-    # Busier by day than by night.
-    load = 0.5 + 0.5 * math.sin(2 * math.pi * (second_of_month % 86_400) / 86_400)
-    for _ in range(int(20 + 40 * load)):
-        route = rng.choice(ROUTES)
-        status = rng.choices([s for s, _ in STATUSES], [w for _, w in STATUSES])[0]
-        http.observe("POST", route, status, rng.lognormvariate(-4.5, 1.0))
-    gateway = runtime.gateway.metrics
-    for _ in range(rng.randint(0, 3)):
-        model = rng.choice(MODELS)
-        user = rng.choice(USERS)
-        prompt, completion = rng.randint(20, 400), rng.randint(5, 200)
-        gateway.requests.labels(model, "openai", "rest", "ok").inc()
-        gateway.tokens.labels(model, "prompt").inc(prompt)
-        gateway.tokens.labels(model, "completion").inc(completion)
-        gateway.latency.labels(model, "openai").observe(rng.lognormvariate(0, 0.7))
-        gateway.cache.labels(rng.choice(("miss", "miss", "hit_l1"))).inc()
-        runtime.monitoring.usage.record(
-            CallRecord(
-                owner_id=user,
-                door="rest",
-                requested_model=model,
-                served_model=model,
-                status="ok",
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                cost=(prompt + 2 * completion) / 1e6,
-            )
-        )
-    if rng.random() < 0.05:
-        runtime.live_metrics.ws_connections.set(rng.randint(0, 40))
-    if rng.random() < 0.001:
-        gateway.breaker_state.labels("openai:http://remote").set(rng.choice((0, 1)))
 
 
 async def fill_month(runtime: Runtime, now: datetime, days: int, month_days: int) -> int:
@@ -235,10 +201,8 @@ async def raw_baseline(runtime: Runtime, now: datetime, repeat: int) -> dict[str
 
 
 async def run_one(
-    label: str, database_url: str, sqlite_path: Path | None, data_dir: Path, args: argparse.Namespace
+    label: str, mode: str, database_url: str, sqlite_path: Path | None, data_dir: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
-    from trellis.kit.http_metrics import HttpMetrics  # noqa: F401 - the app builds it
-
     admin_key = new_admin_key()
     start = datetime(2026, 11, 1, tzinfo=UTC)
     clock = ManualClock(start)
@@ -256,35 +220,40 @@ async def run_one(
     )
     app = create_app(settings, clock=clock)
     runtime: Runtime = app.state.runtime
-    runtime.monitoring_http = app.state.metrics  # type: ignore[attr-defined]
     await migrate.upgrade(runtime.database)
     await runtime.auth.bootstrap_admin()
     collector = runtime.monitoring.collector
-    rng = random.Random(16)
+    real = mode == "real"
+    days = args.month_days if real else args.days
+    traffic = Traffic(runtime, app.state.metrics, varied=args.varied or real)
     interval = settings.metrics.interval_seconds
-    total = args.days * 86_400 // interval
-    maintenance_every = settings.metrics.maintenance_seconds // interval
-    started = time.perf_counter()
-    cpu_last_day = 0.0
-    samples_last_day = 0
-    last_day_from = total - 86_400 // interval
-    for i in range(total):
-        simulate_interval(runtime, rng, i * interval)
-        clock.advance(interval)
-        cpu = time.process_time()
-        await collector.sample()
-        if i % maintenance_every == 0:
-            await collector.maintain()
-        if i >= last_day_from:
-            cpu_last_day += time.process_time() - cpu
-            samples_last_day += 1
-        if i and i % (86_400 // interval) == 0:
-            day = i * interval // 86_400
-            print(f"  [{label}] day {day}/{args.days}: {time.perf_counter() - started:.0f} s so far", file=sys.stderr)
+    per_day = 86_400 // interval
+    total = days * per_day
+    cost = LoopCost()
+    last_day: dict[str, float] = {}
+    daily: list[dict[str, Any]] = []
+
+    async def on_day(day: int, so_far: LoopCost) -> None:
+        if day == days - 1:
+            last_day.update(loop=so_far.loop_cpu, sample=so_far.sample_cpu, samples=so_far.samples)
+        line: dict[str, Any] = {
+            "day": day,
+            "wall_s": round(so_far.wall_seconds, 1),
+            "sample_cpu_ms": round(so_far.sample_cpu / so_far.samples * 1000, 3),
+        }
+        if real:  # the history's growth, day by day (no checkpoint: the file as the app leaves it)
+            line["size_bytes"] = (
+                file_sizes(sqlite_path) if sqlite_path is not None else await database_size(runtime, None)
+            )
+            line["rows"] = await row_counts(runtime)
+            daily.append(line)
+        print(f"  [{label} {mode}] {json.dumps(line)}", file=sys.stderr, flush=True)
+
+    await live_through(runtime, clock, traffic, total, on_day=on_day, cost=cost)
     await collector.flush()
-    simulated_seconds = time.perf_counter() - started
+    simulated_seconds = cost.wall_seconds
     filled = 0
-    if args.days < args.month_days:
+    if not real and args.days < args.month_days:
         filled = await fill_month(runtime, clock.now(), args.days, args.month_days)
     clock.advance(1)
     await collector.maintain()
@@ -295,15 +264,26 @@ async def run_one(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             await client.get("/api/v1/db/metrics", params={"series": "http.requests"}, headers=headers)  # warm
-            queries = await timed_queries(client, headers, clock.now(), args.days, args.repeat)
+            queries = await timed_queries(client, headers, clock.now(), max(days, args.month_days), args.repeat)
             baseline = await raw_baseline(runtime, clock.now(), args.repeat)
-    cpu_per_sample = cpu_last_day / max(samples_last_day, 1)
+    samples_last_day = cost.samples - int(last_day.get("samples", 0))
+    cpu_per_sample = (cost.sample_cpu - last_day.get("sample", 0.0)) / max(samples_last_day, 1)
+    loop_per_sample = (cost.loop_cpu - last_day.get("loop", 0.0)) / max(samples_last_day, 1)
     return {
         "backend": label,
-        "days": args.days,
+        "mode": mode,
+        "varied_traffic": traffic.varied,
+        "days": days,
         "samples": total,
         "simulation_seconds": round(simulated_seconds, 1),
-        "month_days": max(args.days, args.month_days),
+        "traffic_cpu_ms_per_sample": round(cost.traffic_cpu / max(cost.samples, 1) * 1000, 3),
+        "month_cpu_ms_per_sample": round(cost.sample_cpu / max(cost.samples, 1) * 1000, 3),
+        "month_loop_cpu_ms_per_sample": round(cost.loop_cpu / max(cost.samples, 1) * 1000, 3),
+        "collector_loop_cpu_ms_per_sample": round(loop_per_sample * 1000, 3),
+        "maintenance_runs": collector.stats.maintenance_runs,
+        "rows_deleted_by_retention": collector.stats.rows_deleted,
+        "daily": daily,
+        "month_days": max(days, args.month_days),
         "rows_copied_from_the_last_day": filled,
         "size_bytes": size,
         "rows": counts,
@@ -315,54 +295,114 @@ async def run_one(
 
 
 def report(result: dict[str, Any]) -> None:
+    how = (
+        "every day sampled"
+        if result["mode"] == "real"
+        else f"filled to {result['month_days']} days with copies of the last day's roll-ups"
+    )
     print(
-        f"\n== {result['backend']}: {result['days']} simulated days, {result['samples']} samples "
-        f"({result['simulation_seconds']} s to simulate)"
+        f"\n== {result['backend']}, --month {result['mode']}: {result['days']} simulated days, "
+        f"{result['samples']:,} samples ({result['simulation_seconds']} s to simulate; {how})"
     )
     print(f"database size: {result['size_bytes'] / 1e6:.1f} MB")
     print(render_table(["rows", "count"], [[k, f"{v:,}"] for k, v in result["rows"].items()]))
     rows = [
-        [q["query"], str(q.get("resolution", "10")), f"{q['p50_ms']:.1f}", f"{q['p95_ms']:.1f}"]
+        [q["query"], str(q["points"]), str(q.get("resolution", "10")), f"{q['p50_ms']:.1f}", f"{q['p95_ms']:.1f}"]
         for q in result["queries"]
     ]
     b = result["baseline"]
-    rows.append([b["query"], "10", f"{b['p50_ms']:.1f}", f"{b['p95_ms']:.1f}"])
-    print(render_table(["query", "resolution s", "p50 ms", "p95 ms"], rows))
+    rows.append([b["query"], "", "10", f"{b['p50_ms']:.1f}", f"{b['p95_ms']:.1f}"])
+    print(render_table(["query", "points", "resolution s", "p50 ms", "p95 ms"], rows))
     worst = max(q["p95_ms"] for q in result["queries"])
     print(f"slowest p95: {worst:.1f} ms (target < 50 ms on SQLite)")
     print(
-        f"collector: {result['collector_cpu_ms_per_sample']:.2f} ms CPU per sample = "
-        f"{result['collector_core_pct']:.3f}% of one core at the 10 s interval (target < 1%)"
+        f"collector, last simulated day: {result['collector_cpu_ms_per_sample']:.2f} ms CPU per sample = "
+        f"{result['collector_core_pct']:.3f}% of one core at the 10 s interval (target < 1%); with retention "
+        f"{result['collector_loop_cpu_ms_per_sample']:.2f} ms"
     )
+    print(
+        f"whole run: {result['month_cpu_ms_per_sample']:.2f} ms CPU per sample "
+        f"({result['month_loop_cpu_ms_per_sample']:.2f} with retention; {result['maintenance_runs']} retention runs "
+        f"deleted {result['rows_deleted_by_retention']:,} rows); making the traffic: "
+        f"{result['traffic_cpu_ms_per_sample']:.2f} ms per sample (not the collector's)"
+    )
+
+
+def compare(results: list[dict[str, Any]]) -> None:
+    """The real month beside the copy-based one of the same backend."""
+    by = {(r["backend"], r["mode"]): r for r in results}
+    for backend in ("sqlite", "postgresql"):
+        real, copy = by.get((backend, "real")), by.get((backend, "copy"))
+        if real is None or copy is None:
+            continue
+        print(f"\n== {backend}: a real month against one day copied to a month")
+        rows = [["database size MB", f"{real['size_bytes'] / 1e6:.1f}", f"{copy['size_bytes'] / 1e6:.1f}"]]
+        for key in sorted(set(real["rows"]) | set(copy["rows"])):
+            rows.append([key, f"{real['rows'].get(key, 0):,}", f"{copy['rows'].get(key, 0):,}"])
+        for mine, theirs in zip(real["queries"], copy["queries"], strict=True):
+            rows.append(
+                [
+                    f"{mine['query']} p50/p95 ms",
+                    f"{mine['p50_ms']:.1f} / {mine['p95_ms']:.1f}",
+                    f"{theirs['p50_ms']:.1f} / {theirs['p95_ms']:.1f}",
+                ]
+            )
+        rows.append(
+            [
+                "collector CPU ms per sample (last day)",
+                f"{real['collector_cpu_ms_per_sample']:.2f}",
+                f"{copy['collector_cpu_ms_per_sample']:.2f}",
+            ]
+        )
+        print(render_table(["", "real month", "copied month"], rows))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--days", type=int, default=2, help="days simulated sample by sample")
     parser.add_argument(
-        "--month-days", type=int, default=30, help="fill the history to this many days with the last day's roll-ups"
+        "--month",
+        choices=("copy", "real"),
+        default="copy",
+        help="copy: simulate --days, fill the rest with copies of the last day's roll-ups; real: simulate "
+        "all --month-days sample by sample (then, unless --no-copy-baseline, a 1-day copy-based run to compare)",
+    )
+    parser.add_argument("--days", type=int, default=2, help="days simulated sample by sample (--month copy)")
+    parser.add_argument(
+        "--month-days", type=int, default=30, help="the history's length: filled (copy) or simulated (real)"
+    )
+    parser.add_argument("--no-copy-baseline", action="store_true", help="--month real without the copy-based run")
+    parser.add_argument(
+        "--varied", action="store_true", help="the real month's varied traffic in --month copy too (default there)"
     )
     parser.add_argument("--repeat", type=int, default=30, help="calls per query")
     parser.add_argument("--postgres", help="USER@HOST:PORT: also run on a fresh PostgreSQL database")
     parser.add_argument("--no-sqlite", action="store_true")
     args = parser.parse_args()
     stop_on_signals()
+    modes = [args.month]
+    if args.month == "real" and not args.no_copy_baseline:
+        # The baseline first: short, so its numbers exist even if the month is stopped.
+        args.days, args.varied = 1, True
+        modes = ["copy", "real"]
     began = datetime.now(UTC)
     results = []
     try:
-        if not args.no_sqlite:
-            with tempfile.TemporaryDirectory(prefix="trellis-metrics-bench-") as tmp:
-                path = Path(tmp) / "trellis.db"
-                results.append(asyncio.run(run_one("sqlite", f"sqlite+aiosqlite:///{path}", path, Path(tmp), args)))
-                report(results[-1])
-        if args.postgres:
-            check_postgres(args.postgres, "pass --postgres USER@HOST:PORT")
-            with postgres_database(args.postgres) as name, tempfile.TemporaryDirectory() as tmp:
-                url = f"postgresql+asyncpg://{args.postgres}/{name}"
-                results.append(asyncio.run(run_one("postgresql", url, None, Path(tmp), args)))
-                report(results[-1])
+        for mode in modes:
+            if not args.no_sqlite:
+                with tempfile.TemporaryDirectory(prefix="trellis-metrics-bench-") as tmp:
+                    path = Path(tmp) / "trellis.db"
+                    url = f"sqlite+aiosqlite:///{path}"
+                    results.append(asyncio.run(run_one("sqlite", mode, url, path, Path(tmp), args)))
+                    report(results[-1])
+            if args.postgres:
+                check_postgres(args.postgres, "pass --postgres USER@HOST:PORT")
+                with postgres_database(args.postgres) as name, tempfile.TemporaryDirectory() as tmp:
+                    url = f"postgresql+asyncpg://{args.postgres}/{name}"
+                    results.append(asyncio.run(run_one("postgresql", mode, url, None, Path(tmp), args)))
+                    report(results[-1])
     except BenchError as exc:
         sys.exit(f"error: {exc}")
+    compare(results)
     path = write_results("metrics_history", began, {**result_header("metrics_history", began), "results": results})
     print(f"\nresults: {path}")
 
