@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
 from trellis.alerts.evaluator import AlertEvaluator
@@ -197,17 +197,17 @@ class Runtime:
 def build_redis(settings: Settings) -> Redis | None:
     if settings.redis_url is None:
         return None
-    # A blocking pool: at its size, a command waits for a free connection rather than raising
-    # "Too many connections", which the rate limiter would take for Redis being down (and fail open).
-    pool = BlockingConnectionPool.from_url(
+    # redis-py's default pool holds 100 connections and then raises "Too many connections", which the
+    # rate limiter takes for Redis being down (and fails open): a burst of 200 requests did that.
+    # A blocking pool would queue instead, but stalled the live-events fan-out at 1,000 WebSocket
+    # clients (bench/ws_fanout.py), so the pool stays non-blocking, sized by redis_max_connections.
+    return Redis.from_url(
         settings.redis_url,
         max_connections=settings.redis_max_connections,
-        timeout=settings.redis_pool_wait_seconds,
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
         health_check_interval=30,
     )
-    return Redis.from_pool(pool)  # owns the pool: closing the client closes its connections
 
 
 def build_auth_epoch(

@@ -60,18 +60,16 @@ def check_burst(responses: list[httpx.Response], capacity: int, period: int) -> 
     return f"{len(ok)} allowed, {len(limited)} limited"
 
 
-@pytest.mark.parametrize("limiter", ["memory", "redis", "redis-4-connections"])
+@pytest.mark.parametrize("limiter", ["memory", "redis"])
 async def test_burst_in_one_process_is_exact(make_harness: Callable[..., Any], redis_prefix: str, limiter: str) -> None:
     capacity, period = 25, 3600
     overrides: dict[str, Any] = {
         "rate_limits": {"admin": {"default": {"capacity": capacity, "period_seconds": period}}}
     }
-    if limiter.startswith("redis"):
+    if limiter == "redis":
+        # The whole burst in flight at once needs more than redis-py's default 100 connections
+        # (past them it fails as if Redis were down, and fails open: once 26 of 200 got through).
         overrides.update(redis_url=REDIS_URL, redis_key_prefix=redis_prefix, redis_timeout_seconds=5)
-    if limiter == "redis-4-connections":
-        # 200 requests in flight over 4 connections: commands wait for a free one; none is taken
-        # for Redis being down (which would fail open and let a 26th request through).
-        overrides.update(redis_max_connections=4, redis_pool_wait_seconds=30)
     async with make_harness(**overrides) as h:
         try:
             responses = await asyncio.gather(*(h.client.get(ME, headers=ADMIN) for _ in range(BURST)))

@@ -60,10 +60,9 @@ class Settings(BaseSettings):
     # Every Redis key Trellis writes starts with this, so one Redis can serve several deployments.
     redis_key_prefix: str = "trellis:"
     redis_timeout_seconds: Annotated[float, Field(gt=0, le=10)] = 0.25
-    # Connections to Redis per process. A command beyond them waits up to redis_pool_wait_seconds for
-    # one to come free (a burst of requests queues briefly) instead of failing as if Redis were down.
-    redis_max_connections: Annotated[int, Field(ge=1, le=10_000)] = 100
-    redis_pool_wait_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
+    # Connections to Redis per process; a command beyond them fails as if Redis were down (the rate
+    # limiter then fails open or closed as set), so this bounds a burst's concurrency, not its size.
+    redis_max_connections: Annotated[int, Field(ge=1, le=10_000)] = 1000
     # On PostgreSQL without Redis, each process LISTENs for "access was taken away" notifications so
     # it can cache credentials (trellis.auth.cache.PostgresAuthEpoch), and for "the embedding model
     # changed" (trellis.context.index.state). LISTEN needs a session of its own: behind PgBouncer in
