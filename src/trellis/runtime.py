@@ -283,13 +283,7 @@ def build_runtime(
         semantic_weight=settings.context.search_semantic_weight,
         document_decay=settings.context.search_document_decay,
         models=indexer.models,
-        reranker=reranker_from_settings(
-            settings.context.rerank_enabled,
-            settings.context.rerank_model_path,
-            settings.context.rerank_tokenizer_path,
-            settings.context.rerank_max_length,
-            settings.context.rerank_threads,
-        ),
+        reranker=reranker_from_settings(settings.context),
         rerank_depth=settings.context.rerank_depth,
         rerank_fused_weight=settings.context.rerank_fused_weight,
     )

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from trellis.kit.logging import get_logger
+from trellis.settings.context import ContextSettings
 
 log = get_logger(__name__)
 
@@ -234,12 +235,16 @@ class CrossEncoder:
         return [await asyncio.to_thread(self.score_one, query, passage) for passage in passages]
 
 
-def reranker_from_settings(
-    enabled: bool, model_path: Path | None, tokenizer_path: Path | None, max_length: int, threads: int
-) -> CrossEncoder | None:
-    if not enabled:
+def reranker_from_settings(settings: ContextSettings) -> CrossEncoder | None:
+    """The cross-encoder ``[context]`` describes (None when reranking is turned off); loaded on first use."""
+    if not settings.rerank_enabled:
         return None
-    return CrossEncoder(model_path=model_path, tokenizer_path=tokenizer_path, max_length=max_length, threads=threads)
+    return CrossEncoder(
+        model_path=settings.rerank_model_path,
+        tokenizer_path=settings.rerank_tokenizer_path,
+        max_length=settings.rerank_max_length,
+        threads=settings.rerank_threads,
+    )
 
 
 __all__ = [
