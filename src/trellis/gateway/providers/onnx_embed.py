@@ -97,6 +97,7 @@ def _packaged_models() -> dict[str, _Packaged]:
         BGE_SMALL_MODEL_ID: _Packaged(_BGE_SMALL_MODEL, _BGE_SMALL_TOKENIZER, "cls", "none"),
     }
 
+
 _INPUT_DTYPES: dict[str, type[np.signedinteger[Any]]] = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 FloatArray = npt.NDArray[np.float32]
@@ -505,4 +506,7 @@ __all__ = [
     "PACKAGED_DIMENSIONS",
     "PACKAGED_MODEL_ID",
     "POOLING_MODES",
-    "QUANTIZE_MODES", "OnnxEmbeddingProvider", "factory"]
+    "QUANTIZE_MODES",
+    "OnnxEmbeddingProvider",
+    "factory",
+]
