@@ -128,7 +128,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         bootstrap_admin_key=admin_key,
         log_level="WARNING",
         rate_limit_enabled=False,
-        gateway=GatewaySettings(cache_enabled=False),
+        gateway=GatewaySettings(cache_enabled=False, default_embed_model=args.embed_model),
         **overrides,
     )
     app = create_app(settings)
@@ -378,6 +378,11 @@ def main() -> None:
     parser.add_argument("--settings", help="JSON of Settings overrides, e.g. '{\"context\": {...}}'")
     parser.add_argument("--params", help="JSON of extra search query parameters")
     parser.add_argument(
+        "--embed-model",
+        default="minilm-l6",
+        help="the embedding model the fresh store starts with (a configured name: minilm-l6, bge-small-en)",
+    )
+    parser.add_argument(
         "--groups",
         nargs="+",
         choices=("context", "document"),
@@ -401,6 +406,7 @@ def main() -> None:
     report = asyncio.run(run(args))
     report["label"] = args.label
     report["settings"] = args.settings
+    report["embed_model"] = args.embed_model
     report["params"] = args.params
     print_report(report)
     reranked = {mode: result for mode, result in report["modes"].items() if "rerank_ms" in result}

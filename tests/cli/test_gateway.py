@@ -85,7 +85,7 @@ def test_models_json(data_dir: Path) -> None:
     result = cli("models", "--json")
     assert result.exit_code == 0, result.output
     models = {row["name"]: row for row in json.loads(result.stdout)}
-    assert set(models) == {"smollm2-135m", "minilm-l6"}
+    assert set(models) == {"smollm2-135m", "minilm-l6", "bge-small-en"}
     assert models["smollm2-135m"]["provider"] == "llamacpp"
     assert set(models["smollm2-135m"]["aliases"].split(", ")) == {
         "cursor-native-ai",
@@ -94,6 +94,8 @@ def test_models_json(data_dir: Path) -> None:
     }
     assert models["minilm-l6"]["provider"] == "onnx-embed"
     assert models["minilm-l6"]["capabilities"] == "embed"
+    assert models["bge-small-en"]["provider"] == "onnx-embed"
+    assert models["bge-small-en"]["capabilities"] == "embed"
 
 
 def test_ask_unknown_model_is_a_readable_error(data_dir: Path) -> None:

