@@ -151,6 +151,16 @@ def _positive_int(model: ModelConfig, key: str, default: int, *, minimum: int = 
     return value
 
 
+def _one_of(model: ModelConfig, key: str, choices: tuple[str, ...], default: str) -> str:
+    value = model.options.get(key, default)
+    if value not in choices:
+        raise ProviderUnavailable(
+            f"model {model.model_id!r}: options.{key} must be one of {', '.join(map(repr, choices))}, not {value!r}",
+            provider=NAME,
+        )
+    return str(value)
+
+
 def packaged_model_file(model_id: str = PACKAGED_MODEL_ID) -> Path:
     """A built-in embedding model's ONNX file (MiniLM's by default), inside its installed package."""
     return _packaged_file(_packaged_models()[model_id].model)
@@ -184,20 +194,8 @@ def _spec_for(model: ModelConfig) -> _Spec:
     normalize = options.get("normalize", True)
     if not isinstance(normalize, bool):
         raise ProviderUnavailable(f"model {model.model_id!r}: options.normalize must be true or false", provider=NAME)
-    quantize = options.get("quantize", packaged.quantize if packaged is not None else "none")
-    if quantize not in QUANTIZE_MODES:
-        raise ProviderUnavailable(
-            f"model {model.model_id!r}: options.quantize must be one of {', '.join(map(repr, QUANTIZE_MODES))}, "
-            f"not {quantize!r}",
-            provider=NAME,
-        )
-    pooling = options.get("pooling", packaged.pooling if packaged is not None else "mean")
-    if pooling not in POOLING_MODES:
-        raise ProviderUnavailable(
-            f"model {model.model_id!r}: options.pooling must be one of {', '.join(map(repr, POOLING_MODES))}, "
-            f"not {pooling!r}",
-            provider=NAME,
-        )
+    quantize = _one_of(model, "quantize", QUANTIZE_MODES, packaged.quantize if packaged is not None else "none")
+    pooling = _one_of(model, "pooling", POOLING_MODES, packaged.pooling if packaged is not None else "mean")
     if packaged is not None:
         onnx_file: Path | tuple[str, str, str] = packaged.model
         tokenizer_file: Path | tuple[str, str, str] = packaged.tokenizer
