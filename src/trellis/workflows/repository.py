@@ -67,6 +67,16 @@ async def resolve(
     return (None, None) if row is None else (Resolved(row[0], row[1], row[2]), row[3])
 
 
+async def live_latest_versions(session: AsyncSession, workflow_ids: Collection[str]) -> dict[str, int]:
+    """The latest version of each of these workflows that is not deleted (one query)."""
+    rows = await session.execute(
+        select(Workflow.id, Workflow.latest_version).where(
+            Workflow.id.in_(list(workflow_ids)), Workflow.deleted_at.is_(None)
+        )
+    )
+    return {workflow_id: latest for workflow_id, latest in rows.all()}
+
+
 async def workflow_version(session: AsyncSession, workflow_id: str, version: int) -> WorkflowVersion | None:
     return await session.get(WorkflowVersion, (workflow_id, version))
 

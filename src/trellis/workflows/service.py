@@ -55,6 +55,12 @@ log = structlog.get_logger(__name__)
 
 CANCELLABLE = ("queued", "running", "waiting")
 RETRYABLE = ("failed", "cancelled")
+RESOLVED_CACHE_MAX = 4096  # (owner, workflow name) pairs remembered by execute
+
+
+class _StaleWorkflow(Exception):
+    """A run was to be created from a remembered workflow that changed meanwhile (a new version, a
+    delete, elsewhere): ``execute`` looks the workflow up again."""
 
 
 def _run_not_found(run_id: str) -> NotFound:
@@ -115,6 +121,9 @@ class WorkflowService:
         self._local_worker = local_worker
         self._creations: GroupCommit[_NewRun, bool] = GroupCommit(self._create_group)
         self._sleep = sleep
+        # What execute resolved a workflow name to, by (owner id, name): read once, then checked in
+        # the transaction that creates the run (``_insert_runs``), not looked up before each run.
+        self._resolved: dict[tuple[str, str], repo.Resolved] = {}
 
     async def _nudge(self, run_id: str) -> None:
         """Tell a worker; if the queue is unreachable the run still starts: workers poll the database
@@ -189,6 +198,7 @@ class WorkflowService:
                         await session.flush()
                         session.add(WorkflowVersion(workflow_id=row.id, version=1, definition=stored, created_at=now))
                         self._definitions.put(row.id, 1, definition)
+                        self._resolved.pop((actor.user_id, name), None)
                         return row, 1, stored, True
                     if mode == "create":
                         raise Conflict(
@@ -204,6 +214,7 @@ class WorkflowService:
                     session.add(WorkflowVersion(workflow_id=row.id, version=version, definition=stored, created_at=now))
                     row.latest_version, row.updated_at = version, now
                     self._definitions.put(row.id, version, definition)
+                    self._resolved.pop((actor.user_id, name), None)
                     return row, version, stored, True
             except (IntegrityError, _Retry):
                 continue
@@ -251,6 +262,7 @@ class WorkflowService:
             if row is None:
                 raise _workflow_not_found(name)
             row.deleted_at = self._clock.now()
+        self._resolved.pop((actor.user_id, name), None)
 
     # -- runs ----------------------------------------------------------------------------------------
 
@@ -271,6 +283,22 @@ class WorkflowService:
             existing = await self._by_key(actor.user_id, request.idempotency_key)
             if existing is not None:
                 return existing, False
+        try:
+            return await self._create(actor, request, parent, cached=True)
+        except _StaleWorkflow:
+            self._resolved.pop((actor.user_id, request.workflow), None)
+            return await self._create(actor, request, parent, cached=False)
+
+    async def _resolve(
+        self, actor: Principal, request: ExecuteRequest, *, cached: bool
+    ) -> tuple[repo.Resolved, int, bool]:
+        """The workflow and version a run of ``request`` uses, and whether it came from what this
+        process remembered (then ``_insert_runs`` checks it still holds when the run is written)."""
+        key = (actor.user_id, request.workflow)
+        remembered = self._resolved.get(key) if cached else None
+        if remembered is not None and (request.version is None or request.version <= remembered.latest_version):
+            # Versions are never changed or removed: any version up to the latest exists.
+            return remembered, request.version or remembered.latest_version, True
         async with self._database.reader() as session:
             row, version = await repo.resolve(session, actor.user_id, request.workflow, request.version)
         if row is None:
@@ -284,10 +312,21 @@ class WorkflowService:
                     "latest_version": row.latest_version,
                 },
             )
+        if len(self._resolved) >= RESOLVED_CACHE_MAX:
+            self._resolved.clear()
+        self._resolved[key] = row
+        return row, version, False
+
+    async def _create(
+        self, actor: Principal, request: ExecuteRequest, parent: tuple[str, str] | None, *, cached: bool
+    ) -> tuple[WorkflowRun, bool]:
+        row, version, remembered = await self._resolve(actor, request, cached=cached)
         definition = await self._definitions.get(row.id, version)
         if definition.input_schema is not None:
             validator = jsonschema.validators.validator_for(definition.input_schema)(definition.input_schema)
             problems = sorted(validator.iter_errors(request.input), key=lambda e: list(e.absolute_path))
+            if problems and remembered:
+                raise _StaleWorkflow  # refused by the schema of a version that may not be the latest now
             if problems:
                 raise ValidationFailed.of_fields(
                     [
@@ -329,6 +368,8 @@ class WorkflowService:
             updated_at=now,
         )
         new = _NewRun(run, [spec.id for spec in definition.scheduled()], definition)
+        if remembered:
+            new.check_latest = row.latest_version if request.version is None else 0
         try:
             adopted = await self._creations.submit(new)
         except IntegrityError:
@@ -370,7 +411,31 @@ class WorkflowService:
         if self.on_events is not None:
             self.on_events([(item.run.owner_id, event) for item in items for event in item.events])
 
-    async def _insert_runs(self, session: Any, items: list[_NewRun]) -> list[bool]:
+    async def _insert_runs(self, session: Any, items: list[_NewRun]) -> list[bool | BaseException]:
+        """Write ``items``' runs; those made from a remembered workflow that no longer holds (deleted,
+        or not the latest version any more when the latest was asked for) are not written: their
+        result is ``_StaleWorkflow``."""
+        checked = {item.run.workflow_id for item in items if item.check_latest is not None}
+        if checked:
+            live = await repo.live_latest_versions(session, checked)
+            stale = [
+                item.check_latest is not None
+                and (
+                    item.run.workflow_id not in live
+                    or (item.check_latest > 0 and live[item.run.workflow_id] != item.check_latest)
+                )
+                for item in items
+            ]
+            for item, bad in zip(items, stale, strict=True):
+                if not bad:
+                    item.check_latest = None  # checked: written alone after a collision, it is not again
+            if any(stale):
+                fresh = [item for item, bad in zip(items, stale, strict=True) if not bad]
+                written = iter(await self._insert_fresh(session, fresh) if fresh else [])
+                return [_StaleWorkflow() if bad else next(written) for bad in stale]
+        return list(await self._insert_fresh(session, items))
+
+    async def _insert_fresh(self, session: Any, items: list[_NewRun]) -> list[bool]:
         now = self._clock.now()
         local = self._local_worker()
         room = local.room() if local is not None else 0
@@ -840,3 +905,6 @@ class _NewRun:
     keys: list[str]
     definition: WorkflowDefinition
     events: list[dict[str, Any]] = field(default_factory=list)  # written with the run
+    # Resolved from memory: check in the creating transaction that the workflow is still live and,
+    # unless 0, that this is still its latest version. None: resolved from the database just now.
+    check_latest: int | None = None

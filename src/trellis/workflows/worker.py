@@ -94,6 +94,10 @@ class WorkflowWorker:
         self._stopping = False
         self._started = False
         self._poll_now = asyncio.Event()
+        # A run this worker was asked for was not taken (a limit, no free slot): poll again as soon as
+        # one of its runs ends. Otherwise an end frees nothing anyone waits for, and the poll of every
+        # ``poll_seconds`` suffices (a poll per ended run was two reads per run).
+        self._turned_away = False
         self._timers: set[asyncio.Task[None]] = set()
 
     @property
@@ -162,6 +166,7 @@ class WorkflowWorker:
                     return
                 execution = await self.engine.claim(run_id)
                 if execution is None:
+                    self._turned_away = True
                     return
                 await self._drive(execution)
         finally:
@@ -204,7 +209,9 @@ class WorkflowWorker:
             metrics.runs.labels(status).inc()
         if status in ENDED:
             self._waiters.notify(run_id, execution.run)
-            self._poll_now.set()  # a slot (and maybe the owner's concurrency) is free
+            if self._turned_away:  # a slot (and maybe the owner's concurrency) is free for it
+                self._turned_away = False
+                self._poll_now.set()
         elif execution.parked_until is not None:
             self._wake_at(run_id, execution.parked_until)
 
@@ -248,6 +255,7 @@ class WorkflowWorker:
         """Start every due run this worker has room for; returns how many were started."""
         free = self._settings.worker_concurrency - len(self._active) - len(self._pending)
         if free <= 0 or self._stopping:
+            self._turned_away = True
             return 0
         now = self._clock.now()
         nudged_after = None
@@ -256,6 +264,8 @@ class WorkflowWorker:
         async with self._database.reader() as session:
             due = await repo.due_runs(session, now, free * 2, nudged_after=nudged_after)
             upcoming = None if due else await repo.next_due(session)
+        if len(due) >= free * 2:
+            self._turned_away = True  # there may be more than it fetched
         if upcoming is not None:
             # A lease running out (a dead worker's run) or a wait ending before the next poll: poll
             # then, so a run is taken over as its lease ends, not up to a poll later.
