@@ -288,7 +288,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--synthesize-vectors",
         action="store_true",
         help="with --vectors-cache holding the vectors of fewer contexts of this corpus (a smaller --size, same "
-        "seed): use them and make up the rest, each a mix of two real vectors of its topic plus a little noise "
+        "seed): use them and make up the rest, each a mix of two real vectors of its topic plus noise "
         "(when embedding all of them would take too long). Said in the results; the exact index's, keyword and "
         "fetch costs do not depend on the values, pgvector's walk does (an estimate)",
     )
