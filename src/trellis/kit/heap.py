@@ -25,7 +25,7 @@ _frozen = False
 def freeze_startup_heap() -> int:
     """Collect, then freeze every object the collector tracks (the first call in a process only).
     Returns the objects frozen by this call (0 after the first)."""
-    global _frozen  # noqa: PLW0603 - once per process, by design
+    global _frozen
     if _frozen:
         return 0
     _frozen = True

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from itertools import chain
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
