@@ -51,7 +51,7 @@ CHILD = textwrap.dedent(
 
 
 def test_the_startup_heap_is_frozen_once_and_new_garbage_still_collected(tmp_path: Path) -> None:
-    result = subprocess.run(  # noqa: S603 - our interpreter, our script
+    result = subprocess.run(
         [sys.executable, "-c", CHILD, str(tmp_path / "data"), JWT_SECRET],
         capture_output=True,
         text=True,
