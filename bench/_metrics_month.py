@@ -53,6 +53,8 @@ class Ledger:
 
     requests: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     tokens: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    # (minute, model) -> tokens: what the grouped usage query must answer.
+    tokens_by_model: dict[tuple[int, str], int] = field(default_factory=lambda: defaultdict(int))
 
 
 class Traffic:
@@ -132,6 +134,8 @@ class Traffic:
                 )
             )
             tokens += prompt + completion
+            if self.ledger is not None:
+                self.ledger.tokens_by_model[(minute, model)] += prompt + completion
         if self.ledger is not None:
             self.ledger.requests[minute] += requests
             self.ledger.tokens[minute] += tokens

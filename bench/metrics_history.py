@@ -158,11 +158,13 @@ async def timed_queries(
     for name, params, span in cases:
         query = {**params, "since": (now - span).isoformat(), "until": now.isoformat()}
         timings = []
+        cpu = []  # the process's CPU time per call (all threads): steadier than wall time on a loaded machine
         points = 0
         for _ in range(repeat):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             response = await client.get("/api/v1/db/metrics", params=query, headers=headers)
             timings.append((time.perf_counter() - started) * 1000)
+            cpu.append((time.process_time() - cpu_started) * 1000)
             if response.status_code != 200:
                 raise BenchError(f"{name}: {response.status_code} {response.text[:300]}")
             data = response.json()["data"]
@@ -174,6 +176,9 @@ async def timed_queries(
                 "resolution": data["resolution"],
                 "p50_ms": percentile(timings, 50),
                 "p95_ms": percentile(timings, 95),
+                "cpu_p50_ms": percentile(cpu, 50),
+                "cpu_p95_ms": percentile(cpu, 95),
+                "cpu_max_ms": max(cpu),
             }
         )
     return out
@@ -307,12 +312,19 @@ def report(result: dict[str, Any]) -> None:
     print(f"database size: {result['size_bytes'] / 1e6:.1f} MB")
     print(render_table(["rows", "count"], [[k, f"{v:,}"] for k, v in result["rows"].items()]))
     rows = [
-        [q["query"], str(q["points"]), str(q.get("resolution", "10")), f"{q['p50_ms']:.1f}", f"{q['p95_ms']:.1f}"]
+        [
+            q["query"],
+            str(q["points"]),
+            str(q.get("resolution", "10")),
+            f"{q['p50_ms']:.1f}",
+            f"{q['p95_ms']:.1f}",
+            f"{q['cpu_p50_ms']:.1f} / {q['cpu_p95_ms']:.1f} / {q['cpu_max_ms']:.1f}",
+        ]
         for q in result["queries"]
     ]
     b = result["baseline"]
-    rows.append([b["query"], "", "10", f"{b['p50_ms']:.1f}", f"{b['p95_ms']:.1f}"])
-    print(render_table(["query", "points", "resolution s", "p50 ms", "p95 ms"], rows))
+    rows.append([b["query"], "", "10", f"{b['p50_ms']:.1f}", f"{b['p95_ms']:.1f}", ""])
+    print(render_table(["query", "points", "resolution s", "p50 ms", "p95 ms", "CPU p50/p95/max ms"], rows))
     worst = max(q["p95_ms"] for q in result["queries"])
     print(f"slowest p95: {worst:.1f} ms (target < 50 ms on SQLite)")
     print(

@@ -27,6 +27,7 @@ from trellis.graphql.router import graphql_router
 from trellis.health.api import router as health_router
 from trellis.kit.clock import Clock
 from trellis.kit.handlers import install_error_handlers
+from trellis.kit.heap import freeze_startup_heap
 from trellis.kit.http_metrics import HttpMetrics
 from trellis.kit.middleware import RequestEdgeMiddleware
 from trellis.kit.openapi import install_openapi
@@ -63,6 +64,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.start()  # the log writer, and the indexer (which first sweeps for unembedded contexts)
+        freeze_startup_heap()  # full GC passes skip the imported modules from now on (kit/heap.py)
         try:
             yield
         finally:

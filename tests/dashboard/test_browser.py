@@ -8,6 +8,7 @@ Screenshots are saved (the path is printed); any script error on a page fails th
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,13 +71,18 @@ async def rule_reaches(api: httpx.AsyncClient, rule_id: str, state: str, seconds
         if rule["state"] == state:
             return
         await asyncio.sleep(0.5)  # a real server's evaluator runs every second: poll it, bounded
+    # The last three minutes at 1-second steps (180 points: the default hour at 1 s would be refused
+    # for having more than max_points, and the failure would show that 400 instead of the points).
+    since = (datetime.now(UTC) - timedelta(minutes=3)).isoformat()
     points = await api.get(
-        "/api/v1/db/metrics", params={"series": "http.requests", "label": "route_class:auth", "step": 1}
+        "/api/v1/db/metrics",
+        params={"series": "http.requests", "label": "route_class:auth", "step": 1, "since": since},
     )
+    events = await api.get("/api/v1/alerts/events", params={"rule_id": rule_id})
     collector = await api.get("/api/v1/db/metrics/collector")
     raise AssertionError(
         f"rule {rule_id} not {state} after {seconds} s: {rule}\n"
-        f"series: {points.text[:3000]}\ncollector: {collector.text}"
+        f"series: {points.text[:3000]}\nevents: {events.text[:2000]}\ncollector: {collector.text}"
     )
 
 

@@ -13,6 +13,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -119,7 +120,13 @@ def _grid(plan: Plan, rows: Sequence[tuple[Any, ...]], width: int) -> tuple[Floa
     grid = np.zeros((len(plan.line_labels) * points, width), dtype=np.float64)
     present = np.zeros(len(plan.line_labels) * points, dtype=bool)
     if rows:
-        data = np.asarray(rows, dtype=np.float64)
+        # One flat pass over the rows' numbers (numpy's sequence-of-rows path costs more per row).
+        columns = len(rows[0])
+        try:
+            flat = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=len(rows) * columns)
+            data = flat.reshape(len(rows), columns)
+        except TypeError:  # a NULL among them: the general path reads it as NaN
+            data = np.asarray(rows, dtype=np.float64)
         index = data[:, 0].astype(np.int64) * points + (data[:, 1].astype(np.int64) - plan.since) // plan.step
         np.add.at(grid, index, data[:, 2 : 2 + width])
         present[index] = True
@@ -128,9 +135,17 @@ def _grid(plan: Plan, rows: Sequence[tuple[Any, ...]], width: int) -> tuple[Floa
 
 def _points(plan: Plan, values: FloatArray) -> list[tuple[int, float | None]]:
     """(start, value) per step; NaN stands for no value (None)."""
+    if not np.isnan(values).any():  # counters, rates: a value at every step
+        return list(zip(plan.starts, values.tolist(), strict=True))
     return [
         (start, None if value != value else value) for start, value in zip(plan.starts, values.tolist(), strict=True)
     ]
+
+
+def _line(labels: dict[str, str], points: list[tuple[int, float | None]], summary: MetricSummary) -> MetricLine:
+    """A line as the query built it. Not validated again: its points are already (int, float or
+    None) pairs, and checking 1,440 of them per line was a tenth of a grouped query's time."""
+    return MetricLine.model_construct(labels=labels, points=points, summary=summary)
 
 
 async def _counters(session: AsyncSession, plan: Plan) -> list[MetricLine]:
@@ -140,13 +155,14 @@ async def _counters(session: AsyncSession, plan: Plan) -> list[MetricLine]:
     seconds = plan.until - plan.since
     for line, labels in enumerate(plan.line_labels):
         values = grid[line, :, 0]
-        points = _points(plan, values / plan.step if plan.fn == "rate" else values)
+        shown = values / plan.step if plan.fn == "rate" else values
+        points = _points(plan, shown)
         # In time order, one addition at a time (as before: the same float, not a pairwise sum).
         total = sum(values[present[line]].tolist())
-        summary = _summary(points, plan)
+        summary = _summary_of(shown)
         summary.total = total
         summary.rate = total / seconds if seconds else None
-        out.append(MetricLine(labels=labels, points=points, summary=summary))
+        out.append(_line(labels, points, summary))
     return out
 
 
@@ -168,14 +184,14 @@ async def _histograms(session: AsyncSession, plan: Plan) -> list[MetricLine]:
         merged_count = sum(count[here].tolist())
         merged_sum = sum(total[here].tolist())
         merged = counts[here].sum(axis=0).tolist()  # whole numbers: exact in any order
-        summary = _summary(points, plan)
+        summary = _summary_of(values)
         summary.total = merged_count
         summary.rate = merged_count / seconds if seconds else None
         summary.avg = merged_sum / merged_count if merged_count else None
         summary.p50 = quantile(bounds, merged, 0.5)
         summary.p95 = quantile(bounds, merged, 0.95)
         summary.p99 = quantile(bounds, merged, 0.99)
-        out.append(MetricLine(labels=labels, points=points, summary=summary))
+        out.append(_line(labels, points, summary))
     return out
 
 
@@ -255,7 +271,7 @@ async def _gauges(session: AsyncSession, plan: Plan) -> list[MetricLine]:
         summary = _summary(points, plan)
         present = [v for _, v in points if v is not None]
         summary.avg = sum(present) / len(present) if present else None
-        out.append(MetricLine(labels=labels, points=points, summary=summary))
+        out.append(_line(labels, points, summary))
     return out
 
 
@@ -275,6 +291,27 @@ def _across(how: str, values: list[float]) -> float:
     if how == "min":
         return min(values)
     return math.fsum(values)
+
+
+def _summary_of(values: FloatArray) -> MetricSummary:
+    """``_summary`` of the points' values as an array (NaN: no value), without a loop over them:
+    the same current, min and max (picking a value out of the same floats)."""
+    present = values[~np.isnan(values)]
+    if not present.size:
+        return MetricSummary(
+            current=None, total=None, rate=None, avg=None, min=None, max=None, p50=None, p95=None, p99=None
+        )
+    return MetricSummary(
+        current=float(present[-1]),
+        total=None,
+        rate=None,
+        avg=None,
+        min=float(present.min()),
+        max=float(present.max()),
+        p50=None,
+        p95=None,
+        p99=None,
+    )
 
 
 def _summary(points: Sequence[tuple[int, float | None]], plan: Plan) -> MetricSummary:
