@@ -92,7 +92,7 @@ def serve(
     console.print('\nTry: trellis ask "Write a haiku about trellises"   ·   Ctrl+C stops the server\n')
     configure_logging(loaded.log_level, loaded.log_json if loaded.log_json is not None else not sys.stderr.isatty())
     uvicorn.run(
-        "trellis.app:create_app",
+        "trellis.app:served_app",  # create_app, freezing what start-up left for the garbage collector
         factory=True,
         host=bind_host,
         port=bind_port,
