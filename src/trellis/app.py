@@ -142,9 +142,9 @@ def freeze_startup_objects() -> None:
     so its full collections no longer walk them. Requests leave garbage in reference cycles that
     only those collections free (a GraphQL request about 150 objects: graphql-core's executor holds
     bound methods of itself); at 16 requests in flight a full collection ran every second or so and
-    walked the whole heap each time, about a quarter of the server's CPU (``bench/README.md``,
-    ``graphql_vs_rest.py``). Not for tests: objects frozen are never collected, and a test process
-    builds many apps."""
+    walked the whole heap each time (in-process, GraphQL's CPU per request fell by about a fifth:
+    ``bench/README.md``, ``graphql_vs_rest.py``). Not for tests: objects frozen are never collected,
+    and a test process builds many apps."""
     gc.collect()
     gc.freeze()
 
