@@ -103,6 +103,10 @@ def server_env(
     ``log_level``, and each of ``settings`` as ``TRELLIS_<NAME>`` (``gateway__cache_enabled=False``
     is ``TRELLIS_GATEWAY__CACHE_ENABLED=false``; dicts and lists as JSON)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRELLIS_")}
+    if env.get("PYTHONPATH"):
+        # Absolute: a server runs in its own working directory, where `PYTHONPATH=src` would name
+        # nothing and the virtualenv's editable install (another checkout's code) would run instead.
+        env["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) for p in env["PYTHONPATH"].split(os.pathsep) if p)
     env.update(
         TRELLIS_DATA_DIR=str(data_dir),
         TRELLIS_BOOTSTRAP_ADMIN_KEY=admin_key,
