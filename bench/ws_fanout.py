@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -113,6 +114,24 @@ class Point:
     # clients, not the server, set the pace.
     latency_client_cpu_pct: float
     burst_client_cpu_pct: float
+    # This process's longest garbage-collection pause in the latency phase (it delays every reader).
+    latency_client_gc_longest_ms: float
+
+
+class GcPauses:
+    """This process's garbage-collection pauses (a full pass over a thousand connections' objects
+    stalls every reader at once: it would be counted as the server's latency)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._started = 0.0
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((time.perf_counter() - self._started) * 1000)
 
 
 class Client:
@@ -272,6 +291,12 @@ async def measure(mode: str, servers: list[Server], key: str, args: argparse.Nam
 
         connect_s = time.monotonic() - started
         print(f"   {args.clients} clients connected in {connect_s:.1f} s", flush=True)
+        # The load generator's own pauses must not count as the server's latency: a full collection
+        # over a thousand client connections took up to 86 ms here (each reader waits it out), so
+        # what they hold is frozen, and what this process still collects is reported.
+        gc.collect()
+        gc.freeze()
+        pauses = GcPauses()
         readers = [asyncio.create_task(client.read()) for client in clients]
         try:
             # Latency, on the dashboard topic (two messages a run: its start and its end), runs at a
@@ -289,6 +314,12 @@ async def measure(mode: str, servers: list[Server], key: str, args: argparse.Nam
                 await asyncio.sleep(1 / args.rate)  # the pace of the load, not a synchronisation
             await arrived(120)
             latency_client_pct = 100 * (own_cpu_seconds() - client_cpu) / (time.monotonic() - wall)
+            client_gc_longest = max(pauses.pauses, default=0.0)
+            print(
+                f"   this process's garbage collections while measuring latency: {len(pauses.pauses)}, "
+                f"longest {client_gc_longest:.1f} ms",
+                flush=True,
+            )
             first = [x * 1000 for x in bench.first_latencies]
             latencies = [x * 1000 for x in bench.latencies]
             slowest = [x * 1000 for x in bench.slowest.values()]
@@ -340,6 +371,7 @@ async def measure(mode: str, servers: list[Server], key: str, args: argparse.Nam
         duplicates=latency_disorder + burst_disorder,
         latency_client_cpu_pct=round(latency_client_pct, 1),
         burst_client_cpu_pct=round(burst_client_pct, 1),
+        latency_client_gc_longest_ms=round(client_gc_longest, 1),
     )
 
 

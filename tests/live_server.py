@@ -15,6 +15,8 @@ from typing import Any
 
 import uvicorn
 
+from trellis.app import UVICORN_WS_PROTOCOL
+
 
 @asynccontextmanager
 async def real_server(app: Any, **config: Any) -> AsyncIterator[str]:
@@ -28,6 +30,7 @@ async def real_server(app: Any, **config: Any) -> AsyncIterator[str]:
         "log_config": None,
         "access_log": False,
         "timeout_graceful_shutdown": 5,
+        "ws": UVICORN_WS_PROTOCOL,  # what `trellis serve` runs
         **config,
     }
     server = uvicorn.Server(uvicorn.Config(app, **options))

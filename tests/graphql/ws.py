@@ -7,17 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import Harness
+from tests.live_server import real_server
 
 PROTOCOL = "graphql-transport-ws"
 
@@ -25,24 +23,8 @@ PROTOCOL = "graphql-transport-ws"
 @asynccontextmanager
 async def served(h: Harness) -> AsyncIterator[str]:
     """The harness's app (lifespan already running) behind a real uvicorn socket; yields ws://…/graphql."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(h.app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert not task.done(), "uvicorn did not start"
-            assert time.monotonic() < deadline, "uvicorn did not start in time"
-            await asyncio.sleep(0.01)
-        yield f"ws://127.0.0.1:{port}/graphql"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with real_server(h.app) as url:
+        yield url.replace("http://", "ws://", 1) + "/graphql"
 
 
 class Socket:

@@ -55,6 +55,7 @@ def serve(
     """Start the API server. On an embedded database, migrates it and creates the first admin."""
     import uvicorn
 
+    from trellis.app import UVICORN_WS_PROTOCOL
     from trellis.kit.logging import configure_logging
 
     loaded = settings()
@@ -106,6 +107,7 @@ def serve(
         # bigger is not even read into memory: uvicorn closes the socket (1009) itself.
         ws_max_size=2 * loaded.ws.max_message_bytes,
         ws_per_message_deflate=loaded.ws.compression,
+        ws=UVICORN_WS_PROTOCOL,
     )
 
 
@@ -128,6 +130,7 @@ def worker(
     """
     import signal
 
+    from trellis.kit.heap import settle_heap
     from trellis.kit.logging import configure_logging
 
     loaded = settings()
@@ -139,6 +142,7 @@ def worker(
         pool = runtime.own_workflow_worker()
         pool.start()
         runtime.monitoring.start()  # this process's metrics, and a turn at evaluating alerts
+        settle_heap(loaded.gc_young_threshold)  # fewer, shorter GC pauses from now on (kit/heap.py)
         queue = runtime.work_queue
         if queue is not None:
             await queue.consume(pool.handle, concurrency=loaded.workflow.worker_concurrency)

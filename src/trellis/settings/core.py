@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     log_level: str = "INFO"
+    # The garbage collector's youngest-generation threshold in `trellis serve` and `trellis worker`
+    # (CPython's default, 700, made a server with many connections pause for full collections:
+    # trellis.kit.heap says what was measured).
+    gc_young_threshold: Annotated[int, Field(ge=700, le=1_000_000)] = 20_000
     # JSON lines (for log collectors) or human-readable; unset: human-readable when stderr is a terminal.
     log_json: bool | None = None
 
