@@ -68,6 +68,7 @@ from trellis.storage.database import Database, asyncpg_dsn
 from trellis.vectors.service import VectorCollections
 from trellis.workflows.ended import RunEndListener
 from trellis.workflows.engine import DefinitionCache, Engine, EventSink
+from trellis.workflows.liveness import WorkerLiveness
 from trellis.workflows.metrics import WorkflowMetrics
 from trellis.workflows.n8n import N8nClient
 from trellis.workflows.queue import WorkQueue, build_work_queue
@@ -478,8 +479,15 @@ class WorkflowParts:
     run_ends: RunEndListener | None = None
     worker: WorkflowWorker | None = None
     on_events: EventSink | None = None
+    # PostgreSQL with ``[workflow] liveness``: where a worker holds its liveness lock.
+    liveness_dsn: str | None = None
 
     def new_worker(self, worker_id: str | None = None) -> WorkflowWorker:
+        """A worker; with an id of the caller's choosing (tests) it holds no liveness lock."""
+        liveness = None
+        if worker_id is None and self.liveness_dsn is not None:
+            worker_id = new_worker_id(live=True)
+            liveness = WorkerLiveness(self.liveness_dsn, worker_id, self.clock)
         engine = Engine(
             self.database,
             self.clock,
@@ -492,7 +500,9 @@ class WorkflowParts:
             metrics=self.metrics,
             on_events=self.on_events,
         )
-        return WorkflowWorker(engine, self.database, self.clock, self.settings.workflow, self.waiters)
+        return WorkflowWorker(
+            engine, self.database, self.clock, self.settings.workflow, self.waiters, liveness=liveness
+        )
 
     async def nudge(self, run_id: str) -> None:
         if self.queue is not None:
@@ -602,6 +612,7 @@ def build_workflows(
         WorkflowMetrics(registry),
         run_ends,
         on_events=on_events,
+        liveness_dsn=asyncpg_dsn(url) if url.get_backend_name() == "postgresql" and tuning.liveness else None,
     )
     if wanted:
         parts.worker = parts.new_worker()

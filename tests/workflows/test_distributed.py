@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from tests.conftest import ADMIN_KEY, JWT_SECRET, REDIS_URL, WORKFLOW_SECRET_KEY, Harness
 from tests.processes import Process, free_port, start
-from tests.workflows.support import execute, save
+from tests.workflows.support import execute, save, status
 from trellis.workflows.models import WorkflowEvent, WorkflowRun
 
 # 10 kills per setup in `make test`; the 50-kill loop the issue asks for is `make test-soak`.
@@ -221,6 +221,59 @@ async def test_killing_workers_mid_step_loses_nothing(
             # At least once: a killed attempt ran again, with the same idempotency key.
             assert set(keys) == {f"{run_id}:call:1"}, keys
         assert sum(len(keys) > 1 for keys in hold.keys.values()) >= KILLS // 2
+    finally:
+        for process in workers.values():
+            process.stop()
+
+
+LONG_LEASE_SECONDS = 60.0
+
+
+@pytest.fixture
+async def long_lease_api(
+    make_harness: Callable[..., Any], postgres_url: str, queue_name: str
+) -> AsyncIterator[tuple[Harness, Setup]]:
+    setup = Setup("distributed", postgres_url, REDIS_URL, ["worker", "--concurrency", "8"])
+    workflow = {
+        "queue_name": queue_name,
+        "queue_url": REDIS_URL,
+        "embedded_workers": False,
+        "lease_seconds": LONG_LEASE_SECONDS,
+        "outbound_allow": ["127.0.0.1/32"],
+    }
+    async with make_harness(database_url=postgres_url, workflow=workflow) as harness:
+        yield harness, setup
+
+
+async def test_a_killed_workers_run_is_taken_over_long_before_its_lease_ends(
+    long_lease_api: tuple[Harness, Setup], hold: Hold, queue_name: str, tmp_path: Path
+) -> None:
+    """PostgreSQL sees the worker's session end with its process (``workflows.liveness``): the other
+    worker takes the run at its next poll, not when the minute-long lease runs out."""
+    api, setup = long_lease_api
+    definition = {"steps": [{"id": "call", "type": "http.request", "with": {"url": hold.base_url + "/hold?run=x"}}]}
+    await save(api, "held", definition)
+    env = {**setup.env(queue_name, tmp_path / "worker-data"), "TRELLIS_WORKFLOW__LEASE_SECONDS": "60"}
+    workers = {p.process.pid: p for p in (start(f"worker-{n}", setup.command, env, tmp_path) for n in (0, 1))}
+    try:
+        run = await execute(api, "held", wait=0)
+        async with asyncio.timeout(60):
+            await hold.arrived.get()
+        async with api.runtime.database.reader() as session:
+            owner = (await session.execute(select(WorkflowRun.lease_owner).where(WorkflowRun.id == run["id"]))).scalar()
+        assert owner is not None
+        assert owner.endswith(":live"), owner
+        workers.pop(int(owner.split(":")[1])).kill()
+        loop = asyncio.get_running_loop()
+        killed_at = loop.time()
+        async with asyncio.timeout(LONG_LEASE_SECONDS / 3):
+            await hold.arrived.get()  # the step's request again, from the other worker
+        taken_over_in = loop.time() - killed_at
+        async with asyncio.timeout(30):
+            while (done := await status(api, run["id"]))["status"] != "succeeded":
+                await asyncio.sleep(0.05)
+        assert done["result"]["status"] == 200
+        assert taken_over_in < LONG_LEASE_SECONDS / 3
     finally:
         for process in workers.values():
             process.stop()

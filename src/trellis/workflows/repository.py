@@ -281,6 +281,10 @@ CLAIM_GROUP_MAX = 16
 # PostgreSQL advisory lock keys (first of the two int4 keys) of the claim locks.
 ALL_CLAIMS_LOCK = 7215
 OWNER_CLAIMS_LOCK = 7216
+# A live worker's own lock (``trellis.workflows.liveness``; the second key is hashtext(worker id)),
+# held by the ids that end in LIVE_MARK.
+WORKER_ALIVE_LOCK = 7217
+LIVE_MARK = ":live"
 
 
 async def lock_claims(
@@ -451,6 +455,40 @@ async def renew(
     )
     renewed = set(result.scalars())
     return set(held) - renewed
+
+
+async def release_dead_owners(session: AsyncSession, me: str, now: datetime) -> dict[str, int]:
+    """PostgreSQL: make the runs of dead live-marked workers (``liveness``) due now; returns
+    {dead worker: runs released}.
+
+    In a transaction: ``pg_try_advisory_xact_lock`` succeeds only for a key no session holds, and
+    holds it until commit, so an owner cannot be judged dead while it takes its lock again."""
+    owners = await session.execute(
+        select(WorkflowRun.lease_owner)
+        .distinct()
+        .where(
+            WorkflowRun.status == "running",
+            WorkflowRun.due_at > now,
+            WorkflowRun.lease_owner.like(f"%{LIVE_MARK}"),
+            WorkflowRun.lease_owner != me,
+        )
+    )
+    released: dict[str, int] = {}
+    for owner in sorted(owner for owner in owners.scalars() if owner):
+        gone = await session.execute(
+            text("SELECT pg_try_advisory_xact_lock(:lock, hashtext(:owner))"),
+            {"lock": WORKER_ALIVE_LOCK, "owner": owner},
+        )
+        if not gone.scalar():
+            continue
+        result = await session.execute(
+            update(WorkflowRun)
+            .where(WorkflowRun.status == "running", WorkflowRun.lease_owner == owner, WorkflowRun.due_at > now)
+            .values(due_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        released[owner] = _rowcount(result)
+    return released
 
 
 async def cancel_requested(session: AsyncSession, run_ids: Collection[str]) -> set[str]:

@@ -3,8 +3,9 @@ pool) or a `trellis worker` process fed by a task queue.
 
 Work arrives two ways. A nudge (a run id) from the work queue starts a new run at once; a poll of
 the database every ``poll_seconds`` finds everything else that is due — woken waits, retries whose
-backoff passed, runs whose worker died (their lease expired: this is the reaper) and nudges a
-broker lost. Either way the claim in the database decides who runs it, so duplicates are harmless.
+backoff passed, runs whose worker died (their lease expired, or on PostgreSQL the worker's liveness
+lock went with its connection: ``liveness``; this is the reaper) and nudges a broker lost. Either
+way the claim in the database decides who runs it, so duplicates are harmless.
 
 While runs execute, a heartbeat renews their leases every third of the lease; a run whose lease
 could not be renewed (another worker took it over) is stopped without writing. A cancel check
@@ -29,6 +30,7 @@ from trellis.settings import WorkflowSettings
 from trellis.storage.database import Database
 from trellis.workflows import repository as repo
 from trellis.workflows.engine import Engine, RunExecution, StopReason
+from trellis.workflows.liveness import WorkerLiveness
 from trellis.workflows.models import WorkflowRun
 
 log = structlog.get_logger(__name__)
@@ -39,8 +41,9 @@ PURGE_BATCH = 500
 WAKE_COALESCE_SECONDS = 0.05
 
 
-def new_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+def new_worker_id(*, live: bool = False) -> str:
+    """``host:pid:random``, ending in ``:live`` for a worker that holds a liveness lock."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}{repo.LIVE_MARK if live else ''}"
 
 
 class RunWaiters:
@@ -78,9 +81,13 @@ class WorkflowWorker:
         settings: WorkflowSettings,
         waiters: RunWaiters,
         *,
+        liveness: WorkerLiveness | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.engine = engine
+        self.liveness = liveness
+        self._liveness_taken: asyncio.Task[bool] | None = None
+        self._next_release = float("-inf")
         self._database = database
         self._clock = clock
         self._settings = settings
@@ -121,6 +128,10 @@ class WorkflowWorker:
     def start(self) -> None:
         """Start the poll, heartbeat and cancel-check loops (from a running event loop)."""
         self._started = True
+        if self.liveness is not None:
+            # Claims wait for it (``_alive``): a run claimed under an id whose lock is not held yet
+            # would look like a dead worker's to the others.
+            self._liveness_taken = asyncio.create_task(self.liveness.ensure(), name="wf-liveness")
         self._loops = [
             asyncio.create_task(
                 self._every(self._settings.poll_seconds, self.poll, wake=self._poll_now), name="wf-poll"
@@ -162,6 +173,7 @@ class WorkflowWorker:
         try:
             async with self._slots:
                 self._pending.discard(run_id)
+                await self._alive()
                 if self._stopping:
                     return
                 execution = await self.engine.claim(run_id)
@@ -251,12 +263,33 @@ class WorkflowWorker:
         self._handlers[task] = run_id
         task.add_done_callback(lambda done: self._handlers.pop(done, None))
 
+    async def _alive(self) -> None:
+        """Until the liveness lock was first tried for (whatever came of it)."""
+        if self._liveness_taken is not None and not self._liveness_taken.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._liveness_taken)
+
+    async def release_dead(self) -> dict[str, int]:
+        """PostgreSQL with liveness: make the runs of workers that died due now, at most once per
+        ``poll_seconds`` (a busy worker polls more often); {dead worker: runs released}."""
+        if self.liveness is None or self._clock.monotonic() < self._next_release:
+            return {}
+        self._next_release = self._clock.monotonic() + self._settings.poll_seconds
+        await self._alive()
+        await self.liveness.ensure()  # taken again after a lost connection
+        async with self._database.transaction() as session:
+            released = await repo.release_dead_owners(session, self.worker_id, self._clock.now())
+        for owner, count in released.items():
+            log.warning("workflow.worker_gone", worker=owner, runs=count, seen_by=self.worker_id)
+        return released
+
     async def poll(self) -> int:
         """Start every due run this worker has room for; returns how many were started."""
         free = self._settings.worker_concurrency - len(self._active) - len(self._pending)
         if free <= 0 or self._stopping:
             self._turned_away = True
             return 0
+        await self.release_dead()
         now = self._clock.now()
         nudged_after = None
         if self._settings.queue_url is not None:
@@ -365,3 +398,9 @@ class WorkflowWorker:
         remaining = [task for task, _ in self._active.values()] + list(self._handlers)
         if remaining:
             await asyncio.gather(*remaining, return_exceptions=True)
+        if self._liveness_taken is not None:
+            self._liveness_taken.cancel()
+            with contextlib.suppress(BaseException):
+                await self._liveness_taken
+        if self.liveness is not None:
+            await self.liveness.aclose()  # everything was finished or handed back: nothing to release
