@@ -20,7 +20,7 @@ from _cpu import process_cpu_seconds
 from _server import READY_TIMEOUT_S, die_with_parent, stop_process_group
 
 # `trellis worker` prints this line once it takes work: "Trellis worker <host>:<pid>:<random>".
-_READY = re.compile(r"Trellis worker (\S+:(\d+):[0-9a-f]+)")
+_READY = re.compile(r"Trellis worker (\S+:(\d+):[0-9a-f]+(?::live)?)")
 
 
 class Worker:

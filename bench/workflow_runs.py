@@ -567,7 +567,8 @@ async def _recovery_trials(
                 continue
             row = await _run_row(connection, run_id)
             owner = row["lease_owner"] if row else None
-            pid = int(owner.split(":")[-2]) if owner else None
+            # host:pid:random, and ":live" after it for a worker holding a liveness lock
+            pid = int(owner.removesuffix(":live").split(":")[-2]) if owner else None
             victim = next((w for w in setup.workers if w.process is not None and w.pid == pid), None)
             if victim is None:
                 record.error = f"the run's lease owner {owner!r} is not one of this benchmark's workers"

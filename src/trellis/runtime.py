@@ -557,7 +557,7 @@ def build_workflows(
     url = make_url(settings.resolved_database_url)
     run_ends = None
     if url.get_backend_name() == "postgresql":
-        run_ends = RunEndListener(asyncpg_dsn(url), waiters.notify, clock)
+        run_ends = RunEndListener(asyncpg_dsn(url), waiters.notify, clock, wanted=waiters.waiting)
     queue = build_work_queue(tuning.queue_url, name=tuning.queue_name) if tuning.queue_url else None
     wanted = worker if worker is not None else tuning.embedded_workers
     if wanted is None:

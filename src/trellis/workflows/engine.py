@@ -378,7 +378,16 @@ class Engine:
             await repo.write_steps(session, [], _last_per_key(fresh))
             await repo.write_steps(session, existing, [])
             await repo.insert_events(session, events)
-            await announce(session, [row["id"] for row in runs if row.get("status") in repo.ENDED])
+            # The runs as written (``_end`` applied the batch to ``execution.run``; the fence set
+            # these two): a waiter anywhere answers from them without reading the run back.
+            ended = [
+                item.execution.run
+                for item in items
+                if item.execution.run_id in held and item.batch.run.get("status") in repo.ENDED
+            ]
+            for run in ended:
+                run.updated_at, run.event_seq = now, next_seq[run.id] - 1
+            await announce(session, ended)
         if self.on_events is not None and events:
             owners = {item.execution.run_id: item.execution.run.owner_id for item in items}
             self.on_events([(owners[event["run_id"]], event) for event in events])

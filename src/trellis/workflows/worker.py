@@ -47,9 +47,10 @@ def new_worker_id(*, live: bool = False) -> str:
 
 
 class RunWaiters:
-    """In-process notification of runs that ended, for ``execute`` with ``wait`` (a waiter in another
-    process polls the database instead). The worker hands over the run as it wrote it (None when it
-    does not have it), so the waiter need not read it back."""
+    """In-process notification of runs that ended, for ``execute`` with ``wait``: from this process's
+    worker, or from the run-end signal of a worker elsewhere (PostgreSQL, ``ended.py``). Either hands
+    over the run as it was written when it has it (None otherwise), so the waiter need not read it
+    back."""
 
     def __init__(self) -> None:
         self._waiters: dict[str, list[asyncio.Future[WorkflowRun | None]]] = {}
@@ -65,6 +66,9 @@ class RunWaiters:
             waiting.remove(future)
             if not waiting:
                 del self._waiters[run_id]
+
+    def waiting(self, run_id: str) -> bool:
+        return run_id in self._waiters
 
     def notify(self, run_id: str, run: WorkflowRun | None = None) -> None:
         for future in self._waiters.pop(run_id, []):
