@@ -17,17 +17,17 @@ without closing its sockets keeps its sessions until the server's TCP keepalive 
 still bounds that case. Behind PgBouncer in transaction mode session locks do not work: turn
 ``[workflow] liveness`` off there.
 
-Hand-written: a few lines over asyncpg and ``pg_try_advisory_lock``; no library does worker
-liveness for a database-backed queue of our own.
+Hand-written: a few lines over ``storage.listen.DedicatedConnection`` and ``pg_try_advisory_lock``;
+no library does worker liveness for a database-backed queue of our own.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from trellis.kit.clock import Clock
 from trellis.kit.logging import get_logger
+from trellis.storage.listen import DedicatedConnection
 from trellis.workflows.repository import LIVE_MARK, WORKER_ALIVE_LOCK
 
 log = get_logger(__name__)
@@ -38,7 +38,7 @@ def is_live_id(worker_id: str) -> bool:
 
 
 class WorkerLiveness:
-    """Holds this worker's liveness lock on a dedicated connection, re-taken (at most every
+    """Holds this worker's liveness lock on a dedicated connection, taken again (at most every
     ``retry_seconds``) when the connection is lost."""
 
     def __init__(
@@ -53,58 +53,33 @@ class WorkerLiveness:
         if not is_live_id(worker_id):
             raise ValueError(f"a worker id that holds a liveness lock ends in {LIVE_MARK!r}: {worker_id!r}")
         self.worker_id = worker_id
-        self._dsn = dsn
-        self._clock = clock
-        self._retry_seconds = retry_seconds
-        self._connect_timeout = connect_timeout
-        self._connection: Any = None  # an asyncpg.Connection (asyncpg is untyped)
-        self._next_attempt = float("-inf")
-        self._lock = asyncio.Lock()
-        self._closed = False
+        self._connection = DedicatedConnection(
+            dsn,
+            clock,
+            self._take_lock,
+            purpose="workflow worker liveness",
+            retry_seconds=retry_seconds,
+            connect_timeout=connect_timeout,
+        )
 
     @property
     def held(self) -> bool:
-        return self._connection is not None and not self._connection.is_closed()
+        return self._connection.alive
 
     async def ensure(self) -> bool:
         """Hold the lock if not holding it yet (or any more); True while it is held."""
-        if self.held:
-            return True
-        async with self._lock:
-            if self.held or self._closed or self._clock.monotonic() < self._next_attempt:
-                return self.held
-            self._next_attempt = self._clock.monotonic() + self._retry_seconds
-            import asyncpg  # type: ignore[import-untyped]  # only PostgreSQL deployments load it
+        return await self._connection.ensure()
 
-            try:
-                connection = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
-            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-                log.warning("workflow.liveness_unavailable", worker=self.worker_id, error=type(exc).__name__)
-                return False
-            try:
-                taken = await connection.fetchval(
-                    "SELECT pg_try_advisory_lock($1, hashtext($2))", WORKER_ALIVE_LOCK, self.worker_id
-                )
-            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-                log.warning("workflow.liveness_unavailable", worker=self.worker_id, error=type(exc).__name__)
-                await connection.close()
-                return False
-            if not taken:
-                # Another live worker's id hashes to the same key (about one chance in 2**32 per
-                # pair): this one is left to its leases.
-                log.warning("workflow.liveness_key_taken", worker=self.worker_id)
-                await connection.close()
-                return False
-            connection.add_termination_listener(self._on_terminated)
-            self._connection = connection
-            return True
-
-    def _on_terminated(self, *_: object) -> None:
-        self._connection = None
+    async def _take_lock(self, connection: Any) -> bool:
+        taken = await connection.fetchval(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))", WORKER_ALIVE_LOCK, self.worker_id
+        )
+        if not taken:
+            # Another live worker's id hashes to the same key (about one chance in 2**32 per pair):
+            # this one is left to its leases.
+            log.warning("workflow.liveness_key_taken", worker=self.worker_id)
+        return bool(taken)
 
     async def aclose(self) -> None:
         """Let go of the lock (a clean stop: the runs were finished or handed back first)."""
-        self._closed = True
-        connection, self._connection = self._connection, None
-        if connection is not None and not connection.is_closed():
-            await connection.close()
+        await self._connection.aclose()
