@@ -487,7 +487,10 @@ class WorkflowParts:
         liveness = None
         if worker_id is None and self.liveness_dsn is not None:
             worker_id = new_worker_id(live=True)
-            liveness = WorkerLiveness(self.liveness_dsn, worker_id, self.clock)
+            # Retaken at the next poll after a lost connection, before the others judge it dead.
+            liveness = WorkerLiveness(
+                self.liveness_dsn, worker_id, self.clock, retry_seconds=self.settings.workflow.poll_seconds
+            )
         engine = Engine(
             self.database,
             self.clock,

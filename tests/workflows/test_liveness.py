@@ -57,7 +57,7 @@ async def due_at(h: Harness, run_id: str) -> Any:
         return (await session.execute(select(WorkflowRun.due_at).where(WorkflowRun.id == run_id))).scalar_one()
 
 
-async def test_only_the_runs_of_a_worker_whose_lock_is_gone_are_released(h: Harness) -> None:
+async def test_only_owners_whose_lock_is_gone_are_found_and_only_their_runs_released(h: Harness) -> None:
     me, alive, dead = (new_worker_id(live=True) for _ in range(3))
     unmarked = new_worker_id()  # holds no lock (SQLite-era or liveness off): left to its lease
     alive_lock = WorkerLiveness(dsn(h), alive, h.clock)
@@ -69,12 +69,13 @@ async def test_only_the_runs_of_a_worker_whose_lock_is_gone_are_released(h: Harn
     now = h.clock.now()
     try:
         async with h.runtime.database.transaction() as session:
-            assert await repo.release_dead_owners(session, me, now) == {}  # everyone marked is alive
+            assert await repo.free_live_owners(session, me, now) == []  # everyone marked is alive
 
         await dead_lock.aclose()  # the worker's connection goes with its process
         async with h.runtime.database.transaction() as session:
-            released = await repo.release_dead_owners(session, me, now)
-        assert released == {dead: 1}
+            free = await repo.free_live_owners(session, me, now)
+            assert free == [dead]
+            assert await repo.release_runs_of(session, free, now) == {dead: 1}
         assert await due_at(h, held[dead]) == now
         for owner in (me, alive, unmarked):
             assert await due_at(h, held[owner]) == lease_end[owner], owner
@@ -83,9 +84,34 @@ async def test_only_the_runs_of_a_worker_whose_lock_is_gone_are_released(h: Harn
 
         # Released once: its run is due now, no longer an unexpired lease to judge.
         async with h.runtime.database.transaction() as session:
-            assert await repo.release_dead_owners(session, me, now) == {}
+            assert await repo.free_live_owners(session, me, now) == []
     finally:
         await alive_lock.aclose()
+
+
+async def test_a_worker_releases_a_dead_owners_runs_at_its_second_look_not_its_first(h: Harness) -> None:
+    """A lock free at one look may be a live worker reconnecting; free again a poll later, it is dead.
+    And a worker that took its lock back in between keeps its runs."""
+    reconnecting, dead = new_worker_id(live=True), new_worker_id(live=True)
+    reconnecting_lock = WorkerLiveness(dsn(h), reconnecting, h.clock)
+    held = await hold_runs(h, [reconnecting, dead])
+    lease_end = await due_at(h, held[reconnecting])
+    worker = h.runtime.workflow_parts.new_worker()  # a live-marked worker of its own
+    assert worker.liveness is not None
+    poll = h.runtime.settings.workflow.poll_seconds
+    try:
+        assert await worker.release_dead() == {}  # first look: both free, both only suspected
+        assert await due_at(h, held[dead]) == lease_end
+        assert await worker.release_dead() == {}  # a poll has not passed: no look at all
+
+        assert await reconnecting_lock.ensure()  # took its lock back before the second look
+        h.clock.advance(poll)
+        assert await worker.release_dead() == {dead: 1}
+        assert await due_at(h, held[dead]) == h.clock.now()
+        assert await due_at(h, held[reconnecting]) == lease_end
+    finally:
+        await reconnecting_lock.aclose()
+        await worker.stop()
 
 
 async def test_a_lock_is_held_once_lost_with_its_connection_and_taken_again(h: Harness) -> None:

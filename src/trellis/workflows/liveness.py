@@ -5,9 +5,10 @@ A lease alone gives a killed worker's runs to another worker only when it expire
 PostgreSQL a worker can be seen to die at once: for as long as it lives it holds a session advisory
 lock keyed by its id, on a connection of its own, and when its process dies the kernel closes that
 connection, the server ends the session and the lock goes with it. At each poll (at most once per
-``poll_seconds``; ``repository.release_dead_owners``) every worker looks at the owners of unexpired
-leases other than itself; an owner whose lock it can take is gone, and that owner's runs are made
-due at once, to be claimed as any due run is. A claim bumps the run's lease epoch, so should the
+``poll_seconds``; ``WorkflowWorker.release_dead``) every worker looks at the owners of unexpired
+leases other than itself; an owner whose lock it can take at two looks a poll apart is gone (a
+live worker whose connection dropped takes its lock back at its own next poll), and that owner's
+runs are made due at once, to be claimed as any due run is. A claim bumps the run's lease epoch, so should the
 owner be alive after all (its connection dropped, not its process) its late writes are fenced and
 its next renewal tells it to stop.
 

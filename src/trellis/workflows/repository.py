@@ -457,12 +457,10 @@ async def renew(
     return set(held) - renewed
 
 
-async def release_dead_owners(session: AsyncSession, me: str, now: datetime) -> dict[str, int]:
-    """PostgreSQL: make the runs of dead live-marked workers (``liveness``) due now; returns
-    {dead worker: runs released}.
-
-    In a transaction: ``pg_try_advisory_xact_lock`` succeeds only for a key no session holds, and
-    holds it until commit, so an owner cannot be judged dead while it takes its lock again."""
+async def free_live_owners(session: AsyncSession, me: str, now: datetime) -> list[str]:
+    """PostgreSQL: the live-marked workers (``liveness``) other than ``me`` that hold unexpired leases
+    but not their liveness lock: dead, or (briefly) reconnecting. Their keys stay locked by this
+    transaction until it ends, so none of them can take its lock back meanwhile."""
     owners = await session.execute(
         select(WorkflowRun.lease_owner)
         .distinct()
@@ -473,14 +471,21 @@ async def release_dead_owners(session: AsyncSession, me: str, now: datetime) -> 
             WorkflowRun.lease_owner != me,
         )
     )
-    released: dict[str, int] = {}
+    free: list[str] = []
     for owner in sorted(owner for owner in owners.scalars() if owner):
-        gone = await session.execute(
+        taken = await session.execute(
             text("SELECT pg_try_advisory_xact_lock(:lock, hashtext(:owner))"),
             {"lock": WORKER_ALIVE_LOCK, "owner": owner},
         )
-        if not gone.scalar():
-            continue
+        if taken.scalar():
+            free.append(owner)
+    return free
+
+
+async def release_runs_of(session: AsyncSession, owners: Collection[str], now: datetime) -> dict[str, int]:
+    """Make the unexpired leases of dead ``owners`` due now; {owner: runs released}."""
+    released: dict[str, int] = {}
+    for owner in owners:
         result = await session.execute(
             update(WorkflowRun)
             .where(WorkflowRun.status == "running", WorkflowRun.lease_owner == owner, WorkflowRun.due_at > now)

@@ -92,6 +92,7 @@ class WorkflowWorker:
         self.liveness = liveness
         self._liveness_taken: asyncio.Task[bool] | None = None
         self._next_release = float("-inf")
+        self._suspects: dict[str, float] = {}  # live-marked owners whose lock was free: since when
         self._database = database
         self._clock = clock
         self._settings = settings
@@ -275,20 +276,30 @@ class WorkflowWorker:
 
     async def release_dead(self) -> dict[str, int]:
         """PostgreSQL with liveness: make the runs of workers that died due now, at most once per
-        ``poll_seconds`` (a busy worker polls more often); {dead worker: runs released}."""
+        ``poll_seconds`` (a busy worker polls more often); {dead worker: runs released}.
+
+        A worker is judged dead when its lock was free at two looks at least ``poll_seconds`` apart,
+        not at the first: a live worker whose connection dropped (a database restart) takes its lock
+        back at its next poll, and its runs are not restarted elsewhere meanwhile."""
         if self.liveness is None or self._clock.monotonic() < self._next_release:
             return {}
-        self._next_release = self._clock.monotonic() + self._settings.poll_seconds
+        moment = self._clock.monotonic()
+        self._next_release = moment + self._settings.poll_seconds
         await self._alive()
-        await self.liveness.ensure()  # taken again after a lost connection
         async with self._database.transaction() as session:
-            released = await repo.release_dead_owners(session, self.worker_id, self._clock.now())
+            free = await repo.free_live_owners(session, self.worker_id, self._clock.now())
+            self._suspects = {owner: self._suspects.get(owner, moment) for owner in free}
+            dead = [owner for owner, since in self._suspects.items() if moment - since >= self._settings.poll_seconds]
+            released = await repo.release_runs_of(session, dead, self._clock.now()) if dead else {}
         for owner, count in released.items():
+            self._suspects.pop(owner, None)
             log.warning("workflow.worker_gone", worker=owner, runs=count, seen_by=self.worker_id)
         return released
 
     async def poll(self) -> int:
         """Start every due run this worker has room for; returns how many were started."""
+        if self.liveness is not None and not self._stopping:
+            await self.liveness.ensure()  # taken again after a lost connection, even when this worker is full
         free = self._settings.worker_concurrency - len(self._active) - len(self._pending)
         if free <= 0 or self._stopping:
             self._turned_away = True
