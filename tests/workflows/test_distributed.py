@@ -249,7 +249,7 @@ async def test_a_killed_workers_run_is_taken_over_long_before_its_lease_ends(
     long_lease_api: tuple[Harness, Setup], hold: Hold, queue_name: str, tmp_path: Path
 ) -> None:
     """PostgreSQL sees the worker's session end with its process (``workflows.liveness``): the other
-    worker takes the run at its next poll, not when the minute-long lease runs out."""
+    worker takes the run within two polls, not when the minute-long lease runs out."""
     api, setup = long_lease_api
     definition = {"steps": [{"id": "call", "type": "http.request", "with": {"url": hold.base_url + "/hold?run=x"}}]}
     await save(api, "held", definition)
