@@ -415,7 +415,6 @@ class WorkflowWorker:
             await asyncio.gather(*remaining, return_exceptions=True)
         if self._liveness_taken is not None:
             self._liveness_taken.cancel()
-            with contextlib.suppress(BaseException):
-                await self._liveness_taken
+            await asyncio.wait([self._liveness_taken])  # ended either way; its outcome does not matter now
         if self.liveness is not None:
             await self.liveness.aclose()  # everything was finished or handed back: nothing to release
