@@ -558,9 +558,10 @@ def build_workflows(
     definitions = DefinitionCache(database, steps)
     waiters = RunWaiters()
     url = make_url(settings.resolved_database_url)
+    dsn = asyncpg_dsn(url) if url.get_backend_name() == "postgresql" else None  # connections of their own
     run_ends = None
-    if url.get_backend_name() == "postgresql":
-        run_ends = RunEndListener(asyncpg_dsn(url), waiters.notify, clock, wanted=waiters.waiting)
+    if dsn is not None:
+        run_ends = RunEndListener(dsn, waiters.notify, clock, wanted=waiters.waiting)
     queue = build_work_queue(tuning.queue_url, name=tuning.queue_name) if tuning.queue_url else None
     wanted = worker if worker is not None else tuning.embedded_workers
     if wanted is None:
@@ -615,7 +616,7 @@ def build_workflows(
         WorkflowMetrics(registry),
         run_ends,
         on_events=on_events,
-        liveness_dsn=asyncpg_dsn(url) if url.get_backend_name() == "postgresql" and tuning.liveness else None,
+        liveness_dsn=dsn if tuning.liveness else None,
     )
     if wanted:
         parts.worker = parts.new_worker()

@@ -121,10 +121,18 @@ async def api(make_harness: Callable[..., Any], setup: Setup, queue_name: str) -
         yield harness
 
 
-async def holder_pid(h: Harness, run_id: str) -> int | None:
-    """The process id of the worker holding the run (worker ids are host:pid:random)."""
+async def holder(h: Harness, run_id: str) -> str | None:
+    """The id of the worker holding the run (host:pid:random, then ":live" when it holds a lock)."""
     async with h.runtime.database.reader() as session:
-        owner = (await session.execute(select(WorkflowRun.lease_owner).where(WorkflowRun.id == run_id))).scalar()
+        owner: str | None = (
+            await session.execute(select(WorkflowRun.lease_owner).where(WorkflowRun.id == run_id))
+        ).scalar()
+    return owner
+
+
+async def holder_pid(h: Harness, run_id: str) -> int | None:
+    """The process id of the worker holding the run."""
+    owner = await holder(h, run_id)
     return int(owner.split(":")[1]) if owner else None
 
 
@@ -259,11 +267,12 @@ async def test_a_killed_workers_run_is_taken_over_long_before_its_lease_ends(
         run = await execute(api, "held", wait=0)
         async with asyncio.timeout(60):
             await hold.arrived.get()
-        async with api.runtime.database.reader() as session:
-            owner = (await session.execute(select(WorkflowRun.lease_owner).where(WorkflowRun.id == run["id"]))).scalar()
+        owner = await holder(api, run["id"])
         assert owner is not None
         assert owner.endswith(":live"), owner
-        workers.pop(int(owner.split(":")[1])).kill()
+        pid = await holder_pid(api, run["id"])
+        assert pid is not None
+        workers.pop(pid).kill()
         loop = asyncio.get_running_loop()
         killed_at = loop.time()
         async with asyncio.timeout(LONG_LEASE_SECONDS / 3):

@@ -14,7 +14,7 @@ runtime); later ones (tests build many apps in one process) do not, so nothing t
 kept from the collector. The cost: a cycle among the frozen objects that becomes garbage later is not
 freed; they are the process's modules and its first runtime, which live as long as it does.
 
-``tune_collector`` raises the youngest generation's threshold (``[server] gc_young_threshold``).
+``tune_collector`` raises the youngest generation's threshold (the setting ``gc_young_threshold``).
 CPython's 700 allocations suits a short script; a server that holds a thousand WebSocket
 connections allocates that in well under a millisecond, so it ran hundreds of young collections a
 minute, and each tenth promoted whatever was alive at that instant to the older generations, which

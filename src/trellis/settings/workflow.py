@@ -28,7 +28,7 @@ class WorkflowSettings(BaseModel):
     # renewing is given to another worker once it expires.
     lease_seconds: Annotated[float, Field(gt=0, le=600)] = 15.0
     # PostgreSQL: each worker holds a session lock for as long as it lives, so the others see it die
-    # at once and take its runs at their next poll instead of when its leases expire (see
+    # and take its runs within two polls instead of when its leases expire (see
     # trellis.workflows.liveness). Behind PgBouncer in transaction mode, turn it off.
     liveness: bool = True
     # How often each worker looks for due work in the database (woken waits, expired leases, nudges

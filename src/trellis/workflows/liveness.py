@@ -8,9 +8,9 @@ connection, the server ends the session and the lock goes with it. At each poll 
 ``poll_seconds``; ``WorkflowWorker.release_dead``) every worker looks at the owners of unexpired
 leases other than itself; an owner whose lock it can take at two looks a poll apart is gone (a
 live worker whose connection dropped takes its lock back at its own next poll), and that owner's
-runs are made due at once, to be claimed as any due run is. A claim bumps the run's lease epoch, so should the
-owner be alive after all (its connection dropped, not its process) its late writes are fenced and
-its next renewal tells it to stop.
+runs are made due at once, to be claimed as any due run is. A claim bumps the run's lease epoch, so
+should the owner be alive after all its late writes are fenced and its next renewal tells it to
+stop.
 
 Only ids that end in ``LIVE_MARK`` are judged this way: a worker that holds no lock (SQLite, the
 setting off, an older version during a rolling upgrade) is left to its leases. A host that vanishes

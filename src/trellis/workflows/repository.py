@@ -3,12 +3,27 @@ the caller opened; the engine's writes are fenced by the run's lease epoch (``fe
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, and_, bindparam, case, delete, func, insert, select, text, tuple_, update
+from sqlalchemy import (
+    Boolean,
+    CursorResult,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trellis.workflows.models import (
@@ -459,10 +474,12 @@ async def renew(
 
 async def free_live_owners(session: AsyncSession, me: str, now: datetime) -> list[str]:
     """PostgreSQL: the live-marked workers (``liveness``) other than ``me`` that hold unexpired leases
-    but not their liveness lock: dead, or (briefly) reconnecting. Their keys stay locked by this
-    transaction until it ends, so none of them can take its lock back meanwhile."""
-    owners = await session.execute(
-        select(WorkflowRun.lease_owner)
+    but not their liveness lock: dead, or (briefly) reconnecting. One statement: the lock is tried
+    per distinct owner (PostgreSQL does not push a volatile condition into the subquery), and the
+    keys it took stay locked by this transaction until it ends, so none of them can take its lock
+    back meanwhile."""
+    owners = (
+        select(WorkflowRun.lease_owner.label("owner"))
         .distinct()
         .where(
             WorkflowRun.status == "running",
@@ -470,30 +487,23 @@ async def free_live_owners(session: AsyncSession, me: str, now: datetime) -> lis
             WorkflowRun.lease_owner.like(f"%{LIVE_MARK}"),
             WorkflowRun.lease_owner != me,
         )
+        .subquery()
     )
-    free: list[str] = []
-    for owner in sorted(owner for owner in owners.scalars() if owner):
-        taken = await session.execute(
-            text("SELECT pg_try_advisory_xact_lock(:lock, hashtext(:owner))"),
-            {"lock": WORKER_ALIVE_LOCK, "owner": owner},
-        )
-        if taken.scalar():
-            free.append(owner)
-    return free
+    lock_is_free = func.pg_try_advisory_xact_lock(WORKER_ALIVE_LOCK, func.hashtext(owners.c.owner), type_=Boolean)
+    rows = await session.execute(select(owners.c.owner).where(lock_is_free).order_by(owners.c.owner))
+    return list(rows.scalars())
 
 
 async def release_runs_of(session: AsyncSession, owners: Collection[str], now: datetime) -> dict[str, int]:
     """Make the unexpired leases of dead ``owners`` due now; {owner: runs released}."""
-    released: dict[str, int] = {}
-    for owner in owners:
-        result = await session.execute(
-            update(WorkflowRun)
-            .where(WorkflowRun.status == "running", WorkflowRun.lease_owner == owner, WorkflowRun.due_at > now)
-            .values(due_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        released[owner] = _rowcount(result)
-    return released
+    rows = await session.execute(
+        update(WorkflowRun)
+        .where(WorkflowRun.status == "running", WorkflowRun.lease_owner.in_(list(owners)), WorkflowRun.due_at > now)
+        .values(due_at=now)
+        .returning(WorkflowRun.lease_owner)
+        .execution_options(synchronize_session=False)
+    )
+    return dict(Counter(owner for owner in rows.scalars() if owner))
 
 
 async def cancel_requested(session: AsyncSession, run_ids: Collection[str]) -> set[str]:

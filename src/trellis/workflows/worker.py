@@ -286,11 +286,12 @@ class WorkflowWorker:
         moment = self._clock.monotonic()
         self._next_release = moment + self._settings.poll_seconds
         await self._alive()
+        now = self._clock.now()
         async with self._database.transaction() as session:
-            free = await repo.free_live_owners(session, self.worker_id, self._clock.now())
+            free = await repo.free_live_owners(session, self.worker_id, now)
             self._suspects = {owner: self._suspects.get(owner, moment) for owner in free}
             dead = [owner for owner, since in self._suspects.items() if moment - since >= self._settings.poll_seconds]
-            released = await repo.release_runs_of(session, dead, self._clock.now()) if dead else {}
+            released = await repo.release_runs_of(session, dead, now) if dead else {}
         for owner, count in released.items():
             self._suspects.pop(owner, None)
             log.warning("workflow.worker_gone", worker=owner, runs=count, seen_by=self.worker_id)
