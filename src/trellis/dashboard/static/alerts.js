@@ -136,5 +136,11 @@
       document.getElementById("live-state").textContent = state;
     },
   );
+  // Live messages are an accelerator: the page also reads again at the evaluator's pace (15 s by
+  // default), so a missed alert_* message leaves it stale for one interval at most. Not while a
+  // silence duration is being chosen: a redraw would reset the choice.
+  setInterval(() => {
+    if (!pending && !(document.activeElement instanceof HTMLSelectElement)) load();
+  }, 15000);
   load();
 })();
